@@ -1,0 +1,14 @@
+// commands.h - the `scalekv` subcommands. Each lives in its own cmd_*.cpp and registers itself on
+// the CLI11 app; main.cpp only parses, runs and turns exceptions into one-line errors.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace skv {
+
+void register_inspect(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_verify_golden(CLI::App& app);
+void register_bench(CLI::App& app);
+
+}  // namespace skv

@@ -1,0 +1,22 @@
+// model_files.h - resolving the model/weights/VAE paths of a command, with the shipped demo model
+// as the default when none is given.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace skv {
+
+struct ModelFiles {
+  std::string config, weights, vae;
+};
+
+// Fills empty fields from the demo model (models/demo/) and checks that every file exists.
+ModelFiles resolve_model_files(ModelFiles f);
+std::string default_model_dir();
+
+// Parses "3,7", "0-9", "0-9x4" (each label 4 times) into a list of labels.
+std::vector<int64_t> parse_labels(const std::string& spec);
+
+}  // namespace skv

@@ -1,0 +1,103 @@
+// backend.h - the ops a model needs, behind one small interface (ggml-style).
+// `cpu/` is the reference implementation and runs everywhere; `cuda/` implements the same interface
+// and is tested op by op against it (tests/runtime/test_backend_ops.cpp). Models only talk to a
+// Backend, so the device never leaks into model code. Layout conventions (all row-major, F32 unless
+// a weight says otherwise):
+//   activations  [rows, tokens, channels]                       (rows = batch x 2 with CFG)
+//   heads        [rows, heads, tokens, head_dim]                (q, k, v and the KV cache)
+//   images       [N, C, H, W]  (or [N, C, T, H, W] for trilinear)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace skv {
+
+// One block of keys/values for attention: k, v are [rows, heads, capacity, head_dim]; the first `len`
+// tokens are used. `row_len`, when not empty, gives a per-row length instead (variable-length text).
+struct KVSegment {
+  const Tensor* k = nullptr;
+  const Tensor* v = nullptr;
+  int64_t len = 0;
+  std::vector<int64_t> row_len;
+};
+
+enum class Interp { Nearest, Bilinear, Bicubic, Area, Trilinear };
+const char* interp_name(Interp m);
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+  virtual Allocator& allocator() = 0;
+
+  Tensor empty(const Shape& shape, DType dt = DType::F32, MemCategory cat = MemCategory::Activations);
+  Tensor zeros(const Shape& shape, DType dt = DType::F32, MemCategory cat = MemCategory::Activations);
+  virtual Tensor upload(const Tensor& host, MemCategory cat) = 0;  // host -> this device (copy)
+  virtual Tensor download(const Tensor& t) = 0;                    // this device -> host (copy)
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;           // same device, same byte size
+  virtual void fill(Tensor& t, float v) = 0;
+  virtual void synchronize() {}
+
+  // y[M,N] = x[M,K] . w[N,K]^T (+ bias[N]). x, y F32; w F32/F16/BF16.
+  virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) = 0;
+  // Normalisation over the last axis (w, b may be null: no affine).
+  virtual void layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y) = 0;
+  virtual void rms_norm(const Tensor& x, const Tensor* w, float eps, Tensor& y) = 0;
+  // AdaLN: y[r,t,:] = x[r,t,:] * (1 + scale[r,:]) + shift[r,:]; scale, shift are [rows, C].
+  virtual void modulate(const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) = 0;
+  // x[r,t,:] += y[r,t,:] * gate[r,:] (gate null: plain add). x, y [rows, tokens, C].
+  virtual void add_gated(Tensor& x, const Tensor& y, const Tensor* gate) = 0;
+  // y = a + b, where b is broadcast over the leading axes of a (b.numel() divides a.numel()).
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& y) = 0;
+  virtual void scale(Tensor& x, float s) = 0;
+  // out = a * x + b * y (element-wise; out may alias x or y).
+  virtual void axpby(const Tensor& x, float a, const Tensor& y, float b, Tensor& out) = 0;
+  // y[b] = x[b]^T for x [B, M, N] -> y [B, N, M].
+  virtual void transpose_last2(const Tensor& x, Tensor& y) = 0;
+  virtual void gelu_tanh(Tensor& x) = 0;
+  virtual void silu(const Tensor& x, Tensor& y) = 0;
+  virtual void softmax_lastdim(Tensor& x) = 0;
+  // y[i,:] = table[idx[i],:]
+  virtual void embedding(const Tensor& table, const std::vector<int64_t>& idx, Tensor& y) = 0;
+
+  // [rows, tokens, 3*H*hd] -> q, k, v [rows, H, tokens, hd], adding the optional biases ([H*hd]).
+  virtual void split_qkv(const Tensor& qkv, const Tensor* q_bias, const Tensor* k_bias, const Tensor* v_bias,
+                         Tensor& q, Tensor& k, Tensor& v) = 0;
+  // [rows, tokens, H*hd] -> [rows, H, tokens, hd] (+ bias), and back.
+  virtual void to_heads(const Tensor& x, const Tensor* bias, Tensor& y) = 0;
+  virtual void from_heads(const Tensor& x, Tensor& y) = 0;
+  // x [rows, H, tokens, hd]: x = x / max(||x||, 1e-12) * head_scale[h] (head_scale null: 1).
+  virtual void l2norm_heads(Tensor& x, const Tensor* head_scale) = 0;
+  // x [rows, H, tokens, hd]: rotate pairs (x[2i], x[2i+1]) of token t by cos/sin[pos[t], i];
+  // cos_sin is [2, P, hd/2], pos holds the absolute position of each of the tokens.
+  virtual void rope(Tensor& x, const Tensor& cos_sin, const std::vector<int64_t>& pos) = 0;
+  // out [rows, Lq, H*hd] = softmax(scale * q k^T) v over the concatenation of the segments.
+  virtual void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out) = 0;
+
+  // KV-cache moves. dst[r,h,dst_off+i,:] = src[r,h,i,:] for i < n (src [R,H,Ls,hd], dst [R,H,cap,hd]).
+  virtual void copy_tokens(const Tensor& src, int64_t n, Tensor& dst, int64_t dst_off) = 0;
+  // In-place compaction of a layer's store: for each (r,h) and j < n, store[r,h,j] = token kept[r,h,j] of
+  // [store[r,h,0:hist_len], cur[r,h,:]]. kept (I32 [R,H,n], this device) is ascending per (r,h), so
+  // j <= kept[j] and reading ahead of the write position is safe.
+  virtual void gather_tokens(Tensor& store, int64_t hist_len, const Tensor& cur, const Tensor& kept, int64_t n) = 0;
+
+  // Images.
+  virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int stride, int pad, Tensor& y) = 0;
+  virtual void group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps, Tensor& y) = 0;
+  // F.interpolate(x, size=y's spatial size, mode, align_corners=False), PyTorch-exact.
+  virtual void interpolate(const Tensor& x, Interp mode, Tensor& y) = 0;
+};
+
+// The CPU reference backend (OpenBLAS + OpenMP); one per process.
+Backend& cpu_backend();
+// The backend for a device name ("cpu", "cuda"); throws with the reason when it is not available.
+Backend& backend_for(const std::string& device);
+bool cuda_available(std::string* why = nullptr);
+
+}  // namespace skv

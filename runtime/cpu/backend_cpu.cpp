@@ -1,0 +1,647 @@
+// backend_cpu.cpp - the reference backend: OpenBLAS for matrix products, OpenMP loops for the rest.
+// Every op follows PyTorch's float32 CPU definition (interpolation index/weight rules, biased variance
+// in the norms, GELU-tanh), because the goldens were produced by PyTorch on a CPU. Attention works in
+// query chunks so the score matrix never exceeds kAttnChunk x keys floats.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "runtime/backend.h"
+#include "runtime/check.h"
+#include "runtime/hostdevice.h"
+
+namespace skv {
+
+const char* interp_name(Interp m) {
+  switch (m) {
+    case Interp::Nearest: return "nearest";
+    case Interp::Bilinear: return "bilinear";
+    case Interp::Bicubic: return "bicubic";
+    case Interp::Area: return "area";
+    case Interp::Trilinear: return "trilinear";
+  }
+  return "?";
+}
+
+Tensor Backend::empty(const Shape& shape, DType dt, MemCategory cat) {
+  return Tensor::empty(shape, dt, cat, &allocator(), device());
+}
+
+Tensor Backend::zeros(const Shape& shape, DType dt, MemCategory cat) {
+  Tensor t = empty(shape, dt, cat);
+  fill(t, 0.0f);
+  return t;
+}
+
+namespace {
+
+constexpr int64_t kAttnChunk = 256;
+
+void check_f32(const Tensor& t, const char* what) {
+  SKV_CHECK(t.defined() && t.dtype() == DType::F32 && t.device() == Device::CPU, "{}: expected a host F32 tensor, got {}",
+            what, t.defined() ? t.describe() : "undefined");
+}
+
+// Linear source indices and weights along one axis, as PyTorch's compute_indices_weights_linear.
+struct LinearTap {
+  int64_t i0, i1;
+  float w0, w1;
+};
+std::vector<LinearTap> linear_taps(int64_t in, int64_t out) {
+  std::vector<LinearTap> taps(out);
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  for (int64_t o = 0; o < out; ++o) {
+    const float real = source_index(scale, o, false);
+    const int64_t i0 = static_cast<int64_t>(real);
+    const float l1 = real - static_cast<float>(i0);
+    taps[o] = {i0, i0 + (i0 < in - 1 ? 1 : 0), 1.0f - l1, l1};
+  }
+  return taps;
+}
+
+struct CubicTap {
+  int64_t idx[4];
+  float w[4];
+};
+std::vector<CubicTap> cubic_taps(int64_t in, int64_t out) {
+  std::vector<CubicTap> taps(out);
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  for (int64_t o = 0; o < out; ++o) {
+    const float real = source_index(scale, o, true);
+    const int64_t i = static_cast<int64_t>(std::floor(real));
+    cubic_weights(real - static_cast<float>(i), taps[o].w);
+    for (int j = 0; j < 4; ++j) taps[o].idx[j] = std::clamp<int64_t>(i - 1 + j, 0, in - 1);
+  }
+  return taps;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::CPU; }
+  std::string name() const override { return "cpu"; }
+  Allocator& allocator() override { return Allocator::host(); }
+
+  Tensor upload(const Tensor& host, MemCategory cat) override { return host.clone(cat); }
+  Tensor download(const Tensor& t) override { return t.clone(); }
+  void copy(const Tensor& src, Tensor& dst) override {
+    SKV_CHECK(src.nbytes() == dst.nbytes(), "copy: {} -> {} sizes differ", src.describe(), dst.describe());
+    std::memcpy(dst.raw(), src.raw(), src.nbytes());
+  }
+  void fill(Tensor& t, float v) override {
+    if (t.dtype() == DType::F32) {
+      t.fill(v);
+    } else {
+      SKV_CHECK(v == 0.0f, "fill: only zero fill for {}", t.describe());
+      std::memset(t.raw(), 0, t.nbytes());
+    }
+  }
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
+    check_f32(x, "linear x");
+    check_f32(y, "linear y");
+    SKV_CHECK(w.ndim() == 2, "linear: weight must be 2-D, got {}", w.describe());
+    const int64_t K = w.dim(1), N = w.dim(0);
+    SKV_CHECK(x.dim(-1) == K && y.dim(-1) == N && x.numel() / K == y.numel() / N, "linear: x {} w {} y {}",
+              x.describe(), w.describe(), y.describe());
+    const int64_t M = x.numel() / K;
+    Tensor w32 = w.dtype() == DType::F32 ? w : w.to_f32(MemCategory::Workspace);
+    float* yp = y.f32();
+    if (M > 0 && N > 0) {
+      if (K == 0) {
+        std::fill(yp, yp + M * N, 0.0f);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
+                    static_cast<int>(K), 1.0f, x.f32(), static_cast<int>(K), w32.f32(), static_cast<int>(K), 0.0f, yp,
+                    static_cast<int>(N));
+      }
+    }
+    if (bias) {
+      check_f32(*bias, "linear bias");
+      SKV_CHECK(bias->numel() == N, "linear: bias {} for N={}", bias->describe(), N);
+      const float* b = bias->f32();
+#pragma omp parallel for if (M * N > 65536)
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) yp[m * N + n] += b[n];
+    }
+  }
+
+  void layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y) override {
+    check_f32(x, "layer_norm x");
+    const int64_t C = x.dim(-1), M = x.numel() / C;
+    const float* xp = x.f32();
+    float* yp = y.f32();
+    const float* wp = w ? w->f32() : nullptr;
+    const float* bp = b ? b->f32() : nullptr;
+#pragma omp parallel for if (M * C > 65536)
+    for (int64_t m = 0; m < M; ++m) {
+      const float* r = xp + m * C;
+      double mean = 0, var = 0;
+      for (int64_t c = 0; c < C; ++c) mean += r[c];
+      mean /= static_cast<double>(C);
+      for (int64_t c = 0; c < C; ++c) var += (r[c] - mean) * (r[c] - mean);
+      var /= static_cast<double>(C);
+      const float rstd = static_cast<float>(1.0 / std::sqrt(var + eps));
+      const float mu = static_cast<float>(mean);
+      float* o = yp + m * C;
+      for (int64_t c = 0; c < C; ++c) {
+        float v = (r[c] - mu) * rstd;
+        if (wp) v *= wp[c];
+        if (bp) v += bp[c];
+        o[c] = v;
+      }
+    }
+  }
+
+  void rms_norm(const Tensor& x, const Tensor* w, float eps, Tensor& y) override {
+    check_f32(x, "rms_norm x");
+    const int64_t C = x.dim(-1), M = x.numel() / C;
+    const float* xp = x.f32();
+    float* yp = y.f32();
+    const float* wp = w ? w->f32() : nullptr;
+#pragma omp parallel for if (M * C > 65536)
+    for (int64_t m = 0; m < M; ++m) {
+      const float* r = xp + m * C;
+      double ss = 0;
+      for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(r[c]) * r[c];
+      const float rs = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(C) + eps));
+      float* o = yp + m * C;
+      for (int64_t c = 0; c < C; ++c) o[c] = r[c] * rs * (wp ? wp[c] : 1.0f);
+    }
+  }
+
+  void modulate(const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& y) override {
+    check_f32(x, "modulate x");
+    const int64_t R = x.dim(0), C = x.dim(-1), T = x.numel() / (R * C);
+    SKV_CHECK(scale.numel() == R * C && shift.numel() == R * C, "modulate: x {} scale {} shift {}", x.describe(),
+              scale.describe(), shift.describe());
+    const float *xp = x.f32(), *sc = scale.f32(), *sh = shift.f32();
+    float* yp = y.f32();
+#pragma omp parallel for collapse(2) if (R * T * C > 65536)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t t = 0; t < T; ++t) {
+        const float* a = xp + (r * T + t) * C;
+        float* o = yp + (r * T + t) * C;
+        for (int64_t c = 0; c < C; ++c) o[c] = a[c] * (sc[r * C + c] + 1.0f) + sh[r * C + c];
+      }
+  }
+
+  void add_gated(Tensor& x, const Tensor& y, const Tensor* gate) override {
+    check_f32(x, "add_gated x");
+    SKV_CHECK(x.numel() == y.numel(), "add_gated: x {} y {}", x.describe(), y.describe());
+    const int64_t R = x.dim(0), C = x.dim(-1), T = x.numel() / (R * C);
+    float* xp = x.f32();
+    const float* yp = y.f32();
+    const float* g = gate ? gate->f32() : nullptr;
+    if (gate) SKV_CHECK(gate->numel() == R * C, "add_gated: gate {} for x {}", gate->describe(), x.describe());
+#pragma omp parallel for collapse(2) if (R * T * C > 65536)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t t = 0; t < T; ++t) {
+        float* a = xp + (r * T + t) * C;
+        const float* b = yp + (r * T + t) * C;
+        if (g)
+          for (int64_t c = 0; c < C; ++c) a[c] += b[c] * g[r * C + c];
+        else
+          for (int64_t c = 0; c < C; ++c) a[c] += b[c];
+      }
+  }
+
+  void add(const Tensor& a, const Tensor& b, Tensor& y) override {
+    check_f32(a, "add a");
+    const int64_t n = a.numel(), m = b.numel();
+    SKV_CHECK(m > 0 && n % m == 0 && y.numel() == n, "add: a {} b {} y {}", a.describe(), b.describe(), y.describe());
+    const float *ap = a.f32(), *bp = b.f32();
+    float* yp = y.f32();
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) yp[i] = ap[i] + bp[i % m];
+  }
+
+  void scale(Tensor& x, float s) override {
+    float* p = x.f32();
+    const int64_t n = x.numel();
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) p[i] *= s;
+  }
+
+  void axpby(const Tensor& x, float a, const Tensor& y, float b, Tensor& out) override {
+    SKV_CHECK(x.numel() == y.numel() && out.numel() == x.numel(), "axpby: x {} y {} out {}", x.describe(),
+              y.describe(), out.describe());
+    const float *xp = x.f32(), *yp = y.f32();
+    float* o = out.f32();
+    const int64_t n = x.numel();
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) o[i] = xp[i] * a + yp[i] * b;
+  }
+
+  void transpose_last2(const Tensor& x, Tensor& y) override {
+    const int64_t M = x.dim(-2), N = x.dim(-1), B = x.numel() / (M * N);
+    SKV_CHECK(y.numel() == x.numel() && y.dim(-1) == M, "transpose_last2: x {} y {}", x.describe(), y.describe());
+    const float* xp = x.f32();
+    float* yp = y.f32();
+#pragma omp parallel for collapse(2) if (B * M * N > 65536)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t m = 0; m < M; ++m) yp[(b * N + n) * M + m] = xp[(b * M + m) * N + n];
+  }
+
+  void copy_tokens(const Tensor& src, int64_t n, Tensor& dst, int64_t dst_off) override {
+    const int64_t RH = src.dim(0) * src.dim(1), Ls = src.dim(2), D = src.dim(3), cap = dst.dim(2);
+    SKV_CHECK(dst.dim(0) * dst.dim(1) == RH && dst.dim(3) == D && n <= Ls && dst_off + n <= cap,
+              "copy_tokens: {} tokens of {} into {} at {}", n, src.describe(), dst.describe(), dst_off);
+    SKV_CHECK(src.dtype() == dst.dtype(), "copy_tokens: dtype {} -> {}", dtype_name(src.dtype()), dtype_name(dst.dtype()));
+    const size_t es = dtype_size(src.dtype());
+    const char* s = static_cast<const char*>(src.raw());
+    char* d = static_cast<char*>(dst.raw());
+    for (int64_t rh = 0; rh < RH; ++rh)
+      std::memcpy(d + ((rh * cap + dst_off) * D) * es, s + (rh * Ls * D) * es, static_cast<size_t>(n * D) * es);
+  }
+
+  void gather_tokens(Tensor& store, int64_t hist_len, const Tensor& cur, const Tensor& kept, int64_t n) override {
+    const int64_t RH = store.dim(0) * store.dim(1), cap = store.dim(2), D = store.dim(3), Lc = cur.dim(2);
+    SKV_CHECK(kept.numel() == RH * n && n <= cap && kept.dtype() == DType::I32, "gather_tokens: kept {} n {} store {}",
+              kept.describe(), n, store.describe());
+    const size_t es = dtype_size(store.dtype());
+    char* st = static_cast<char*>(store.raw());
+    const char* cu = static_cast<const char*>(cur.raw());
+    const int32_t* kp = kept.data<int32_t>();
+#pragma omp parallel for if (RH * n * D > 65536)
+    for (int64_t rh = 0; rh < RH; ++rh)
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = kp[rh * n + j];
+        char* dst = st + ((rh * cap + j) * D) * es;
+        if (i < hist_len) {
+          if (i != j) std::memcpy(dst, st + ((rh * cap + i) * D) * es, static_cast<size_t>(D) * es);
+        } else {
+          std::memcpy(dst, cu + ((rh * Lc + (i - hist_len)) * D) * es, static_cast<size_t>(D) * es);
+        }
+      }
+  }
+
+  void gelu_tanh(Tensor& x) override {
+    float* p = x.f32();
+    const int64_t n = x.numel();
+#pragma omp parallel for if (n > 16384)
+    for (int64_t i = 0; i < n; ++i) p[i] = skv::gelu_tanh(p[i]);
+  }
+
+  void silu(const Tensor& x, Tensor& y) override {
+    const float* p = x.f32();
+    float* o = y.f32();
+    const int64_t n = x.numel();
+#pragma omp parallel for if (n > 16384)
+    for (int64_t i = 0; i < n; ++i) o[i] = skv::silu(p[i]);
+  }
+
+  void softmax_lastdim(Tensor& x) override {
+    const int64_t C = x.dim(-1), M = x.numel() / C;
+    float* p = x.f32();
+#pragma omp parallel for if (M * C > 16384)
+    for (int64_t m = 0; m < M; ++m) softmax_row(p + m * C, C);
+  }
+
+  void embedding(const Tensor& table, const std::vector<int64_t>& idx, Tensor& y) override {
+    check_f32(table, "embedding table");
+    const int64_t V = table.dim(0), C = table.dim(1);
+    SKV_CHECK(y.numel() == static_cast<int64_t>(idx.size()) * C, "embedding: y {} for {} ids", y.describe(), idx.size());
+    for (size_t i = 0; i < idx.size(); ++i) {
+      SKV_CHECK(idx[i] >= 0 && idx[i] < V, "embedding: index {} outside [0, {})", idx[i], V);
+      std::memcpy(y.f32() + i * C, table.f32() + idx[i] * C, C * sizeof(float));
+    }
+  }
+
+  void split_qkv(const Tensor& qkv, const Tensor* qb, const Tensor* kb, const Tensor* vb, Tensor& q, Tensor& k,
+                 Tensor& v) override {
+    const int64_t R = q.dim(0), H = q.dim(1), L = q.dim(2), D = q.dim(3);
+    SKV_CHECK(qkv.numel() == 3 * R * H * L * D && k.numel() == q.numel() && v.numel() == q.numel(),
+              "split_qkv: qkv {} q {}", qkv.describe(), q.describe());
+    const float* src = qkv.f32();
+    Tensor* outs[3] = {&q, &k, &v};
+    const Tensor* biases[3] = {qb, kb, vb};
+#pragma omp parallel for collapse(2) if (R * L * H * D > 65536)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t l = 0; l < L; ++l)
+        for (int s = 0; s < 3; ++s) {
+          const float* row = src + ((r * L + l) * 3 + s) * H * D;
+          const float* b = biases[s] ? biases[s]->f32() : nullptr;
+          float* o = outs[s]->f32();
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t d = 0; d < D; ++d)
+              o[((r * H + h) * L + l) * D + d] = row[h * D + d] + (b ? b[h * D + d] : 0.0f);
+        }
+  }
+
+  void to_heads(const Tensor& x, const Tensor* bias, Tensor& y) override {
+    const int64_t R = y.dim(0), H = y.dim(1), L = y.dim(2), D = y.dim(3);
+    SKV_CHECK(x.numel() == y.numel(), "to_heads: x {} y {}", x.describe(), y.describe());
+    const float* src = x.f32();
+    const float* b = bias ? bias->f32() : nullptr;
+    float* o = y.f32();
+#pragma omp parallel for collapse(2) if (R * L * H * D > 65536)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t l = 0; l < L; ++l)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t d = 0; d < D; ++d)
+            o[((r * H + h) * L + l) * D + d] = src[(r * L + l) * H * D + h * D + d] + (b ? b[h * D + d] : 0.0f);
+  }
+
+  void from_heads(const Tensor& x, Tensor& y) override {
+    const int64_t R = x.dim(0), H = x.dim(1), L = x.dim(2), D = x.dim(3);
+    SKV_CHECK(x.numel() == y.numel(), "from_heads: x {} y {}", x.describe(), y.describe());
+    const float* src = x.f32();
+    float* o = y.f32();
+#pragma omp parallel for collapse(2) if (R * L * H * D > 65536)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t l = 0; l < L; ++l)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t d = 0; d < D; ++d)
+            o[(r * L + l) * H * D + h * D + d] = src[((r * H + h) * L + l) * D + d];
+  }
+
+  void l2norm_heads(Tensor& x, const Tensor* head_scale) override {
+    const int64_t R = x.dim(0), H = x.dim(1), L = x.dim(2), D = x.dim(3);
+    float* p = x.f32();
+    const float* hs = head_scale ? head_scale->f32() : nullptr;
+#pragma omp parallel for collapse(2) if (R * H * L * D > 65536)
+    for (int64_t rh = 0; rh < R * H; ++rh)
+      for (int64_t l = 0; l < L; ++l) {
+        float* v = p + (rh * L + l) * D;
+        float ss = 0.0f;
+        for (int64_t d = 0; d < D; ++d) ss += v[d] * v[d];
+        const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
+        const float s = hs ? hs[rh % H] : 1.0f;
+        for (int64_t d = 0; d < D; ++d) v[d] = v[d] * inv * s;
+      }
+  }
+
+  void rope(Tensor& x, const Tensor& cos_sin, const std::vector<int64_t>& pos) override {
+    const int64_t R = x.dim(0), H = x.dim(1), L = x.dim(2), D = x.dim(3);
+    const int64_t P = cos_sin.dim(1), half = cos_sin.dim(2);
+    SKV_CHECK(half * 2 == D && static_cast<int64_t>(pos.size()) == L, "rope: x {} table {} positions {}",
+              x.describe(), cos_sin.describe(), pos.size());
+    const float* cs = cos_sin.f32();
+    float* p = x.f32();
+    for (int64_t t : pos) SKV_CHECK(t >= 0 && t < P, "rope: position {} outside the table ({})", t, P);
+#pragma omp parallel for collapse(2) if (R * H * L * D > 65536)
+    for (int64_t rh = 0; rh < R * H; ++rh)
+      for (int64_t l = 0; l < L; ++l) {
+        float* v = p + (rh * L + l) * D;
+        const float* c = cs + pos[l] * half;
+        const float* s = cs + (P + pos[l]) * half;
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[2 * i], b = v[2 * i + 1];
+          v[2 * i] = a * c[i] - b * s[i];
+          v[2 * i + 1] = b * c[i] + a * s[i];
+        }
+      }
+  }
+
+  void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out) override {
+    check_f32(q, "attention q");
+    const int64_t R = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3);
+    SKV_CHECK(out.numel() == R * Lq * H * D, "attention: out {} for q {}", out.describe(), q.describe());
+    int64_t Lmax = 0;
+    for (const auto& s : segs) {
+      SKV_CHECK(s.k->dim(0) == R && s.k->dim(1) == H && s.k->dim(3) == D, "attention: k {} for q {}",
+                s.k->describe(), q.describe());
+      int64_t m = s.len;
+      for (int64_t l : s.row_len) m = std::max(m, l);
+      SKV_CHECK(m <= s.k->dim(2), "attention: length {} beyond capacity {}", m, s.k->dim(2));
+      Lmax += m;
+    }
+    const int64_t chunk = std::min<int64_t>(Lq, kAttnChunk);
+    Tensor scores = Tensor::empty({chunk, std::max<int64_t>(Lmax, 1)}, DType::F32, MemCategory::Workspace);
+    Tensor acc = Tensor::empty({chunk, D}, DType::F32, MemCategory::Workspace);
+    float* S = scores.f32();
+    const float* qp = q.f32();
+    float* op = out.f32();
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t q0 = 0; q0 < Lq; q0 += chunk) {
+          const int64_t nq = std::min(chunk, Lq - q0);
+          const float* Q = qp + ((r * H + h) * Lq + q0) * D;
+          int64_t col = 0;
+          for (const auto& s : segs) {  // scores = scale * Q K^T, one column block per segment
+            const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
+            if (len == 0) continue;
+            const float* K = s.k->f32() + (r * H + h) * s.k->dim(2) * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, len, D, scale, Q, D, K, D, 0.0f, S + col, Lmax);
+            col += len;
+          }
+          const int64_t L = col;
+#pragma omp parallel for if (nq * L > 16384)
+          for (int64_t i = 0; i < nq; ++i) softmax_row(S + i * Lmax, L);
+          col = 0;
+          float* A = acc.f32();
+          for (const auto& s : segs) {  // out = P V, accumulated over segments
+            const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
+            if (len == 0) continue;
+            const float* V = s.v->f32() + (r * H + h) * s.v->dim(2) * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, len, 1.0f, S + col, Lmax, V, D,
+                        col == 0 ? 0.0f : 1.0f, A, D);
+            col += len;
+          }
+          if (col == 0) std::fill(A, A + nq * D, 0.0f);
+          for (int64_t i = 0; i < nq; ++i)
+            std::memcpy(op + ((r * Lq + q0 + i) * H + h) * D, A + i * D, D * sizeof(float));
+        }
+  }
+
+  void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int stride, int pad, Tensor& y) override {
+    check_f32(x, "conv2d x");
+    const int64_t N = x.dim(0), Ci = x.dim(1), H = x.dim(2), W = x.dim(3);
+    const int64_t Co = w.dim(0), kh = w.dim(2), kw = w.dim(3);
+    SKV_CHECK(w.dim(1) == Ci, "conv2d: weight {} for input {}", w.describe(), x.describe());
+    const int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
+    SKV_CHECK(y.dim(0) == N && y.dim(1) == Co && y.dim(2) == Ho && y.dim(3) == Wo, "conv2d: output {} expected [{}, {}, {}, {}]",
+              y.describe(), N, Co, Ho, Wo);
+    Tensor w32 = w.dtype() == DType::F32 ? w : w.to_f32(MemCategory::Workspace);
+    const int64_t Kc = Ci * kh * kw, P = Ho * Wo;
+    const bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
+    Tensor col = direct ? Tensor() : Tensor::empty({Kc, P}, DType::F32, MemCategory::Workspace);
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xp = x.f32() + n * Ci * H * W;
+      const float* cp = xp;
+      if (!direct) {
+        float* c = col.f32();
+#pragma omp parallel for if (Kc * P > 65536)
+        for (int64_t k = 0; k < Kc; ++k) {
+          const int64_t ci = k / (kh * kw), dy = (k / kw) % kh, dx = k % kw;
+          float* row = c + k * P;
+          for (int64_t oy = 0; oy < Ho; ++oy) {
+            const int64_t iy = oy * stride - pad + dy;
+            for (int64_t ox = 0; ox < Wo; ++ox) {
+              const int64_t ix = ox * stride - pad + dx;
+              row[oy * Wo + ox] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? xp[(ci * H + iy) * W + ix] : 0.0f;
+            }
+          }
+        }
+        cp = c;
+      }
+      float* yp = y.f32() + n * Co * P;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, P, Kc, 1.0f, w32.f32(), Kc, cp, P, 0.0f, yp, P);
+      if (b) {
+        const float* bp = b->f32();
+#pragma omp parallel for if (Co * P > 65536)
+        for (int64_t co = 0; co < Co; ++co)
+          for (int64_t p = 0; p < P; ++p) yp[co * P + p] += bp[co];
+      }
+    }
+  }
+
+  void group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps, Tensor& y) override {
+    check_f32(x, "group_norm x");
+    const int64_t N = x.dim(0), C = x.dim(1), HW = x.numel() / (N * C);
+    SKV_CHECK(C % groups == 0, "group_norm: {} channels not divisible by {} groups", C, groups);
+    const int64_t cg = C / groups;
+    const float* xp = x.f32();
+    float* yp = y.f32();
+#pragma omp parallel for collapse(2)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* src = xp + (n * C + g * cg) * HW;
+        const int64_t cnt = cg * HW;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < cnt; ++i) mean += src[i];
+        mean /= static_cast<double>(cnt);
+        for (int64_t i = 0; i < cnt; ++i) var += (src[i] - mean) * (src[i] - mean);
+        var /= static_cast<double>(cnt);
+        const float rstd = static_cast<float>(1.0 / std::sqrt(var + eps)), mu = static_cast<float>(mean);
+        for (int64_t c = 0; c < cg; ++c) {
+          const int64_t ch = g * cg + c;
+          const float a = rstd * (w ? w->f32()[ch] : 1.0f);
+          const float bb = (b ? b->f32()[ch] : 0.0f) - mu * a;
+          const float* s = src + c * HW;
+          float* o = yp + (n * C + ch) * HW;
+          for (int64_t i = 0; i < HW; ++i) o[i] = s[i] * a + bb;
+        }
+      }
+  }
+
+  void interpolate(const Tensor& x, Interp mode, Tensor& y) override {
+    check_f32(x, "interpolate x");
+    if (mode == Interp::Trilinear) return trilinear(x, y);
+    SKV_CHECK(x.ndim() == 4 && y.ndim() == 4 && x.dim(0) == y.dim(0) && x.dim(1) == y.dim(1),
+              "interpolate: {} -> {}", x.describe(), y.describe());
+    const int64_t NC = x.dim(0) * x.dim(1), H = x.dim(2), W = x.dim(3), Ho = y.dim(2), Wo = y.dim(3);
+    const float* xp = x.f32();
+    float* yp = y.f32();
+    switch (mode) {
+      case Interp::Nearest: {
+        const float sh = static_cast<float>(H) / Ho, sw = static_cast<float>(W) / Wo;
+#pragma omp parallel for if (NC * Ho * Wo > 65536)
+        for (int64_t c = 0; c < NC; ++c)
+          for (int64_t oy = 0; oy < Ho; ++oy) {
+            const int64_t iy = std::min<int64_t>(static_cast<int64_t>(std::floor(oy * sh)), H - 1);
+            for (int64_t ox = 0; ox < Wo; ++ox) {
+              const int64_t ix = std::min<int64_t>(static_cast<int64_t>(std::floor(ox * sw)), W - 1);
+              yp[(c * Ho + oy) * Wo + ox] = xp[(c * H + iy) * W + ix];
+            }
+          }
+        break;
+      }
+      case Interp::Bilinear: {
+        const auto ty = linear_taps(H, Ho), tx = linear_taps(W, Wo);
+#pragma omp parallel for if (NC * Ho * Wo > 65536)
+        for (int64_t c = 0; c < NC; ++c)
+          for (int64_t oy = 0; oy < Ho; ++oy)
+            for (int64_t ox = 0; ox < Wo; ++ox) {
+              const float* p = xp + c * H * W;
+              const auto &a = ty[oy], &b = tx[ox];
+              const float r0 = p[a.i0 * W + b.i0] * b.w0 + p[a.i0 * W + b.i1] * b.w1;
+              const float r1 = p[a.i1 * W + b.i0] * b.w0 + p[a.i1 * W + b.i1] * b.w1;
+              yp[(c * Ho + oy) * Wo + ox] = r0 * a.w0 + r1 * a.w1;
+            }
+        break;
+      }
+      case Interp::Bicubic: {
+        const auto ty = cubic_taps(H, Ho), tx = cubic_taps(W, Wo);
+#pragma omp parallel for if (NC * Ho * Wo > 16384)
+        for (int64_t c = 0; c < NC; ++c)
+          for (int64_t oy = 0; oy < Ho; ++oy)
+            for (int64_t ox = 0; ox < Wo; ++ox) {
+              const float* p = xp + c * H * W;
+              float out = 0.0f;
+              for (int i = 0; i < 4; ++i) {
+                const float* row = p + ty[oy].idx[i] * W;
+                float t = row[tx[ox].idx[0]] * tx[ox].w[0];
+                for (int j = 1; j < 4; ++j) t += row[tx[ox].idx[j]] * tx[ox].w[j];
+                out = i == 0 ? t * ty[oy].w[0] : out + t * ty[oy].w[i];
+              }
+              yp[(c * Ho + oy) * Wo + ox] = out;
+            }
+        break;
+      }
+      case Interp::Area: {  // adaptive average pooling
+#pragma omp parallel for if (NC * Ho * Wo > 16384)
+        for (int64_t c = 0; c < NC; ++c)
+          for (int64_t oy = 0; oy < Ho; ++oy) {
+            const int64_t y0 = (oy * H) / Ho, y1 = ((oy + 1) * H + Ho - 1) / Ho;
+            for (int64_t ox = 0; ox < Wo; ++ox) {
+              const int64_t x0 = (ox * W) / Wo, x1 = ((ox + 1) * W + Wo - 1) / Wo;
+              float sum = 0.0f;
+              for (int64_t iy = y0; iy < y1; ++iy)
+                for (int64_t ix = x0; ix < x1; ++ix) sum += xp[(c * H + iy) * W + ix];
+              yp[(c * Ho + oy) * Wo + ox] = sum / static_cast<float>((y1 - y0) * (x1 - x0));
+            }
+          }
+        break;
+      }
+      default: SKV_FAIL("interpolate: mode {} not supported for 4-D input", interp_name(mode));
+    }
+  }
+
+ private:
+  static void softmax_row(float* p, int64_t n) {
+    if (n == 0) return;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, p[i]);
+    if (mx == -std::numeric_limits<float>::infinity()) {
+      std::fill(p, p + n, 0.0f);
+      return;
+    }
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+      p[i] = std::exp(p[i] - mx);
+      sum += p[i];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t i = 0; i < n; ++i) p[i] *= inv;
+  }
+
+  void trilinear(const Tensor& x, Tensor& y) {
+    SKV_CHECK(x.ndim() == 5 && y.ndim() == 5 && x.dim(0) == y.dim(0) && x.dim(1) == y.dim(1),
+              "trilinear: {} -> {}", x.describe(), y.describe());
+    const int64_t NC = x.dim(0) * x.dim(1), T = x.dim(2), H = x.dim(3), W = x.dim(4);
+    const int64_t To = y.dim(2), Ho = y.dim(3), Wo = y.dim(4);
+    const auto tt = linear_taps(T, To), ty = linear_taps(H, Ho), tx = linear_taps(W, Wo);
+    const float* xp = x.f32();
+    float* yp = y.f32();
+#pragma omp parallel for if (NC * To * Ho * Wo > 65536)
+    for (int64_t c = 0; c < NC; ++c)
+      for (int64_t ot = 0; ot < To; ++ot)
+        for (int64_t oy = 0; oy < Ho; ++oy)
+          for (int64_t ox = 0; ox < Wo; ++ox) {
+            const float* p = xp + c * T * H * W;
+            auto plane = [&](int64_t it) {
+              const auto &a = ty[oy], &b = tx[ox];
+              const float* q = p + it * H * W;
+              const float r0 = q[a.i0 * W + b.i0] * b.w0 + q[a.i0 * W + b.i1] * b.w1;
+              const float r1 = q[a.i1 * W + b.i0] * b.w0 + q[a.i1 * W + b.i1] * b.w1;
+              return r0 * a.w0 + r1 * a.w1;
+            };
+            yp[((c * To + ot) * Ho + oy) * Wo + ox] = plane(tt[ot].i0) * tt[ot].w0 + plane(tt[ot].i1) * tt[ot].w1;
+          }
+  }
+};
+
+}  // namespace
+
+Backend& cpu_backend() {
+  static CpuBackend b;
+  return b;
+}
+
+}  // namespace skv

@@ -1,0 +1,106 @@
+// hostdevice.h - element-wise math shared by the CPU and CUDA backends.
+// Everything here is a __host__ __device__ inline function, so the CPU unit tests pin down the exact
+// arithmetic the CUDA kernels use (half/bfloat16 conversion, GELU-tanh, SiLU, cubic weights).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define SKV_HD __host__ __device__ __forceinline__
+#else
+#define SKV_HD inline
+#endif
+
+namespace skv {
+
+SKV_HD float bf16_to_f32(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// Round-to-nearest-even, NaN preserved (the rule PyTorch uses for .to(torch.bfloat16)).
+SKV_HD uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+SKV_HD float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  uint32_t u;
+  if (exp == 0) {
+    if (man == 0) {
+      u = sign;
+    } else {  // subnormal: normalise
+      exp = 127 - 15 + 1;
+      while ((man & 0x400u) == 0) {
+        man <<= 1;
+        --exp;
+      }
+      man &= 0x3ffu;
+      u = sign | (exp << 23) | (man << 13);
+    }
+  } else if (exp == 0x1f) {
+    u = sign | 0x7f800000u | (man << 13);
+  } else {
+    u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// Round-to-nearest-even with overflow to inf and gradual underflow. The float unit does the
+// rounding: scaling by 2^112 then 2^-110 leaves the value with exactly the bits half precision keeps.
+SKV_HD uint16_t f32_to_f16(float f) {
+  uint32_t w;
+  memcpy(&w, &f, sizeof w);
+  const uint32_t two_w = w + w;
+  const uint32_t sign = w & 0x80000000u;
+  float base = (fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
+  uint32_t bias = two_w & 0xff000000u;
+  if (bias < 0x71000000u) bias = 0x71000000u;
+  const uint32_t bias_bits = (bias >> 1) + 0x07800000u;
+  float bias_f;
+  memcpy(&bias_f, &bias_bits, sizeof bias_f);
+  base = bias_f + base;
+  uint32_t bits;
+  memcpy(&bits, &base, sizeof bits);
+  const uint32_t nonsign = ((bits >> 13) & 0x7c00u) + (bits & 0x0fffu);
+  return static_cast<uint16_t>((sign >> 16) | (two_w > 0xff000000u ? 0x7e00u : nonsign));
+}
+
+// GELU with the tanh approximation, as torch.nn.GELU(approximate='tanh').
+SKV_HD float gelu_tanh(float x) {
+  const float k0 = 0.7978845608028654f;  // sqrt(2/pi)
+  const float k1 = 0.044715f;
+  return 0.5f * x * (1.0f + tanhf(k0 * (x + k1 * x * x * x)));
+}
+
+SKV_HD float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// PyTorch's cubic convolution weights (upsample_bicubic2d, A = -0.75) for fractional offset t.
+SKV_HD void cubic_weights(float t, float w[4]) {
+  const float A = -0.75f;
+  const float x1 = t + 1.0f, x2 = t, x3 = 1.0f - t, x4 = 2.0f - t;
+  w[0] = ((A * x1 - 5.0f * A) * x1 + 8.0f * A) * x1 - 4.0f * A;
+  w[1] = ((A + 2.0f) * x2 - (A + 3.0f)) * x2 * x2 + 1.0f;
+  w[2] = ((A + 2.0f) * x3 - (A + 3.0f)) * x3 * x3 + 1.0f;
+  w[3] = ((A * x4 - 5.0f * A) * x4 + 8.0f * A) * x4 - 4.0f * A;
+}
+
+// PyTorch's source coordinate for align_corners=False (area_pixel_compute_source_index).
+SKV_HD float source_index(float scale, int64_t dst, bool cubic) {
+  const float src = scale * (static_cast<float>(dst) + 0.5f) - 0.5f;
+  return (!cubic && src < 0.0f) ? 0.0f : src;
+}
+
+}  // namespace skv

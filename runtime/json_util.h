@@ -1,0 +1,40 @@
+// json_util.h - typed access to JSON config fields with errors that name the file and key.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace skv {
+
+nlohmann::json read_json_file(const std::string& path);  // "<path>: not valid JSON (...)" on failure
+
+class JsonFields {
+ public:
+  JsonFields(const nlohmann::json& j, std::string where) : j_(j), where_(std::move(where)) {}
+  bool has(const std::string& key) const { return j_.contains(key) && !j_[key].is_null(); }
+  int64_t integer(const std::string& key) const;
+  int64_t integer(const std::string& key, int64_t dflt) const;
+  double number(const std::string& key) const;
+  double number(const std::string& key, double dflt) const;
+  bool boolean(const std::string& key) const;  // accepts true/false and 0/1
+  bool boolean(const std::string& key, bool dflt) const;
+  std::string string(const std::string& key) const;
+  std::string string(const std::string& key, const std::string& dflt) const;
+  std::vector<int64_t> integers(const std::string& key) const;
+  std::vector<double> numbers(const std::string& key) const;
+  std::vector<std::string> strings(const std::string& key) const;
+  JsonFields object(const std::string& key) const;
+  const nlohmann::json& raw() const { return j_; }
+  const std::string& where() const { return where_; }
+  // Requires `cond`, else "<where>: field '<key>' <msg>".
+  void require(bool cond, const std::string& key, const std::string& msg) const;
+
+ private:
+  const nlohmann::json& at(const std::string& key) const;
+  const nlohmann::json& j_;
+  std::string where_;
+};
+
+}  // namespace skv

@@ -1,0 +1,52 @@
+// generation.h - what every model family's generation loop shares: the request, observers that
+// verify-golden and benchmarks hook into, per-scale progress and timing.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/models/sampler.h"
+#include "runtime/tensor.h"
+
+namespace skv {
+
+class KVPolicy;
+
+// Callbacks at the points the goldens record. Tensors passed are host copies.
+class GenerationObserver {
+ public:
+  virtual ~GenerationObserver() = default;
+  virtual void on_input(int si, const Tensor& x) {}                  // [R, l, C] entering block 0
+  virtual void on_block_output(int si, int layer, const Tensor& x) {}  // [R, l, C]
+  virtual void on_logits_raw(int si, const Tensor& logits) {}        // [R, l, V] before CFG
+  virtual void on_logits(int si, const Tensor& logits) {}            // [B, l, V] after CFG
+  virtual void on_tokens(int si, const std::vector<int64_t>& idx) {}  // [B * l]
+  virtual void on_vae_input(int si, const Tensor& x) {}              // [B, l, Cvae] next-scale VAE-space map
+  // Whether on_block_output is wanted (copies cost time).
+  virtual bool wants_block_outputs() const { return false; }
+};
+
+struct ScaleTiming {
+  int scale = 0;
+  int64_t tokens = 0;
+  double seconds = 0;
+  int64_t kv_store_tokens = 0;  // sum over layers of stored tokens after this scale
+};
+
+using ProgressFn = std::function<void(int scale, int num_scales, double seconds)>;
+
+struct GenerateResult {
+  std::vector<std::vector<int64_t>> tokens;  // per scale, [B * l] (VAR: indices; Infinity: bits)
+  Tensor images;                             // [B, 3, H, W] in [0, 1] (host), undefined if not decoded
+  std::vector<ScaleTiming> timings;
+  double transformer_seconds = 0, decode_seconds = 0;
+  int64_t kv_peak_bytes = 0;       // measured: KV category peak of the allocator during the run
+  int64_t kv_store_bytes = 0;      // allocated store capacity
+};
+
+// Converts [B, 3, H, W] in [0, 1] to 8-bit RGB (floor(x * 255 + 0.5), clamped), one buffer per image.
+std::vector<std::vector<uint8_t>> images_to_rgb8(const Tensor& images);
+
+}  // namespace skv

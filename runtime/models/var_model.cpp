@@ -1,0 +1,237 @@
+#include "runtime/models/var_model.h"
+
+#include <cmath>
+
+#include "runtime/check.h"
+
+namespace skv {
+
+std::string valid_tp_sizes(int num_heads, int ffn_hidden) {
+  std::vector<int> ok;
+  for (int t = 1; t <= num_heads; ++t)
+    if (num_heads % t == 0 && ffn_hidden % t == 0) ok.push_back(t);
+  return fmt::format("{}", fmt::join(ok, ", "));
+}
+
+VarModel::VarModel(const VarConfig& cfg, const WeightLoader& wl, Communicator& comm)
+    : cfg_(cfg), be_(wl.backend()), comm_(comm) {
+  Backend& be = be_;
+  const int tp = comm.size(), rank = comm.rank();
+  const int C = cfg.embed_dim, H = cfg.num_heads, hd = cfg.head_dim(), F = cfg.ffn_hidden();
+  SKV_CHECK(H % tp == 0 && F % tp == 0, "tensor parallel size {} does not divide num_heads {} (and the FFN width {}) "
+            "of {}; valid sizes: {}", tp, H, F, cfg.path, valid_tp_sizes(H, F));
+  local_heads_ = H / tp;
+  head_offset_ = rank * local_heads_;
+  local_ffn_ = F / tp;
+  const int64_t Cl = static_cast<int64_t>(local_heads_) * hd, c0 = static_cast<int64_t>(head_offset_) * hd;
+  const int64_t f0 = static_cast<int64_t>(rank) * local_ffn_;
+  const int L = static_cast<int>(cfg.schedule().total());
+  const int S = static_cast<int>(cfg.patch_nums.size());
+
+  word_w_ = wl.get("word_embed.weight", {C, cfg.Cvae});
+  word_b_ = wl.get("word_embed.bias", {C});
+  class_emb_ = wl.get("class_emb.weight", {cfg.num_classes + 1, C});
+  const int first_l = cfg.patch_nums[0] * cfg.patch_nums[0];
+  pos_start_ = wl.get("pos_start", {1, first_l, C});
+  {  // lvl_pos = lvl_embed(lvl_1L) + pos_1LC, built on the host once
+    Tensor pos = wl.host("pos_1LC", {1, L, C}), lvl = wl.host("lvl_embed.weight", {S, C});
+    Tensor lp = Tensor::empty({L, C}, DType::F32, MemCategory::Weights);
+    const auto sched = cfg.schedule();
+    for (int s = 0; s < S; ++s)
+      for (int64_t t = sched.offset(s); t < sched.offset(s + 1); ++t)
+        for (int c = 0; c < C; ++c) lp.f32()[t * C + c] = lvl.f32()[s * C + c] + pos.f32()[t * C + c];
+    lvl_pos_ = be.device() == Device::CPU ? lp : be.upload(lp, MemCategory::Weights);
+    weight_bytes_ += static_cast<int64_t>(lp.nbytes());
+  }
+  if (cfg.shared_aln) {
+    shared_ada_w_ = wl.get("shared_ada_lin.1.weight", {6 * C, C});
+    shared_ada_b_ = wl.get("shared_ada_lin.1.bias", {6 * C});
+  }
+  head_nm_w_ = wl.get("head_nm.ada_lin.1.weight", {2 * C, C});
+  head_nm_b_ = wl.get("head_nm.ada_lin.1.bias", {2 * C});
+  head_w_ = wl.get("head.weight", {cfg.V, C});
+  head_b_ = wl.get("head.bias", {cfg.V});
+
+  blocks_.resize(cfg.depth);
+  for (int i = 0; i < cfg.depth; ++i) {
+    auto& b = blocks_[i];
+    const std::string p = fmt::format("blocks.{}.", i);
+    if (cfg.shared_aln) {
+      b.ada_w = wl.get(p + "ada_gss", {1, 1, 6, C});
+    } else {
+      b.ada_w = wl.get(p + "ada_lin.1.weight", {6 * C, C});
+      b.ada_b = wl.get(p + "ada_lin.1.bias", {6 * C});
+    }
+    b.qkv_w = wl.rows(p + "attn.mat_qkv.weight", {3 * C, C}, {{c0, c0 + Cl}, {C + c0, C + c0 + Cl}, {2 * C + c0, 2 * C + c0 + Cl}});
+    b.q_bias = wl.rows(p + "attn.q_bias", {C}, {{c0, c0 + Cl}});
+    b.v_bias = wl.rows(p + "attn.v_bias", {C}, {{c0, c0 + Cl}});
+    if (cfg.attn_l2_norm) {
+      Tensor sm = wl.host(p + "attn.scale_mul_1H11", {1, H, 1, 1});
+      Tensor hs = Tensor::empty({local_heads_}, DType::F32, MemCategory::Weights);
+      const float max_mul = std::log(100.0f);
+      for (int h = 0; h < local_heads_; ++h) hs.f32()[h] = std::exp(std::fmin(sm.f32()[head_offset_ + h], max_mul));
+      b.head_scale = be.device() == Device::CPU ? hs : be.upload(hs, MemCategory::Weights);
+    }
+    b.proj_w = wl.cols(p + "attn.proj.weight", {C, C}, c0, c0 + Cl);
+    b.proj_b = wl.get(p + "attn.proj.bias", {C});
+    b.fc1_w = wl.rows(p + "ffn.fc1.weight", {F, C}, {{f0, f0 + local_ffn_}});
+    b.fc1_b = wl.rows(p + "ffn.fc1.bias", {F}, {{f0, f0 + local_ffn_}});
+    b.fc2_w = wl.cols(p + "ffn.fc2.weight", {C, F}, f0, f0 + local_ffn_);
+    b.fc2_b = wl.get(p + "ffn.fc2.bias", {C});
+  }
+  weight_bytes_ += wl.bytes_loaded();
+}
+
+void VarModel::all_reduce(Tensor& t) const {
+  if (comm_.size() == 1) return;
+  comm_.all_reduce_sum(t.raw(), static_cast<size_t>(t.numel()), DType::F32);
+}
+
+Tensor VarModel::ada_part(const Tensor& ada, int part) const {
+  // ada [R, k, C] -> contiguous [R, C] copy of slot `part`
+  const int64_t R = ada.dim(0), k = ada.dim(1), C = ada.dim(2);
+  Tensor out = be_.empty({R, C});
+  for (int64_t r = 0; r < R; ++r) {
+    Tensor src = ada[r][part];
+    Tensor dst = out[r];
+    be_.copy(src, dst);
+  }
+  (void)k;
+  return out;
+}
+
+VarModel::Cond VarModel::prepare_cond(const std::vector<int64_t>& class_ids) const {
+  const int C = cfg_.embed_dim;
+  const int64_t R = static_cast<int64_t>(class_ids.size());
+  for (int64_t id : class_ids)
+    SKV_CHECK(id >= 0 && id <= cfg_.num_classes, "class label {} outside [0, {}) (the model has {} classes)", id,
+              cfg_.num_classes, cfg_.num_classes);
+  Cond c;
+  c.cond_BD = be_.empty({R, C});
+  be_.embedding(class_emb_, class_ids, c.cond_BD);
+  Tensor act = be_.empty({R, C});
+  be_.silu(c.cond_BD, act);
+  Tensor shared;
+  if (cfg_.shared_aln) {
+    shared = be_.empty({R, 6, C});
+    Tensor sv = shared.reshape({R, 6 * C});
+    be_.linear(act, shared_ada_w_, &shared_ada_b_, sv);
+  }
+  for (const auto& b : blocks_) {
+    Tensor ada = be_.empty({R, 6, C});
+    if (cfg_.shared_aln) {
+      be_.add(shared, b.ada_w, ada);  // ada_gss [1,1,6,C] broadcast over rows
+    } else {
+      Tensor av = ada.reshape({R, 6 * C});
+      be_.linear(act, b.ada_w, &b.ada_b, av);
+    }
+    c.ada.push_back(ada);
+  }
+  c.head_ada = be_.empty({R, 2, C});
+  Tensor hv = c.head_ada.reshape({R, 2 * C});
+  be_.linear(act, head_nm_w_, &head_nm_b_, hv);
+  return c;
+}
+
+Tensor VarModel::first_input(const Cond& cond) const {
+  const int64_t R = cond.cond_BD.dim(0), C = cfg_.embed_dim, fl = pos_start_.dim(1);
+  Tensor x = be_.empty({R, fl, C});
+  for (int64_t r = 0; r < R; ++r) {
+    Tensor xr = x[r];
+    Tensor sos = cond.cond_BD[r];
+    Tensor ps = pos_start_[0];
+    be_.add(ps, sos, xr);  // pos_start + sos (each of the first_l tokens)
+    Tensor lp = lvl_pos_.slice0(0, fl);
+    be_.add(xr, lp, xr);
+  }
+  return x;
+}
+
+Tensor VarModel::embed_input(const Tensor& vae_in, int si) const {
+  const int64_t B = vae_in.dim(0), l = vae_in.dim(1), C = cfg_.embed_dim;
+  const auto sched = cfg_.schedule();
+  Tensor e = be_.empty({B, l, C});
+  be_.linear(vae_in, word_w_, &word_b_, e);
+  Tensor lp = lvl_pos_.slice0(sched.offset(si), sched.offset(si) + l);
+  be_.add(e, lp, e);
+  Tensor x = be_.empty({2 * B, l, C});
+  Tensor top = x.slice0(0, B), bottom = x.slice0(B, 2 * B);
+  be_.copy(e, top);
+  be_.copy(e, bottom);
+  return x;
+}
+
+void VarModel::attention_block(Tensor& x, const Block& b, const Tensor& ada, int layer, int si,
+                               MultiScaleKVCache& cache, KVPolicy& policy, const Schedule& schedule) const {
+  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
+  Tensor h = be_.empty({R, l, C});
+  be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
+  be_.modulate(h, ada_part(ada, 2), ada_part(ada, 4), h);
+  Tensor qkv = be_.empty({R, l, 3 * Hl * hd});
+  be_.linear(h, b.qkv_w, nullptr, qkv);
+  Tensor q = be_.empty({R, Hl, l, hd});
+  Tensor q_raw;
+  if (policy.obs_query() == ObsQuery::Raw) {  // q of mat_qkv(x) without bias (released ScaleKV code)
+    q_raw = be_.empty({R, Hl, l, hd});
+    Tensor kd = be_.empty({R, Hl, l, hd}), vd = be_.empty({R, Hl, l, hd});
+    be_.split_qkv(qkv, nullptr, nullptr, nullptr, q_raw, kd, vd);
+  }
+  be_.split_qkv(qkv, &b.q_bias, nullptr, &b.v_bias, q, cache.cur_k(), cache.cur_v());
+  if (cfg_.attn_l2_norm) {
+    be_.l2norm_heads(q, &b.head_scale);
+    be_.l2norm_heads(cache.cur_k(), nullptr);
+  }
+  auto& L = cache.layer(layer);
+  Tensor att = be_.empty({R, l, Hl * hd});
+  std::vector<KVSegment> segs;
+  if (L.len > 0) segs.push_back({&L.k, &L.v, L.len, {}});
+  segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
+  be_.attention(q, segs, attn_scale(), att);
+  Tensor y = be_.empty({R, l, C});
+  be_.linear(att, b.proj_w, nullptr, y);
+  all_reduce(y);
+  be_.add(y, b.proj_b, y);
+  const Tensor gamma1 = ada_part(ada, 0);
+  be_.add_gated(x, y, &gamma1);
+  if (si + 1 < schedule.num_scales()) {  // the last scale's K/V are never stored
+    const ObsQuery oq = policy.obs_query();
+    const Tensor* qobs = oq == ObsQuery::Raw ? &q_raw : oq == ObsQuery::Attention ? &q : nullptr;
+    cache.update(layer, si, policy, schedule, qobs, attn_scale(), head_offset_);
+  }
+}
+
+void VarModel::ffn_block(Tensor& x, const Block& b, const Tensor& ada) const {
+  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim;
+  Tensor h = be_.empty({R, l, C});
+  be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
+  be_.modulate(h, ada_part(ada, 3), ada_part(ada, 5), h);
+  Tensor f = be_.empty({R, l, local_ffn_});
+  be_.linear(h, b.fc1_w, &b.fc1_b, f);
+  be_.gelu_tanh(f);
+  Tensor y = be_.empty({R, l, C});
+  be_.linear(f, b.fc2_w, nullptr, y);
+  all_reduce(y);
+  be_.add(y, b.fc2_b, y);
+  const Tensor gamma2 = ada_part(ada, 1);
+  be_.add_gated(x, y, &gamma2);
+}
+
+void VarModel::forward_scale(Tensor& x, const Cond& cond, int si, MultiScaleKVCache& cache, KVPolicy& policy,
+                             const Schedule& schedule) const {
+  for (int i = 0; i < cfg_.depth; ++i) {
+    attention_block(x, blocks_[i], cond.ada[i], i, si, cache, policy, schedule);
+    ffn_block(x, blocks_[i], cond.ada[i]);
+  }
+}
+
+Tensor VarModel::logits(const Tensor& x, const Cond& cond) const {
+  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim;
+  Tensor h = be_.empty({R, l, C});
+  be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
+  be_.modulate(h, ada_part(cond.head_ada, 0), ada_part(cond.head_ada, 1), h);
+  Tensor out = be_.empty({R, l, cfg_.V});
+  be_.linear(h, head_w_, &head_b_, out);
+  return out;
+}
+
+}  // namespace skv

@@ -1,0 +1,53 @@
+// weights.h - where model weights come from: a checkpoint file, or deterministic random values.
+// Every weight is requested with the shape the config implies and checked against the file before
+// use, so a checkpoint that does not fit its config fails with the file, the tensor and both
+// shapes named - never with a wrong answer. The random source (benchmarks, tests, random
+// checkpoints) hands out the same tensors the file would hold, generated from (seed, name), so every
+// tensor-parallel rank sees identical full tensors and slices its own part.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/safetensors.h"
+
+namespace skv {
+
+class WeightLoader {
+ public:
+  WeightLoader(const SafeTensors& st, Backend& be, std::string why = "");
+  WeightLoader(uint64_t seed, Backend& be);  // random weights
+
+  Backend& backend() const { return be_; }
+  bool is_random() const { return st_ == nullptr; }
+  bool has(const std::string& name) const;
+  const SafeTensors* file() const { return st_; }
+
+  // The whole tensor, on the backend.
+  Tensor get(const std::string& name, const Shape& shape) const;
+  // Rows of the first axis (tensor-parallel column split of a Linear): several ranges concatenated.
+  Tensor rows(const std::string& name, const Shape& full_shape, const std::vector<std::pair<int64_t, int64_t>>& ranges) const;
+  // Columns [c0, c1) of a 2-D tensor (tensor-parallel row split of a Linear).
+  Tensor cols(const std::string& name, const Shape& full_shape, int64_t c0, int64_t c1) const;
+  // A host F32 copy for preprocessing (not placed on the backend, not counted as resident).
+  Tensor host(const std::string& name, const Shape& shape) const;
+  // Bytes of weights placed through this loader.
+  int64_t bytes_loaded() const { return bytes_; }
+
+  // When set (random mode), every full tensor generated is appended here once (to write a checkpoint).
+  std::vector<std::pair<std::string, Tensor>>* record = nullptr;
+
+ private:
+  Tensor place(Tensor host) const;
+  Tensor random_full(const std::string& name, const Shape& shape) const;
+  const SafeTensors* st_ = nullptr;
+  uint64_t seed_ = 0;
+  Backend& be_;
+  std::string why_;
+  mutable int64_t bytes_ = 0;
+};
+
+}  // namespace skv
