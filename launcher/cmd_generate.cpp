@@ -6,6 +6,8 @@
 #include <filesystem>
 
 #include "launcher/commands.h"
+#include "launcher/context.h"
+#include "launcher/kv_options.h"
 #include "launcher/model_files.h"
 #include "launcher/progress.h"
 #include "parallel/communicator.h"
@@ -24,20 +26,19 @@ struct GenerateArgs {
   int top_k = -1;
   uint64_t seed = 0;
   std::string out = "out";
-  std::string device = "cpu";
   int batch = 0;
+  ContextArgs ctx;
+  KVOptions kv;
 };
 
-void run_generate(const GenerateArgs& a) {
-  const ModelFiles f = resolve_model_files(a.files);
-  const std::string family = model_family(f.config);
-  SKV_CHECK(family == "var", "{}: the '{}' family is not supported by this build's generate command", f.config, family);
+void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   const VarConfig cfg = VarConfig::load(f.config);
-  Backend& be = backend_for(a.device);
-  auto comm = make_local_communicator();
+  RunContext ctx = make_context(a.ctx);
+  Backend& be = *ctx.backend;
   SafeTensors wst(f.weights), vst(f.vae);
-  VarModel model(cfg, wst, be, *comm);
+  VarModel model(cfg, wst, be, *ctx.tp);
   VQVAE vae(cfg, vst, be);
+  auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule()});
 
   VarRequest req;
   req.labels = parse_labels(a.labels);
@@ -60,6 +61,7 @@ void run_generate(const GenerateArgs& a) {
     sub.image_ids.clear();
     for (int i = b0; i < b1; ++i) sub.image_ids.push_back(static_cast<uint32_t>(i));
     VarRunOptions opt;
+    opt.policy = policy.get();
     opt.progress = [&](int si, int S, double s) {
       prog.update(fmt::format("images {}-{}/{}  scale {}/{} ({}x{})  {:.3f}s", b0 + 1, b1, n, si + 1, S,
                               cfg.patch_nums[si], cfg.patch_nums[si], s));
@@ -70,12 +72,20 @@ void run_generate(const GenerateArgs& a) {
     kv_peak = std::max(kv_peak, r.kv_peak_bytes);
     const auto rgb = images_to_rgb8(r.images);
     const int H = static_cast<int>(r.images.dim(2)), W = static_cast<int>(r.images.dim(3));
-    for (int i = b0; i < b1; ++i)
+    for (int i = b0; i < b1 && ctx.is_output_rank(); ++i)
       write_png_rgb(fmt::format("{}/{:04d}_c{}.png", a.out, i, req.labels[i]), rgb[i - b0].data(), W, H);
   }
   prog.done(fmt::format("{} images", n));
+  if (!ctx.is_output_rank()) return;
   fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}; KV peak {} -> {}/\n", n,
              cfg.image_size, cfg.image_size, total_s, total_s / n, dec_s, be.name(), format_bytes(kv_peak), a.out);
+}
+
+void run_generate(const GenerateArgs& a) {
+  const ModelFiles f = resolve_model_files(a.files);
+  const std::string family = model_family(f.config);
+  if (family == "var") return run_generate_var(a, f);
+  SKV_FAIL("{}: the '{}' family is not supported by this build's generate command", f.config, family);
 }
 
 }  // namespace
@@ -92,7 +102,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-p", a->top_p, "Top-p (nucleus) sampling, 0 = off (default: the config's)");
   cmd->add_option("--seed", a->seed, "Random seed")->capture_default_str();
   cmd->add_option("--out", a->out, "Output folder for PNGs")->capture_default_str();
-  cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  add_context_options(cmd, a->ctx);
+  add_kv_options(cmd, a->kv);
   cmd->add_option("--batch", a->batch, "Images per forward pass (default: all at once)");
   cmd->callback([a] { run_generate(*a); });
 }
