@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# setup.sh - installs every Debian package scalekv needs to build, test and run its scripts.
+# Idempotent: packages already present are left alone; safe to run on every CI start.
+#   scripts/setup.sh            build + test dependencies
+#   scripts/setup.sh --torch    also Debian's PyTorch (checkpoint converters, demo training, references)
+set -euo pipefail
+
+with_torch=0
+for a in "$@"; do
+  case "$a" in
+    --torch) with_torch=1 ;;
+    *) echo "setup.sh: unknown option $a (use --torch)" >&2; exit 2 ;;
+  esac
+done
+
+pkgs=(
+  build-essential cmake ninja-build pkg-config git
+  libopenblas-dev libopenblas0-pthread     # CPU GEMM (and the BLAS Debian's PyTorch calls)
+  libopenmpi-dev openmpi-bin               # MPI communicator, mpirun
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libboost-dev
+  libgtest-dev libgmock-dev libpng-dev zlib1g-dev
+  python3 python3-numpy
+)
+if [ "$with_torch" = 1 ]; then
+  pkgs+=(python3-torch dataset-fashion-mnist python3-pil)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# PyTorch must call OpenBLAS, not the reference BLAS (ten times slower): select it explicitly.
+if [ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ] && command -v update-alternatives >/dev/null; then
+  ${SUDO:-} update-alternatives --set libblas.so.3-x86_64-linux-gnu \
+    /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 >/dev/null 2>&1 || true
+fi
+echo "setup.sh: dependencies ready"
