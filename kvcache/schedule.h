@@ -35,4 +35,14 @@ class Schedule {
   std::vector<int64_t> offsets_{0};
 };
 
+// Infinity's dynamic-resolution schedules (FoundationVision/Infinity infinity/utils/dynamic_resolution.py):
+// for an aspect ratio h/w and a pixel budget ("0.06M", "0.25M", "0.60M", "1M") the (h, w) of each
+// scale, t set to 1 for images as tools/run_infinity.py does. `h_div_w` must be one of the table's
+// ratios (within 1e-3); errors list the valid ratios and budgets.
+Schedule infinity_schedule(double h_div_w, const std::string& pixels);
+// The pixel budget name for a square-equivalent resolution: 256 -> "0.06M", 512 -> "0.25M",
+// 768 -> "0.60M", 1024 -> "1M".
+std::string infinity_pixels_for_resolution(int resolution);
+std::vector<double> infinity_aspect_ratios();  // every h/w of the table, ascending
+
 }  // namespace skv

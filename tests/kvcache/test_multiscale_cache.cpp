@@ -99,3 +99,36 @@ TEST(MultiScaleKVCache, RejectsBadSelections) {
 }
 
 }  // namespace skv
+
+namespace skv {
+
+TEST(Schedule, InfinityDynamicResolutionTable) {
+  const Schedule s = infinity_schedule(1.0, "1M");
+  EXPECT_EQ(s.num_scales(), 13);
+  EXPECT_EQ(s.total(), 10521);
+  EXPECT_EQ(s.cached_before_last(), 6425);
+  EXPECT_EQ(infinity_schedule(1.0, "0.25M").total(), 1 + 4 + 16 + 36 + 64 + 144 + 256 + 400 + 576 + 1024);
+  const Schedule tall = infinity_schedule(2.0, "1M"), wide = infinity_schedule(0.5, "1M");
+  EXPECT_EQ(tall[12].h, 90);
+  EXPECT_EQ(tall[12].w, 45);
+  EXPECT_EQ(wide[12].h, 45);
+  EXPECT_EQ(wide[12].w, 90);
+  EXPECT_EQ(infinity_schedule(0.333, "0.06M")[6].w, 27);  // int(1/3 * 1000) / 1000
+  EXPECT_EQ(infinity_aspect_ratios().size(), 15u);
+  for (double r : infinity_aspect_ratios())
+    for (const char* p : {"0.06M", "0.25M", "0.60M", "1M"}) {
+      const Schedule x = infinity_schedule(r, p);
+      EXPECT_NEAR(static_cast<double>(x[x.num_scales() - 1].h) / x[x.num_scales() - 1].w, r, 0.01);
+    }
+  try {
+    infinity_schedule(1.1, "1M");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("valid: 0.333"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(infinity_schedule(1.0, "2M"), Error);
+  EXPECT_EQ(infinity_pixels_for_resolution(1024), "1M");
+  EXPECT_THROW(infinity_pixels_for_resolution(640), Error);
+}
+
+}  // namespace skv
