@@ -1,6 +1,170 @@
-// cmd_bench.cpp - `scalekv bench` (filled in below by the benchmark step).
+// cmd_bench.cpp - `scalekv bench`: wall time per scale, total, decoder, and peak memory per category
+// for a model (random weights unless --weights/--vae are given), for each batch size, median of
+// --repeats runs. In the same run it measures this machine's sgemm throughput and reports how far
+// the transformer is from the time its GEMM + attention FLOPs would take at that peak.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+
+#include "launcher/bench.h"
 #include "launcher/commands.h"
+#include "runtime/check.h"
+#include "runtime/models/var_generate.h"
 
 namespace skv {
-void register_bench(CLI::App& app) { (void)app; }
+
+namespace {
+
+// FLOPs of the transformer's matrix products (linear layers, attention, head) for one generation.
+double var_flops(const VarConfig& c, int B) {
+  const double R = 2.0 * B, C = c.embed_dim, F = c.ffn_hidden(), V = c.V;
+  const Schedule s = c.schedule();
+  double f = 0, hist = 0;
+  for (int si = 0; si < s.num_scales(); ++si) {
+    const double l = static_cast<double>(s.tokens(si));
+    f += c.depth * (2 * R * l * C * 3 * C + 2 * R * l * C * C + 2 * 2 * R * l * C * F);  // qkv, proj, fc1, fc2
+    f += c.depth * 2 * 2 * R * l * (hist + l) * C;                                        // q.k and p.v over all heads
+    f += 2 * R * l * C * V;                                                               // head
+    hist += l;
+  }
+  return f;
+}
+
+struct Row {
+  int batch = 0;
+  std::vector<double> total, transformer, decode;
+  std::vector<std::vector<double>> per_scale;
+  MemStats mem;
+  int64_t kv_peak = 0;
+};
+
+void run_bench(const BenchArgs& a) {
+  RunContext ctx = make_context(a.ctx);
+  Backend& be = *ctx.backend;
+  VarConfig cfg = VarConfig::load(a.model);
+  if (a.depth > 0) cfg.depth = a.depth;
+  SKV_CHECK(a.repeats >= 1, "--repeats {} must be >= 1", a.repeats);
+  const bool random = a.weights.empty();
+  SKV_CHECK(random == a.vae.empty(), "--weights and --vae go together");
+  Allocator& alloc = be.allocator();
+
+  std::unique_ptr<SafeTensors> wst, vst;
+  std::unique_ptr<WeightLoader> wl, vl;
+  if (random) {
+    wl = std::make_unique<WeightLoader>(1, be);
+    vl = std::make_unique<WeightLoader>(2, be);
+  } else {
+    wst = std::make_unique<SafeTensors>(a.weights);
+    vst = std::make_unique<SafeTensors>(a.vae);
+    wl = std::make_unique<WeightLoader>(*wst, be, "config " + a.model);
+    vl = std::make_unique<WeightLoader>(*vst, be, "config " + a.model);
+  }
+  const auto t_load = std::chrono::steady_clock::now();
+  VarModel model(cfg, *wl, *ctx.tp);
+  VQVAE vae(cfg, *vl);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule()});
+  const double gflops = measure_sgemm_gflops(2048, 3);
+
+  std::vector<Row> rows;
+  for (int B : a.batches) {
+    SKV_CHECK(B >= 1, "--batch {} must be >= 1", B);
+    Row row;
+    row.batch = B;
+    row.per_scale.resize(cfg.patch_nums.size());
+    VarRequest req;
+    for (int b = 0; b < B; ++b) req.labels.push_back(b % cfg.num_classes);
+    req.cfg = cfg.cfg;
+    req.sampling = {cfg.top_k, cfg.top_p};
+    VarRunOptions opt;
+    opt.policy = policy.get();
+    opt.decode = a.decode;
+    alloc.reset_peaks();
+    for (int r = 0; r < a.warmup + a.repeats; ++r) {
+      GenerateResult res = var_generate(model, vae, req, opt);
+      if (r < a.warmup) continue;
+      row.transformer.push_back(res.transformer_seconds);
+      row.decode.push_back(res.decode_seconds);
+      row.total.push_back(res.transformer_seconds + res.decode_seconds);
+      for (size_t si = 0; si < res.timings.size(); ++si) row.per_scale[si].push_back(res.timings[si].seconds);
+      row.kv_peak = std::max(row.kv_peak, res.kv_peak_bytes);
+    }
+    row.mem = alloc.stats();
+    rows.push_back(row);
+    if (ctx.is_output_rank())
+      fmt::print(stderr, "batch {}: median {:.3f} s over {} runs\n", B, median(row.total), a.repeats);
+  }
+  if (!ctx.is_output_rank()) return;
+
+  std::string md;
+  auto out = [&](const std::string& s) { md += s; };
+  out(fmt::format("### scalekv bench: {} ({}), {}\n\n", cfg.path, random ? "random weights" : "checkpoint weights",
+                  be.name()));
+  out(fmt::format("- machine: {}\n", machine_description()));
+  out(fmt::format("- command: `{}`\n", a.command));
+  out(fmt::format("- model: depth {}, width {}, heads {}, {} scales ({} tokens), {}x{} images, KV policy {}, "
+                  "tp {}\n", cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.patch_nums.size(), cfg.schedule().total(),
+                  cfg.image_size, cfg.image_size, policy->name(), ctx.tp->size()));
+  out(fmt::format("- median of {} runs after {} warm-up; weights ready in {:.1f} s; sgemm peak measured in this run "
+                  "(2048^3): {:.1f} GFLOP/s\n\n", a.repeats, a.warmup, load_s, gflops));
+  out("| batch (x2 CFG) | total s | transformer s | decoder s | s / image | transformer GFLOP | at sgemm peak s | "
+      "transformer / peak time |\n|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : rows) {
+    const double fl = var_flops(cfg, r.batch) / 1e9;
+    const double t = median(r.transformer);
+    out(fmt::format("| {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.3f} | {:.2f}x |\n", r.batch, median(r.total),
+                    t, median(r.decode), median(r.total) / r.batch, fl, fl / gflops, t / (fl / gflops)));
+  }
+  out("\nPer-scale transformer time (median, ms; includes sampling and the next-scale input):\n\n| scale | tokens |");
+  for (const auto& r : rows) out(fmt::format(" batch {} |", r.batch));
+  out("\n|---|---|");
+  for (size_t i = 0; i < rows.size(); ++i) out("---|");
+  out("\n");
+  for (size_t si = 0; si < cfg.patch_nums.size(); ++si) {
+    out(fmt::format("| {} | {}x{} |", si, cfg.patch_nums[si], cfg.patch_nums[si]));
+    for (const auto& r : rows) out(fmt::format(" {:.1f} |", 1e3 * median(r.per_scale[si])));
+    out("\n");
+  }
+  out("\nPeak memory per category (accounting allocator, whole run incl. decoder):\n\n"
+      "| batch | weights | kv | activations | workspace | all |\n|---|---|---|---|---|---|\n");
+  for (const auto& r : rows)
+    out(fmt::format("| {} | {} | {} | {} | {} | {} |\n", r.batch, format_bytes(r.mem.pk(MemCategory::Weights)),
+                    format_bytes(r.kv_peak), format_bytes(r.mem.pk(MemCategory::Activations)),
+                    format_bytes(r.mem.pk(MemCategory::Workspace)), format_bytes(r.mem.total_peak)));
+  fmt::print("{}", md);
+  if (!a.md_out.empty()) {
+    std::ofstream f(a.md_out);
+    SKV_CHECK(f.good(), "{}: cannot write", a.md_out);
+    f << md;
+  }
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  auto* cmd = app.add_subcommand("bench", "Time generation per scale and measure peak memory per category");
+  cmd->add_option("--model", a->model, "Model config (random weights unless --weights/--vae)")->capture_default_str();
+  cmd->add_option("--weights", a->weights, "Transformer weights (safetensors)");
+  cmd->add_option("--vae", a->vae, "VAE weights (safetensors)");
+  cmd->add_option("--batch", a->batches, "Batch sizes (images; rows are x2 with CFG)")->delimiter(',')->capture_default_str();
+  cmd->add_option("--repeats", a->repeats, "Timed runs per batch (median reported)")->capture_default_str();
+  cmd->add_option("--warmup", a->warmup, "Untimed runs first")->capture_default_str();
+  cmd->add_option("--depth", a->depth, "Override the config's depth (for time)");
+  cmd->add_flag("!--no-decode", a->decode, "Skip the VAE decoder");
+  cmd->add_option("--md", a->md_out, "Also write the table to this file");
+  add_context_options(cmd, a->ctx);
+  add_kv_options(cmd, a->kv);
+  cmd->callback([a, &app] {
+    BenchArgs args = *a;
+    args.command = "scalekv bench";
+    for (auto* o : app.get_subcommand("bench")->get_options())
+      if (o->count() > 0 && !o->get_lnames().empty())
+        args.command += fmt::format(" --{} {}", o->get_lnames()[0], fmt::join(o->results(), ","));
+    run_bench(args);
+  });
+}
+
 }  // namespace skv

@@ -19,6 +19,7 @@ pkgs=(
   libopenmpi-dev openmpi-bin               # MPI communicator, mpirun
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libboost-dev
   libgtest-dev libgmock-dev libpng-dev zlib1g-dev
+  clang libclang-rt-14-dev                 # libFuzzer + sanitizers for the safetensors fuzzer
   python3 python3-numpy
 )
 if [ "$with_torch" = 1 ]; then

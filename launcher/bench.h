@@ -1,0 +1,33 @@
+// bench.h - shared pieces of `scalekv bench`: options, machine description, table output.
+// Benchmarks print markdown tables with the machine, build type, command and the median of several
+// runs; they never assert times.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "launcher/context.h"
+#include "launcher/kv_options.h"
+
+namespace skv {
+
+struct BenchArgs {
+  std::string model = "configs/var-d16.json";  // config; weights are random unless given
+  std::string weights, vae;
+  std::vector<int> batches{1, 8};
+  int repeats = 3;
+  int warmup = 1;
+  int depth = 0;          // override the config's depth (0: keep), for time
+  bool decode = true;     // include the VAE decoder
+  std::string md_out;     // also write the table here
+  std::string command;    // the command line, for the report
+  ContextArgs ctx;
+  KVOptions kv;
+};
+
+std::string machine_description();  // CPU model, cores, BLAS, build type
+double median(std::vector<double> v);
+// Best-of-N single-precision GEMM throughput of this machine's BLAS (GFLOP/s) for an n x n x n product.
+double measure_sgemm_gflops(int n, int repeats);
+
+}  // namespace skv
