@@ -4,6 +4,8 @@
 #include <fmt/core.h>
 
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "launcher/commands.h"
 #include "launcher/context.h"
@@ -77,6 +79,11 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   }
   prog.done(fmt::format("{} images", n));
   if (!ctx.is_output_rank()) return;
+  {  // labels.json: file -> class, read by scripts/eval/evaluate.py
+    nlohmann::json labels = nlohmann::json::object();
+    for (int i = 0; i < n; ++i) labels[fmt::format("{:04d}_c{}.png", i, req.labels[i])] = req.labels[i];
+    std::ofstream(a.out + "/labels.json") << labels.dump(1) << "\n";
+  }
   fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}; KV peak {} -> {}/\n", n,
              cfg.image_size, cfg.image_size, total_s, total_s / n, dec_s, be.name(), format_bytes(kv_peak), a.out);
 }
