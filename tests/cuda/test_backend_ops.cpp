@@ -13,6 +13,7 @@
 #include <random>
 #include <tuple>
 
+#include "launcher/bench_cuda.h"
 #include "parallel/communicator.h"
 #include "runtime/backend.h"
 #include "runtime/check.h"
@@ -455,6 +456,20 @@ TEST_F(CudaOps, ReferenceMeasurementsRun) {
   ASSERT_EQ(ops.count("linear"), 1u);
   EXPECT_EQ(ops.at("linear").calls, 1);
   EXPECT_EQ(ops.at("linear").flops, 2.0 * 64 * 32 * 64);
+}
+
+// The benchmark report on this GPU: reference numbers and a profiled tiny generation.
+TEST_F(CudaOps, BenchReportProfilesAGeneration) {
+  CudaBenchReport r(DType::F32);
+  r.profile("two linears", [&] {
+    Tensor x = up(randn({256, 512}, 60)), w = up(randn({128, 512}, 61)), y = gempty({256, 128});
+    gpu().linear(x, w, nullptr, y);
+    gpu().linear(x, w, nullptr, y);
+  });
+  r.attention_sweep("tiny", 2, 2, 64, {{1, 10}, {16, 100}});
+  const std::string md = r.markdown();
+  EXPECT_NE(md.find("| two linears | linear | 2 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("Attention kernel alone, tiny"), std::string::npos) << md;
 }
 
 }  // namespace skv
