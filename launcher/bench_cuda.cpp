@@ -66,9 +66,11 @@ void CudaBenchReport::attention_sweep(const std::string& label, int64_t rows, in
                                       const std::vector<std::pair<int64_t, int64_t>>& q_and_kv) {
   if (!available_) return;
 #ifdef SKV_HAVE_CUDA
-  Sweep s{label, rows, heads, head_dim, q_and_kv, {}, {}};
+  Sweep s{label, {}, rows, heads, head_dim, q_and_kv, {}, {}};
+  const bool tc = cuda::attention_uses_tensor_cores(head_dim, wdt_);  // the kernel the model runs with
+  s.kernel = tc ? "bf16 tensor-core kernel" : "FP32 kernel";
   for (const auto& [lq, kv] : q_and_kv) {
-    const cuda::AttnTiming t = cuda::measure_attention(rows, heads, lq, kv, head_dim, 5);
+    const cuda::AttnTiming t = cuda::measure_attention(rows, heads, lq, kv, head_dim, 5, tc);
     s.seconds.push_back(t.seconds);
     s.bytes.push_back(t.bytes);
   }
@@ -105,13 +107,13 @@ std::string CudaBenchReport::markdown() const {
                         o.flops > 0 ? fmt::format("{:.0f} %", 100 * tf / peak) : "-", gbs, 100 * gbs / hbm_peak_gbs_));
       }
     }
-    out("\n(linear: fraction of the cuBLAS peak for the weight dtype; attention / conv2d FLOPs run on CUDA cores in "
-        "FP32: fraction of the SGEMM peak. GB/s counts the bytes each op must move at least.)\n");
+    out("\n(linear: fraction of the cuBLAS peak for the weight dtype; other ops: of the FP32 SGEMM peak (the bf16 "
+        "tensor-core attention can exceed it). GB/s counts the bytes each op must move at least.)\n");
   }
   for (const auto& s : sweeps_) {
-    out(fmt::format("\nAttention kernel alone, {} ({} rows x {} heads, head_dim {}, F32 K/V), median of 5:\n\n"
+    out(fmt::format("\nAttention alone ({}), {} ({} rows x {} heads, head_dim {}, F32 K/V in memory), median of 5:\n\n"
                     "| scale | queries | keys | ms | GB/s | of HBM peak |\n|---|---|---|---|---|---|\n",
-                    s.label, s.rows, s.heads, s.head_dim));
+                    s.kernel, s.label, s.rows, s.heads, s.head_dim));
     for (size_t i = 0; i < s.shapes.size(); ++i) {
       const double gbs = s.bytes[i] / s.seconds[i] / 1e9;
       out(fmt::format("| {} | {} | {} | {:.3f} | {:.0f} | {:.0f} % |\n", i, s.shapes[i].first, s.shapes[i].second,

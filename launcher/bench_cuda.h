@@ -43,7 +43,7 @@ class CudaBenchReport {
     double seconds = 0, flops = 0, bytes = 0;
   };
   struct Sweep {
-    std::string label;
+    std::string label, kernel;
     int64_t rows = 0, heads = 0, head_dim = 0;
     std::vector<std::pair<int64_t, int64_t>> shapes;
     std::vector<double> seconds, bytes;

@@ -9,6 +9,14 @@
 // tile into each query's running softmax (kmath::online_softmax_*), and for the weighted sum of V
 // lane j owns head-dim slots j, j + 32, ... (NC = ceil(D / 32) of them, a template parameter).
 // Everything accumulates in FP32; scores are scale * (q . k) as in the CPU backend's SGEMM.
+//
+// A second kernel uses tensor cores (WMMA, bf16 inputs, FP32 accumulation) when the backend runs with
+// half-precision weights (--weight-dtype bf16/f16) and head_dim is a multiple of 16 up to 128: Q (times
+// the scale), K and V are rounded to bf16 as they enter shared memory, scores and the output
+// accumulate in FP32, the softmax state stays FP32. Same segments, same online softmax functions; a
+// block owns 64 queries (16 per warp), keys come in tiles of 64. F32 runs (parity) never take it.
+#include <mma.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -133,6 +141,123 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const AttnAr
   }
 }
 
+// ---- tensor-core kernel --------------------------------------------------------------------------------
+using kmath::kTcKeys;
+using kmath::kTcQueries;
+using kmath::kTcWarps;
+static_assert(kTcQueries == 16 * kTcWarps, "one 16-row WMMA tile of queries per warp");
+
+__global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(const AttnArgs a) {
+  namespace wmma = nvcuda::wmma;
+  using bf16 = __nv_bfloat16;
+  extern __shared__ __align__(32) unsigned char tc_smem[];
+  const int64_t D = a.D;
+  const kmath::TcAttnLayout t = kmath::tc_attn_layout(D);
+  bf16* Qs = reinterpret_cast<bf16*>(tc_smem + t.q);  // [64][ldh], pre-scaled
+  bf16* Ks = reinterpret_cast<bf16*>(tc_smem + t.k);  // [64][ldh]
+  bf16* Vs = reinterpret_cast<bf16*>(tc_smem + t.v);  // [64][ldh]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  // this warp's scores, probabilities and output rows
+  float* Sw = reinterpret_cast<float*>(tc_smem + t.s + warp * t.s_warp);
+  bf16* Pw = reinterpret_cast<bf16*>(tc_smem + t.p + warp * t.p_warp);
+  float* Ow = reinterpret_cast<float*>(tc_smem + t.o + warp * t.o_warp);
+  const bf16* Qw = Qs + warp * 16 * t.ldh;
+  const int64_t rh = blockIdx.y, r = rh / a.H, h = rh % a.H;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTcQueries;
+
+  for (int64_t i = threadIdx.x; i < kTcQueries * D; i += blockDim.x) {
+    const int64_t qi = i / D, d = i % D, q = q0 + qi;
+    Qs[qi * t.ldh + d] = __float2bfloat16(q < a.Lq ? a.scale * a.q[(rh * a.Lq + q) * D + d] : 0.0f);
+  }
+  for (int64_t i = lane; i < 16 * t.ldo; i += 32) Ow[i] = 0.0f;
+  // Lanes 2i and 2i+1 own query row i of the warp: columns (or head-dim slots) of their half.
+  const int row = lane / 2, half = lane % 2;
+  kmath::OnlineSoftmax st = kmath::online_softmax_init();
+
+  for (int s = 0; s < a.nseg; ++s) {
+    const AttnSeg sg = a.seg[s];
+    const int64_t len = sg.row_len ? sg.row_len[r] : sg.len;
+    const float* K = sg.k + rh * sg.cap * D;
+    const float* V = sg.v + rh * sg.cap * D;
+    for (int64_t t0 = 0; t0 < len; t0 += kTcKeys) {
+      const int n = static_cast<int>(len - t0 < kTcKeys ? len - t0 : kTcKeys);
+      __syncthreads();  // all warps are done with the previous K/V tile (and Q is written)
+      for (int64_t i = threadIdx.x; i < kTcKeys * D; i += blockDim.x) {
+        const int64_t j = i / D, d = i % D;
+        const bool ok = j < n;
+        Ks[j * t.ldh + d] = __float2bfloat16(ok ? K[(t0 + j) * D + d] : 0.0f);
+        Vs[j * t.ldh + d] = __float2bfloat16(ok ? V[(t0 + j) * D + d] : 0.0f);
+      }
+      __syncthreads();
+
+      // S[16][64] = Q_w . K^T (K tile row-major [key][d] is K^T column-major).
+      for (int jb = 0; jb < kTcKeys / 16; ++jb) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int64_t d0 = 0; d0 < D; d0 += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qa;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> kb;
+          wmma::load_matrix_sync(qa, Qw + d0, static_cast<unsigned>(t.ldh));
+          wmma::load_matrix_sync(kb, Ks + jb * 16 * t.ldh + d0, static_cast<unsigned>(t.ldh));
+          wmma::mma_sync(acc, qa, kb, acc);
+        }
+        wmma::store_matrix_sync(Sw + jb * 16, acc, static_cast<unsigned>(t.lds), wmma::mem_row_major);
+      }
+      __syncwarp();
+
+      // Online softmax of row `row` over the tile's n valid columns; P = weights in bf16.
+      const float* srow = Sw + row * t.lds;
+      bf16* prow = Pw + row * t.ldp;
+      float mx = -INFINITY;
+      for (int c = half * 32; c < half * 32 + 32; ++c)
+        if (c < n) mx = fmaxf(mx, srow[c]);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      const float corr = kmath::online_softmax_enter(st, mx);
+      float sum = 0.0f;
+      for (int c = half * 32; c < half * 32 + 32; ++c) {
+        const float p = c < n ? kmath::online_softmax_weight(st, srow[c]) : 0.0f;
+        prow[c] = __float2bfloat16(p);
+        sum += p;
+      }
+      st.l += sum + __shfl_xor_sync(0xffffffffu, sum, 1);
+      float* orow = Ow + row * t.ldo;
+      for (int64_t d = half * (D / 2); d < (half + 1) * (D / 2); ++d) orow[d] *= corr;
+      __syncwarp();
+
+      // O[16][D] += P . V
+      for (int64_t d0 = 0; d0 < D; d0 += 16) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+        wmma::load_matrix_sync(o, Ow + d0, static_cast<unsigned>(t.ldo), wmma::mem_row_major);
+        for (int jb = 0; jb < kTcKeys / 16; ++jb) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pa;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vb;
+          wmma::load_matrix_sync(pa, Pw + jb * 16, static_cast<unsigned>(t.ldp));
+          wmma::load_matrix_sync(vb, Vs + jb * 16 * t.ldh + d0, static_cast<unsigned>(t.ldh));
+          wmma::mma_sync(o, pa, vb, o);
+        }
+        wmma::store_matrix_sync(Ow + d0, o, static_cast<unsigned>(t.ldo), wmma::mem_row_major);
+      }
+      __syncwarp();
+    }
+  }
+
+  const int64_t q = q0 + warp * 16 + row;
+  if (q < a.Lq) {
+    float* o = a.out + ((r * a.Lq + q) * a.H + h) * D;
+    for (int64_t d = half * (D / 2); d < (half + 1) * (D / 2); ++d)
+      o[d] = kmath::online_softmax_finish(st, Ow[row * t.ldo + d]);
+  }
+}
+
+void launch_tc(const AttnArgs& a, int64_t RH) {
+  const kmath::TcAttnLayout t = kmath::tc_attn_layout(a.D);
+  SKV_CUDA_CHECK(cudaFuncSetAttribute(attention_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(t.bytes)));
+  const dim3 grid(static_cast<unsigned>(kmath::ceil_div(a.Lq, kTcQueries)), static_cast<unsigned>(RH));
+  attention_tc_kernel<<<grid, kTcWarps * 32, static_cast<size_t>(t.bytes), stream()>>>(a);
+  SKV_CUDA_LAUNCHED("attention (tensor cores)");
+}
+
 template <int NC>
 void launch(const AttnArgs& a, int64_t RH) {
   const size_t smem = static_cast<size_t>(kmath::attn_smem_floats(a.D)) * sizeof(float);
@@ -146,7 +271,11 @@ void launch(const AttnArgs& a, int64_t RH) {
 
 }  // namespace
 
-void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out) {
+bool attention_uses_tensor_cores(int64_t head_dim, DType weight_dtype) {
+  return weight_dtype != DType::F32 && head_dim % 16 == 0 && head_dim <= 128;
+}
+
+void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out, bool tensor_cores) {
   check_cuda_f32(q, "attention q");
   check_cuda_f32(out, "attention out");
   SKV_CHECK(q.ndim() == 4, "attention: q must be [rows, heads, tokens, head_dim], got {}", q.describe());
@@ -190,6 +319,11 @@ void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale,
   kv_bytes = keys * D * 2 * sizeof(float);
   if (R * H * Lq == 0) return;
   OpTimer timer("attention", 4.0 * keys * Lq * D, kv_bytes + static_cast<double>(q.nbytes() + out.nbytes()));
+  if (tensor_cores) {
+    SKV_CHECK(D % 16 == 0 && D <= 128, "attention: the tensor-core kernel needs head_dim % 16 == 0 and <= 128, got {}", D);
+    launch_tc(a, R * H);
+    return;
+  }
   switch ((D + 31) / 32) {
     case 1: launch<1>(a, R * H); break;
     case 2: launch<2>(a, R * H); break;
@@ -203,7 +337,7 @@ void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale,
   }
 }
 
-AttnTiming measure_attention(int64_t R, int64_t H, int64_t Lq, int64_t kv_len, int64_t D, int repeats) {
+AttnTiming measure_attention(int64_t R, int64_t H, int64_t Lq, int64_t kv_len, int64_t D, int repeats, bool tensor_cores) {
   Allocator& al = ctx().alloc;
   auto make = [&](int64_t L) {
     Tensor t = Tensor::empty({R, H, L, D}, DType::F32, MemCategory::Workspace, &al, Device::CUDA);
@@ -216,11 +350,11 @@ AttnTiming measure_attention(int64_t R, int64_t H, int64_t Lq, int64_t kv_len, i
   cudaEvent_t e0, e1;
   SKV_CUDA_CHECK(cudaEventCreate(&e0));
   SKV_CUDA_CHECK(cudaEventCreate(&e1));
-  attention(q, segs, 0.125f, out);  // warm-up
+  attention(q, segs, 0.125f, out, tensor_cores);  // warm-up
   std::vector<double> t;
   for (int i = 0; i < std::max(1, repeats); ++i) {
     SKV_CUDA_CHECK(cudaEventRecord(e0, stream()));
-    attention(q, segs, 0.125f, out);
+    attention(q, segs, 0.125f, out, tensor_cores);
     SKV_CUDA_CHECK(cudaEventRecord(e1, stream()));
     SKV_CUDA_CHECK(cudaEventSynchronize(e1));
     float ms = 0;

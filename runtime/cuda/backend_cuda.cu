@@ -81,16 +81,17 @@ Context& ctx() {
 OpTimer::OpTimer(const char* op, double flops, double bytes) {
   Context& c = ctx();
   if (!c.profiling) return;
-  on_ = true;
   OpRecord r{op, nullptr, nullptr, flops, bytes};
   SKV_CUDA_CHECK(cudaEventCreate(&r.start));
   SKV_CUDA_CHECK(cudaEventCreate(&r.stop));
   SKV_CUDA_CHECK(cudaEventRecord(r.start, c.stream));
   c.records.push_back(r);
+  record_ = static_cast<int64_t>(c.records.size()) - 1;
 }
 
 OpTimer::~OpTimer() {
-  if (on_) cudaEventRecord(ctx().records.back().stop, ctx().stream);
+  Context& c = ctx();
+  if (record_ >= 0 && record_ < static_cast<int64_t>(c.records.size())) cudaEventRecord(c.records[record_].stop, c.stream);
 }
 
 // ---- kernels: element-wise -------------------------------------------------------------------------
@@ -297,7 +298,7 @@ __global__ void to_dtype_kernel(const float* x, uint16_t* y, int64_t n, DType dt
 template <class U>
 __global__ void gather_tokens_kernel(U* store, int64_t hist_len, int64_t cap, const U* cur, int64_t Lc,
                                      const int32_t* kept, int64_t n, int64_t units) {
-  extern __shared__ unsigned char gather_smem[];
+  extern __shared__ __align__(16) unsigned char gather_smem[];
   U* buf = reinterpret_cast<U*>(gather_smem);  // [kGatherTile][units]
   const int64_t rh = blockIdx.x;
   const int32_t* kp = kept + rh * n;
@@ -530,8 +531,9 @@ class CudaBackend final : public Backend {
                                                                              d_pos.data<int64_t>(), RH, L, half, P);
     SKV_CUDA_LAUNCHED("rope");
   }
+  // F32 weights (parity runs): the FP32 kernel; half-precision weights: tensor cores where head_dim allows.
   void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out) override {
-    cuda::attention(q, segs, scale, out);
+    cuda::attention(q, segs, scale, out, q.ndim() == 4 && attention_uses_tensor_cores(q.dim(3), weight_dtype()));
   }
 
   void copy_tokens(const Tensor& src, int64_t n, Tensor& dst, int64_t dst_off) override {
@@ -630,6 +632,9 @@ std::map<std::string, OpTotal> profile_end() {
   c.records.clear();
   return out;
 }
+
+void* stream_handle() { return static_cast<void*>(ctx().stream); }
+int device_index() { return ctx().device; }
 
 DeviceInfo device_info() {
   Context& c = ctx();

@@ -86,7 +86,7 @@ class OpTimer {
   OpTimer& operator=(const OpTimer&) = delete;
 
  private:
-  bool on_ = false;
+  int64_t record_ = -1;  // index into Context::records, -1 when not profiling
 };
 
 // Shapes and pointers.

@@ -20,6 +20,11 @@ struct DeviceInfo {
 };
 DeviceInfo device_info();
 
+// The backend's one stream (a cudaStream_t) and device index, for code that must order its own device
+// work with the backend's (the NCCL communicator: collectives on this stream need no extra sync).
+void* stream_handle();
+int device_index();
+
 // Per-op GPU time between profile_begin() and profile_end(), by op family: "linear", "attention",
 // "conv2d", "norm", "elementwise", "layout", "kv_move", "kv_select". flops and bytes are what the op
 // must do / move at minimum (for achieved TFLOP/s and GB/s).
@@ -35,12 +40,16 @@ double measure_copy_gbs(int64_t bytes, int repeats);
 // cuBLAS GEMM throughput (TFLOP/s) for an n x n x n product with inputs of `dt` (F32: SGEMM without
 // TF32; F16/BF16: GemmEx with FP32 accumulation, the path linear() takes), best of `repeats`.
 double measure_gemm_tflops(DType dt, int n, int repeats);
-// The attention kernel alone on random data: Lq queries of R rows x H heads over `kv_len` keys of
+// The attention kernel alone on zero data: Lq queries of R rows x H heads over `kv_len` keys of
 // head_dim D in one segment; returns {seconds (median of repeats), bytes of K + V + Q + out}.
+// tensor_cores: the bf16 WMMA kernel (what runs with --weight-dtype bf16/f16), else the FP32 one.
 struct AttnTiming {
   double seconds = 0, bytes = 0, flops = 0;
 };
-AttnTiming measure_attention(int64_t R, int64_t H, int64_t Lq, int64_t kv_len, int64_t D, int repeats);
+AttnTiming measure_attention(int64_t R, int64_t H, int64_t Lq, int64_t kv_len, int64_t D, int repeats,
+                             bool tensor_cores = false);
+// Whether attention on this backend takes the tensor-core kernel for this head_dim and weight dtype.
+bool attention_uses_tensor_cores(int64_t head_dim, DType weight_dtype);
 
 // x (F32, on the CUDA backend) rounded to F16/BF16 (round-to-nearest-even), a workspace tensor.
 Tensor convert_to_half(const Tensor& x, DType dt);

@@ -132,14 +132,16 @@ double measure_gemm_tflops(DType dt, int n, int repeats) {
   Tensor A = Tensor::empty({n, n}, dt, MemCategory::Workspace, &al, Device::CUDA);
   Tensor B = Tensor::empty({n, n}, dt, MemCategory::Workspace, &al, Device::CUDA);
   Tensor C = Tensor::empty({n, n}, DType::F32, MemCategory::Workspace, &al, Device::CUDA);
-  // Small values: 0x3c00 is 1.0 in F16, 0x3f80 in BF16 (upper half of F32 1.0); F32 memset to 0.
-  if (dt == DType::F32) {
-    SKV_CUDA_CHECK(cudaMemsetAsync(A.raw(), 0, A.nbytes(), stream()));
-    SKV_CUDA_CHECK(cudaMemsetAsync(B.raw(), 0, B.nbytes(), stream()));
-  } else {
-    std::vector<uint16_t> one(static_cast<size_t>(n) * n, dt == DType::F16 ? 0x3c00 : 0x3f80);
-    SKV_CUDA_CHECK(cudaMemcpy(A.raw(), one.data(), A.nbytes(), cudaMemcpyHostToDevice));
-    SKV_CUDA_CHECK(cudaMemcpy(B.raw(), one.data(), B.nbytes(), cudaMemcpyHostToDevice));
+  {  // values in [-0.5, 0.5] (not zeros: the clock state under load should be a real one)
+    std::vector<float> f(static_cast<size_t>(n) * n);
+    for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<float>((i * 2654435761u) % 1001) / 1000.0f - 0.5f;
+    std::vector<uint16_t> h(dt == DType::F32 ? 0 : f.size());
+    for (size_t i = 0; i < h.size(); ++i) h[i] = dt == DType::BF16 ? f32_to_bf16(f[i]) : f32_to_f16(f[i]);
+    const void* src = dt == DType::F32 ? static_cast<const void*>(f.data()) : static_cast<const void*>(h.data());
+    // on the backend stream: memory from cudaMallocAsync is ordered by it
+    SKV_CUDA_CHECK(cudaMemcpyAsync(A.raw(), src, A.nbytes(), cudaMemcpyHostToDevice, stream()));
+    SKV_CUDA_CHECK(cudaMemcpyAsync(B.raw(), src, B.nbytes(), cudaMemcpyHostToDevice, stream()));
+    SKV_CUDA_CHECK(cudaStreamSynchronize(stream()));
   }
   const double s = time_best(repeats, [&] {
     gemm(CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, A.raw(), n, B.raw(), n, fptr(C), n, dt);

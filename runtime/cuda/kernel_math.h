@@ -59,6 +59,36 @@ SKV_HD float online_softmax_weight(const OnlineSoftmax& s, float score) {
 }
 SKV_HD float online_softmax_finish(const OnlineSoftmax& s, float acc) { return s.l > 0.0f ? acc / s.l : 0.0f; }
 
+// Tensor-core (WMMA bf16) attention: a block owns kTcQueries queries (16 per warp), keys come in tiles
+// of kTcKeys. Shared memory, byte offsets from the (32-byte aligned) base: Q, K, V as bf16 [64][ldh];
+// per warp: scores FP32 [16][lds], probabilities bf16 [16][ldp], output accumulator FP32 [16][ldo].
+// Row strides are padded against bank conflicts; WMMA needs every 16x16 tile start 32-byte aligned,
+// which holds for head_dim a multiple of 16 (tests check every offset for head_dim 16..128).
+constexpr int kTcQueries = 64, kTcKeys = 64, kTcWarps = 4;
+struct TcAttnLayout {
+  int64_t ldh, lds, ldp, ldo;           // elements
+  int64_t q, k, v, s, p, o, bytes;      // byte offsets of the regions, total bytes
+  int64_t s_warp, p_warp, o_warp;       // bytes between consecutive warps' regions
+};
+SKV_HD TcAttnLayout tc_attn_layout(int64_t D) {
+  TcAttnLayout t;
+  t.ldh = D + 8;
+  t.lds = kTcKeys + 4;
+  t.ldp = kTcKeys + 8;
+  t.ldo = D + 4;
+  t.q = 0;
+  t.k = t.q + kTcQueries * t.ldh * 2;
+  t.v = t.k + kTcKeys * t.ldh * 2;
+  t.s = t.v + kTcKeys * t.ldh * 2;
+  t.s_warp = 16 * t.lds * 4;
+  t.p = t.s + kTcWarps * t.s_warp;
+  t.p_warp = 16 * t.ldp * 2;
+  t.o = t.p + kTcWarps * t.p_warp;
+  t.o_warp = 16 * t.ldo * 4;
+  t.bytes = t.o + kTcWarps * t.o_warp;
+  return t;
+}
+
 // ---- top-k by radix select --------------------------------------------------------------------------
 // Floats mapped to unsigned keys with the same order (larger float -> larger key). -0 and +0 map to
 // the same key, so they tie as they compare equal (the reference's stable sort sees them equal too).

@@ -16,7 +16,8 @@ void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y);
 void sgemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
               int64_t ldc);
 
-void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out);
+// tensor_cores: the bf16 WMMA kernel (attention.cu); otherwise the FP32 one.
+void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out, bool tensor_cores);
 
 void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int stride, int pad, Tensor& y);
 void group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps, Tensor& y);

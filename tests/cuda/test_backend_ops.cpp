@@ -274,6 +274,37 @@ TEST_F(CudaOps, AttentionOverSegmentsMatchesCpu) {
   }
 }
 
+// With half-precision weights the backend runs attention on tensor cores (bf16 Q/K/V, FP32 softmax and
+// accumulation): the same answer within bf16 rounding.
+TEST_F(CudaOps, TensorCoreAttentionMatchesCpuWithinBf16) {
+  struct Case {
+    int R, H, Lq, D, cap, len, L2;
+  };
+  struct Restore {
+    Backend& b;
+    ~Restore() { b.set_weight_dtype(DType::F32); }
+  } restore{gpu()};
+  gpu().set_weight_dtype(DType::BF16);
+  for (Case c : {Case{1, 1, 1, 16, 1, 1, 1}, Case{2, 3, 5, 64, 11, 7, 4}, Case{2, 2, 100, 128, 300, 257, 100},
+                 Case{1, 2, 65, 48, 64, 64, 63}, Case{2, 1, 130, 128, 40, 0, 130}}) {
+    Tensor q = randn({c.R, c.H, c.Lq, c.D}, 90), k1 = randn({c.R, c.H, c.cap, c.D}, 91), v1 = randn({c.R, c.H, c.cap, c.D}, 92);
+    Tensor k2 = randn({c.R, c.H, c.L2, c.D}, 93), v2 = randn({c.R, c.H, c.L2, c.D}, 94);
+    Tensor dq = up(q), dk1 = up(k1), dv1 = up(v1), dk2 = up(k2), dv2 = up(v2);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
+    Tensor want = Tensor::empty({c.R, c.Lq, c.H * c.D}), got = gempty({c.R, c.Lq, c.H * c.D});
+    cpu().attention(q, {{&k1, &v1, c.len, {}}, {&k2, &v2, c.L2, {}}}, scale, want);
+    gpu().attention(dq, {{&dk1, &dv1, c.len, {}}, {&dk2, &dv2, c.L2, {}}}, scale, got);
+    const double e = nmse(down(got), want);
+    EXPECT_LT(e, 1e-4) << "D " << c.D << " Lq " << c.Lq;
+    EXPECT_GT(e, 0.0) << "bf16 rounding must show: the tensor-core kernel did not run";
+    std::vector<int64_t> rl;
+    for (int r = 0; r < c.R; ++r) rl.push_back(std::max(0, c.cap - 13 * r - 1));
+    cpu().attention(q, {{&k1, &v1, 0, rl}}, scale, want);
+    gpu().attention(dq, {{&dk1, &dv1, 0, rl}}, scale, got);
+    EXPECT_LT(nmse(down(got), want), 1e-4) << "row lengths, D " << c.D;
+  }
+}
+
 TEST_F(CudaOps, KVMovesAreExact) {
   std::mt19937 g(5);
   for (DType dt : {DType::F32, DType::BF16}) {
@@ -448,6 +479,7 @@ TEST_F(CudaOps, ReferenceMeasurementsRun) {
   EXPECT_GT(cuda::measure_gemm_tflops(DType::BF16, 1024, 2), 0);
   const cuda::AttnTiming t = cuda::measure_attention(2, 4, 64, 1000, 128, 3);
   EXPECT_GT(t.seconds, 0);
+  EXPECT_GT(cuda::measure_attention(2, 4, 64, 1000, 128, 3, true).seconds, 0);
   cuda::profile_begin();
   Tensor x = randn({64, 64}, 50), w = randn({32, 64}, 51);
   Tensor dx = up(x), dw = up(w), y = gempty({64, 32});
