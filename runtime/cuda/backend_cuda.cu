@@ -5,6 +5,7 @@
 // backend is in runtime/hostdevice.h and runtime/cuda/kernel_math.h, where CPU tests pin it down.
 // Numerics follow the CPU reference: row statistics of the norms accumulate in double, as there.
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "runtime/cuda/cuda_common.cuh"
@@ -73,9 +74,28 @@ Context& ctx() {
     SKV_CUBLAS_CHECK(cublasCreate(&x->cublas));
     SKV_CUBLAS_CHECK(cublasSetStream(x->cublas, x->stream));
     SKV_CUBLAS_CHECK(cublasSetMathMode(x->cublas, CUBLAS_DEFAULT_MATH));  // FP32 stays FP32 (no TF32)
+    SKV_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&x->staging), kStagingBytes, cudaHostAllocDefault));
+    x->staging_cap = kStagingBytes;
     return x;
   }();
   return *c;
+}
+
+void copy_to_device_async(void* dst, const void* src, size_t n) {
+  Context& c = ctx();
+  if (n == 0) return;
+  if (n > kStagingMaxCopy || c.staging == nullptr) {  // pageable: the driver stages it before returning
+    SKV_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c.stream));
+    return;
+  }
+  if (c.staging_off + n > c.staging_cap) {  // wrap: every earlier copy out of the ring must have run
+    SKV_CUDA_CHECK(cudaStreamSynchronize(c.stream));
+    c.staging_off = 0;
+  }
+  char* p = c.staging + c.staging_off;
+  std::memcpy(p, src, n);
+  c.staging_off += (n + 255) / 256 * 256;
+  SKV_CUDA_CHECK(cudaMemcpyAsync(dst, p, n, cudaMemcpyHostToDevice, c.stream));
 }
 
 OpTimer::OpTimer(const char* op, double flops, double bytes) {
@@ -335,8 +355,7 @@ class CudaBackend final : public Backend {
   Tensor upload(const Tensor& host, MemCategory cat) override {
     SKV_CHECK(host.device() == Device::CPU, "upload: {} is already on {}", host.describe(), device_name(host.device()));
     Tensor t = Tensor::empty(host.shape(), host.dtype(), cat, &ctx().alloc, Device::CUDA);
-    if (host.nbytes() > 0)
-      SKV_CUDA_CHECK(cudaMemcpyAsync(t.raw(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, stream()));
+    copy_to_device_async(t.raw(), host.raw(), host.nbytes());
     return t;
   }
   Tensor download(const Tensor& t) override {

@@ -71,7 +71,18 @@ struct Context {
   CudaAllocator alloc;
   bool profiling = false;
   std::vector<OpRecord> records;
+  // Pinned staging ring for small host->device copies (indices, positions, lengths, kept sets): a copy
+  // from pageable memory would synchronise the stream first; from here it stays asynchronous. A region
+  // is reused only after the stream was synchronised (when the ring wraps).
+  char* staging = nullptr;
+  size_t staging_cap = 0, staging_off = 0;
 };
+
+constexpr size_t kStagingBytes = size_t{16} << 20;
+constexpr size_t kStagingMaxCopy = size_t{4} << 20;  // larger copies go straight from pageable memory
+
+// Queues a host->device copy of n bytes on the backend stream; `src` may be freed when this returns.
+void copy_to_device_async(void* dst, const void* src, size_t n);
 
 // The process-wide context (created with the backend); throws when no device is visible.
 Context& ctx();
@@ -102,12 +113,11 @@ inline float* fptr(const Tensor& t) { return static_cast<float*>(t.raw()); }
 inline unsigned grid1d(int64_t n) { return static_cast<unsigned>(kmath::elt_blocks(n)); }
 
 // A small host array copied to a device workspace tensor (indices, positions, lengths). The copy is
-// queued on the stream; the host vector may be freed when this returns (pageable copies are staged).
+// queued on the stream; the host vector may be freed when this returns.
 template <class T>
 Tensor upload_vector(const std::vector<T>& v, DType dt) {
   Tensor t = Tensor::empty({static_cast<int64_t>(v.size())}, dt, MemCategory::Workspace, &ctx().alloc, Device::CUDA);
-  if (!v.empty())
-    SKV_CUDA_CHECK(cudaMemcpyAsync(t.raw(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, stream()));
+  if (!v.empty()) copy_to_device_async(t.raw(), v.data(), v.size() * sizeof(T));
   return t;
 }
 
