@@ -299,18 +299,21 @@ void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale,
     check_cuda_f32(*s.v, "attention v");
     SKV_CHECK(s.k->ndim() == 4 && s.k->dim(0) == R && s.k->dim(1) == H && s.k->dim(3) == D && s.v->shape() == s.k->shape(),
               "attention: k {} v {} for q {}", s.k->describe(), s.v->describe(), q.describe());
-    const int64_t cap = s.k->dim(2);
-    AttnSeg g{fptr(*s.k), fptr(*s.v), cap, s.len, nullptr};
+    const int64_t cap = s.k->dim(2), start = segment_start(s);
+    SKV_CHECK(start >= 0 && start <= cap, "attention: segment start {} outside capacity {}", start, cap);
+    // A segment starting at `start` is the same tensor seen `start` tokens later (rows keep stride cap).
+    AttnSeg g{fptr(*s.k) + start * D, fptr(*s.v) + start * D, cap, s.len, nullptr};
     if (!s.row_len.empty()) {
       SKV_CHECK(static_cast<int64_t>(s.row_len.size()) == R, "attention: {} row lengths for {} rows", s.row_len.size(), R);
       for (int64_t l : s.row_len) {
-        SKV_CHECK(l >= 0 && l <= cap, "attention: length {} beyond capacity {}", l, cap);
+        SKV_CHECK(l >= 0 && start + l <= cap, "attention: tokens [{}, {}) beyond capacity {}", start, start + l, cap);
         keys += static_cast<double>(l) * H;
       }
       row_lens.push_back(upload_vector(s.row_len, DType::I64));
       g.row_len = row_lens.back().data<int64_t>();
     } else {
-      SKV_CHECK(s.len >= 0 && s.len <= cap, "attention: length {} beyond capacity {}", s.len, cap);
+      SKV_CHECK(s.len >= 0 && start + s.len <= cap, "attention: tokens [{}, {}) beyond capacity {}", start, start + s.len,
+                cap);
       keys += static_cast<double>(s.len) * R * H;
       if (s.len == 0) continue;
     }

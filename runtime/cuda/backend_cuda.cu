@@ -10,6 +10,7 @@
 
 #include "runtime/cuda/cuda_common.cuh"
 #include "runtime/cuda/cuda_device.h"
+#include "runtime/cuda/kv_select.h"
 #include "runtime/cuda/ops.h"
 
 namespace skv::cuda {
@@ -314,24 +315,31 @@ __global__ void to_dtype_kernel(const float* x, uint16_t* y, int64_t n, DType dt
 
 // ---- kernels: KV moves --------------------------------------------------------------------------------
 // In-place compaction, one block per (row, head); see kmath::kGatherTile for why it is race-free.
-// U is the copy unit (4 or 1 bytes); `units` = units per token vector.
+// U is the copy unit (4 or 1 bytes); `units` = units per token vector. `slot` (null: identity) maps a
+// logical token index to its row in `store` (the slot pool of the scalekv branch's cache; slots are
+// distinct, so the same argument holds through the map). kept_stride = n, or 0 when one kept list is
+// shared by every (row, head).
 template <class U>
 __global__ void gather_tokens_kernel(U* store, int64_t hist_len, int64_t cap, const U* cur, int64_t Lc,
-                                     const int32_t* kept, int64_t n, int64_t units) {
+                                     const int32_t* kept, int64_t kept_stride, int64_t n, const int32_t* slot,
+                                     int64_t units) {
   extern __shared__ __align__(16) unsigned char gather_smem[];
   U* buf = reinterpret_cast<U*>(gather_smem);  // [kGatherTile][units]
   const int64_t rh = blockIdx.x;
-  const int32_t* kp = kept + rh * n;
+  const int32_t* kp = kept + rh * kept_stride;
   U* st = store + rh * cap * units;
   const U* cu = cur + rh * Lc * units;
   for (int64_t j0 = 0; j0 < n; j0 += kmath::kGatherTile) {
     const int64_t nt = n - j0 < kmath::kGatherTile ? n - j0 : kmath::kGatherTile;
     for (int64_t e = threadIdx.x; e < nt * units; e += blockDim.x) {
       const int64_t j = j0 + e / units, u = e % units, i = kp[j];
-      buf[e] = i < hist_len ? st[i * units + u] : cu[(i - hist_len) * units + u];
+      buf[e] = i < hist_len ? st[(slot ? slot[i] : i) * units + u] : cu[(i - hist_len) * units + u];
     }
     __syncthreads();
-    for (int64_t e = threadIdx.x; e < nt * units; e += blockDim.x) st[(j0 + e / units) * units + e % units] = buf[e];
+    for (int64_t e = threadIdx.x; e < nt * units; e += blockDim.x) {
+      const int64_t j = j0 + e / units;
+      st[(slot ? slot[j] : j) * units + e % units] = buf[e];
+    }
     __syncthreads();
   }
 }
@@ -345,6 +353,34 @@ void same_numel(const Tensor& a, const Tensor& b, const char* what) {
   SKV_CHECK(a.numel() == b.numel(), "{}: {} and {} differ in size", what, a.describe(), b.describe());
 }
 
+void launch_gather(Tensor& store, int64_t hist_len, const Tensor& cur, int64_t Lc, const Tensor& kept,
+                          int64_t kept_stride, int64_t n, const int32_t* slot) {
+  const int64_t RH = store.dim(0) * store.dim(1), cap = store.dim(2), D = store.dim(3);
+  if (n == 0 || RH == 0 || D == 0) return;
+  SKV_CHECK(RH <= 0x7fffffff, "gather: {} rows x heads is too many for one launch", RH);
+  const int64_t bytes = D * static_cast<int64_t>(dtype_size(store.dtype()));
+  OpTimer t("kv_move", 0, 2.0 * static_cast<double>(RH * n * bytes));
+  const bool words = bytes % 4 == 0 && reinterpret_cast<uintptr_t>(store.raw()) % 4 == 0 &&
+                     (Lc == 0 || reinterpret_cast<uintptr_t>(cur.raw()) % 4 == 0);
+  const int64_t units = words ? bytes / 4 : bytes;
+  const size_t smem = static_cast<size_t>(kmath::kGatherTile * bytes);
+  SKV_CHECK(smem <= 48 * 1024, "gather: token vectors of {} bytes exceed the kernel's tile", bytes);
+  const void* cur_p = Lc > 0 ? cur.raw() : store.raw();  // cur is never read when every kept index < hist_len
+  if (words)
+    gather_tokens_kernel<uint32_t><<<static_cast<unsigned>(RH), 256, smem, stream()>>>(
+        static_cast<uint32_t*>(store.raw()), hist_len, cap, static_cast<const uint32_t*>(cur_p), Lc,
+        kept.data<int32_t>(), kept_stride, n, slot, units);
+  else
+    gather_tokens_kernel<uint8_t><<<static_cast<unsigned>(RH), 256, smem, stream()>>>(
+        static_cast<uint8_t*>(store.raw()), hist_len, cap, static_cast<const uint8_t*>(cur_p), Lc,
+        kept.data<int32_t>(), kept_stride, n, slot, units);
+  SKV_CUDA_LAUNCHED("gather");
+}
+
+}  // namespace
+
+// Not in the anonymous namespace: members that only override after a merge (see gather_slots) must not
+// count as unused internal functions.
 class CudaBackend final : public Backend {
  public:
   CudaBackend() { (void)ctx(); }
@@ -578,24 +614,19 @@ class CudaBackend final : public Backend {
     check_cuda_tensor(store, "gather_tokens store");
     check_cuda_tensor(kept, "gather_tokens kept");
     if (n == 0 || RH == 0 || D == 0) return;
-    SKV_CHECK(RH <= 0x7fffffff, "gather_tokens: {} rows x heads is too many for one launch", RH);
-    const int64_t bytes = D * static_cast<int64_t>(dtype_size(store.dtype()));
-    OpTimer t("kv_move", 0, 2.0 * static_cast<double>(RH * n * bytes));
-    const bool words = bytes % 4 == 0 && reinterpret_cast<uintptr_t>(store.raw()) % 4 == 0 &&
-                       (Lc == 0 || reinterpret_cast<uintptr_t>(cur.raw()) % 4 == 0);
-    const int64_t units = words ? bytes / 4 : bytes;
-    const size_t smem = static_cast<size_t>(kmath::kGatherTile * bytes);
-    SKV_CHECK(smem <= 48 * 1024, "gather_tokens: token vectors of {} bytes exceed the kernel's tile", bytes);
-    const void* cur_p = Lc > 0 ? cur.raw() : store.raw();  // cur is never read when every kept index < hist_len
-    if (words)
-      gather_tokens_kernel<uint32_t><<<static_cast<unsigned>(RH), 256, smem, stream()>>>(
-          static_cast<uint32_t*>(store.raw()), hist_len, cap, static_cast<const uint32_t*>(cur_p), Lc,
-          kept.data<int32_t>(), n, units);
-    else
-      gather_tokens_kernel<uint8_t><<<static_cast<unsigned>(RH), 256, smem, stream()>>>(
-          static_cast<uint8_t*>(store.raw()), hist_len, cap, static_cast<const uint8_t*>(cur_p), Lc,
-          kept.data<int32_t>(), n, units);
-    SKV_CUDA_LAUNCHED("gather_tokens");
+    launch_gather(store, hist_len, cur, Lc, kept, n, n, nullptr);
+  }
+
+  // The scalekv branch's Backend interface (gather_slots for its slot-pool cache, attention_mass for
+  // online ASI; semantics in kv_select.h). Declared without `override` until that interface is merged
+  // here: from then on they override the base declarations (add `override` at the merge).
+  void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept,
+                    int64_t n) {
+    cuda::gather_slots(pool, slot, hist_len, cur, kept, n);
+  }
+  void attention_mass(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
+                      int64_t n_hist, float scale, int64_t topk, Tensor& out) {
+    cuda::attention_mass(q, q_idx, segs, n_hist, scale, topk, out);
   }
 
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int stride, int pad, Tensor& y) override {
@@ -607,8 +638,6 @@ class CudaBackend final : public Backend {
   void interpolate(const Tensor& x, Interp mode, Tensor& y) override { cuda::interpolate(x, mode, y); }
 };
 
-}  // namespace
-
 Tensor convert_to_half(const Tensor& x, DType dt) {
   check_cuda_f32(x, "convert");
   SKV_CHECK(dt == DType::BF16 || dt == DType::F16, "convert: target {} is not a half type", dtype_name(dt));
@@ -618,6 +647,22 @@ Tensor convert_to_half(const Tensor& x, DType dt) {
     SKV_CUDA_LAUNCHED("to_dtype");
   }
   return y;
+}
+
+void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept, int64_t n) {
+  const int64_t RH = pool.dim(0) * pool.dim(1), D = pool.dim(3);
+  const bool shared = kept.numel() == n;
+  SKV_CHECK(slot.dtype() == DType::I32 && kept.dtype() == DType::I32 && (shared || kept.numel() == RH * n) &&
+                slot.numel() >= std::max<int64_t>(n, hist_len),
+            "gather_slots: slot {} kept {} n {} hist {} pool {}", slot.describe(), kept.describe(), n, hist_len,
+            pool.describe());
+  const int64_t Lc = cur.defined() ? cur.dim(2) : 0;
+  SKV_CHECK(!cur.defined() || (cur.dim(0) * cur.dim(1) == RH && cur.dim(3) == D && cur.dtype() == pool.dtype()),
+            "gather_slots: cur {} for pool {}", cur.describe(), pool.describe());
+  check_cuda_tensor(pool, "gather_slots pool");
+  check_cuda_tensor(slot, "gather_slots slot");
+  check_cuda_tensor(kept, "gather_slots kept");
+  launch_gather(pool, hist_len, cur, Lc, kept, shared ? 0 : n, n, slot.data<int32_t>());
 }
 
 // ---- profiling and device facts (cuda_device.h) ---------------------------------------------------------

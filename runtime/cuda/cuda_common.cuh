@@ -16,6 +16,7 @@
 #include "runtime/backend.h"
 #include "runtime/check.h"
 #include "runtime/cuda/kernel_math.h"
+#include "runtime/cuda/kv_select.h"
 #include "runtime/hostdevice.h"
 
 #define SKV_CUDA_CHECK(expr)                                                                       \

@@ -99,6 +99,13 @@ SKV_HD uint32_t float_order_key(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+SKV_HD float float_from_order_key(uint32_t key) {  // inverse of float_order_key (+0 for the zero key)
+  const uint32_t u = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
 // MSB-first radix select of the k-th largest key, 8 bits per pass (shift 24, 16, 8, 0). Before a pass
 // the kernel histograms the digit (key >> shift) & 255 of every candidate key whose bits above `shift`
 // equal `prefix` under `mask`; step() then picks the digit holding the k-th largest. After the four

@@ -23,8 +23,11 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "runtime/backend.h"
 #include "runtime/kv_select_ref.h"
 #include "runtime/tensor.h"
 
@@ -38,5 +41,47 @@ void topk_keep(const Tensor& pooled, const std::vector<int32_t>& win_cols, int64
 // The whole ScaleKV token selection of one layer; returns kept [R, H, budget] (I32, on the device).
 Tensor select(const Tensor& q, const std::vector<int32_t>& win, const Tensor& hist_k, int64_t hist_len,
               const Tensor& cur_k, float scale, WindowScore score, WindowPool pool, int kernel, int64_t budget);
+
+// ---- the scalekv branch's Backend ops, on the device -----------------------------------------------------
+// That branch adds Backend::gather_slots, ::window_scores and ::attention_mass (and KVSegment::start).
+// CudaBackend implements gather_slots and attention_mass with these (they become overrides when that
+// interface is merged); window_scores needs its ScoreMode enum, so the merge adds one line:
+//   void window_scores(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
+//                      float scale, ScoreMode mode, Tensor& out) override {
+//     cuda::query_scores(q, q_idx, segs, scale, mode == ScoreMode::SoftmaxMean, out);
+//   }
+// Segments: k [R, H, cap, D], tokens [start, start + len) (start = 0 before the merge), no row_len.
+
+// First token of a KV segment. The scalekv branch adds KVSegment::start (segments as extents of the
+// cache's slot pool); until that lands here the member does not exist and every segment starts at 0.
+// Written so this file compiles, and is right, on both sides of that merge.
+template <class S, class = void>
+struct has_segment_start : std::false_type {};
+template <class S>
+struct has_segment_start<S, std::void_t<decltype(std::declval<const S&>().start)>> : std::true_type {};
+template <class S>
+int64_t segment_start(const S& s) {
+  if constexpr (has_segment_start<S>::value)
+    return s.start;
+  else
+    return 0;
+}
+
+// pool [R, H, S, D]; slot I32 [>= max(n, hist_len)] maps logical token -> pool row (distinct slots);
+// kept I32 [R, H, n] or [n] (shared), ascending. For each (r, h), j < n, i = kept[j]:
+// pool[r, h, slot[j]] = i < hist_len ? pool[r, h, slot[i]] : cur[r, h, i - hist_len]  (in place).
+void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept, int64_t n);
+
+// out [R, H, L] (L = sum of segment lengths), for the listed queries q_idx (repeats allowed) of
+// q [R, H, Lq, D]: sum over them of scale * q.k_j (softmax_mean = false), or the mean over them of
+// softmax_j(scale * q.k_j) over all L keys (softmax_mean = true). No window masking.
+void query_scores(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs, float scale,
+                  bool softmax_mean, Tensor& out);
+
+// Attention Selectivity Index statistics: with a_ij = softmax_j(scale * q_i.k_j) over all keys, the first
+// n_hist of them history: out [R, H, 2] = (mean_i sum_{j >= n_hist} a_ij, mean_i sum of the topk largest
+// a_ij with j < n_hist). Sums in double, as the CPU reference.
+void attention_mass(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
+                    int64_t n_hist, float scale, int64_t topk, Tensor& out);
 
 }  // namespace skv::cuda

@@ -430,6 +430,127 @@ TEST_F(CudaOps, KVSelectionKernelsMatchTheReference) {
   EXPECT_TRUE(same_bits(down(kg), kw)) << "ties go to the lower index";
 }
 
+// ---- the scalekv branch's Backend ops (runtime/cuda/kv_select.h), against host loops of their semantics ----
+
+TEST_F(CudaOps, GatherSlotsMatchesItsDefinition) {
+  std::mt19937 g(9);
+  for (bool shared : {false, true}) {
+    const int64_t R = 2, H = 3, S = 50, D = 7, hist = 20, Lc = 15, n = 24;
+    Tensor pool = randn({R, H, S, D}, 70), cur = randn({R, H, Lc, D}, 71);
+    std::vector<int32_t> slot(static_cast<size_t>(S));  // a permutation: logical token -> pool row
+    std::iota(slot.begin(), slot.end(), 0);
+    std::shuffle(slot.begin(), slot.end(), g);
+    std::vector<int32_t> kept;
+    for (int64_t rh = 0; rh < (shared ? 1 : R * H); ++rh) {
+      std::vector<int32_t> all(hist + Lc);
+      std::iota(all.begin(), all.end(), 0);
+      std::shuffle(all.begin(), all.end(), g);
+      all.resize(n);
+      std::sort(all.begin(), all.end());
+      kept.insert(kept.end(), all.begin(), all.end());
+    }
+    Tensor want = pool.clone();
+    for (int64_t rh = 0; rh < R * H; ++rh)  // sequential definition, j ascending
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = kept[(shared ? 0 : rh * n) + j];
+        float* dst = want.f32() + (rh * S + slot[j]) * D;
+        const float* src = i < hist ? want.f32() + (rh * S + slot[i]) * D : cur.f32() + (rh * Lc + i - hist) * D;
+        std::copy(src, src + D, dst);
+      }
+    Tensor dpool = up(pool), dcur = up(cur);
+    Tensor dslot = gpu().upload(Tensor::external(slot.data(), {S}, DType::I32), MemCategory::Workspace);
+    Tensor dkept = gpu().upload(Tensor::external(kept.data(), {static_cast<int64_t>(kept.size())}, DType::I32),
+                                MemCategory::Workspace);
+    cuda::gather_slots(dpool, dslot, hist, dcur, dkept, n);
+    EXPECT_TRUE(same_bits(down(dpool), want)) << (shared ? "shared kept" : "kept per (row, head)");
+  }
+}
+
+TEST_F(CudaOps, QueryScoresAndAttentionMassMatchTheirDefinitions) {
+  const int64_t R = 2, H = 2, Lq = 30, D = 64, L1 = 700, L2 = 30;
+  Tensor q = randn({R, H, Lq, D}, 80, 0.3f), k1 = randn({R, H, 800, D}, 81), k2 = randn({R, H, L2, D}, 82);
+  const std::vector<int64_t> q_idx = {3, 3, 29, 0, 17};
+  const float scale = 0.125f;
+  const int64_t L = L1 + L2, nq = static_cast<int64_t>(q_idx.size());
+  // host logits [RH][nq][L]
+  std::vector<double> logit(static_cast<size_t>(R * H * nq * L));
+  for (int64_t rh = 0; rh < R * H; ++rh)
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t c = 0; c < L; ++c) {
+        const float* qv = q.f32() + (rh * Lq + q_idx[i]) * D;
+        const float* kv = c < L1 ? k1.f32() + (rh * 800 + c) * D : k2.f32() + (rh * L2 + c - L1) * D;
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d) dot += qv[d] * kv[d];
+        logit[(rh * nq + i) * L + c] = scale * dot;
+      }
+  auto softmax = [&](int64_t rh, int64_t i, std::vector<double>& p) {
+    const double* row = &logit[(rh * nq + i) * L];
+    const double mx = *std::max_element(row, row + L);
+    double z = 0;
+    p.assign(row, row + L);
+    for (double& v : p) z += (v = std::exp(v - mx));
+    for (double& v : p) v /= z;
+  };
+  Tensor raw = Tensor::empty({R, H, L}), mean = Tensor::empty({R, H, L}), mass = Tensor::empty({R, H, 2});
+  const int64_t n_hist = L1, topk = 50;
+  std::vector<double> p;
+  for (int64_t rh = 0; rh < R * H; ++rh) {
+    double cur = 0, top = 0;
+    for (int64_t c = 0; c < L; ++c) raw.f32()[rh * L + c] = mean.f32()[rh * L + c] = 0;
+    for (int64_t i = 0; i < nq; ++i) {
+      softmax(rh, i, p);
+      for (int64_t c = 0; c < L; ++c) {
+        raw.f32()[rh * L + c] += static_cast<float>(logit[(rh * nq + i) * L + c]);
+        mean.f32()[rh * L + c] += static_cast<float>(p[c] / nq);
+      }
+      for (int64_t c = n_hist; c < L; ++c) cur += p[c];
+      std::vector<double> h(p.begin(), p.begin() + n_hist);
+      std::sort(h.begin(), h.end(), std::greater<double>());
+      for (int64_t j = 0; j < topk; ++j) top += h[j];
+    }
+    mass.f32()[rh * 2] = static_cast<float>(cur / nq);
+    mass.f32()[rh * 2 + 1] = static_cast<float>(top / nq);
+  }
+  Tensor dq = up(q), dk1 = up(k1), dk2 = up(k2);
+  std::vector<KVSegment> segs{{&dk1, &dk1, L1, {}}, {&dk2, &dk2, L2, {}}};
+  Tensor got = gempty({R, H, L}), gm = gempty({R, H, 2});
+  cuda::query_scores(dq, q_idx, segs, scale, false, got);
+  EXPECT_LT(nmse(down(got), raw), 1e-10) << "raw sum";
+  cuda::query_scores(dq, q_idx, segs, scale, true, got);
+  EXPECT_LT(nmse(down(got), mean), 1e-10) << "softmax mean";
+  cuda::attention_mass(dq, q_idx, segs, n_hist, scale, topk, gm);
+  EXPECT_LT(nmse(down(gm), mass), 1e-10) << "attention mass";
+}
+
+// KVSegment::start arrives with the scalekv branch; attention must honour it once it exists.
+template <class S>
+bool set_segment_start(S& s, int64_t v) {
+  if constexpr (cuda::has_segment_start<S>::value) {
+    s.start = v;
+    return true;
+  }
+  return false;
+}
+
+TEST_F(CudaOps, AttentionHonoursSegmentStart) {
+  KVSegment probe;
+  if (!set_segment_start(probe, 0)) GTEST_SKIP() << "KVSegment has no `start` in this build (the scalekv branch adds it)";
+  const int64_t R = 2, H = 2, Lq = 9, D = 32, cap = 60, start = 13, len = 30;
+  Tensor q = randn({R, H, Lq, D}, 83), k = randn({R, H, cap, D}, 84), v = randn({R, H, cap, D}, 85);
+  Tensor ks = Tensor::empty({R, H, len, D}), vs = Tensor::empty({R, H, len, D});  // the extent, copied out
+  for (int64_t rh = 0; rh < R * H; ++rh) {
+    std::copy_n(k.f32() + (rh * cap + start) * D, len * D, ks.f32() + rh * len * D);
+    std::copy_n(v.f32() + (rh * cap + start) * D, len * D, vs.f32() + rh * len * D);
+  }
+  Tensor want = Tensor::empty({R, Lq, H * D}), got = gempty({R, Lq, H * D});
+  cpu().attention(q, {{&ks, &vs, len, {}}}, 0.2f, want);
+  Tensor dq = up(q), dk = up(k), dv = up(v);
+  KVSegment seg{&dk, &dv, len, {}};
+  set_segment_start(seg, start);
+  gpu().attention(dq, {seg}, 0.2f, got);
+  EXPECT_LT(nmse(down(got), want), 1e-10);
+}
+
 // A tiny VAR model end to end, teacher-forced with the CPU's tokens: logits per scale and the image.
 TEST_F(CudaOps, TinyVarModelMatchesCpu) {
   VarConfig c;
