@@ -255,6 +255,7 @@ TEST(CudaKernelMath, FloatOrderKeyIsMonotonic) {
   for (size_t i = 0; i + 1 < v.size(); ++i)
     EXPECT_LT(kmath::float_order_key(v[i]), kmath::float_order_key(v[i + 1])) << v[i] << " < " << v[i + 1];
   EXPECT_EQ(kmath::float_order_key(-0.0f), kmath::float_order_key(0.0f));  // equal values tie
+  for (float f : v) EXPECT_EQ(kmath::float_from_order_key(kmath::float_order_key(f)), f) << f;  // and it inverts
 }
 
 TEST(CudaKernelMath, RadixTopkMatchesStableSortWithTies) {
