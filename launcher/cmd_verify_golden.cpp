@@ -1,13 +1,15 @@
 // cmd_verify_golden.cpp - `scalekv verify-golden --dir DIR [--name NAME ...]`.
 // Without --name, every NAME.config.json in DIR is checked. Families this build cannot run yet are
 // reported as SKIP with the reason, never as passed. Exit: 0 all checked goldens passed, 1 any
-// failed, 77 (ctest's skip code) when nothing could be checked (no folder, no goldens, all skipped).
+// failed, 77 (ctest's skip code) when nothing could be checked (no folder, no goldens, all skipped,
+// or --device cuda without a visible GPU).
 #include <fmt/core.h>
 
 #include <filesystem>
 
 #include "launcher/commands.h"
 #include "launcher/golden.h"
+#include "runtime/backend.h"
 #include "runtime/check.h"
 #include "runtime/models/var_config.h"
 
@@ -24,6 +26,11 @@ struct VerifyArgs {
 int run_verify(const VerifyArgs& a) {
   if (!std::filesystem::is_directory(a.dir)) {
     fmt::print("SKIP: golden folder {} is absent\n", a.dir);
+    return 77;
+  }
+  std::string why;
+  if (a.opt.device == "cuda" && !cuda_available(&why)) {  // CI machines without a GPU: skipped, not failed
+    fmt::print("SKIP: --device cuda is not available here: {}\n", why);
     return 77;
   }
   std::vector<std::string> names = a.names;

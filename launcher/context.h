@@ -15,8 +15,9 @@ namespace skv {
 struct ContextArgs {
   std::string device = "cpu";
   int tp = 1;
+  std::string weight_dtype = "f32";  // Linear weights on the device: f32 (parity), bf16 or f16
 };
-void add_context_options(CLI::App* cmd, ContextArgs& a);  // --device, --tp
+void add_context_options(CLI::App* cmd, ContextArgs& a);  // --device, --tp, --weight-dtype
 
 struct RunContext {
   Backend* backend = nullptr;

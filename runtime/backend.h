@@ -44,6 +44,12 @@ class Backend {
   virtual void fill(Tensor& t, float v) = 0;
   virtual void synchronize() {}
 
+  // Dtype that linear-layer weights are kept in on this backend: WeightLoader converts the tensors a
+  // model requests with WeightUse::Matmul. F32 by default and for parity runs; F16/BF16 halve the
+  // weight bytes (on CUDA: tensor-core GEMMs, activations rounded to that dtype, FP32 accumulation).
+  void set_weight_dtype(DType dt);
+  DType weight_dtype() const { return weight_dtype_; }
+
   // y[M,N] = x[M,K] . w[N,K]^T (+ bias[N]). x, y F32; w F32/F16/BF16.
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) = 0;
   // Normalisation over the last axis (w, b may be null: no affine).
@@ -92,6 +98,9 @@ class Backend {
   virtual void group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps, Tensor& y) = 0;
   // F.interpolate(x, size=y's spatial size, mode, align_corners=False), PyTorch-exact.
   virtual void interpolate(const Tensor& x, Interp mode, Tensor& y) = 0;
+
+ private:
+  DType weight_dtype_ = DType::F32;
 };
 
 // The CPU reference backend (OpenBLAS + OpenMP); one per process.

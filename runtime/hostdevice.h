@@ -103,4 +103,52 @@ SKV_HD float source_index(float scale, int64_t dst, bool cubic) {
   return (!cubic && src < 0.0f) ? 0.0f : src;
 }
 
+// Interpolation taps along one axis (input size `in`, output size `out`, output index `o`), exactly as
+// PyTorch computes them for align_corners=False. The CPU backend tabulates them per axis, the CUDA
+// kernels compute them per output element: the same function, so the same float arithmetic.
+struct LinearTap {
+  int64_t i0, i1;
+  float w0, w1;
+};
+SKV_HD LinearTap linear_tap(int64_t in, int64_t out, int64_t o) {  // compute_indices_weights_linear
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  const float real = source_index(scale, o, false);
+  const int64_t i0 = static_cast<int64_t>(real);
+  const float l1 = real - static_cast<float>(i0);
+  LinearTap t;
+  t.i0 = i0;
+  t.i1 = i0 + (i0 < in - 1 ? 1 : 0);
+  t.w0 = 1.0f - l1;
+  t.w1 = l1;
+  return t;
+}
+
+struct CubicTap {
+  int64_t idx[4];
+  float w[4];
+};
+SKV_HD CubicTap cubic_tap(int64_t in, int64_t out, int64_t o) {  // upsample_bicubic2d, clamped borders
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  const float real = source_index(scale, o, true);
+  const int64_t i = static_cast<int64_t>(floorf(real));
+  CubicTap t;
+  cubic_weights(real - static_cast<float>(i), t.w);
+  for (int j = 0; j < 4; ++j) {
+    const int64_t v = i - 1 + j;
+    t.idx[j] = v < 0 ? 0 : (v > in - 1 ? in - 1 : v);
+  }
+  return t;
+}
+
+// mode='nearest' (legacy): floor(o * in / out), clamped.
+SKV_HD int64_t nearest_src(int64_t in, int64_t out, int64_t o) {
+  const float s = static_cast<float>(in) / static_cast<float>(out);
+  const int64_t i = static_cast<int64_t>(floorf(static_cast<float>(o) * s));
+  return i < in - 1 ? i : in - 1;
+}
+
+// mode='area' (adaptive average pooling): output o averages input [begin, end).
+SKV_HD int64_t area_begin(int64_t in, int64_t out, int64_t o) { return (o * in) / out; }
+SKV_HD int64_t area_end(int64_t in, int64_t out, int64_t o) { return ((o + 1) * in + out - 1) / out; }
+
 }  // namespace skv

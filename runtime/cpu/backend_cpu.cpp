@@ -31,6 +31,12 @@ Tensor Backend::empty(const Shape& shape, DType dt, MemCategory cat) {
   return Tensor::empty(shape, dt, cat, &allocator(), device());
 }
 
+void Backend::set_weight_dtype(DType dt) {
+  SKV_CHECK(dt == DType::F32 || dt == DType::F16 || dt == DType::BF16, "weight dtype {} unsupported (use f32, f16 or bf16)",
+            dtype_name(dt));
+  weight_dtype_ = dt;
+}
+
 Tensor Backend::zeros(const Shape& shape, DType dt, MemCategory cat) {
   Tensor t = empty(shape, dt, cat);
   fill(t, 0.0f);
@@ -46,36 +52,16 @@ void check_f32(const Tensor& t, const char* what) {
             what, t.defined() ? t.describe() : "undefined");
 }
 
-// Linear source indices and weights along one axis, as PyTorch's compute_indices_weights_linear.
-struct LinearTap {
-  int64_t i0, i1;
-  float w0, w1;
-};
+// Interpolation taps per axis, tabulated once per call (hostdevice.h computes them, shared with CUDA).
 std::vector<LinearTap> linear_taps(int64_t in, int64_t out) {
   std::vector<LinearTap> taps(out);
-  const float scale = static_cast<float>(in) / static_cast<float>(out);
-  for (int64_t o = 0; o < out; ++o) {
-    const float real = source_index(scale, o, false);
-    const int64_t i0 = static_cast<int64_t>(real);
-    const float l1 = real - static_cast<float>(i0);
-    taps[o] = {i0, i0 + (i0 < in - 1 ? 1 : 0), 1.0f - l1, l1};
-  }
+  for (int64_t o = 0; o < out; ++o) taps[o] = linear_tap(in, out, o);
   return taps;
 }
 
-struct CubicTap {
-  int64_t idx[4];
-  float w[4];
-};
 std::vector<CubicTap> cubic_taps(int64_t in, int64_t out) {
   std::vector<CubicTap> taps(out);
-  const float scale = static_cast<float>(in) / static_cast<float>(out);
-  for (int64_t o = 0; o < out; ++o) {
-    const float real = source_index(scale, o, true);
-    const int64_t i = static_cast<int64_t>(std::floor(real));
-    cubic_weights(real - static_cast<float>(i), taps[o].w);
-    for (int j = 0; j < 4; ++j) taps[o].idx[j] = std::clamp<int64_t>(i - 1 + j, 0, in - 1);
-  }
+  for (int64_t o = 0; o < out; ++o) taps[o] = cubic_tap(in, out, o);
   return taps;
 }
 
@@ -530,13 +516,12 @@ class CpuBackend final : public Backend {
     float* yp = y.f32();
     switch (mode) {
       case Interp::Nearest: {
-        const float sh = static_cast<float>(H) / Ho, sw = static_cast<float>(W) / Wo;
 #pragma omp parallel for if (NC * Ho * Wo > 65536)
         for (int64_t c = 0; c < NC; ++c)
           for (int64_t oy = 0; oy < Ho; ++oy) {
-            const int64_t iy = std::min<int64_t>(static_cast<int64_t>(std::floor(oy * sh)), H - 1);
+            const int64_t iy = nearest_src(H, Ho, oy);
             for (int64_t ox = 0; ox < Wo; ++ox) {
-              const int64_t ix = std::min<int64_t>(static_cast<int64_t>(std::floor(ox * sw)), W - 1);
+              const int64_t ix = nearest_src(W, Wo, ox);
               yp[(c * Ho + oy) * Wo + ox] = xp[(c * H + iy) * W + ix];
             }
           }
@@ -578,9 +563,9 @@ class CpuBackend final : public Backend {
 #pragma omp parallel for if (NC * Ho * Wo > 16384)
         for (int64_t c = 0; c < NC; ++c)
           for (int64_t oy = 0; oy < Ho; ++oy) {
-            const int64_t y0 = (oy * H) / Ho, y1 = ((oy + 1) * H + Ho - 1) / Ho;
+            const int64_t y0 = area_begin(H, Ho, oy), y1 = area_end(H, Ho, oy);
             for (int64_t ox = 0; ox < Wo; ++ox) {
-              const int64_t x0 = (ox * W) / Wo, x1 = ((ox + 1) * W + Wo - 1) / Wo;
+              const int64_t x0 = area_begin(W, Wo, ox), x1 = area_end(W, Wo, ox);
               float sum = 0.0f;
               for (int64_t iy = y0; iy < y1; ++iy)
                 for (int64_t ix = x0; ix < x1; ++ix) sum += xp[(c * H + iy) * W + ix];

@@ -28,7 +28,7 @@ VarModel::VarModel(const VarConfig& cfg, const WeightLoader& wl, Communicator& c
   const int L = static_cast<int>(cfg.schedule().total());
   const int S = static_cast<int>(cfg.patch_nums.size());
 
-  word_w_ = wl.get("word_embed.weight", {C, cfg.Cvae});
+  word_w_ = wl.get("word_embed.weight", {C, cfg.Cvae}, WeightUse::Matmul);
   word_b_ = wl.get("word_embed.bias", {C});
   class_emb_ = wl.get("class_emb.weight", {cfg.num_classes + 1, C});
   const int first_l = cfg.patch_nums[0] * cfg.patch_nums[0];
@@ -44,12 +44,12 @@ VarModel::VarModel(const VarConfig& cfg, const WeightLoader& wl, Communicator& c
     weight_bytes_ += static_cast<int64_t>(lp.nbytes());
   }
   if (cfg.shared_aln) {
-    shared_ada_w_ = wl.get("shared_ada_lin.1.weight", {6 * C, C});
+    shared_ada_w_ = wl.get("shared_ada_lin.1.weight", {6 * C, C}, WeightUse::Matmul);
     shared_ada_b_ = wl.get("shared_ada_lin.1.bias", {6 * C});
   }
-  head_nm_w_ = wl.get("head_nm.ada_lin.1.weight", {2 * C, C});
+  head_nm_w_ = wl.get("head_nm.ada_lin.1.weight", {2 * C, C}, WeightUse::Matmul);
   head_nm_b_ = wl.get("head_nm.ada_lin.1.bias", {2 * C});
-  head_w_ = wl.get("head.weight", {cfg.V, C});
+  head_w_ = wl.get("head.weight", {cfg.V, C}, WeightUse::Matmul);
   head_b_ = wl.get("head.bias", {cfg.V});
 
   blocks_.resize(cfg.depth);
@@ -59,10 +59,11 @@ VarModel::VarModel(const VarConfig& cfg, const WeightLoader& wl, Communicator& c
     if (cfg.shared_aln) {
       b.ada_w = wl.get(p + "ada_gss", {1, 1, 6, C});
     } else {
-      b.ada_w = wl.get(p + "ada_lin.1.weight", {6 * C, C});
+      b.ada_w = wl.get(p + "ada_lin.1.weight", {6 * C, C}, WeightUse::Matmul);
       b.ada_b = wl.get(p + "ada_lin.1.bias", {6 * C});
     }
-    b.qkv_w = wl.rows(p + "attn.mat_qkv.weight", {3 * C, C}, {{c0, c0 + Cl}, {C + c0, C + c0 + Cl}, {2 * C + c0, 2 * C + c0 + Cl}});
+    b.qkv_w = wl.rows(p + "attn.mat_qkv.weight", {3 * C, C}, {{c0, c0 + Cl}, {C + c0, C + c0 + Cl}, {2 * C + c0, 2 * C + c0 + Cl}},
+                     WeightUse::Matmul);
     b.q_bias = wl.rows(p + "attn.q_bias", {C}, {{c0, c0 + Cl}});
     b.v_bias = wl.rows(p + "attn.v_bias", {C}, {{c0, c0 + Cl}});
     if (cfg.attn_l2_norm) {
@@ -72,11 +73,11 @@ VarModel::VarModel(const VarConfig& cfg, const WeightLoader& wl, Communicator& c
       for (int h = 0; h < local_heads_; ++h) hs.f32()[h] = std::exp(std::fmin(sm.f32()[head_offset_ + h], max_mul));
       b.head_scale = be.device() == Device::CPU ? hs : be.upload(hs, MemCategory::Weights);
     }
-    b.proj_w = wl.cols(p + "attn.proj.weight", {C, C}, c0, c0 + Cl);
+    b.proj_w = wl.cols(p + "attn.proj.weight", {C, C}, c0, c0 + Cl, WeightUse::Matmul);
     b.proj_b = wl.get(p + "attn.proj.bias", {C});
-    b.fc1_w = wl.rows(p + "ffn.fc1.weight", {F, C}, {{f0, f0 + local_ffn_}});
+    b.fc1_w = wl.rows(p + "ffn.fc1.weight", {F, C}, {{f0, f0 + local_ffn_}}, WeightUse::Matmul);
     b.fc1_b = wl.rows(p + "ffn.fc1.bias", {F}, {{f0, f0 + local_ffn_}});
-    b.fc2_w = wl.cols(p + "ffn.fc2.weight", {C, F}, f0, f0 + local_ffn_);
+    b.fc2_w = wl.cols(p + "ffn.fc2.weight", {C, F}, f0, f0 + local_ffn_, WeightUse::Matmul);
     b.fc2_b = wl.get(p + "ffn.fc2.bias", {C});
   }
   weight_bytes_ += wl.bytes_loaded();

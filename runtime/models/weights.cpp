@@ -5,6 +5,7 @@
 #include <random>
 
 #include "runtime/check.h"
+#include "runtime/hostdevice.h"
 
 namespace skv {
 
@@ -61,7 +62,18 @@ Tensor WeightLoader::random_full(const std::string& name, const Shape& shape) co
   return t;
 }
 
-Tensor WeightLoader::place(Tensor host) const {
+Tensor WeightLoader::place(Tensor host, WeightUse use) const {
+  const DType wdt = be_.weight_dtype();
+  if (use == WeightUse::Matmul && host.ndim() == 2 && wdt != DType::F32 && host.dtype() != wdt) {
+    Tensor f = host.dtype() == DType::F32 ? host : host.to_f32(MemCategory::Workspace);
+    Tensor h = Tensor::empty(host.shape(), wdt, MemCategory::Weights);
+    const float* src = f.f32();
+    uint16_t* dst = h.data<uint16_t>();
+    const int64_t n = h.numel();
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) dst[i] = wdt == DType::BF16 ? f32_to_bf16(src[i]) : f32_to_f16(src[i]);
+    host = h;
+  }
   bytes_ += static_cast<int64_t>(host.nbytes());
   if (be_.device() == Device::CPU) {
     if (host.category() == MemCategory::Weights) return host;
@@ -76,14 +88,14 @@ Tensor WeightLoader::host(const std::string& name, const Shape& shape) const {
   return st_->load(name, MemCategory::Workspace);
 }
 
-Tensor WeightLoader::get(const std::string& name, const Shape& shape) const {
-  if (!st_) return place(random_full(name, shape));
+Tensor WeightLoader::get(const std::string& name, const Shape& shape, WeightUse use) const {
+  if (!st_) return place(random_full(name, shape), use);
   st_->expect_shape(name, shape, why_);
-  return place(st_->load(name, MemCategory::Weights));
+  return place(st_->load(name, MemCategory::Weights), use);
 }
 
 Tensor WeightLoader::rows(const std::string& name, const Shape& full_shape,
-                          const std::vector<std::pair<int64_t, int64_t>>& ranges) const {
+                          const std::vector<std::pair<int64_t, int64_t>>& ranges, WeightUse use) const {
   if (!st_) {
     Tensor full = random_full(name, full_shape);
     const int64_t row = full_shape[0] == 0 ? 0 : full.numel() / full_shape[0];
@@ -97,22 +109,23 @@ Tensor WeightLoader::rows(const std::string& name, const Shape& full_shape,
       std::memcpy(o, full.f32() + a * row, static_cast<size_t>((b - a) * row) * sizeof(float));
       o += (b - a) * row;
     }
-    return place(out);
+    return place(out, use);
   }
   st_->expect_shape(name, full_shape, why_);
-  return place(st_->load_rows(name, ranges, MemCategory::Weights));
+  return place(st_->load_rows(name, ranges, MemCategory::Weights), use);
 }
 
-Tensor WeightLoader::cols(const std::string& name, const Shape& full_shape, int64_t c0, int64_t c1) const {
+Tensor WeightLoader::cols(const std::string& name, const Shape& full_shape, int64_t c0, int64_t c1,
+                          WeightUse use) const {
   if (!st_) {
     Tensor full = random_full(name, full_shape);
     Tensor out = Tensor::empty({full_shape[0], c1 - c0}, DType::F32, MemCategory::Workspace);
     for (int64_t r = 0; r < full_shape[0]; ++r)
       std::memcpy(out.f32() + r * (c1 - c0), full.f32() + r * full_shape[1] + c0, static_cast<size_t>(c1 - c0) * sizeof(float));
-    return place(out);
+    return place(out, use);
   }
   st_->expect_shape(name, full_shape, why_);
-  return place(st_->load_cols(name, c0, c1, MemCategory::Weights));
+  return place(st_->load_cols(name, c0, c1, MemCategory::Weights), use);
 }
 
 }  // namespace skv

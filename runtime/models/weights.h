@@ -16,6 +16,11 @@
 
 namespace skv {
 
+// What a weight is for. Matmul: a Linear layer's 2-D weight, kept in the backend's weight_dtype()
+// (F32, F16 or BF16; see Backend::set_weight_dtype). Any: kept in F32 (embedding tables, positions,
+// norms, biases, conv kernels), because more ops than linear() read those.
+enum class WeightUse { Any, Matmul };
+
 class WeightLoader {
  public:
   WeightLoader(const SafeTensors& st, Backend& be, std::string why = "");
@@ -27,11 +32,13 @@ class WeightLoader {
   const SafeTensors* file() const { return st_; }
 
   // The whole tensor, on the backend.
-  Tensor get(const std::string& name, const Shape& shape) const;
+  Tensor get(const std::string& name, const Shape& shape, WeightUse use = WeightUse::Any) const;
   // Rows of the first axis (tensor-parallel column split of a Linear): several ranges concatenated.
-  Tensor rows(const std::string& name, const Shape& full_shape, const std::vector<std::pair<int64_t, int64_t>>& ranges) const;
+  Tensor rows(const std::string& name, const Shape& full_shape, const std::vector<std::pair<int64_t, int64_t>>& ranges,
+             WeightUse use = WeightUse::Any) const;
   // Columns [c0, c1) of a 2-D tensor (tensor-parallel row split of a Linear).
-  Tensor cols(const std::string& name, const Shape& full_shape, int64_t c0, int64_t c1) const;
+  Tensor cols(const std::string& name, const Shape& full_shape, int64_t c0, int64_t c1,
+             WeightUse use = WeightUse::Any) const;
   // A host F32 copy for preprocessing (not placed on the backend, not counted as resident).
   Tensor host(const std::string& name, const Shape& shape) const;
   // Bytes of weights placed through this loader.
@@ -41,7 +48,7 @@ class WeightLoader {
   std::vector<std::pair<std::string, Tensor>>* record = nullptr;
 
  private:
-  Tensor place(Tensor host) const;
+  Tensor place(Tensor host, WeightUse use) const;
   Tensor random_full(const std::string& name, const Shape& shape) const;
   const SafeTensors* st_ = nullptr;
   uint64_t seed_ = 0;

@@ -2,13 +2,17 @@
 """var_torch_ref.py - a PyTorch reference of VAR inference, written for scalekv's benchmarks.
 
 Our own re-implementation of the official VAR architecture (class-conditional next-scale prediction
-with a KV cache, AdaLN blocks with L2-normalised attention, the multi-scale VQ-VAE decoder), float32 on
-the CPU, so `scalekv bench` can be compared with PyTorch on the same shapes in the same run.
+with a KV cache, AdaLN blocks with L2-normalised attention, the multi-scale VQ-VAE decoder), on the CPU
+or on a GPU (--device cuda), in float32 (TF32 off) or bfloat16 (--dtype bf16: weights and activations,
+as the official GPU runs), so `scalekv bench` can be compared with PyTorch on the same shapes in the
+same run. On a GPU, attention uses F.scaled_dot_product_attention when this torch has it (PyTorch's
+fused kernels), else the plain matmul-softmax-matmul. Full KV cache only (no ScaleKV here).
 It loads the official key layout; --check-golden proves it is faithful by reproducing a golden's
-teacher-forced logits.
+teacher-forced logits (on either device, float32).
 
     /usr/bin/python3 scripts/bench/var_torch_ref.py --model configs/var-d16.json --batch 1,8 --repeats 3
-    /usr/bin/python3 scripts/bench/var_torch_ref.py --check-golden ../shared/golden/var-tiny-a
+    /usr/bin/python3 scripts/bench/var_torch_ref.py --device cuda --dtype bf16 --model configs/var-d30.json --batch 1,8,16
+    /usr/bin/python3 scripts/bench/var_torch_ref.py --check-golden ../shared/golden/var-tiny-a [--device cuda]
 """
 import argparse
 import json
@@ -22,6 +26,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+DEV = torch.device("cpu")  # set by --device
+FLOAT = torch.float32      # set by --dtype
 DT = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32}
 
 
@@ -107,11 +113,13 @@ class VarRef:
     """VAR inference from a state dict (official key names), float32."""
 
     def __init__(self, cfg, w, v):
+        move = lambda d: {k: t.to(DEV, FLOAT if t.is_floating_point() else t.dtype) for k, t in d.items()}
+        w, v = move(w), move(v)
         self.c, self.w, self.v = cfg, w, v
         self.C, self.H = cfg["embed_dim"], cfg["num_heads"]
         self.pn = cfg["patch_nums"]
         L = sum(p * p for p in self.pn)
-        lvl = torch.cat([torch.full((p * p,), i) for i, p in enumerate(self.pn)])
+        lvl = torch.cat([torch.full((p * p,), i) for i, p in enumerate(self.pn)]).to(DEV)
         self.lvl_pos = w["lvl_embed.weight"][lvl].unsqueeze(0) + w["pos_1LC"]
         assert self.lvl_pos.shape[1] == L
         K = cfg.get("share_quant_resi", 4)
@@ -125,7 +133,7 @@ class VarRef:
         g1, g2, s1, s2, b1, b2 = ada.unbind(2)
         h = self.ln(x) * (1 + s1) + b1
         B, L, _ = h.shape
-        bias = torch.cat((w[p + "attn.q_bias"], torch.zeros(C), w[p + "attn.v_bias"]))
+        bias = torch.cat((w[p + "attn.q_bias"], torch.zeros(C, device=DEV, dtype=FLOAT), w[p + "attn.v_bias"]))
         qkv = F.linear(h, w[p + "attn.mat_qkv.weight"], bias).view(B, L, 3, H, C // H).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q = F.normalize(q, dim=-1) * w[p + "attn.scale_mul_1H11"].clamp_max(math.log(100)).exp()
@@ -133,7 +141,7 @@ class VarRef:
         if cache[i] is not None:
             k = torch.cat((cache[i][0], k), 2); v = torch.cat((cache[i][1], v), 2)
         cache[i] = (k, v)
-        a = (q @ k.transpose(-2, -1)).softmax(-1) @ v
+        a = attend(q, k, v)
         x = x + F.linear(a.transpose(1, 2).reshape(B, L, C), w[p + "attn.proj.weight"], w[p + "attn.proj.bias"]) * g1
         h = self.ln(x) * (1 + s2) + b2
         f = F.linear(F.gelu(F.linear(h, w[p + "ffn.fc1.weight"], w[p + "ffn.fc1.bias"]), approximate="tanh"),
@@ -149,9 +157,9 @@ class VarRef:
     @torch.no_grad()
     def generate(self, labels, cfg_scale, top_k, top_p, seed, teacher=None, record=None, decode=True, times=None):
         w, C, B, S = self.w, self.C, len(labels), len(self.pn)
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator(device=DEV).manual_seed(seed)
         nc = self.c["num_classes"]
-        cond = w["class_emb.weight"][torch.tensor(list(labels) + [nc] * B)]
+        cond = w["class_emb.weight"][torch.tensor(list(labels) + [nc] * B, device=DEV)]
         sc = F.silu(cond)
         if self.c.get("shared_aln"):
             shared = F.linear(sc, w["shared_ada_lin.1.weight"], w["shared_ada_lin.1.bias"]).view(-1, 1, 6, C)
@@ -161,7 +169,7 @@ class VarRef:
         hs, hb = F.linear(sc, w["head_nm.ada_lin.1.weight"], w["head_nm.ada_lin.1.bias"]).view(-1, 1, 2, C).unbind(2)
         x = cond.unsqueeze(1) + w["pos_start"] + self.lvl_pos[:, :1]
         HW = self.pn[-1]
-        f_hat = torch.zeros(B, self.c["Cvae"], HW, HW)
+        f_hat = torch.zeros(B, self.c["Cvae"], HW, HW, device=DEV, dtype=FLOAT)
         cache = [None] * self.c["depth"]
         cur = 0
         for si, pn in enumerate(self.pn):
@@ -175,7 +183,7 @@ class VarRef:
             if record is not None:
                 record[si] = mixed
             if teacher is not None:
-                idx = teacher[si]
+                idx = teacher[si].to(DEV)
             elif top_k == 1:
                 idx = mixed.argmax(-1)
             else:
@@ -196,6 +204,7 @@ class VarRef:
             else:
                 f_hat += self.phi(si, h)
             if times is not None:
+                sync()
                 times.append(time.perf_counter() - t0)
         return self.decode(f_hat) if decode else None
 
@@ -232,6 +241,21 @@ class VarRef:
         return (h.clamp(-1, 1) + 1) * 0.5
 
 
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def attend(q, k, v):
+    """softmax(q k^T) v (the L2-normalised attention has scale 1); PyTorch's fused kernel on a GPU."""
+    if DEV.type == "cuda" and hasattr(F, "scaled_dot_product_attention"):
+        try:
+            return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        except TypeError:  # torch < 2.1: no scale argument; fold it into q
+            return F.scaled_dot_product_attention(q * math.sqrt(q.shape[-1]), k, v)
+    return (q @ k.transpose(-2, -1)).softmax(-1) @ v
+
+
 def check_golden(base):
     if not os.path.exists(base + ".config.json"):
         print(f"SKIP: golden {base} is absent")
@@ -243,8 +267,8 @@ def check_golden(base):
     teacher = [exp[f"idx.{si}"] for si in range(S)]
     rec = {}
     img = ref.generate(exp["labels"].tolist(), cfg["cfg"], 1, 0.0, 0, teacher=teacher, record=rec)
-    worst = max(float((rec[si] - exp[f"logits.{si}"]).abs().max()) for si in range(S))
-    img_err = float((img - exp["image"]).abs().max())
+    worst = max(float((rec[si].float().cpu() - exp[f"logits.{si}"]).abs().max()) for si in range(S))
+    img_err = float((img.float().cpu() - exp["image"]).abs().max())
     print(f"golden {os.path.basename(base)}: max |logit err| {worst:.3g}, max |image err| {img_err:.3g}")
     return 0 if worst < 1e-4 and img_err < 1e-4 else 1
 
@@ -260,7 +284,20 @@ def main():
     ap.add_argument("--no-decode", action="store_true")
     ap.add_argument("--json", help="write results here")
     ap.add_argument("--check-golden", help="DIR/NAME of a VAR golden: verify this reference against it")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"], help="weights and activations")
     a = ap.parse_args()
+    global DEV, FLOAT
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("SKIP: --device cuda but torch sees no GPU")
+        return 77
+    DEV = torch.device(a.device)
+    FLOAT = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    if a.check_golden and FLOAT != torch.float32:
+        print("error: --check-golden compares float32 numbers; drop --dtype bf16")
+        return 2
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 (as scalekv's SGEMM)
+    torch.backends.cudnn.allow_tf32 = False
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.check_golden:
@@ -269,23 +306,31 @@ def main():
     if a.depth:
         cfg["depth"] = a.depth
     ref = VarRef(cfg, *random_weights(cfg))
-    results = {"model": a.model, "depth": cfg["depth"], "threads": torch.get_num_threads(), "torch": torch.__version__, "batches": {}}
+    results = {"model": a.model, "depth": cfg["depth"], "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "device": torch.cuda.get_device_name() if DEV.type == "cuda" else "cpu", "dtype": a.dtype,
+               "sdpa": DEV.type == "cuda" and hasattr(F, "scaled_dot_product_attention"), "batches": {}}
     for B in [int(b) for b in a.batch.split(",")]:
         tot, trans, dec, per = [], [], [], []
+        if DEV.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         for r in range(a.warmup + a.repeats):
             times = []
+            sync()
             t0 = time.perf_counter()
             ref.generate([b % cfg["num_classes"] for b in range(B)], cfg.get("cfg", 1.5), cfg.get("top_k", 900),
                          cfg.get("top_p", 0.95), r, decode=False, times=times)
+            sync()
             t1 = time.perf_counter()
             if not a.no_decode:
-                ref.decode(torch.zeros(B, cfg["Cvae"], cfg["patch_nums"][-1], cfg["patch_nums"][-1]))
+                ref.decode(torch.zeros(B, cfg["Cvae"], cfg["patch_nums"][-1], cfg["patch_nums"][-1], device=DEV, dtype=FLOAT))
+            sync()
             t2 = time.perf_counter()
             if r >= a.warmup:
                 trans.append(t1 - t0); dec.append(t2 - t1); tot.append(t2 - t0); per.append(times)
         results["batches"][B] = {"total": statistics.median(tot), "transformer": statistics.median(trans),
                                  "decoder": statistics.median(dec),
-                                 "per_scale": [statistics.median(p[i] for p in per) for i in range(len(per[0]))]}
+                                 "per_scale": [statistics.median(p[i] for p in per) for i in range(len(per[0]))],
+                                 "peak_bytes": torch.cuda.max_memory_allocated() if DEV.type == "cuda" else 0}
         print(f"torch batch {B}: total {results['batches'][B]['total']:.3f} s, transformer {results['batches'][B]['transformer']:.3f} s, "
               f"decoder {results['batches'][B]['decoder']:.3f} s (median of {a.repeats})", flush=True)
     if a.json:
