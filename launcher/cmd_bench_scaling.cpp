@@ -1,12 +1,14 @@
 // cmd_bench_scaling.cpp - `scalekv bench-scaling`: what tensor parallelism costs and saves for one
 // model, measured on this job (run it with --tp 1, 2, 4 under mpirun; scripts/bench/scaling.sh does).
 // Per run: wall time per image (transformer + decoder), time per scale, the share of the transformer
-// time spent inside collectives (waiting for slower ranks included), bytes all-reduced per scale;
+// time spent inside collectives (waiting for slower ranks included), bytes all-reduced per scale, the
+// transformer's CPU seconds per rank (the work each rank did, whatever else shares the machine);
 // once: weights resident on each rank (the accounting allocator's Weights bytes, and the process RSS
 // after the checkpoint is unmapped). Prints a table on world rank 0 (median of --runs runs after
 // --warmup) and writes the numbers as JSON for the script's summary table. Never asserts a time.
 #include <fmt/core.h>
 #include <omp.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -50,6 +52,13 @@ int64_t proc_status_bytes(const std::string& key) {
   return 0;
 }
 
+// CPU time of this process (all its threads), seconds.
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 std::string cpu_model() {
   std::ifstream f("/proc/cpuinfo");
   std::string line;
@@ -81,11 +90,13 @@ void run_scaling(const ScalingArgs& a) {
   auto wst = std::make_unique<SafeTensors>(f.weights);
   VarModel model(cfg, *wst, be, tp);
   wst.reset();  // unmap: the shard was copied out, the file's pages leave this process
+  // Measured: the transformer's bytes in the allocator's Weights category (the VAE, replicated, apart).
+  const int64_t resident_weights = be.allocator().stats().cur(MemCategory::Weights) - w0;
   SafeTensors vst(f.vae);
   VQVAE vae(cfg, vst, be);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  const int64_t vae_weights = be.allocator().stats().cur(MemCategory::Weights) - w0 - resident_weights;
   const int64_t model_weight_bytes = model.weight_bytes();
-  const int64_t resident_weights = be.allocator().stats().cur(MemCategory::Weights) - w0;
   const int64_t rss = proc_status_bytes("VmRSS");
 
   VarRequest req;
@@ -97,27 +108,32 @@ void run_scaling(const ScalingArgs& a) {
   const int B = static_cast<int>(req.labels.size());
   const int S = static_cast<int>(cfg.patch_nums.size());
 
-  std::vector<double> wall, transformer, decode, share;
+  std::vector<double> wall, transformer, decode, share, cpu_s;
   std::vector<std::vector<double>> scale_s(S);
   std::vector<int64_t> scale_bytes(S, 0);
   int64_t kv_peak = 0;
   for (int run = 0; run < a.warmup + a.runs; ++run) {
     tp.barrier();
     const int64_t bytes0 = tp.bytes_all_reduced();
-    const double comm0 = tp.seconds_in_collectives();
+    const double comm0 = tp.seconds_in_collectives(), cpu0 = cpu_seconds();
+    double comm = 0, cpu = 0;
     int64_t prev_bytes = bytes0;
     std::vector<int64_t> bytes_this(S, 0);
     VarRunOptions opt;
     opt.decode = out;
-    opt.progress = [&](int si, int, double) {
+    opt.progress = [&](int si, int n_scales, double) {
       bytes_this[si] = tp.bytes_all_reduced() - prev_bytes;
       prev_bytes = tp.bytes_all_reduced();
+      if (si + 1 == n_scales) {  // the transformer's share, before the decoder
+        comm = tp.seconds_in_collectives() - comm0;
+        cpu = cpu_seconds() - cpu0;
+      }
     };
     GenerateResult r = var_generate(model, vae, req, opt);
     // The image is done when the decoding rank is done: wait for it inside the measurement.
     tp.barrier();
     if (run < a.warmup) continue;
-    const double comm = tp.seconds_in_collectives() - comm0;
+    cpu_s.push_back(cpu);
     wall.push_back((r.transformer_seconds + r.decode_seconds) / B);
     transformer.push_back(r.transformer_seconds);
     decode.push_back(r.decode_seconds);
@@ -130,7 +146,8 @@ void run_scaling(const ScalingArgs& a) {
   // Per-rank numbers go to world rank 0 (host buffers: the world communicator is MPI).
   const int n = ctx.world ? ctx.world->size() : 1;
   std::vector<int64_t> mine = {resident_weights, rss, proc_status_bytes("VmHWM"),
-                               static_cast<int64_t>(median(share) * 1e6), kv_peak};
+                               static_cast<int64_t>(median(share) * 1e6), kv_peak,
+                               static_cast<int64_t>(median(cpu_s) * 1e6)};
   std::vector<int64_t> all(mine.size() * n);
   if (ctx.world)
     ctx.world->all_gather(mine.data(), all.data(), mine.size(), DType::I64);
@@ -139,8 +156,11 @@ void run_scaling(const ScalingArgs& a) {
   if (ctx.world_rank != 0) return;
 
   const int64_t sharded = sharded_weight_bytes(cfg), replicated = model_weight_bytes - sharded / tp.size();
-  std::vector<double> share_ranks;
-  for (int r = 0; r < n; ++r) share_ranks.push_back(all[r * mine.size() + 3] / 1e6);
+  std::vector<double> share_ranks, cpu_ranks;
+  for (int r = 0; r < n; ++r) {
+    share_ranks.push_back(all[r * mine.size() + 3] / 1e6);
+    cpu_ranks.push_back(all[r * mine.size() + 5] / 1e6);
+  }
   const double mean_share = [&] {
     double s = 0;
     for (double x : share_ranks) s += x;
@@ -158,10 +178,12 @@ void run_scaling(const ScalingArgs& a) {
   for (int si = 0; si < S; ++si)
     fmt::print("  {:>5} {:>7} {:>10.4f} {:>14}\n", si, cfg.schedule().tokens(si), median(scale_s[si]),
                format_bytes(scale_bytes[si]));
-  fmt::print("  {:>5} {:>14} {:>14} {:>14} {:>12}\n", "rank", "weights", "RSS (loaded)", "peak RSS", "comm share");
+  fmt::print("  {:>5} {:>14} {:>14} {:>14} {:>12} {:>10}   (weights: the transformer's; VAE {} on every rank)\n",
+             "rank", "weights", "RSS (loaded)", "peak RSS", "comm share", "CPU s", format_bytes(vae_weights));
   for (int r = 0; r < n; ++r)
-    fmt::print("  {:>5} {:>14} {:>14} {:>14} {:>11.1f}%\n", r, format_bytes(all[r * mine.size()]),
-               format_bytes(all[r * mine.size() + 1]), format_bytes(all[r * mine.size() + 2]), 100 * share_ranks[r]);
+    fmt::print("  {:>5} {:>14} {:>14} {:>14} {:>11.1f}% {:>10.2f}\n", r, format_bytes(all[r * mine.size()]),
+               format_bytes(all[r * mine.size() + 1]), format_bytes(all[r * mine.size() + 2]), 100 * share_ranks[r],
+               cpu_ranks[r]);
   fmt::print("  weights per rank: replicated {} + sharded {} / {} = {}\n", format_bytes(replicated), format_bytes(sharded),
              tp.size(), format_bytes(model_weight_bytes));
 
@@ -185,6 +207,7 @@ void run_scaling(const ScalingArgs& a) {
     j["decode_s"] = median(decode);
     j["comm_share"] = mean_share;
     j["comm_share_per_rank"] = share_ranks;
+    j["transformer_cpu_s_per_rank"] = cpu_ranks;
     nlohmann::json sc = nlohmann::json::array();
     for (int si = 0; si < S; ++si)
       sc.push_back({{"scale", si}, {"tokens", cfg.schedule().tokens(si)}, {"seconds", median(scale_s[si])},
@@ -200,6 +223,7 @@ void run_scaling(const ScalingArgs& a) {
     j["rss_bytes_per_rank"] = rr;
     j["peak_rss_bytes_per_rank"] = hr;
     j["weights_bytes_replicated"] = replicated;
+    j["vae_weights_bytes"] = vae_weights;
     j["weights_bytes_sharded_total"] = sharded;
     j["kv_peak_bytes_rank0"] = all[4];
     std::ofstream(a.json) << j.dump(1) << "\n";

@@ -1,11 +1,37 @@
 #include "launcher/context.h"
 
+#include <omp.h>
+#include <sched.h>
+
+#include <cstdlib>
+#include <thread>
+
 #include "parallel/cuda_device.h"
 #include "parallel/session.h"
 #include "parallel/topology.h"
 #include "runtime/check.h"
 
+extern "C" void openblas_set_num_threads(int);  // OpenBLAS (linked by skv_runtime's CPU backend)
+
 namespace skv {
+
+namespace {
+
+// CPU threads per rank: the CPUs this rank may run on, shared by the ranks of its node when the
+// launcher did not bind them (mpirun --bind-to none, --oversubscribe, srun without --cpu-bind), so N
+// ranks do not each start a thread per core. OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, when set, win.
+void share_cpu_threads(int local_size) {
+  if (local_size <= 1 || std::getenv("OMP_NUM_THREADS") || std::getenv("OPENBLAS_NUM_THREADS")) return;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return;
+  const int mine = CPU_COUNT(&set), all = static_cast<int>(std::thread::hardware_concurrency());
+  if (mine < all) return;  // bound by the launcher: its mask already is this rank's share
+  const int n = std::max(1, mine / local_size);
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+}  // namespace
 
 void add_context_options(CLI::App* cmd, ContextArgs& a) {
   cmd->add_option("--device", a.device, "cpu or cuda")->capture_default_str();
@@ -34,6 +60,7 @@ RunContext make_context(const ContextArgs& a) {
     return c;
   }
   const ParallelPlan p = plan_parallel(t.world_size, t.world_rank, a.tp);
+  if (a.device == "cpu") share_cpu_threads(t.local_size);
   c.world_rank = t.world_rank;
   c.world_size = t.world_size;
   c.replica = p.replica;

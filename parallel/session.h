@@ -24,8 +24,8 @@ class ParallelSession {
   int fail(const std::string& what);
 };
 
-// This process's place in the job: MPI's numbers once MPI is running (local rank from the launcher,
-// else from MPI_Comm_split_type), the environment's otherwise.
+// This process's place in the job: MPI's numbers once MPI is running (world rank and size from
+// MPI_COMM_WORLD, node-local rank and size from MPI_Comm_split_type), the environment's otherwise.
 const Topology& job_topology();
 bool mpi_running();
 // Non-empty when the launcher and MPI disagree (e.g. srun started 2 tasks without --mpi=pmix and each
