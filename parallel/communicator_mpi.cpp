@@ -84,7 +84,7 @@ void sum_in_rank_order(const uint8_t* src, size_t stride, int n, size_t m, uint8
 
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator(MPI_Comm comm, CollectiveOptions o) : comm_(comm), opt_(o) {
+  MpiCommunicator(MPI_Comm comm, CollectiveOptions o, bool owned = true) : comm_(comm), opt_(o), owned_(owned) {
     SKV_MPI(MPI_Comm_rank(comm_, &rank_));
     SKV_MPI(MPI_Comm_size(comm_, &size_));
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
@@ -92,7 +92,7 @@ class MpiCommunicator final : public Communicator {
   ~MpiCommunicator() override {
     int fin = 0;
     MPI_Finalized(&fin);
-    if (!fin) MPI_Comm_free(&comm_);
+    if (owned_ && !fin) MPI_Comm_free(&comm_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -150,6 +150,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   std::unique_ptr<Communicator> split(int color, int key) override {
+    barrier();  // MPI_Comm_split has no deadline: meet under the watchdog first
     MPI_Comm c;
     SKV_MPI(MPI_Comm_split(comm_, color, key, &c));
     return std::make_unique<MpiCommunicator>(c, opt_);
@@ -229,6 +230,7 @@ class MpiCommunicator final : public Communicator {
 
   MPI_Comm comm_;
   CollectiveOptions opt_;
+  bool owned_ = true;
   int rank_ = 0, size_ = 1;
   Scratch scratch_;
 };
@@ -241,6 +243,13 @@ std::unique_ptr<Communicator> make_mpi_world_communicator(const CollectiveOption
   MPI_Finalized(&fin);
   SKV_CHECK(init && !fin, "MPI is not running in this process (start the program with mpirun or srun --mpi=pmix)");
   MPI_Comm c;
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  {
+    // MPI_Comm_dup has no deadline: every rank first meets in a barrier the watchdog covers, so a rank
+    // that never gets here (stuck reading a file, wrong command line) is reported, not waited for.
+    MpiCommunicator world(MPI_COMM_WORLD, o, /*owned=*/false);
+    world.barrier();
+  }
   SKV_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &c));
   return std::make_unique<MpiCommunicator>(c, o);
 }
