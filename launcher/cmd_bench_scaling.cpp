@@ -3,8 +3,8 @@
 // Per run: wall time per image (transformer + decoder), time per scale, the share of the transformer
 // time spent inside collectives (waiting for slower ranks included), bytes all-reduced per scale, the
 // transformer's CPU seconds per rank (the work each rank did, whatever else shares the machine);
-// once: weights resident on each rank (the accounting allocator's Weights bytes, and the process RSS
-// after the checkpoint is unmapped). Prints a table on world rank 0 (median of --runs runs after
+// once: weights resident on each rank (the accounting allocator's Weights bytes, the pages of the
+// checkpoint file the rank read, and the process RSS after the checkpoint is unmapped). Prints a table on world rank 0 (median of --runs runs after
 // --warmup) and writes the numbers as JSON for the script's summary table. Never asserts a time.
 #include <fmt/core.h>
 #include <omp.h>
@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -52,6 +54,26 @@ int64_t proc_status_bytes(const std::string& key) {
   return 0;
 }
 
+// Resident bytes of this process's mappings of `path` (/proc/self/smaps): the pages of the checkpoint
+// this rank actually read, i.e. its shard (rounded out to pages) plus the replicated tensors.
+int64_t mapped_resident_bytes(const std::string& path) {
+  std::error_code ec;
+  const std::string want = std::filesystem::canonical(path, ec).string();
+  std::ifstream f("/proc/self/smaps");
+  std::string line;
+  bool in = false;
+  int64_t total = 0;
+  while (std::getline(f, line)) {
+    if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && line.find('-') != std::string::npos &&
+        line.find(':') > line.find(' ')) {  // a mapping header: "addr-addr perms offset dev inode path"
+      in = line.size() >= want.size() && line.compare(line.size() - want.size(), want.size(), want) == 0;
+    } else if (in && line.rfind("Rss:", 0) == 0) {
+      total += std::stoll(line.substr(4)) * 1024;
+    }
+  }
+  return total;
+}
+
 // CPU time of this process (all its threads), seconds.
 double cpu_seconds() {
   timespec ts{};
@@ -89,6 +111,8 @@ void run_scaling(const ScalingArgs& a) {
   auto t_load = std::chrono::steady_clock::now();
   auto wst = std::make_unique<SafeTensors>(f.weights);
   VarModel model(cfg, *wst, be, tp);
+  const int64_t file_read = mapped_resident_bytes(f.weights);
+  const int64_t file_size = static_cast<int64_t>(wst->file_size());
   wst.reset();  // unmap: the shard was copied out, the file's pages leave this process
   // Measured: the transformer's bytes in the allocator's Weights category (the VAE, replicated, apart).
   const int64_t resident_weights = be.allocator().stats().cur(MemCategory::Weights) - w0;
@@ -147,7 +171,7 @@ void run_scaling(const ScalingArgs& a) {
   const int n = ctx.world ? ctx.world->size() : 1;
   std::vector<int64_t> mine = {resident_weights, rss, proc_status_bytes("VmHWM"),
                                static_cast<int64_t>(median(share) * 1e6), kv_peak,
-                               static_cast<int64_t>(median(cpu_s) * 1e6)};
+                               static_cast<int64_t>(median(cpu_s) * 1e6), file_read};
   std::vector<int64_t> all(mine.size() * n);
   if (ctx.world)
     ctx.world->all_gather(mine.data(), all.data(), mine.size(), DType::I64);
@@ -178,12 +202,14 @@ void run_scaling(const ScalingArgs& a) {
   for (int si = 0; si < S; ++si)
     fmt::print("  {:>5} {:>7} {:>10.4f} {:>14}\n", si, cfg.schedule().tokens(si), median(scale_s[si]),
                format_bytes(scale_bytes[si]));
-  fmt::print("  {:>5} {:>14} {:>14} {:>14} {:>12} {:>10}   (weights: the transformer's; VAE {} on every rank)\n",
-             "rank", "weights", "RSS (loaded)", "peak RSS", "comm share", "CPU s", format_bytes(vae_weights));
+  fmt::print("  {:>5} {:>14} {:>16} {:>14} {:>14} {:>12} {:>10}   (weights: the transformer's; VAE {} on every "
+             "rank; file: pages of the {} checkpoint the rank read)\n",
+             "rank", "weights", "file read", "RSS (loaded)", "peak RSS", "comm share", "CPU s", format_bytes(vae_weights),
+             format_bytes(file_size));
   for (int r = 0; r < n; ++r)
-    fmt::print("  {:>5} {:>14} {:>14} {:>14} {:>11.1f}% {:>10.2f}\n", r, format_bytes(all[r * mine.size()]),
-               format_bytes(all[r * mine.size() + 1]), format_bytes(all[r * mine.size() + 2]), 100 * share_ranks[r],
-               cpu_ranks[r]);
+    fmt::print("  {:>5} {:>14} {:>16} {:>14} {:>14} {:>11.1f}% {:>10.2f}\n", r, format_bytes(all[r * mine.size()]),
+               format_bytes(all[r * mine.size() + 6]), format_bytes(all[r * mine.size() + 1]),
+               format_bytes(all[r * mine.size() + 2]), 100 * share_ranks[r], cpu_ranks[r]);
   fmt::print("  weights per rank: replicated {} + sharded {} / {} = {}\n", format_bytes(replicated), format_bytes(sharded),
              tp.size(), format_bytes(model_weight_bytes));
 
@@ -220,6 +246,10 @@ void run_scaling(const ScalingArgs& a) {
       hr.push_back(all[r * mine.size() + 2]);
     }
     j["weights_bytes_per_rank"] = wr;
+    std::vector<int64_t> fr;
+    for (int r = 0; r < n; ++r) fr.push_back(all[r * mine.size() + 6]);
+    j["file_read_bytes_per_rank"] = fr;
+    j["file_bytes"] = file_size;
     j["rss_bytes_per_rank"] = rr;
     j["peak_rss_bytes_per_rank"] = hr;
     j["weights_bytes_replicated"] = replicated;

@@ -28,8 +28,8 @@ def main(paths):
           f"MPI communicator (rank-order all-reduce)")
     print()
     print("| TP | ranks x threads | wall s/image | transformer s | decoder s | speed-up | comm share "
-          "| transformer CPU s/rank | all-reduced/image | weights/rank | peak RSS/rank |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| transformer CPU s/rank | all-reduced/image | weights/rank | file read/rank | peak RSS/rank |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in runs:
         ar = sum(s["allreduce_bytes"] for s in r["scales"]) / r["images"]
         w = r["weights_bytes_per_rank"]
@@ -37,7 +37,8 @@ def main(paths):
         print(f"| {r['tp']} | {r['tp']} x {r['threads_per_rank']} | {r['wall_per_image_s']:.2f} "
               f"| {r['transformer_s']:.2f} | {r['decode_s']:.2f} "
               f"| {base['wall_per_image_s'] / r['wall_per_image_s']:.2f}x | {100 * r['comm_share']:.1f}% "
-              f"| {max(r['transformer_cpu_s_per_rank']):.1f} | {human(ar)} | {mib(max(w))} | {mib(max(rss))} |")
+              f"| {max(r['transformer_cpu_s_per_rank']):.1f} | {human(ar)} | {mib(max(w))} "
+              f"| {mib(max(r['file_read_bytes_per_rank']))} of {mib(r['file_bytes'])} | {mib(max(rss))} |")
     print()
     head = "| scale | tokens | " + " | ".join(f"TP {r['tp']} s" for r in runs) + " | " + \
         " | ".join(f"TP {r['tp']} all-reduced" for r in runs if r["tp"] > 1) + " |"
@@ -53,7 +54,10 @@ def main(paths):
         f"TP {r['tp']}: {mib(r['weights_bytes_replicated'])} + {mib(r['weights_bytes_sharded_total'])} / {r['tp']}"
         for r in runs) + f"; the VAE ({mib(base['vae_weights_bytes'])}) is on every rank besides. Comm share = time "
         "inside collectives (waiting for the slowest rank included) / transformer time, mean over ranks. CPU s/rank "
-        "= the transformer's CPU time on the busiest rank: the work each rank does, whatever else runs on the machine.")
+        "= the transformer's CPU time on the busiest rank: the work each rank does, whatever else runs on the machine. "
+        "File read/rank = resident pages of the memory-mapped checkpoint after loading (/proc/self/smaps): the shard, "
+        "rounded out to pages, plus the replicated tensors; an upper bound, as the kernel maps up to 64 KiB of cached "
+        "pages around each fault and row-parallel column slices touch every page of rows shorter than a page.")
 
 
 if __name__ == "__main__":
