@@ -52,6 +52,7 @@ if [ -n "$MPIRUN" ] && "$MPIRUN" --version 2>&1 | grep -q "Open MPI"; then
   export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 fi
 BUILD_TYPE=$(grep -m1 '^CMAKE_BUILD_TYPE:' "$BUILD/CMakeCache.txt" 2> /dev/null | cut -d= -f2)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)  # other work on the machine shows in wall times, not in CPU s/rank
 jsons=()
 for tp in $TPS; do
   threads=$(( CORES / tp ))
@@ -72,7 +73,8 @@ done
 
 {
   echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $CORES cores;" \
-       "build ${BUILD_TYPE:-?}; $(date -u +%Y-%m-%d)"
+       "build ${BUILD_TYPE:-?}; $(date -u +%Y-%m-%d); load average $LOAD_START at the start," \
+       "$(cut -d' ' -f1-3 /proc/loadavg) at the end"
   echo "Command: scripts/bench/scaling.sh --runs $RUNS --tps \"$TPS\" --labels $LABELS (median of $RUNS runs after 1 warm-up)"
   echo
   python3 "$ROOT/scripts/bench/scaling_table.py" "${jsons[@]}"
