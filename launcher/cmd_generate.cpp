@@ -52,18 +52,20 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   std::filesystem::create_directories(a.out);
 
   const int n = static_cast<int>(req.labels.size());
-  const int bs = a.batch > 0 ? a.batch : n;
+  const auto [first, last] = ctx.share(n);  // this replica's images (all of them with one replica)
+  const int bs = a.batch > 0 ? a.batch : std::max<int>(1, static_cast<int>(last - first));
   double total_s = 0, dec_s = 0;
   int64_t kv_peak = 0;
   Progress prog("generate");
-  for (int b0 = 0; b0 < n; b0 += bs) {
+  for (int b0 = static_cast<int>(first); b0 < last; b0 += bs) {
     VarRequest sub = req;
-    const int b1 = std::min(n, b0 + bs);
+    const int b1 = std::min(static_cast<int>(last), b0 + bs);
     sub.labels.assign(req.labels.begin() + b0, req.labels.begin() + b1);
     sub.image_ids.clear();
     for (int i = b0; i < b1; ++i) sub.image_ids.push_back(static_cast<uint32_t>(i));
     VarRunOptions opt;
     opt.policy = policy.get();
+    opt.decode = ctx.is_output_rank();  // the decoder is replicated: only the rank that writes runs it
     opt.progress = [&](int si, int S, double s) {
       prog.update(fmt::format("images {}-{}/{}  scale {}/{} ({}x{})  {:.3f}s", b0 + 1, b1, n, si + 1, S,
                               cfg.patch_nums[si], cfg.patch_nums[si], s));
@@ -72,20 +74,22 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
     total_s += r.transformer_seconds + r.decode_seconds;
     dec_s += r.decode_seconds;
     kv_peak = std::max(kv_peak, r.kv_peak_bytes);
+    if (!opt.decode) continue;
     const auto rgb = images_to_rgb8(r.images);
     const int H = static_cast<int>(r.images.dim(2)), W = static_cast<int>(r.images.dim(3));
-    for (int i = b0; i < b1 && ctx.is_output_rank(); ++i)
+    for (int i = b0; i < b1; ++i)
       write_png_rgb(fmt::format("{}/{:04d}_c{}.png", a.out, i, req.labels[i]), rgb[i - b0].data(), W, H);
   }
-  prog.done(fmt::format("{} images", n));
-  if (!ctx.is_output_rank()) return;
-  {  // labels.json: file -> class, read by scripts/eval/evaluate.py
+  prog.done(fmt::format("{} images", last - first));
+  if (ctx.is_output_rank() && ctx.replica == 0) {  // labels.json: file -> class, for scripts/eval/evaluate.py
     nlohmann::json labels = nlohmann::json::object();
     for (int i = 0; i < n; ++i) labels[fmt::format("{:04d}_c{}.png", i, req.labels[i])] = req.labels[i];
     std::ofstream(a.out + "/labels.json") << labels.dump(1) << "\n";
   }
-  fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}; KV peak {} -> {}/\n", n,
-             cfg.image_size, cfg.image_size, total_s, total_s / n, dec_s, be.name(), format_bytes(kv_peak), a.out);
+  if (!ctx.is_output_rank() || last == first) return;
+  if (ctx.replicas > 1) fmt::print("replica {}/{}: images {}-{} of {}; ", ctx.replica, ctx.replicas, first, last - 1, n);
+  fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}; KV peak {} -> {}/\n",
+             last - first, cfg.image_size, cfg.image_size, total_s, total_s / (last - first), dec_s, be.name(), format_bytes(kv_peak), a.out);
 }
 
 void run_generate(const GenerateArgs& a) {

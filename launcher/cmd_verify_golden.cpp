@@ -2,12 +2,14 @@
 // Without --name, every NAME.config.json in DIR is checked. Families this build cannot run yet are
 // reported as SKIP with the reason, never as passed. Exit: 0 all checked goldens passed, 1 any
 // failed, 77 (ctest's skip code) when nothing could be checked (no folder, no goldens, all skipped,
-// or --device cuda without a visible GPU).
+// or --device cuda without a visible GPU). With --tp N (under mpirun -n N) the model is tensor
+// parallel and must still match the goldens.
 #include <fmt/core.h>
 
 #include <filesystem>
 
 #include "launcher/commands.h"
+#include "launcher/context.h"
 #include "launcher/golden.h"
 #include "runtime/backend.h"
 #include "runtime/check.h"
@@ -21,16 +23,24 @@ struct VerifyArgs {
   std::string dir;
   std::vector<std::string> names;
   GoldenOptions opt;
+  ContextArgs ctx;
 };
 
-int run_verify(const VerifyArgs& a) {
-  if (!std::filesystem::is_directory(a.dir)) {
-    fmt::print("SKIP: golden folder {} is absent\n", a.dir);
+int run_verify(const VerifyArgs& args) {
+  VerifyArgs a = args;
+  std::string why;
+  if (a.ctx.device == "cuda" && !cuda_available(&why)) {  // CI machines without a GPU: skipped, not failed
+    fmt::print("SKIP: --device cuda is not available here: {}\n", why);
     return 77;
   }
-  std::string why;
-  if (a.opt.device == "cuda" && !cuda_available(&why)) {  // CI machines without a GPU: skipped, not failed
-    fmt::print("SKIP: --device cuda is not available here: {}\n", why);
+  RunContext ctx = make_context(a.ctx);
+  SKV_CHECK(ctx.replicas == 1, "verify-golden checks one model: start exactly --tp {} ranks (this job has {})", a.ctx.tp,
+            ctx.world_size);
+  a.opt.device = a.ctx.device;
+  a.opt.comm = ctx.tp.get();
+  const bool print = ctx.is_output_rank();
+  if (!std::filesystem::is_directory(a.dir)) {
+    if (print) fmt::print("SKIP: golden folder {} is absent\n", a.dir);
     return 77;
   }
   std::vector<std::string> names = a.names;
@@ -54,10 +64,10 @@ int run_verify(const VerifyArgs& a) {
     } else {
       o = {GoldenStatus::Skip, fmt::format("the {} family is not implemented in this build", family)};
     }
-    if (o.status == GoldenStatus::Skip) fmt::print("SKIP {}: {}\n", name, o.reason);
+    if (o.status == GoldenStatus::Skip && print) fmt::print("SKIP {}: {}\n", name, o.reason);
     (o.status == GoldenStatus::Pass ? pass : o.status == GoldenStatus::Fail ? fail : skip)++;
   }
-  fmt::print("goldens: {} passed, {} failed, {} skipped\n", pass, fail, skip);
+  if (print) fmt::print("goldens: {} passed, {} failed, {} skipped\n", pass, fail, skip);
   if (fail > 0) return 1;
   return pass > 0 ? 0 : 77;
 }
@@ -69,7 +79,7 @@ void register_verify_golden(CLI::App& app) {
   auto* cmd = app.add_subcommand("verify-golden", "Check the models against reference outputs of the official code");
   cmd->add_option("--dir", a->dir, "Folder of goldens")->required();
   cmd->add_option("--name", a->names, "Golden NAME(s) (default: every NAME.config.json in --dir)");
-  cmd->add_option("--device", a->opt.device, "cpu or cuda")->capture_default_str();
+  add_context_options(cmd, a->ctx);
   cmd->add_option("--tol", a->opt.tol, "Absolute tolerance")->capture_default_str();
   cmd->callback([a] {
     const int rc = run_verify(*a);

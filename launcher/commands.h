@@ -10,5 +10,7 @@ void register_inspect(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_verify_golden(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_random_checkpoint(CLI::App& app);  // cmd_random_checkpoint.cpp
+void register_bench_scaling(CLI::App& app);      // cmd_bench_scaling.cpp
 
 }  // namespace skv

@@ -1,14 +1,18 @@
 // main.cpp - the `scalekv` program: generate, inspect, verify-golden, bench (and, as the issues
-// land, plan, calibrate, serve). Every failure becomes one line "error: ..." and a non-zero exit.
+// land, plan, calibrate, serve). Every failure becomes one line "error: ..." and a non-zero exit; under
+// mpirun/srun the line names the failing rank and every rank of the job ends (parallel/session.h).
 #include <fmt/core.h>
 
 #include <cstdio>
 #include <exception>
+#include <sstream>
 
 #include "launcher/commands.h"
+#include "parallel/session.h"
 #include "runtime/check.h"
 
 int main(int argc, char** argv) {
+  skv::ParallelSession session(&argc, &argv);  // MPI_Init under a launcher, MPI_Finalize at exit
   CLI::App app{"scalekv: visual autoregressive image generation with a compressed multi-scale KV cache"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
@@ -16,14 +20,16 @@ int main(int argc, char** argv) {
   skv::register_inspect(app);
   skv::register_verify_golden(app);
   skv::register_bench(app);
+  skv::register_random_checkpoint(app);
+  skv::register_bench_scaling(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (skv::job_topology().world_rank == 0) return app.exit(e);
+    std::ostringstream quiet;  // every rank parses the same arguments: one copy of help/errors is enough
+    return app.exit(e, quiet, quiet);
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 1;
+    return session.fail(e.what());
   }
   return 0;
 }

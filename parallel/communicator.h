@@ -1,8 +1,11 @@
 // communicator.h - collectives for tensor parallelism, one interface for every transport.
 // Backends: `local` (one rank, no-ops), `mpi` (host buffers), `nccl` (device buffers). A
 // tensor-parallel layer is the single-device layer plus one all_reduce (Megatron/FasterTransformer);
-// the TP degree never leaks into the math. Reductions are deterministic on CPU (a fixed order), so a
-// TP run is reproducible run to run.
+// the TP degree never leaks into the math. Reductions are deterministic on CPU: element i is always
+// summed as x_0 + x_1 + ... + x_{n-1} in rank order and every rank receives the same bits, so a TP run
+// is reproducible run to run and the replicated parts of the model stay identical on every rank.
+// Every collective waits at most CollectiveOptions::timeout_s for the other ranks (a watchdog): a
+// rank that died or hangs turns into an error naming the collective instead of a hung job.
 #pragma once
 
 #include <cstddef>
@@ -27,6 +30,11 @@ class Communicator {
   virtual void all_gather(const void* send, void* recv, size_t count, DType dt) = 0;
   virtual void broadcast(void* buf, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
+  // Buffers live on the GPU (nccl) rather than in host memory (local, mpi).
+  virtual bool device_buffers() const { return false; }
+  // The ranks with the same color form a new communicator, ordered by key (MPI_Comm_split).
+  // Collective over this communicator. Backends that cannot split throw.
+  virtual std::unique_ptr<Communicator> split(int color, int key);
 
   // Bytes moved by all_reduce_sum since construction (for benchmarks).
   int64_t bytes_all_reduced() const { return bytes_all_reduced_; }
@@ -37,7 +45,28 @@ class Communicator {
   double seconds_in_collectives_ = 0.0;
 };
 
+struct CollectiveOptions {
+  double timeout_s = 600;                   // watchdog per collective; 0 waits forever
+  size_t segment_bytes = size_t(64) << 20;  // all-reduce works in pieces of at most this many bytes (mpi)
+};
+// The defaults, with SKV_COLLECTIVE_TIMEOUT (seconds; 0 = no watchdog) applied.
+CollectiveOptions collective_options_from_env();
+
 // A communicator of one rank: collectives are identity operations.
 std::unique_ptr<Communicator> make_local_communicator();
+
+// Every rank of the MPI job (MPI_COMM_WORLD), host buffers. Throws when this build has no MPI or MPI
+// was not started (parallel/session.h starts it under a launcher).
+std::unique_ptr<Communicator> make_mpi_world_communicator(const CollectiveOptions& o = collective_options_from_env());
+bool mpi_built();
+
+// NCCL over the ranks of `bootstrap` (same rank numbering), on CUDA device `device`, device buffers:
+// rank 0 makes the ncclUniqueId and broadcasts it over `bootstrap`; ncclCommInitRank waits at most
+// o.timeout_s. Operations run on `stream` (a cudaStream_t; null = the legacy default stream, which
+// orders them with every other kernel) and are complete when the call returns. Throws with the reason
+// when the build has no NCCL.
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device, void* stream = nullptr,
+                                                     const CollectiveOptions& o = collective_options_from_env());
+bool nccl_built(std::string* why = nullptr);
 
 }  // namespace skv

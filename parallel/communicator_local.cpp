@@ -1,6 +1,10 @@
+// communicator_local.cpp - the one-rank communicator (collectives are identities) and what every
+// backend shares: the default split, the watchdog options from the environment.
+#include <cstdlib>
 #include <cstring>
 
 #include "parallel/communicator.h"
+#include "runtime/check.h"
 
 namespace skv {
 
@@ -11,15 +15,36 @@ class LocalCommunicator final : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string name() const override { return "local"; }
-  void all_reduce_sum(void*, size_t, DType) override {}
-  void all_gather(const void* send, void* recv, size_t count, DType dt) override {
-    if (send != recv) std::memcpy(recv, send, count * dtype_size(dt));
+  void all_reduce_sum(void*, size_t count, DType dt) override {
+    bytes_all_reduced_ += static_cast<int64_t>(count * dtype_size(dt));
   }
-  void broadcast(void*, size_t, int) override {}
+  void all_gather(const void* send, void* recv, size_t count, DType dt) override {
+    if (send != recv && count) std::memcpy(recv, send, count * dtype_size(dt));
+  }
+  void broadcast(void*, size_t, int root) override {
+    SKV_CHECK(root == 0, "broadcast root {} outside a communicator of 1 rank", root);
+  }
   void barrier() override {}
+  std::unique_ptr<Communicator> split(int, int) override { return std::make_unique<LocalCommunicator>(); }
 };
 
 }  // namespace
+
+std::unique_ptr<Communicator> Communicator::split(int, int) {
+  SKV_FAIL("the {} communicator cannot be split into groups", name());
+}
+
+CollectiveOptions collective_options_from_env() {
+  CollectiveOptions o;
+  if (const char* v = std::getenv("SKV_COLLECTIVE_TIMEOUT"); v && *v) {
+    char* end = nullptr;
+    const double t = std::strtod(v, &end);
+    SKV_CHECK(end && *end == '\0' && t >= 0, "SKV_COLLECTIVE_TIMEOUT='{}' must be a number of seconds (0 = no watchdog)",
+              v);
+    o.timeout_s = t;
+  }
+  return o;
+}
 
 std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
 

@@ -1,0 +1,267 @@
+// communicator_mpi.cpp - the MPI communicator: host buffers, any MPI (Open MPI, MPICH).
+// All-reduce is a reduce-scatter + all-gather written with MPI_Ialltoallv / MPI_Iallgatherv rather
+// than MPI_Allreduce, because MPI does not promise an order of summation: here rank j sums chunk j as
+// x_0 + x_1 + ... + x_{n-1} (F16/BF16 accumulated in F32, rounded once) and broadcasts it, so the
+// result is reproducible and bit-identical on every rank, at the same 2(n-1)/n bytes per element as a
+// ring. Every wait is a polling loop with a deadline (the watchdog) that yields the CPU while it waits,
+// which matters when ranks share cores (--oversubscribe).
+#include "parallel/communicator.h"
+#include "runtime/check.h"
+
+#ifdef SKV_HAVE_MPI
+#include <mpi.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <thread>
+#include <vector>
+
+#include "runtime/allocator.h"
+#include "runtime/hostdevice.h"
+#endif
+
+namespace skv {
+
+#ifdef SKV_HAVE_MPI
+
+bool mpi_built() { return true; }
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::string mpi_error(int code) {
+  char buf[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(code, buf, &len);
+  return std::string(buf, static_cast<size_t>(len));
+}
+
+#define SKV_MPI(call)                                                                         \
+  do {                                                                                        \
+    const int rc_ = (call);                                                                   \
+    SKV_CHECK(rc_ == MPI_SUCCESS, "{} failed: {}", #call, mpi_error(rc_));                    \
+  } while (0)
+
+// Scratch memory of the reduction, counted as workspace.
+class Scratch {
+ public:
+  ~Scratch() { release(); }
+  uint8_t* get(size_t bytes) {
+    if (bytes > cap_) {
+      release();
+      p_ = static_cast<uint8_t*>(Allocator::host().allocate(bytes, MemCategory::Workspace));
+      cap_ = bytes;
+    }
+    return p_;
+  }
+  void release() {
+    if (p_) Allocator::host().deallocate(p_, cap_, MemCategory::Workspace);
+    p_ = nullptr;
+    cap_ = 0;
+  }
+
+ private:
+  uint8_t* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// out[k] = in[0][k] + in[1][k] + ... in rank order; in[i] = src + i * stride elements.
+template <typename T, typename Acc, typename Load, typename Store>
+void sum_in_rank_order(const uint8_t* src, size_t stride, int n, size_t m, uint8_t* dst, Load load, Store store) {
+  const T* s = reinterpret_cast<const T*>(src);
+  T* d = reinterpret_cast<T*>(dst);
+  for (size_t k = 0; k < m; ++k) {
+    Acc acc = load(s[k]);
+    for (int i = 1; i < n; ++i) acc = acc + load(s[i * stride + k]);
+    d[k] = store(acc);
+  }
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(MPI_Comm comm, CollectiveOptions o, bool owned = true) : comm_(comm), opt_(o), owned_(owned) {
+    SKV_MPI(MPI_Comm_rank(comm_, &rank_));
+    SKV_MPI(MPI_Comm_size(comm_, &size_));
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  }
+  ~MpiCommunicator() override {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (owned_ && !fin) MPI_Comm_free(&comm_);
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "mpi"; }
+
+  void all_reduce_sum(void* buf, size_t count, DType dt) override {
+    const size_t es = dtype_size(dt);
+    SKV_CHECK(dt == DType::F32 || dt == DType::F16 || dt == DType::BF16 || dt == DType::I32 || dt == DType::I64,
+              "all_reduce_sum: {} cannot be summed (use F32, F16, BF16, I32 or I64)", dtype_name(dt));
+    bytes_all_reduced_ += static_cast<int64_t>(count * es);
+    if (size_ == 1 || count == 0) return;
+    const double t0 = now_s();
+    const size_t seg_bytes = std::clamp<size_t>(opt_.segment_bytes, es * static_cast<size_t>(size_), size_t(1) << 30);
+    const size_t seg = std::max<size_t>(seg_bytes / es, static_cast<size_t>(size_));
+    uint8_t* p = static_cast<uint8_t*>(buf);
+    for (size_t off = 0; off < count; off += seg) reduce_segment(p + off * es, std::min(seg, count - off), dt, es);
+    seconds_in_collectives_ += now_s() - t0;
+  }
+
+  void all_gather(const void* send, void* recv, size_t count, DType dt) override {
+    const size_t bytes = count * dtype_size(dt);
+    SKV_CHECK(bytes <= static_cast<size_t>(INT_MAX), "all_gather: {} bytes per rank is more than MPI counts hold", bytes);
+    if (bytes == 0) return;
+    const double t0 = now_s();
+    uint8_t* r = static_cast<uint8_t*>(recv);
+    MPI_Request req;
+    if (send == r + rank_ * bytes)
+      SKV_MPI(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, r, static_cast<int>(bytes), MPI_BYTE, comm_, &req));
+    else
+      SKV_MPI(MPI_Iallgather(send, static_cast<int>(bytes), MPI_BYTE, r, static_cast<int>(bytes), MPI_BYTE, comm_, &req));
+    wait(&req, "all_gather", bytes);
+    seconds_in_collectives_ += now_s() - t0;
+  }
+
+  void broadcast(void* buf, size_t bytes, int root) override {
+    SKV_CHECK(root >= 0 && root < size_, "broadcast root {} outside a communicator of {} ranks", root, size_);
+    const double t0 = now_s();
+    uint8_t* p = static_cast<uint8_t*>(buf);
+    const size_t piece = size_t(1) << 30;
+    for (size_t off = 0; off < bytes; off += piece) {
+      const int n = static_cast<int>(std::min(piece, bytes - off));
+      MPI_Request req;
+      SKV_MPI(MPI_Ibcast(p + off, n, MPI_BYTE, root, comm_, &req));
+      wait(&req, "broadcast", bytes);
+    }
+    seconds_in_collectives_ += now_s() - t0;
+  }
+
+  void barrier() override {
+    const double t0 = now_s();
+    MPI_Request req;
+    SKV_MPI(MPI_Ibarrier(comm_, &req));
+    wait(&req, "barrier", 0);
+    seconds_in_collectives_ += now_s() - t0;
+  }
+
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    barrier();  // MPI_Comm_split has no deadline: meet under the watchdog first
+    MPI_Comm c;
+    SKV_MPI(MPI_Comm_split(comm_, color, key, &c));
+    return std::make_unique<MpiCommunicator>(c, opt_);
+  }
+
+ private:
+  // Reduce-scatter (alltoallv + ordered sum) then all-gather of one segment of m elements.
+  void reduce_segment(uint8_t* p, size_t m, DType dt, size_t es) {
+    const int n = size_;
+    std::vector<int> scount(n), sdispl(n), rcount(n), rdispl(n), gcount(n), gdispl(n);
+    auto bound = [&](int j) { return m * static_cast<size_t>(j) / static_cast<size_t>(n); };
+    const size_t mine = bound(rank_ + 1) - bound(rank_);
+    for (int j = 0; j < n; ++j) {
+      scount[j] = static_cast<int>((bound(j + 1) - bound(j)) * es);
+      sdispl[j] = static_cast<int>(bound(j) * es);
+      rcount[j] = static_cast<int>(mine * es);
+      rdispl[j] = static_cast<int>(static_cast<size_t>(j) * mine * es);
+    }
+    uint8_t* s = scratch_.get(std::max<size_t>(1, n * mine * es));
+    MPI_Request req;
+    SKV_MPI(MPI_Ialltoallv(p, scount.data(), sdispl.data(), MPI_BYTE, s, rcount.data(), rdispl.data(), MPI_BYTE, comm_,
+                           &req));
+    wait(&req, "all_reduce (reduce-scatter)", m * es);
+    uint8_t* out = p + bound(rank_) * es;
+    switch (dt) {
+      case DType::F32:
+        sum_in_rank_order<float, float>(s, mine, n, mine, out, [](float v) { return v; }, [](float v) { return v; });
+        break;
+      case DType::F16:
+        sum_in_rank_order<uint16_t, float>(s, mine, n, mine, out, [](uint16_t v) { return f16_to_f32(v); },
+                                           [](float v) { return f32_to_f16(v); });
+        break;
+      case DType::BF16:
+        sum_in_rank_order<uint16_t, float>(s, mine, n, mine, out, [](uint16_t v) { return bf16_to_f32(v); },
+                                           [](float v) { return f32_to_bf16(v); });
+        break;
+      case DType::I32:  // wrap-around like two's complement hardware, without signed-overflow UB
+        sum_in_rank_order<int32_t, uint32_t>(s, mine, n, mine, out, [](int32_t v) { return static_cast<uint32_t>(v); },
+                                             [](uint32_t v) { return static_cast<int32_t>(v); });
+        break;
+      case DType::I64:
+        sum_in_rank_order<int64_t, uint64_t>(s, mine, n, mine, out, [](int64_t v) { return static_cast<uint64_t>(v); },
+                                             [](uint64_t v) { return static_cast<int64_t>(v); });
+        break;
+      default:
+        SKV_FAIL("all_reduce_sum: unsupported dtype {}", dtype_name(dt));
+    }
+    for (int j = 0; j < n; ++j) {
+      gcount[j] = scount[j];
+      gdispl[j] = sdispl[j];
+    }
+    SKV_MPI(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, p, gcount.data(), gdispl.data(), MPI_BYTE, comm_, &req));
+    wait(&req, "all_reduce (all-gather)", m * es);
+  }
+
+  // Polls the request; yields the CPU after a short spin; past the deadline throws naming the
+  // collective, so the launcher's failure handler ends the job instead of hanging.
+  void wait(MPI_Request* req, const char* what, size_t bytes) {
+    const double t0 = now_s();
+    int done = 0;
+    for (long spin = 0;; ++spin) {
+      const int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+      SKV_CHECK(rc == MPI_SUCCESS, "{} over {} ranks failed: {}", what, size_, mpi_error(rc));
+      if (done) return;
+      if (spin < 200) continue;
+      if (spin < 2000) {
+        sched_yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+      if ((spin & 63) == 0 && opt_.timeout_s > 0 && now_s() - t0 > opt_.timeout_s)
+        SKV_FAIL("{} of {} bytes over {} ranks: rank {} waited {:.0f} s for the others (a rank died, hangs or "
+                 "runs different work; SKV_COLLECTIVE_TIMEOUT={} s)",
+                 what, bytes, size_, rank_, now_s() - t0, opt_.timeout_s);
+    }
+  }
+
+  MPI_Comm comm_;
+  CollectiveOptions opt_;
+  bool owned_ = true;
+  int rank_ = 0, size_ = 1;
+  Scratch scratch_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_mpi_world_communicator(const CollectiveOptions& o) {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  SKV_CHECK(init && !fin, "MPI is not running in this process (start the program with mpirun or srun --mpi=pmix)");
+  MPI_Comm c;
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  {
+    // MPI_Comm_dup has no deadline: every rank first meets in a barrier the watchdog covers, so a rank
+    // that never gets here (stuck reading a file, wrong command line) is reported, not waited for.
+    MpiCommunicator world(MPI_COMM_WORLD, o, /*owned=*/false);
+    world.barrier();
+  }
+  SKV_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &c));
+  return std::make_unique<MpiCommunicator>(c, o);
+}
+
+#else  // no MPI in this build
+
+bool mpi_built() { return false; }
+
+std::unique_ptr<Communicator> make_mpi_world_communicator(const CollectiveOptions&) {
+  SKV_FAIL("this build has no MPI (configure found no MPI; install libopenmpi-dev and rebuild)");
+}
+
+#endif
+
+}  // namespace skv
