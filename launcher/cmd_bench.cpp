@@ -9,6 +9,7 @@
 #include <map>
 
 #include "launcher/bench.h"
+#include "launcher/bench_cuda.h"
 #include "launcher/commands.h"
 #include "runtime/check.h"
 #include "runtime/models/var_generate.h"
@@ -67,6 +68,8 @@ void run_bench(const BenchArgs& a) {
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule()});
   const double gflops = measure_sgemm_gflops(2048, 3);
+  std::unique_ptr<CudaBenchReport> gpu;  // GPU-only figures: kernel times, attention bandwidth, GEMM vs cuBLAS peak
+  if (be.device() == Device::CUDA) gpu = std::make_unique<CudaBenchReport>(be.weight_dtype());
 
   std::vector<Row> rows;
   for (int B : a.batches) {
@@ -92,6 +95,11 @@ void run_bench(const BenchArgs& a) {
       row.kv_peak = std::max(row.kv_peak, res.kv_peak_bytes);
     }
     row.mem = alloc.stats();
+    if (gpu) {
+      gpu->profile(fmt::format("batch {}", B), [&] { var_generate(model, vae, req, opt); });
+      gpu->attention_sweep(fmt::format("batch {}", B), 2 * B, model.local_heads(), cfg.head_dim(),
+                           attention_shapes(*policy, cfg.schedule(), cfg.depth));
+    }
     rows.push_back(row);
     if (ctx.is_output_rank())
       fmt::print(stderr, "batch {}: median {:.3f} s over {} runs\n", B, median(row.total), a.repeats);
@@ -133,6 +141,7 @@ void run_bench(const BenchArgs& a) {
     out(fmt::format("| {} | {} | {} | {} | {} | {} |\n", r.batch, format_bytes(r.mem.pk(MemCategory::Weights)),
                     format_bytes(r.kv_peak), format_bytes(r.mem.pk(MemCategory::Activations)),
                     format_bytes(r.mem.pk(MemCategory::Workspace)), format_bytes(r.mem.total_peak)));
+  if (gpu) out(gpu->markdown());
   fmt::print("{}", md);
   if (!a.md_out.empty()) {
     std::ofstream f(a.md_out);
