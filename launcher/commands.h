@@ -10,5 +10,7 @@ void register_inspect(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_verify_golden(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_plan(CLI::App& app);
+void register_calibrate(CLI::App& app);
 
 }  // namespace skv

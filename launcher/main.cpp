@@ -1,5 +1,5 @@
-// main.cpp - the `scalekv` program: generate, inspect, verify-golden, bench (and, as the issues
-// land, plan, calibrate, serve). Every failure becomes one line "error: ..." and a non-zero exit.
+// main.cpp - the `scalekv` program: generate, inspect, verify-golden, bench, plan, calibrate (and, as
+// the issues land, serve). Every failure becomes one line "error: ..." and a non-zero exit.
 #include <fmt/core.h>
 
 #include <cstdio>
@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   skv::register_inspect(app);
   skv::register_verify_golden(app);
   skv::register_bench(app);
+  skv::register_plan(app);
+  skv::register_calibrate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
