@@ -42,7 +42,7 @@ void check_scales(const BudgetTable& t, const Schedule& schedule) {
   std::vector<int> want;
   for (int s = k0; s <= last; ++s) want.push_back(s);
   std::vector<int> have(t.scales);
-  have.erase(std::remove_if(have.begin(), have.end(), [&](int s) { return s > last; }), have.end());
+  if (!have.empty() && have.back() == last + 1) have.pop_back();  // an entry for the last scale is never used
   SKV_CHECK(have == want,
             "{}: budget table for another schedule: it compresses scale indices {} but with base capacity {} the "
             "schedule {} compresses {} (cumulative length first exceeds {} at scale {})",
@@ -99,15 +99,18 @@ BudgetTable parse_published(const json& bt, const std::string& where, int depth,
     for (int64_t v : t.budgets.front()) sum += v;
     t.base_capacity = sum / depth;
   }
-  // "Limit" of the first scale is the cumulative length there: it pins the schedule the table was made for.
-  const json& first = *entries.front().second;
-  if (first.contains("Limit") && entries.front().first < schedule.num_scales()) {
-    const int64_t lim = get_int(first, "Limit", where);
-    SKV_CHECK(lim == schedule.offset(entries.front().first + 1),
-              "{}: budget table for another schedule: \"Scale {}\" has Limit {} but scale index {} of {} ends at "
-              "cumulative length {}",
-              where, entries.front().first + 2, lim, entries.front().first, schedule.describe(),
-              schedule.offset(entries.front().first + 1));
+  // "Limit" is what a drafter holds before the compression: the cumulative length at the first scale, then
+  // the previous Max plus the scale's tokens. It pins the schedule the table was made for.
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const auto& [si, obj] = entries[i];
+    if (!obj->contains("Limit") || si >= schedule.num_scales()) continue;
+    const int64_t lim = get_int(*obj, "Limit", where);
+    const int64_t want = i == 0 ? schedule.offset(si + 1) : get_int(*entries[i - 1].second, "Max", where) +
+                                                                 schedule.tokens(si);
+    SKV_CHECK(lim == want,
+              "{}: budget table for another schedule: \"Scale {}\" has Limit {} but with {} a drafter holds {} "
+              "there (scale index {} has {} tokens)",
+              where, si + 2, lim, schedule.describe(), want, si, schedule.tokens(si));
   }
   return t;
 }
