@@ -12,5 +12,6 @@ void register_verify_golden(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_plan(CLI::App& app);
 void register_calibrate(CLI::App& app);
+void register_bench_kv(CLI::App& app);
 
 }  // namespace skv

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   skv::register_bench(app);
   skv::register_plan(app);
   skv::register_calibrate(app);
+  skv::register_bench_kv(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

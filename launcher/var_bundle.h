@@ -17,8 +17,9 @@ struct VarBundle {
   std::unique_ptr<VQVAE> vae;
 };
 
-// random: only files.config is used (required) and the weights come from `seed`.
+// random: only files.config is used (required) and the weights come from `seed`. patch_nums, when not
+// empty, replaces the config's schedule (random weights only: a checkpoint's position table fixes it).
 std::unique_ptr<VarBundle> load_var_bundle(const ModelFiles& files, bool random, uint64_t seed, Backend& be,
-                                           Communicator& comm);
+                                           Communicator& comm, const std::vector<int>& patch_nums = {});
 
 }  // namespace skv
