@@ -227,6 +227,12 @@ void ScaleKVPolicy::end_scale(int scale) {
 void ScaleKVPolicy::select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) {
   const ScoringSpec spec = make_spec(in, o_);
   score_and_select(in, spec, budget, kept, trace_ ? &trace_ : nullptr);
+  std::vector<int32_t> forced;
+  if (kept_override_ && kept_override_(in, budget, forced)) {
+    SKV_CHECK(forced.size() == kept.size(), "teacher-forced kept indices: {} for {} x {}", forced.size(),
+              static_cast<int64_t>(in.rows) * in.heads, budget);
+    kept.swap(forced);
+  }
 }
 
 AsiCollector::AsiCollector(const ScaleKVOptions& o, int depth, const Schedule& schedule)

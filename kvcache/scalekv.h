@@ -24,6 +24,7 @@
 // cache keeps the run inside it (a drafter that would outgrow the pool keeps what fits).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -88,6 +89,10 @@ class ScaleKVPolicy final : public KVPolicy {
   // The budget of (layer, scale) as decided so far (-1 for scales that are not compressed).
   int64_t layer_budget(int layer, int scale) const;
   void set_trace(SelectionTrace t) { trace_ = std::move(t); }
+  // Teacher forcing for golden checks: when set and it fills `kept` for this compression, the cache keeps
+  // those indices (the policy has scored and traced its own choice first).
+  using KeptOverride = std::function<bool(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept)>;
+  void set_kept_override(KeptOverride f) { kept_override_ = std::move(f); }
 
  private:
   ScaleKVOptions o_;
@@ -100,6 +105,7 @@ class ScaleKVPolicy final : public KVPolicy {
   bool decided_ = false;
   Communicator* comm_ = nullptr;
   SelectionTrace trace_;
+  KeptOverride kept_override_;
 };
 
 // Offline calibration: keeps the full cache and measures the ASI of every layer at every compressed

@@ -8,6 +8,7 @@
 
 #include "launcher/commands.h"
 #include "launcher/golden.h"
+#include "launcher/golden_scalekv.h"
 #include "runtime/check.h"
 #include "runtime/models/var_config.h"
 
@@ -48,6 +49,17 @@ int run_verify(const VerifyArgs& a) {
       o = {GoldenStatus::Skip, fmt::format("the {} family is not implemented in this build", family)};
     }
     if (o.status == GoldenStatus::Skip) fmt::print("SKIP {}: {}\n", name, o.reason);
+    (o.status == GoldenStatus::Pass ? pass : o.status == GoldenStatus::Fail ? fail : skip)++;
+  }
+  // Stage one of the ScaleKV reference check (no model needed): every NAME.scalekv.json golden's records.
+  for (const auto& name : scalekv_golden_names(a.dir)) {
+    if (!a.names.empty() && std::find(a.names.begin(), a.names.end(), name) == a.names.end()) continue;
+    GoldenOptions opt = a.opt;
+    opt.verbose = true;
+    fmt::print("{} (ScaleKV selection stage against the official records)\n", name);
+    const GoldenOutcome o = verify_scalekv_selection_golden(a.dir, name, opt);
+    if (o.status != GoldenStatus::Pass) fmt::print("{} {}: {}\n", o.status == GoldenStatus::Skip ? "SKIP" : "FAIL", name,
+                                                   o.reason);
     (o.status == GoldenStatus::Pass ? pass : o.status == GoldenStatus::Fail ? fail : skip)++;
   }
   fmt::print("goldens: {} passed, {} failed, {} skipped\n", pass, fail, skip);
