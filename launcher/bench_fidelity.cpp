@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "launcher/image_metrics.h"
+#include "launcher/progress.h"
 #include "runtime/check.h"
 
 namespace skv {
@@ -52,7 +53,9 @@ std::vector<FidelityRow> measure_fidelity(const KVBenchModel& m, const std::vect
   base.ssim = 1;
   base.kv_share = 1;
   std::vector<double> times;
+  Progress prog("fidelity");
   for (size_t i = 0; i < seeds.size(); ++i) {
+    prog.update(fmt::format("full, seed {}", seeds[i]));
     auto pol = make_full_policy();
     const GenerateResult r = m.run(*pol, seeds[i], true);
     full[i].tokens = r.tokens;
@@ -80,6 +83,7 @@ std::vector<FidelityRow> measure_fidelity(const KVBenchModel& m, const std::vect
       times.clear();
       for (size_t i = 0; i < seeds.size(); ++i) {
         auto pol = make_kv_policy(o, m.info);
+        prog.update(fmt::format("{} {}, seed {}", p, b, seeds[i]));
         const GenerateResult r = m.run(*pol, seeds[i], true);
         for (int si = 0; si < S; ++si) {
           const auto& a = r.tokens[si];
@@ -102,6 +106,7 @@ std::vector<FidelityRow> measure_fidelity(const KVBenchModel& m, const std::vect
       row.seconds = median(times);
       rows.push_back(row);
     }
+  prog.done(fmt::format("{} rows", rows.size()));
   return rows;
 }
 

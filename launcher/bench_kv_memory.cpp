@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "kvcache/planner.h"
+#include "launcher/progress.h"
 #include "runtime/check.h"
 
 namespace skv {
@@ -27,12 +28,14 @@ std::vector<KVMemoryRow> measure_kv_memory(const KVBenchModel& m, const std::vec
   for (const auto& p : policies)
     if (p != "full") names.push_back(p);
   std::vector<KVMemoryRow> rows;
+  Progress prog("kv-memory");
   for (const auto& name : names) {
     KVOptions o = kv;
     o.policy = name;
     o.budget = name == "full" ? "" : budget;
     if (name != "scalekv") o.budget_table.clear();
     auto policy = make_kv_policy(o, m.info);
+    prog.update(fmt::format("{} ({} of {})", name, rows.size() + 1, names.size()));
     const GenerateResult r = m.run(*policy, seed, false);
     KVMemoryRow row;
     row.policy = name;
@@ -46,6 +49,7 @@ std::vector<KVMemoryRow> measure_kv_memory(const KVBenchModel& m, const std::vec
     row.seconds = r.transformer_seconds;
     rows.push_back(row);
   }
+  prog.done(fmt::format("{} policies", rows.size()));
   return rows;
 }
 
