@@ -1,3 +1,4 @@
+// multiscale_cache.cpp - slot pool, extents, append and in-place compaction (see multiscale_cache.h).
 #include "kvcache/multiscale_cache.h"
 
 #include <algorithm>
@@ -6,17 +7,44 @@
 
 namespace skv {
 
-MultiScaleKVCache::MultiScaleKVCache(Backend& backend, int rows, int heads, int head_dim,
-                                     const std::vector<int64_t>& capacity, DType dtype)
-    : be_(backend), rows_(rows), heads_(heads), head_dim_(head_dim), dtype_(dtype), layers_(capacity.size()) {
+std::vector<KVSegment> CompressionInput::all_segments() const {
+  std::vector<KVSegment> segs;
+  if (hist) segs = *hist;
+  segs.push_back({cur_k, cur_v, cur_len, {}, 0});
+  return segs;
+}
+
+MultiScaleKVCache::MultiScaleKVCache(Backend& backend, int rows, int heads, int head_dim, int num_layers,
+                                     int64_t pool_tokens, DType dtype)
+    : be_(backend), rows_(rows), heads_(heads), head_dim_(head_dim), dtype_(dtype), pool_tokens_(pool_tokens),
+      layers_(num_layers) {
   SKV_CHECK(dtype == DType::F32, "the KV cache supports F32 on this backend");
-  for (size_t l = 0; l < capacity.size(); ++l) {
-    auto& L = layers_[l];
-    if (capacity[l] == 0) continue;
-    L.k = be_.empty({rows, heads, capacity[l], head_dim}, dtype, MemCategory::KV);
-    L.v = be_.empty({rows, heads, capacity[l], head_dim}, dtype, MemCategory::KV);
-    L.pos.assign(static_cast<size_t>(rows) * heads * capacity[l], -1);
+  SKV_CHECK(pool_tokens >= 0 && rows > 0 && heads > 0 && head_dim > 0, "KV cache: pool of {} tokens for {}x{}x{}",
+            pool_tokens, rows, heads, head_dim);
+  if (pool_tokens > 0) {
+    pool_k_ = be_.empty({rows, heads, pool_tokens, head_dim}, dtype, MemCategory::KV);
+    pool_v_ = be_.empty({rows, heads, pool_tokens, head_dim}, dtype, MemCategory::KV);
   }
+  reset();
+}
+
+void MultiScaleKVCache::reset() {
+  for (auto& L : layers_) {
+    L.extents.clear();
+    L.len = 0;
+    L.pos.clear();
+  }
+  free_.clear();
+  if (pool_tokens_ > 0) free_[0] = pool_tokens_;
+  free_total_ = pool_tokens_;
+  peak_live_ = 0;
+  capped_ = 0;
+}
+
+std::vector<KVSegment> MultiScaleKVCache::store_segments(int l) const {
+  std::vector<KVSegment> segs;
+  for (const auto& e : layers_[l].extents) segs.push_back({&pool_k_, &pool_v_, e.len, {}, e.start});
+  return segs;
 }
 
 void MultiScaleKVCache::begin_scale(int64_t tokens, int64_t offset) {
@@ -34,81 +62,185 @@ void MultiScaleKVCache::end_scale() {
   cur_len_ = 0;
 }
 
+int64_t MultiScaleKVCache::pool_bytes() const {
+  return static_cast<int64_t>(pool_k_.defined() ? pool_k_.nbytes() + pool_v_.nbytes() : 0);
+}
+
+int64_t MultiScaleKVCache::live_tokens() const { return pool_tokens_ - free_total_; }
+
+void MultiScaleKVCache::release(int64_t start, int64_t len) {
+  if (len == 0) return;
+  auto it = free_.emplace(start, len).first;
+  if (it != free_.begin()) {  // merge with the free range before
+    auto prev = std::prev(it);
+    if (prev->first + prev->second == start) {
+      prev->second += it->second;
+      free_.erase(it);
+      it = prev;
+    }
+  }
+  auto next = std::next(it);
+  if (next != free_.end() && it->first + it->second == next->first) {
+    it->second += next->second;
+    free_.erase(next);
+  }
+  free_total_ += len;
+}
+
+void MultiScaleKVCache::grow(int l, int64_t n) {
+  auto& L = layers_[l];
+  int64_t need = n - L.len;
+  SKV_CHECK(need <= free_total_, "internal: KV pool exhausted (layer {} needs {} slots, {} free of {})", l, need,
+            free_total_, pool_tokens_);
+  while (need > 0) {
+    // Prefer the free range right after the layer's last extent (extends it), else the first free range.
+    auto it = free_.end();
+    if (!L.extents.empty()) it = free_.find(L.extents.back().start + L.extents.back().len);
+    if (it == free_.end()) it = free_.begin();
+    const int64_t take = std::min(need, it->second), start = it->first;
+    const int64_t rest = it->second - take;
+    free_.erase(it);
+    if (rest > 0) free_[start + take] = rest;
+    free_total_ -= take;
+    if (!L.extents.empty() && L.extents.back().start + L.extents.back().len == start)
+      L.extents.back().len += take;
+    else
+      L.extents.push_back({start, take});
+    need -= take;
+  }
+  peak_live_ = std::max(peak_live_, live_tokens());
+}
+
+void MultiScaleKVCache::shrink(int l, int64_t n) {
+  auto& L = layers_[l];
+  int64_t drop = L.len - n;
+  while (drop > 0) {
+    auto& e = L.extents.back();
+    const int64_t d = std::min(drop, e.len);
+    release(e.start + e.len - d, d);
+    e.len -= d;
+    drop -= d;
+    if (e.len == 0) L.extents.pop_back();
+  }
+}
+
+std::vector<int32_t> MultiScaleKVCache::slot_map(int l, int64_t n) const {
+  std::vector<int32_t> m;
+  m.reserve(static_cast<size_t>(n));
+  for (const auto& e : layers_[l].extents)
+    for (int64_t i = 0; i < e.len && static_cast<int64_t>(m.size()) < n; ++i) m.push_back(static_cast<int32_t>(e.start + i));
+  return m;
+}
+
 void MultiScaleKVCache::append_current(int l) {
   auto& L = layers_[l];
-  SKV_CHECK(L.len + cur_len_ <= L.capacity(), "KV cache layer {}: {} + {} tokens exceed the planned capacity {}", l,
-            L.len, cur_len_, L.capacity());
-  be_.copy_tokens(cur_k_, cur_len_, L.k, L.len);
-  be_.copy_tokens(cur_v_, cur_len_, L.v, L.len);
-  const int64_t cap = L.capacity();
-  for (int64_t rh = 0; rh < static_cast<int64_t>(rows_) * heads_; ++rh)
-    for (int64_t i = 0; i < cur_len_; ++i) L.pos[rh * cap + L.len + i] = static_cast<int32_t>(cur_offset_ + i);
-  L.len += cur_len_;
+  const int64_t old = L.len, n = old + cur_len_;
+  SKV_CHECK(cur_len_ <= free_total_, "KV cache layer {}: {} + {} tokens exceed the planned pool ({} free of {})", l,
+            L.len, cur_len_, free_total_, pool_tokens_);
+  grow(l, n);
+  std::vector<int32_t> shared(static_cast<size_t>(cur_len_));
+  for (int64_t i = 0; i < cur_len_; ++i) shared[i] = static_cast<int32_t>(old + i);
+  // Gather "token j of [store + transient]" for j in [old, n) only: a slot map for those positions.
+  std::vector<int32_t> slots = slot_map(l, n);
+  std::vector<int32_t> tail(slots.begin() + old, slots.end());
+  Tensor slot_t = Tensor::external(tail.data(), {cur_len_}, DType::I32);
+  std::vector<int32_t> idx(static_cast<size_t>(cur_len_));
+  for (int64_t i = 0; i < cur_len_; ++i) idx[i] = static_cast<int32_t>(i);  // all from the transient (hist_len 0)
+  Tensor kept_t = Tensor::external(idx.data(), {cur_len_}, DType::I32);
+  if (be_.device() != Device::CPU) {
+    slot_t = be_.upload(slot_t, MemCategory::Workspace);
+    kept_t = be_.upload(kept_t, MemCategory::Workspace);
+  }
+  if (cur_len_ > 0) {
+    be_.gather_slots(pool_k_, slot_t, 0, cur_k_, kept_t, cur_len_);
+    be_.gather_slots(pool_v_, slot_t, 0, cur_v_, kept_t, cur_len_);
+  }
+  const int64_t RH = static_cast<int64_t>(rows_) * heads_;
+  std::vector<int32_t> pos(static_cast<size_t>(RH * n));
+  for (int64_t rh = 0; rh < RH; ++rh) {
+    std::copy(L.pos.begin() + rh * old, L.pos.begin() + (rh + 1) * old, pos.begin() + rh * n);
+    for (int64_t i = 0; i < cur_len_; ++i) pos[rh * n + old + i] = static_cast<int32_t>(cur_offset_ + i);
+  }
+  L.pos.swap(pos);
+  L.len = n;
 }
 
 void MultiScaleKVCache::compact(int l, const std::vector<int32_t>& kept, int64_t n) {
   auto& L = layers_[l];
-  const int64_t RH = static_cast<int64_t>(rows_) * heads_, total = L.len + cur_len_, cap = L.capacity();
+  const int64_t RH = static_cast<int64_t>(rows_) * heads_, old = L.len, total = old + cur_len_;
   SKV_CHECK(static_cast<int64_t>(kept.size()) == RH * n, "KV compaction layer {}: {} indices for {} x {}", l,
             kept.size(), RH, n);
-  SKV_CHECK(n <= cap, "KV compaction layer {}: keeping {} tokens exceeds the planned capacity {}", l, n, cap);
+  SKV_CHECK(n <= total, "KV compaction layer {}: keeping {} of {} tokens", l, n, total);
   for (int64_t rh = 0; rh < RH; ++rh)
     for (int64_t j = 0; j < n; ++j) {
       const int32_t i = kept[rh * n + j];
       SKV_CHECK(i >= 0 && i < total && (j == 0 || i > kept[rh * n + j - 1]),
                 "KV compaction layer {}: kept indices must be ascending in [0, {})", l, total);
     }
+  if (n > old) {
+    SKV_CHECK(n - old <= free_total_, "KV compaction layer {}: keeping {} tokens needs {} more slots, {} free of {}", l,
+              n, n - old, free_total_, pool_tokens_);
+    grow(l, n);
+  }
+  std::vector<int32_t> slots = slot_map(l, std::max(old, n));
+  Tensor slot_t = Tensor::external(slots.data(), {static_cast<int64_t>(slots.size())}, DType::I32);
   Tensor kept_t = Tensor::external(const_cast<int32_t*>(kept.data()), {rows_, heads_, n}, DType::I32);
-  if (be_.device() != Device::CPU) kept_t = be_.upload(kept_t, MemCategory::Workspace);
-  be_.gather_tokens(L.k, L.len, cur_k_, kept_t, n);
-  be_.gather_tokens(L.v, L.len, cur_v_, kept_t, n);
+  if (be_.device() != Device::CPU) {
+    slot_t = be_.upload(slot_t, MemCategory::Workspace);
+    kept_t = be_.upload(kept_t, MemCategory::Workspace);
+  }
+  if (n > 0) {
+    be_.gather_slots(pool_k_, slot_t, old, cur_k_, kept_t, n);
+    be_.gather_slots(pool_v_, slot_t, old, cur_v_, kept_t, n);
+  }
+  std::vector<int32_t> pos(static_cast<size_t>(RH * n));
   for (int64_t rh = 0; rh < RH; ++rh)
     for (int64_t j = 0; j < n; ++j) {
       const int32_t i = kept[rh * n + j];
-      L.pos[rh * cap + j] = i < L.len ? L.pos[rh * cap + i] : static_cast<int32_t>(cur_offset_ + (i - L.len));
+      pos[rh * n + j] = i < old ? L.pos[rh * old + i] : static_cast<int32_t>(cur_offset_ + (i - old));
     }
+  L.pos.swap(pos);
+  if (n < old) shrink(l, n);
   L.len = n;
 }
 
-int64_t MultiScaleKVCache::update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q,
-                                  float attn_scale, int head_offset) {
+int64_t MultiScaleKVCache::update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
+                                  const Tensor* q_attn, float attn_scale, int head_offset) {
   auto& L = layers_[l];
-  const int64_t total = L.len + cur_len_;
-  const int64_t b = policy.budget(l, scale, total);
-  if (b >= total) {
-    append_current(l);
-    return L.len;
-  }
+  const std::vector<KVSegment> hist = store_segments(l);
   CompressionInput in;
   in.layer = l;
   in.scale = scale;
   in.schedule = &schedule;
   in.backend = &be_;
-  in.hist_k = &L.k;
-  in.hist_v = &L.v;
+  in.hist = &hist;
   in.hist_len = L.len;
   in.cur_k = &cur_k_;
   in.cur_v = &cur_v_;
   in.cur_len = cur_len_;
-  in.q = q;
+  in.q_raw = q_raw;
+  in.q_attn = q_attn;
   in.hist_pos = &L.pos;
-  in.hist_cap = L.capacity();
   in.attn_scale = attn_scale;
+  in.rows = rows_;
+  in.heads = heads_;
+  in.head_dim = head_dim_;
   in.head_offset = head_offset;
+  policy.observe(in);
+  const int64_t total = L.len + cur_len_;
+  int64_t b = std::min(total, std::max<int64_t>(0, policy.budget(l, scale, total)));
+  if (b > L.len + free_total_) {  // a budget decided during the request that the plan did not foresee
+    b = L.len + free_total_;
+    ++capped_;
+  }
+  if (b >= total) {
+    append_current(l);
+    return L.len;
+  }
   std::vector<int32_t> kept;
   policy.select(in, b, kept);
   compact(l, kept, b);
   return L.len;
-}
-
-int64_t MultiScaleKVCache::store_bytes() const {
-  int64_t n = 0;
-  for (const auto& L : layers_) n += static_cast<int64_t>(L.k.nbytes() + L.v.nbytes());
-  return n;
-}
-
-void MultiScaleKVCache::reset() {
-  for (auto& L : layers_) L.len = 0;
 }
 
 }  // namespace skv

@@ -1,13 +1,20 @@
 // multiscale_cache.h - the multi-scale KV cache of one rank.
-// Per layer a preallocated store k, v [rows, heads, capacity, head_dim] (capacity from the plan, so
-// the peak is known before the first scale), its length, and the absolute position of every kept
-// token per (row, head). The current scale's K/V live in ONE transient buffer shared by all layers:
-// attention reads [store + transient], then the layer either appends the transient tokens or the
-// policy compacts [store + transient] into the store in place. The last scale's K/V are never
-// stored. Peak KV bytes = sum of the stores + one scale's transient K/V.
+// All layers' stores live in ONE preallocated slot pool k, v [rows, heads, pool_tokens, head_dim], sized
+// by the memory plan (kvcache/planner.h) so the peak is known before the first scale; a layer's store
+// is an ordered list of slot extents of that pool (the same slots for every row and head). The current
+// scale's K/V live in ONE transient buffer shared by all layers: attention reads [store extents +
+// transient], then the layer either appends the transient tokens or the policy compacts [store +
+// transient] into its own slots in place (a gather through the slot map, never concatenate-then-evict)
+// and gives the slots it no longer needs back to the pool. So a layer holds exactly its current length,
+// budgets may move between layers from scale to scale without copies, and the peak KV bytes are the
+// pool plus one scale's transient K/V. The last scale's K/V are never stored.
+// When a policy decides budgets during the request (ScaleKV online), a layer can only grow into free
+// slots: budgets beyond the plan are cut to what the pool holds (counted in capped()).
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "kvcache/policy.h"
@@ -17,22 +24,26 @@ namespace skv {
 
 class MultiScaleKVCache {
  public:
+  struct Extent {
+    int64_t start = 0, len = 0;  // pool slots [start, start + len)
+  };
   struct Layer {
-    Tensor k, v;               // [rows, heads, capacity, head_dim]
+    std::vector<Extent> extents;  // in token order
     int64_t len = 0;
-    std::vector<int32_t> pos;  // [rows * heads * capacity] absolute token positions (host)
-    int64_t capacity() const { return k.defined() ? k.dim(2) : 0; }
+    std::vector<int32_t> pos;     // [rows * heads * len] absolute token position of each stored token (host)
   };
 
-  MultiScaleKVCache(Backend& backend, int rows, int heads, int head_dim, const std::vector<int64_t>& capacity,
+  MultiScaleKVCache(Backend& backend, int rows, int heads, int head_dim, int num_layers, int64_t pool_tokens,
                     DType dtype = DType::F32);
 
   int num_layers() const { return static_cast<int>(layers_.size()); }
   int rows() const { return rows_; }
   int heads() const { return heads_; }
   int head_dim() const { return head_dim_; }
-  Layer& layer(int l) { return layers_[l]; }
   const Layer& layer(int l) const { return layers_[l]; }
+  int64_t len(int l) const { return layers_[l].len; }
+  // The layer's store as attention segments (views into the pool), in token order.
+  std::vector<KVSegment> store_segments(int l) const;
 
   // Allocates the transient buffers for a scale of `tokens` tokens starting at absolute `offset`.
   void begin_scale(int64_t tokens, int64_t offset);
@@ -46,19 +57,33 @@ class MultiScaleKVCache {
   void append_current(int l);
   // Keep `kept` ([rows*heads*n] ascending indices into [store + transient]) as the new store.
   void compact(int l, const std::vector<int32_t>& kept, int64_t n);
-  // Runs the policy for layer l after its attention at `scale` (append or compact). q may be null when
-  // the policy needs no queries. Returns the layer's new length.
-  int64_t update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q, float attn_scale,
-                 int head_offset);
+  // Runs the policy for layer l after its attention at `scale`: observe, then append or select + compact.
+  // Returns the layer's new length.
+  int64_t update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
+                 const Tensor* q_attn, float attn_scale, int head_offset);
 
-  int64_t store_bytes() const;  // bytes of all stores (allocated capacity)
-  void reset();                 // all lengths to 0
+  int64_t pool_tokens() const { return pool_tokens_; }
+  int64_t pool_bytes() const;        // bytes of the pool (K and V)
+  int64_t live_tokens() const;       // slots in use
+  int64_t peak_live_tokens() const { return peak_live_; }
+  int64_t free_tokens() const { return free_total_; }
+  int64_t capped() const { return capped_; }  // compressions cut to the pool (see the header comment)
+  void reset();                      // every layer empty, the pool free
 
  private:
+  void grow(int l, int64_t n);    // give layer l slots for tokens [len, n)
+  void shrink(int l, int64_t n);  // return the slots of tokens [n, len) to the pool
+  std::vector<int32_t> slot_map(int l, int64_t n) const;  // slot of tokens [0, n)
+  void release(int64_t start, int64_t len);
+
   Backend& be_;
   int rows_, heads_, head_dim_;
   DType dtype_;
+  int64_t pool_tokens_;
+  Tensor pool_k_, pool_v_;
   std::vector<Layer> layers_;
+  std::map<int64_t, int64_t> free_;  // start -> length, coalesced
+  int64_t free_total_ = 0, peak_live_ = 0, capped_ = 0;
   Tensor cur_k_, cur_v_;
   int64_t cur_len_ = 0, cur_offset_ = 0;
 };

@@ -1,9 +1,11 @@
-// policy.h - the interface every KV-cache policy implements.
-// After a layer's attention at scale k, the model asks the policy how many tokens the layer keeps
+// policy.h - the interface every KV-cache policy implements, and the factory of the baselines.
+// After a layer's attention at scale k, the cache asks the policy how many tokens the layer keeps
 // (budget) and, when that is fewer than it holds (its store plus scale k's tokens), which ones
 // (select). Selection is per (row, head); the budget is per layer and scale and the same for all its
-// heads, so every rank of a tensor-parallel group, owning a slice of the heads, keeps the same
-// number of tokens per layer.
+// heads, so every rank of a tensor-parallel group, owning a slice of the heads, keeps the same number
+// of tokens per layer and the same cache layout. A policy that learns from the request (ScaleKV's
+// online calibration) sums its statistics over the ranks with the Communicator it is given, so every
+// rank reaches the same budgets.
 #pragma once
 
 #include <cstdint>
@@ -16,11 +18,12 @@
 
 namespace skv {
 
-// Which queries a policy scores the cache with.
-enum class ObsQuery {
-  None,       // the policy does not look at queries (full, sliding-window, streamingllm)
-  Raw,        // the q part of mat_qkv(x) without bias, norm or RoPE (the released ScaleKV code)
-  Attention,  // the queries the attention used (biased, normalised, scaled, rotated)
+class Communicator;
+
+// Which queries a policy scores the cache with (it may ask for both).
+struct QueryNeeds {
+  bool raw = false;        // q part of mat_qkv(x): no bias, no norm, no RoPE (the released ScaleKV code)
+  bool attention = false;  // the queries the attention used (biased, normalised, scaled, rotated)
 };
 
 struct CompressionInput {
@@ -28,17 +31,20 @@ struct CompressionInput {
   int scale = 0;
   const Schedule* schedule = nullptr;
   Backend* backend = nullptr;
-  const Tensor* hist_k = nullptr;  // the layer's store [R, H, cap, hd]; first hist_len tokens valid
-  const Tensor* hist_v = nullptr;
+  const std::vector<KVSegment>* hist = nullptr;  // the layer's store: views into the pool, in token order
   int64_t hist_len = 0;
-  const Tensor* cur_k = nullptr;   // this scale's keys/values [R, H, cur_len, hd]
+  const Tensor* cur_k = nullptr;  // this scale's keys/values [R, H, cur_len, hd] (the transient buffer)
   const Tensor* cur_v = nullptr;
   int64_t cur_len = 0;
-  const Tensor* q = nullptr;       // [R, H, cur_len, hd], as obs_query() asks (null for None)
-  const std::vector<int32_t>* hist_pos = nullptr;  // absolute token position per store slot [R*H*cap]
-  int64_t hist_cap = 0;
-  float attn_scale = 1.0f;         // the scale the model's attention multiplies q.k by
-  int head_offset = 0;             // global index of this rank's first head (tensor parallel)
+  const Tensor* q_raw = nullptr;   // [R, H, cur_len, hd] when QueryNeeds::raw
+  const Tensor* q_attn = nullptr;  // [R, H, cur_len, hd] when QueryNeeds::attention
+  const std::vector<int32_t>* hist_pos = nullptr;  // absolute token position per (row, head, store index): [R*H*hist_len]
+  float attn_scale = 1.0f;  // what the model's attention multiplies q.k by
+  int rows = 0, heads = 0, head_dim = 0;  // heads: this rank's
+  int head_offset = 0;  // global index of this rank's first head (tensor parallel)
+  int64_t total() const { return hist_len + cur_len; }
+  // Keys of [store + current] as attention segments.
+  std::vector<KVSegment> all_segments() const;
 };
 
 class KVPolicy {
@@ -48,19 +54,38 @@ class KVPolicy {
   // Tokens `layer` keeps after scale `scale`, when it holds `total` = store + current tokens.
   // A value >= total keeps everything.
   virtual int64_t budget(int layer, int scale, int64_t total) const = 0;
-  virtual ObsQuery obs_query() const { return ObsQuery::None; }
+  // The budget the memory plan assumes before the request runs. Equal to budget() for every policy
+  // whose budgets are fixed in advance; a policy that decides during the request (ScaleKV online)
+  // plans with budgets whose peak bounds its run, and the cache keeps it inside that plan.
+  virtual int64_t planned_budget(int layer, int scale, int64_t total) const { return budget(layer, scale, total); }
+  virtual QueryNeeds queries() const { return {}; }
+  // Called for every layer after its attention, before budget/select (statistics, e.g. the ASI).
+  virtual void observe(const CompressionInput& in) {}
   // Fill `kept` ([R * H * budget], row-major over (row, head)) with ascending indices into
   // [0, total): index i < hist_len is store slot i, otherwise token i - hist_len of this scale.
   virtual void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) = 0;
-  // Hooks around a scale (online calibration needs them).
+  // Hooks around a request and a scale (online calibration needs them).
+  virtual void begin_request() {}
   virtual void begin_scale(int scale) {}
   virtual void end_scale(int scale) {}
+  // Tensor parallel: the group whose ranks must reach the same decisions (null: one rank).
+  virtual void set_communicator(Communicator* comm) {}
 };
 
 // Keep everything (the official model's cache).
 std::unique_ptr<KVPolicy> make_full_policy();
 
-// Largest store length each layer reaches under `policy` (the last scale is never stored).
-std::vector<int64_t> plan_store_capacity(const KVPolicy& policy, const Schedule& schedule, int depth);
+// The baselines. `budget` is B tokens per layer (the uniform budget); `window` the observation window.
+// sliding-window: the B most recent tokens. streamingllm: `sinks` first tokens + the B - sinks most
+// recent. snapkv: uniform B, the last `window` tokens of the current map observe, softmax scores
+// averaged, average-pooled (kernel 5), top-k + window. pyramidkv: the same selection with a budget that
+// falls linearly with depth from 2B - B/beta to B/beta (sum B * depth).
+std::unique_ptr<KVPolicy> make_sliding_window_policy(int64_t budget);
+std::unique_ptr<KVPolicy> make_streamingllm_policy(int64_t budget, int64_t sinks = 4);
+std::unique_ptr<KVPolicy> make_snapkv_policy(int64_t budget, int depth, int window = 16, int kernel = 5);
+std::unique_ptr<KVPolicy> make_pyramidkv_policy(int64_t budget, int depth, int window = 16, int kernel = 5,
+                                                double beta = 20.0);
+// PyramidKV's per-layer budgets (exposed for tests and the planner).
+std::vector<int64_t> pyramid_budgets(int64_t budget, int depth, int window, double beta);
 
 }  // namespace skv

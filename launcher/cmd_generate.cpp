@@ -11,6 +11,7 @@
 #include "launcher/context.h"
 #include "launcher/kv_options.h"
 #include "launcher/model_files.h"
+#include "kvcache/planner.h"
 #include "launcher/progress.h"
 #include "parallel/communicator.h"
 #include "runtime/check.h"
@@ -41,6 +42,7 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   VarModel model(cfg, wst, be, *ctx.tp);
   VQVAE vae(cfg, vst, be);
   auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule()});
+  auto full_policy = make_full_policy();
 
   VarRequest req;
   req.labels = parse_labels(a.labels);
@@ -55,7 +57,7 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   const auto [first, last] = ctx.share(n);  // this replica's images (all of them with one replica)
   const int bs = a.batch > 0 ? a.batch : std::max<int>(1, static_cast<int>(last - first));
   double total_s = 0, dec_s = 0;
-  int64_t kv_peak = 0;
+  int64_t kv_peak = 0, kv_planned = 0, kv_capped = 0;
   Progress prog("generate");
   for (int b0 = static_cast<int>(first); b0 < last; b0 += bs) {
     VarRequest sub = req;
@@ -74,6 +76,8 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
     total_s += r.transformer_seconds + r.decode_seconds;
     dec_s += r.decode_seconds;
     kv_peak = std::max(kv_peak, r.kv_peak_bytes);
+    kv_planned = std::max(kv_planned, r.kv_planned_peak_bytes);
+    kv_capped += r.kv_capped;
     if (!opt.decode) continue;
     const auto rgb = images_to_rgb8(r.images);
     const int H = static_cast<int>(r.images.dim(2)), W = static_cast<int>(r.images.dim(3));
@@ -88,8 +92,17 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   }
   if (!ctx.is_output_rank() || last == first) return;
   if (ctx.replicas > 1) fmt::print("replica {}/{}: images {}-{} of {}; ", ctx.replica, ctx.replicas, first, last - 1, n);
-  fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}; KV peak {} -> {}/\n",
-             last - first, cfg.image_size, cfg.image_size, total_s, total_s / (last - first), dec_s, be.name(), format_bytes(kv_peak), a.out);
+  fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {} -> {}/\n",
+             last - first, cfg.image_size, cfg.image_size, total_s, total_s / (last - first), dec_s, be.name(), a.out);
+  // The full cache of the same batch on this rank, as the same allocator would hold it (F32 K and V).
+  const int rows = 2 * std::min<int64_t>(bs, last - first);
+  const int64_t token_bytes = static_cast<int64_t>(rows) * model.local_heads() * cfg.head_dim() * 2 * 4;
+  const KVPlan full = plan_kv(*full_policy, cfg.schedule(), cfg.depth, token_bytes);
+  fmt::print("KV cache ({}): planned peak {}, measured peak {} ({} bytes), {:.1f}% of the full cache's {}{}\n",
+             policy->name(), format_bytes(kv_planned), format_bytes(kv_peak), kv_peak,
+             100.0 * static_cast<double>(kv_peak) / static_cast<double>(std::max<int64_t>(1, full.peak_bytes())),
+             format_bytes(full.peak_bytes()),
+             kv_capped ? fmt::format("; {} compressions cut to the planned pool", kv_capped) : std::string());
 }
 
 void run_generate(const GenerateArgs& a) {

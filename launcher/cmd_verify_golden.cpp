@@ -12,6 +12,7 @@
 #include "launcher/context.h"
 #include "launcher/golden.h"
 #include "runtime/backend.h"
+#include "launcher/golden_scalekv.h"
 #include "runtime/check.h"
 #include "runtime/models/var_config.h"
 
@@ -65,6 +66,18 @@ int run_verify(const VerifyArgs& args) {
       o = {GoldenStatus::Skip, fmt::format("the {} family is not implemented in this build", family)};
     }
     if (o.status == GoldenStatus::Skip && print) fmt::print("SKIP {}: {}\n", name, o.reason);
+    (o.status == GoldenStatus::Pass ? pass : o.status == GoldenStatus::Fail ? fail : skip)++;
+  }
+  // Stage one of the ScaleKV reference check (no model needed): every NAME.scalekv.json golden's records.
+  for (const auto& name : scalekv_golden_names(a.dir)) {
+    if (!a.names.empty() && std::find(a.names.begin(), a.names.end(), name) == a.names.end()) continue;
+    GoldenOptions opt = a.opt;
+    opt.verbose = true;
+    if (print) fmt::print("{} (ScaleKV selection stage against the official records)\n", name);
+    opt.verbose = print;
+    const GoldenOutcome o = verify_scalekv_selection_golden(a.dir, name, opt);
+    if (print && o.status != GoldenStatus::Pass) fmt::print("{} {}: {}\n", o.status == GoldenStatus::Skip ? "SKIP" : "FAIL", name,
+                                                   o.reason);
     (o.status == GoldenStatus::Pass ? pass : o.status == GoldenStatus::Fail ? fail : skip)++;
   }
   if (print) fmt::print("goldens: {} passed, {} failed, {} skipped\n", pass, fail, skip);

@@ -12,5 +12,8 @@ void register_verify_golden(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_random_checkpoint(CLI::App& app);  // cmd_random_checkpoint.cpp
 void register_bench_scaling(CLI::App& app);      // cmd_bench_scaling.cpp
+void register_plan(CLI::App& app);
+void register_calibrate(CLI::App& app);
+void register_bench_kv(CLI::App& app);
 
 }  // namespace skv

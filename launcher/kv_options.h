@@ -1,4 +1,7 @@
-// kv_options.h - the KV-cache policy options shared by generate, bench, plan and serve.
+// kv_options.h - the KV-cache policy options shared by generate, bench, plan, calibrate and serve, and
+// the one factory that turns them into a policy for a model. Budgets are given as a share of the
+// tokens cached before the last scale ("10%") or as tokens per layer ("650"); a share is rounded UP to
+// two significant digits (10% of Infinity's 6425 cached tokens = 642.5 -> 650, the paper's "10 %").
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -11,6 +14,14 @@ namespace skv {
 
 struct KVOptions {
   std::string policy = "full";
+  std::string budget;          // "10%" or tokens; empty: 10% (or the budget table's base capacity)
+  std::string budget_table;    // --kv-budget-table
+  std::string scoring = "reference";
+  std::string calibration = "auto";  // auto: table when --kv-budget-table is given, else online
+  int window = 16;
+  int drafters = 0;            // ScaleKV drafters per scale (0: ceil(depth / 16))
+  int sinks = 4;               // streamingllm
+  double pyramid_beta = 20.0;  // pyramidkv
 };
 void add_kv_options(CLI::App* cmd, KVOptions& o);
 
@@ -20,6 +31,13 @@ struct KVModelInfo {
   int num_heads = 0;
   Schedule schedule;
 };
+
+// "full, sliding-window, streamingllm, snapkv, pyramidkv, scalekv"
+std::string kv_policy_names();
+// Tokens per layer for a budget spec ("10%", "0.5%", "650") and a schedule; one-line errors otherwise.
+int64_t resolve_kv_budget(const std::string& spec, const Schedule& schedule);
+// The share rounding used for percentages: x rounded up to two significant digits (x > 0).
+int64_t round_up_2_significant(double x);
 
 std::unique_ptr<KVPolicy> make_kv_policy(const KVOptions& o, const KVModelInfo& m);
 

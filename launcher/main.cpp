@@ -1,6 +1,6 @@
-// main.cpp - the `scalekv` program: generate, inspect, verify-golden, bench (and, as the issues
-// land, plan, calibrate, serve). Every failure becomes one line "error: ..." and a non-zero exit; under
-// mpirun/srun the line names the failing rank and every rank of the job ends (parallel/session.h).
+// main.cpp - the `scalekv` program: generate, inspect, verify-golden, bench, plan, calibrate and the
+// benchmark helpers. Every failure becomes one line "error: ..." and a non-zero exit; under mpirun/srun
+// the line names the failing rank and every rank of the job ends (parallel/session.h).
 #include <fmt/core.h>
 
 #include <cstdio>
@@ -22,6 +22,9 @@ int main(int argc, char** argv) {
   skv::register_bench(app);
   skv::register_random_checkpoint(app);
   skv::register_bench_scaling(app);
+  skv::register_plan(app);
+  skv::register_calibrate(app);
+  skv::register_bench_kv(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

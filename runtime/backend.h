@@ -17,13 +17,21 @@
 
 namespace skv {
 
-// One block of keys/values for attention: k, v are [rows, heads, capacity, head_dim]; the first `len`
-// tokens are used. `row_len`, when not empty, gives a per-row length instead (variable-length text).
+// One block of keys/values for attention: k, v are [rows, heads, capacity, head_dim]; tokens
+// [start, start + len) of every (row, head) are used. `row_len`, when not empty, gives a per-row length
+// instead (variable-length text). `start` lets a segment be an extent of the KV cache's slot pool.
 struct KVSegment {
   const Tensor* k = nullptr;
   const Tensor* v = nullptr;
   int64_t len = 0;
   std::vector<int64_t> row_len;
+  int64_t start = 0;
+};
+
+// How window_scores turns the listed queries' logits into one score per key.
+enum class ScoreMode {
+  RawSum,       // sum over the queries of scale * q.k (the released ScaleKV code: no softmax)
+  SoftmaxMean,  // mean over the queries of softmax_j(scale * q.k_j) over all keys (SnapKV, the ScaleKV paper)
 };
 
 enum class Interp { Nearest, Bilinear, Bicubic, Area, Trilinear };
@@ -92,6 +100,22 @@ class Backend {
   // [store[r,h,0:hist_len], cur[r,h,:]]. kept (I32 [R,H,n], this device) is ascending per (r,h), so
   // j <= kept[j] and reading ahead of the write position is safe.
   virtual void gather_tokens(Tensor& store, int64_t hist_len, const Tensor& cur, const Tensor& kept, int64_t n) = 0;
+  // The same through a slot map (the KV cache's pool): pool [R,H,S,hd], slot (I32 [m], this device) maps a layer's
+  // logical token index to its pool slot (one map for every (r,h)). For each (r,h) and j < n, with i = kept[r,h,j]
+  // (kept I32 [R,H,n], or [n] shared by every (r,h)): pool[r,h,slot[j]] = i < hist_len ? pool[r,h,slot[i]]
+  // : cur[r,h,i - hist_len]. kept is ascending and slots are distinct, so j in increasing order never overwrites
+  // a token still to be read. The default fails (backends implement it).
+  virtual void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept,
+                            int64_t n);
+  // Per-key importance from a few queries (KV policies): q [R,H,Lq,hd], q_idx the query positions used (repeats
+  // allowed), segs the keys in order; out [R,H,Ltot] F32 (Ltot = sum of segment lengths), see ScoreMode.
+  virtual void window_scores(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
+                             float scale, ScoreMode mode, Tensor& out);
+  // Attention mass statistics for the Attention Selectivity Index: with a_ij = softmax_j(scale * q_i.k_j) over all
+  // keys of segs, whose first n_hist keys are history and the rest the current map, for each (r,h):
+  // out[r,h,0] = mean_i sum_{j >= n_hist} a_ij, out[r,h,1] = mean_i (sum of the topk largest a_ij over j < n_hist).
+  virtual void attention_mass(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
+                              int64_t n_hist, float scale, int64_t topk, Tensor& out);
 
   // Images.
   virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int stride, int pad, Tensor& y) = 0;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 
 #include "runtime/backend.h"
@@ -41,6 +42,18 @@ Tensor Backend::zeros(const Shape& shape, DType dt, MemCategory cat) {
   Tensor t = empty(shape, dt, cat);
   fill(t, 0.0f);
   return t;
+}
+
+void Backend::gather_slots(Tensor&, const Tensor&, int64_t, const Tensor&, const Tensor&, int64_t) {
+  SKV_FAIL("gather_slots is not implemented on the {} backend", name());
+}
+void Backend::window_scores(const Tensor&, const std::vector<int64_t>&, const std::vector<KVSegment>&, float, ScoreMode,
+                            Tensor&) {
+  SKV_FAIL("window_scores is not implemented on the {} backend", name());
+}
+void Backend::attention_mass(const Tensor&, const std::vector<int64_t>&, const std::vector<KVSegment>&, int64_t, float,
+                             int64_t, Tensor&) {
+  SKV_FAIL("attention_mass is not implemented on the {} backend", name());
 }
 
 namespace {
@@ -266,6 +279,125 @@ class CpuBackend final : public Backend {
       }
   }
 
+  void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept,
+                    int64_t n) override {
+    const int64_t RH = pool.dim(0) * pool.dim(1), S = pool.dim(2), D = pool.dim(3);
+    const bool shared = kept.numel() == n;
+    SKV_CHECK(slot.dtype() == DType::I32 && kept.dtype() == DType::I32 && (shared || kept.numel() == RH * n) &&
+                  slot.numel() >= std::max<int64_t>(n, hist_len),
+              "gather_slots: slot {} kept {} n {} hist {} pool {}", slot.describe(), kept.describe(), n, hist_len,
+              pool.describe());
+    const int64_t Lc = cur.defined() ? cur.dim(2) : 0;
+    SKV_CHECK(!cur.defined() || (cur.dim(0) * cur.dim(1) == RH && cur.dim(3) == D && cur.dtype() == pool.dtype()),
+              "gather_slots: cur {} for pool {}", cur.describe(), pool.describe());
+    const int32_t* sl = slot.data<int32_t>();
+    for (int64_t j = 0; j < std::max<int64_t>(n, hist_len); ++j)
+      SKV_CHECK(sl[j] >= 0 && sl[j] < S, "gather_slots: slot {} outside the pool of {}", sl[j], S);
+    const size_t es = dtype_size(pool.dtype()), row = static_cast<size_t>(D) * es;
+    char* pp = static_cast<char*>(pool.raw());
+    const char* cp = cur.defined() ? static_cast<const char*>(cur.raw()) : nullptr;
+    const int32_t* kp = kept.data<int32_t>();
+#pragma omp parallel for if (RH * n * D > 65536)
+    for (int64_t rh = 0; rh < RH; ++rh) {
+      const int32_t* k = shared ? kp : kp + rh * n;
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = k[j];
+        char* dst = pp + (rh * S + sl[j]) * row;
+        const char* src = i < hist_len ? pp + (rh * S + sl[i]) * row : cp + (rh * Lc + (i - hist_len)) * row;
+        if (dst != src) std::memcpy(dst, src, row);
+      }
+    }
+  }
+
+  // Logits of the listed queries against every key of segs: S [nq, Ltot] for one (r, h).
+  static int64_t query_logits(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
+                              float scale, int64_t r, int64_t h, float* Qw, float* S, int64_t ld) {
+    const int64_t H = q.dim(1), Lq = q.dim(2), D = q.dim(3), nq = static_cast<int64_t>(q_idx.size());
+    for (int64_t i = 0; i < nq; ++i)
+      std::memcpy(Qw + i * D, q.f32() + ((r * H + h) * Lq + q_idx[i]) * D, D * sizeof(float));
+    int64_t col = 0;
+    for (const auto& s : segs) {
+      if (s.len == 0) continue;
+      const float* K = s.k->f32() + ((r * H + h) * s.k->dim(2) + s.start) * D;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, s.len, D, scale, Qw, D, K, D, 0.0f, S + col, ld);
+      col += s.len;
+    }
+    return col;
+  }
+
+  static int64_t check_score_inputs(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
+                                    const char* what) {
+    check_f32(q, what);
+    const int64_t R = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3);
+    SKV_CHECK(!q_idx.empty(), "{}: no queries", what);
+    for (int64_t i : q_idx) SKV_CHECK(i >= 0 && i < Lq, "{}: query {} outside [0, {})", what, i, Lq);
+    int64_t L = 0;
+    for (const auto& s : segs) {
+      SKV_CHECK(s.k->dim(0) == R && s.k->dim(1) == H && s.k->dim(3) == D && s.row_len.empty() &&
+                    s.start + s.len <= s.k->dim(2),
+                "{}: segment {} [{}, +{}) for q {}", what, s.k->describe(), s.start, s.len, q.describe());
+      L += s.len;
+    }
+    return L;
+  }
+
+  void window_scores(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs, float scale,
+                     ScoreMode mode, Tensor& out) override {
+    const int64_t L = check_score_inputs(q, q_idx, segs, "window_scores");
+    const int64_t R = q.dim(0), H = q.dim(1), D = q.dim(3), nq = static_cast<int64_t>(q_idx.size());
+    SKV_CHECK(out.numel() == R * H * L, "window_scores: out {} for {} keys", out.describe(), L);
+    Tensor Qw = Tensor::empty({nq, D}, DType::F32, MemCategory::Workspace);
+    Tensor S = Tensor::empty({nq, std::max<int64_t>(L, 1)}, DType::F32, MemCategory::Workspace);
+    float* sp = S.f32();
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t h = 0; h < H; ++h) {
+        query_logits(q, q_idx, segs, scale, r, h, Qw.f32(), sp, L);
+        float* o = out.f32() + (r * H + h) * L;
+        if (mode == ScoreMode::SoftmaxMean) {
+          for (int64_t i = 0; i < nq; ++i) softmax_row(sp + i * L, L);
+        }
+        for (int64_t j = 0; j < L; ++j) {
+          float acc = 0.0f;
+          for (int64_t i = 0; i < nq; ++i) acc += sp[i * L + j];
+          o[j] = mode == ScoreMode::SoftmaxMean ? acc / static_cast<float>(nq) : acc;
+        }
+      }
+  }
+
+  void attention_mass(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
+                      int64_t n_hist, float scale, int64_t topk, Tensor& out) override {
+    const int64_t L = check_score_inputs(q, q_idx, segs, "attention_mass");
+    const int64_t R = q.dim(0), H = q.dim(1), D = q.dim(3), nq = static_cast<int64_t>(q_idx.size());
+    SKV_CHECK(n_hist >= 0 && n_hist <= L && topk >= 0 && out.numel() == R * H * 2,
+              "attention_mass: n_hist {} of {} keys, topk {}, out {}", n_hist, L, topk, out.describe());
+    Tensor Qw = Tensor::empty({nq, D}, DType::F32, MemCategory::Workspace);
+    Tensor S = Tensor::empty({nq, std::max<int64_t>(L, 1)}, DType::F32, MemCategory::Workspace);
+    float* sp = S.f32();
+    const int64_t k = std::min(topk, n_hist);
+    std::vector<float> hist(static_cast<size_t>(n_hist));
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t h = 0; h < H; ++h) {
+        query_logits(q, q_idx, segs, scale, r, h, Qw.f32(), sp, L);
+        double cur_sum = 0, top_sum = 0;
+        for (int64_t i = 0; i < nq; ++i) {
+          float* row = sp + i * L;
+          softmax_row(row, L);
+          double c = 0;
+          for (int64_t j = n_hist; j < L; ++j) c += row[j];
+          cur_sum += c;
+          if (k > 0) {
+            std::copy(row, row + n_hist, hist.begin());
+            std::nth_element(hist.begin(), hist.begin() + (k - 1), hist.end(), std::greater<float>());
+            double t = 0;
+            for (int64_t j = 0; j < k; ++j) t += hist[j];
+            top_sum += t;
+          }
+        }
+        out.f32()[(r * H + h) * 2] = static_cast<float>(cur_sum / nq);
+        out.f32()[(r * H + h) * 2 + 1] = static_cast<float>(top_sum / nq);
+      }
+  }
+
   void gelu_tanh(Tensor& x) override {
     float* p = x.f32();
     const int64_t n = x.numel();
@@ -394,7 +526,8 @@ class CpuBackend final : public Backend {
                 s.k->describe(), q.describe());
       int64_t m = s.len;
       for (int64_t l : s.row_len) m = std::max(m, l);
-      SKV_CHECK(m <= s.k->dim(2), "attention: length {} beyond capacity {}", m, s.k->dim(2));
+      SKV_CHECK(s.start >= 0 && s.start + m <= s.k->dim(2), "attention: tokens [{}, {}) beyond capacity {}", s.start,
+                s.start + m, s.k->dim(2));
       Lmax += m;
     }
     const int64_t chunk = std::min<int64_t>(Lq, kAttnChunk);
@@ -412,7 +545,7 @@ class CpuBackend final : public Backend {
           for (const auto& s : segs) {  // scores = scale * Q K^T, one column block per segment
             const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
             if (len == 0) continue;
-            const float* K = s.k->f32() + (r * H + h) * s.k->dim(2) * D;
+            const float* K = s.k->f32() + ((r * H + h) * s.k->dim(2) + s.start) * D;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, len, D, scale, Q, D, K, D, 0.0f, S + col, Lmax);
             col += len;
           }
@@ -424,7 +557,7 @@ class CpuBackend final : public Backend {
           for (const auto& s : segs) {  // out = P V, accumulated over segments
             const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
             if (len == 0) continue;
-            const float* V = s.v->f32() + (r * H + h) * s.v->dim(2) * D;
+            const float* V = s.v->f32() + ((r * H + h) * s.v->dim(2) + s.start) * D;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, len, 1.0f, S + col, Lmax, V, D,
                         col == 0 ? 0.0f : 1.0f, A, D);
             col += len;

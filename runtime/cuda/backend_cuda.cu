@@ -617,15 +617,18 @@ class CudaBackend final : public Backend {
     launch_gather(store, hist_len, cur, Lc, kept, n, n, nullptr);
   }
 
-  // The scalekv branch's Backend interface (gather_slots for its slot-pool cache, attention_mass for
-  // online ASI; semantics in kv_select.h). Declared without `override` until that interface is merged
-  // here: from then on they override the base declarations (add `override` at the merge).
+  // The KV policies' device ops (slot-pool compaction, window scores, ASI attention mass); semantics in
+  // kv_select.h.
   void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept,
-                    int64_t n) {
+                    int64_t n) override {
     cuda::gather_slots(pool, slot, hist_len, cur, kept, n);
   }
+  void window_scores(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
+                     float scale, ScoreMode mode, Tensor& out) override {
+    cuda::query_scores(q, q_idx, segs, scale, mode == ScoreMode::SoftmaxMean, out);
+  }
   void attention_mass(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
-                      int64_t n_hist, float scale, int64_t topk, Tensor& out) {
+                      int64_t n_hist, float scale, int64_t topk, Tensor& out) override {
     cuda::attention_mass(q, q_idx, segs, n_hist, scale, topk, out);
   }
 

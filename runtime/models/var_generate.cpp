@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "kvcache/planner.h"
 #include "runtime/check.h"
 #include "runtime/rng.h"
 
@@ -53,9 +54,14 @@ GenerateResult var_generate(const VarModel& model, const VQVAE& vae, const VarRe
   const int64_t kv_before = alloc.stats().cur(MemCategory::KV);
   alloc.reset_peaks();
 
-  const auto caps = plan_store_capacity(*policy, sched, cfg.depth);
-  MultiScaleKVCache cache(be, 2 * B, model.local_heads(), cfg.head_dim(), caps);
-  res.kv_store_bytes = cache.store_bytes();
+  policy->set_communicator(&model.comm());
+  policy->begin_request();
+  const int64_t token_bytes = static_cast<int64_t>(2 * B) * model.local_heads() * cfg.head_dim() * 2 *
+                              static_cast<int64_t>(dtype_size(DType::F32));
+  const KVPlan plan = plan_kv(*policy, sched, cfg.depth, token_bytes);
+  MultiScaleKVCache cache(be, 2 * B, model.local_heads(), cfg.head_dim(), cfg.depth, plan.pool_tokens);
+  res.kv_store_bytes = cache.pool_bytes();
+  res.kv_planned_peak_bytes = plan.peak_bytes();
 
   std::vector<int64_t> class_ids(req.labels);
   for (int b = 0; b < B; ++b) class_ids.push_back(cfg.num_classes);
@@ -127,6 +133,7 @@ GenerateResult var_generate(const VarModel& model, const VQVAE& vae, const VarRe
   }
   res.transformer_seconds = now_s() - t_start;
   res.kv_peak_bytes = alloc.stats().pk(MemCategory::KV) - kv_before;
+  res.kv_capped = cache.capped();
   if (opt.decode) {
     const double t0 = now_s();
     res.images = vae.decode(f_hat);

@@ -172,7 +172,8 @@ void VarModel::attention_block(Tensor& x, const Block& b, const Tensor& ada, int
   be_.linear(h, b.qkv_w, nullptr, qkv);
   Tensor q = be_.empty({R, Hl, l, hd});
   Tensor q_raw;
-  if (policy.obs_query() == ObsQuery::Raw) {  // q of mat_qkv(x) without bias (released ScaleKV code)
+  const QueryNeeds needs = policy.queries();
+  if (needs.raw) {  // q of mat_qkv(x) without bias (released ScaleKV code)
     q_raw = be_.empty({R, Hl, l, hd});
     Tensor kd = be_.empty({R, Hl, l, hd}), vd = be_.empty({R, Hl, l, hd});
     be_.split_qkv(qkv, nullptr, nullptr, nullptr, q_raw, kd, vd);
@@ -182,10 +183,8 @@ void VarModel::attention_block(Tensor& x, const Block& b, const Tensor& ada, int
     be_.l2norm_heads(q, &b.head_scale);
     be_.l2norm_heads(cache.cur_k(), nullptr);
   }
-  auto& L = cache.layer(layer);
   Tensor att = be_.empty({R, l, Hl * hd});
-  std::vector<KVSegment> segs;
-  if (L.len > 0) segs.push_back({&L.k, &L.v, L.len, {}});
+  std::vector<KVSegment> segs = cache.store_segments(layer);
   segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
   be_.attention(q, segs, attn_scale(), att);
   Tensor y = be_.empty({R, l, C});
@@ -194,11 +193,9 @@ void VarModel::attention_block(Tensor& x, const Block& b, const Tensor& ada, int
   be_.add(y, b.proj_b, y);
   const Tensor gamma1 = ada_part(ada, 0);
   be_.add_gated(x, y, &gamma1);
-  if (si + 1 < schedule.num_scales()) {  // the last scale's K/V are never stored
-    const ObsQuery oq = policy.obs_query();
-    const Tensor* qobs = oq == ObsQuery::Raw ? &q_raw : oq == ObsQuery::Attention ? &q : nullptr;
-    cache.update(layer, si, policy, schedule, qobs, attn_scale(), head_offset_);
-  }
+  if (si + 1 < schedule.num_scales())  // the last scale's K/V are never stored
+    cache.update(layer, si, policy, schedule, needs.raw ? &q_raw : nullptr, needs.attention ? &q : nullptr,
+                 attn_scale(), head_offset_);
 }
 
 void VarModel::ffn_block(Tensor& x, const Block& b, const Tensor& ada) const {

@@ -1,6 +1,12 @@
+// The multi-scale KV cache: the slot pool, appends and in-place compaction, budgets moving between
+// layers without copies, the planner's pool size equal to what the cache needs, and the accounting
+// allocator measuring exactly the planned peak.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "kvcache/multiscale_cache.h"
+#include "kvcache/planner.h"
 #include "runtime/check.h"
 #include "test_util.h"
 
@@ -8,27 +14,73 @@ namespace skv {
 
 namespace {
 
-// Keeps the last `keep` tokens of every layer (a tiny stand-in policy for the cache mechanics).
-class KeepLast final : public KVPolicy {
+// Budgets given per (layer, scale); keeps the most recent tokens (a stand-in policy for the mechanics).
+class TablePolicy final : public KVPolicy {
  public:
-  explicit KeepLast(int64_t keep) : keep_(keep) {}
-  std::string name() const override { return "keep-last"; }
-  int64_t budget(int, int, int64_t total) const override { return std::min(total, keep_); }
-  void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) override {
-    const int64_t total = in.hist_len + in.cur_len, RH = in.cur_k->dim(0) * in.cur_k->dim(1);
-    kept.clear();
-    for (int64_t rh = 0; rh < RH; ++rh)
-      for (int64_t j = total - budget; j < total; ++j) kept.push_back(static_cast<int32_t>(j));
+  std::map<std::pair<int, int>, int64_t> budgets;  // (layer, scale) -> tokens; absent: keep all
+  std::map<std::pair<int, int>, int64_t> planned;  // when set: planned_budget differs (online-like)
+  std::string name() const override { return "table"; }
+  int64_t budget(int l, int s, int64_t total) const override {
+    auto it = budgets.find({l, s});
+    return it == budgets.end() ? total : std::min(total, it->second);
   }
-
- private:
-  int64_t keep_;
+  int64_t planned_budget(int l, int s, int64_t total) const override {
+    auto it = planned.find({l, s});
+    return it == planned.end() ? budget(l, s, total) : std::min(total, it->second);
+  }
+  void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) override {
+    const int64_t total = in.total(), RH = static_cast<int64_t>(in.rows) * in.heads;
+    // every other old token first, then the newest ones: a non-contiguous, ascending selection
+    int64_t m = budget / 2;
+    while (m > 0 && 2 * (m - 1) >= total - (budget - m)) --m;
+    kept.clear();
+    for (int64_t rh = 0; rh < RH; ++rh) {
+      for (int64_t j = 0; j < m; ++j) kept.push_back(static_cast<int32_t>(2 * j));
+      for (int64_t i = total - (budget - m); i < total; ++i) kept.push_back(static_cast<int32_t>(i));
+    }
+  }
 };
 
-void fill_scale(MultiScaleKVCache& c, float base) {
-  for (int64_t i = 0; i < c.cur_k().numel(); ++i) {
-    c.cur_k().f32()[i] = base + i;
-    c.cur_v().f32()[i] = -(base + i);
+// Value of element d of token at absolute position p in (row, head) rh: unique and exact in float.
+float tag(int64_t p, int64_t rh, int64_t d) { return static_cast<float>(p * 1000 + rh * 10 + d); }
+
+void fill_scale(MultiScaleKVCache& c) {
+  const int64_t RH = static_cast<int64_t>(c.rows()) * c.heads(), D = c.head_dim(), n = c.cur_len();
+  for (int64_t rh = 0; rh < RH; ++rh)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t d = 0; d < D; ++d) {
+        c.cur_k().f32()[(rh * n + i) * D + d] = tag(c.cur_offset() + i, rh, d);
+        c.cur_v().f32()[(rh * n + i) * D + d] = -tag(c.cur_offset() + i, rh, d);
+      }
+}
+
+// Every stored token's K and V (read through the layer's segments) match its recorded position.
+void expect_store_consistent(const MultiScaleKVCache& c, int l) {
+  const int64_t RH = static_cast<int64_t>(c.rows()) * c.heads(), D = c.head_dim(), len = c.len(l);
+  const auto segs = c.store_segments(l);
+  int64_t seen = 0;
+  for (const auto& s : segs) seen += s.len;
+  ASSERT_EQ(seen, len);
+  for (int64_t rh = 0; rh < RH; ++rh) {
+    int64_t j = 0;
+    for (const auto& s : segs)
+      for (int64_t i = 0; i < s.len; ++i, ++j) {
+        const int64_t p = c.layer(l).pos[rh * len + j];
+        const int64_t cap = s.k->dim(2);
+        for (int64_t d = 0; d < D; ++d) {
+          ASSERT_EQ(s.k->f32()[(rh * cap + s.start + i) * D + d], tag(p, rh, d)) << "layer " << l << " token " << j;
+          ASSERT_EQ(s.v->f32()[(rh * cap + s.start + i) * D + d], -tag(p, rh, d));
+        }
+      }
+  }
+}
+
+void run(MultiScaleKVCache& c, KVPolicy& pol, const Schedule& s, int depth) {
+  for (int si = 0; si + 1 < s.num_scales(); ++si) {
+    c.begin_scale(s.tokens(si), s.offset(si));
+    fill_scale(c);
+    for (int l = 0; l < depth; ++l) c.update(l, si, pol, s, nullptr, nullptr, 1.0f, 0);
+    c.end_scale();
   }
 }
 
@@ -46,47 +98,108 @@ TEST(Schedule, OffsetsAndCachedLength) {
 TEST(MultiScaleKVCache, FullPolicyAppendsUpToTheLastScale) {
   Schedule s = Schedule::square({1, 2, 3});
   auto full = make_full_policy();
-  const auto cap = plan_store_capacity(*full, s, 2);
-  EXPECT_EQ(cap, (std::vector<int64_t>{5, 5}));  // the 3x3 scale is never stored
-  MultiScaleKVCache c(cpu_backend(), 2, 1, 2, cap);
-  for (int si = 0; si < 2; ++si) {
-    c.begin_scale(s.tokens(si), s.offset(si));
-    fill_scale(c, 10.0f * si);
-    for (int l = 0; l < 2; ++l) c.update(l, si, *full, s, nullptr, 1.0f, 0);
-    c.end_scale();
-  }
-  EXPECT_EQ(c.layer(0).len, 5);
+  const KVPlan plan = plan_kv(*full, s, 2, 1);
+  EXPECT_EQ(plan.pool_tokens, 10);  // 5 tokens x 2 layers; the 3x3 scale is never stored
+  EXPECT_EQ(plan.store_peak_tokens, 10);
+  EXPECT_EQ(plan.transient_tokens, 9);
+  EXPECT_EQ(plan.layer_max, (std::vector<int64_t>{5, 5}));
+  MultiScaleKVCache c(cpu_backend(), 2, 1, 2, 2, plan.pool_tokens);
+  run(c, *full, s, 2);
+  EXPECT_EQ(c.len(0), 5);
   EXPECT_EQ(c.layer(1).pos[4], 4);
-  // row 1 (head 0), token 1 of scale 1 sits in slot 2 with the value written for it
-  const auto& L = c.layer(0);
-  EXPECT_EQ(L.k.f32()[(1 * 5 + 2) * 2], 10.0f + (1 * 4 + 1) * 2);
-  EXPECT_EQ(L.v.f32()[(1 * 5 + 2) * 2], -(10.0f + (1 * 4 + 1) * 2));
+  EXPECT_EQ(c.free_tokens(), 0);
+  EXPECT_LE(c.store_segments(0).size(), 2u);  // at most one extent per stored scale
+  expect_store_consistent(c, 0);
+  expect_store_consistent(c, 1);
 }
 
-TEST(MultiScaleKVCache, CompactionStaysWithinBudgetAndTracksPositions) {
+TEST(MultiScaleKVCache, CompactionKeepsTheSelectedTokensInPlace) {
   Schedule s = Schedule::square({1, 2, 3, 4});
-  KeepLast pol(6);
-  const auto cap = plan_store_capacity(pol, s, 1);
-  EXPECT_EQ(cap[0], 6);
-  MultiScaleKVCache c(cpu_backend(), 1, 2, 1, cap);
-  for (int si = 0; si < 3; ++si) {
-    c.begin_scale(s.tokens(si), s.offset(si));
-    for (int64_t i = 0; i < c.cur_k().numel(); ++i) c.cur_k().f32()[i] = static_cast<float>(s.offset(si) + i % s.tokens(si));
-    c.update(0, si, pol, s, nullptr, 1.0f, 0);
+  TablePolicy pol;
+  pol.budgets[{0, 2}] = 6;
+  const KVPlan plan = plan_kv(pol, s, 1, 1);
+  EXPECT_EQ(plan.pool_tokens, 6);
+  MultiScaleKVCache c(cpu_backend(), 1, 2, 3, 1, plan.pool_tokens);
+  run(c, pol, s, 1);
+  ASSERT_EQ(c.len(0), 6);
+  // total 14 at scale 2: keep 0, 2, 4 (even old) and the newest 11, 12, 13
+  for (int j = 0; j < 6; ++j) EXPECT_EQ(c.layer(0).pos[j], (std::vector<int>{0, 2, 4, 11, 12, 13})[j]);
+  expect_store_consistent(c, 0);
+}
+
+TEST(MultiScaleKVCache, BudgetsMoveBetweenLayersWithoutCopiesAndThePlanIsExact) {
+  // Layer 0 grows while layers 1 and 2 shrink at scale 3: slots freed by one layer are reused by
+  // another, extents fragment, and the data still follows its positions.
+  Schedule s = Schedule::square({1, 2, 3, 4, 5, 6});
+  TablePolicy pol;
+  for (int l = 0; l < 3; ++l) pol.budgets[{l, 2}] = 8;
+  pol.budgets[{0, 3}] = 20;
+  pol.budgets[{1, 3}] = 4;
+  pol.budgets[{2, 3}] = 4;
+  pol.budgets[{0, 4}] = 9;
+  pol.budgets[{1, 4}] = 25;
+  pol.budgets[{2, 4}] = 6;
+  const KVPlan plan = plan_kv(pol, s, 3, 1);
+  // after scale 2: 8+8+8 = 24; scale 3: layer 0 -> 20 (live 36) then 4, 4 -> 28; scale 4: 9 (17), 25 (38), 6 (40)
+  EXPECT_EQ(plan.scales[3].live_peak, 36);
+  EXPECT_EQ(plan.scales[3].store_tokens, 28);
+  EXPECT_EQ(plan.scales[4].store_tokens, 40);
+  EXPECT_EQ(plan.pool_tokens, 40);
+  EXPECT_EQ(plan.store_peak_tokens, 40);
+  MultiScaleKVCache c(cpu_backend(), 2, 2, 2, 3, plan.pool_tokens);
+  run(c, pol, s, 3);
+  EXPECT_EQ(c.peak_live_tokens(), plan.pool_tokens);
+  EXPECT_EQ(c.len(0), 9);
+  EXPECT_EQ(c.len(1), 25);
+  EXPECT_EQ(c.len(2), 6);
+  EXPECT_GT(c.store_segments(1).size(), 1u);  // layer 1 grew into slots other layers gave back
+  for (int l = 0; l < 3; ++l) expect_store_consistent(c, l);
+  EXPECT_EQ(c.capped(), 0);
+}
+
+TEST(MultiScaleKVCache, MeasuredPeakIsThePlannedPeak) {
+  Schedule s = Schedule::square({1, 2, 3, 4, 5});
+  TablePolicy pol;
+  pol.budgets[{0, 3}] = 12;
+  pol.budgets[{1, 3}] = 5;
+  const int rows = 2, heads = 3, hd = 4, depth = 2;
+  const int64_t token_bytes = rows * heads * hd * 2 * 4;
+  const KVPlan plan = plan_kv(pol, s, depth, token_bytes);
+  Allocator& a = cpu_backend().allocator();
+  const int64_t before = a.stats().cur(MemCategory::KV);
+  a.reset_peaks();
+  {
+    MultiScaleKVCache c(cpu_backend(), rows, heads, hd, depth, plan.pool_tokens);
+    run(c, pol, s, depth);
+    c.begin_scale(s.tokens(4), s.offset(4));  // the last scale: transient only
     c.end_scale();
+    EXPECT_EQ(c.pool_bytes(), plan.pool_bytes());
   }
-  const auto& L = c.layer(0);
-  EXPECT_EQ(L.len, 6);
-  for (int j = 0; j < 6; ++j) {
-    EXPECT_EQ(L.pos[j], 8 + j);              // the last 6 of 14 tokens
-    EXPECT_EQ(L.k.f32()[j], 8.0f + j);       // values follow their positions
-    EXPECT_EQ(L.pos[6 + j], 8 + j);          // head 1
+  EXPECT_EQ(a.stats().pk(MemCategory::KV) - before, plan.peak_bytes());
+}
+
+TEST(MultiScaleKVCache, BudgetsBeyondThePlanAreCutToThePool) {
+  Schedule s = Schedule::square({1, 2, 3, 4});
+  TablePolicy pol;
+  for (int l = 0; l < 2; ++l) {
+    pol.budgets[{l, 1}] = 4;
+    pol.planned[{l, 1}] = 4;
+    pol.planned[{l, 2}] = 4;
   }
+  pol.budgets[{0, 2}] = 9;  // wants to grow, but the pool holds 8 and layer 1 still has its 4
+  pol.budgets[{1, 2}] = 2;
+  const KVPlan plan = plan_kv(pol, s, 2, 1);
+  EXPECT_EQ(plan.pool_tokens, 8);
+  MultiScaleKVCache c(cpu_backend(), 1, 1, 1, 2, plan.pool_tokens);
+  run(c, pol, s, 2);
+  EXPECT_EQ(c.len(0), 4);  // cut to what was free
+  EXPECT_EQ(c.len(1), 2);
+  EXPECT_EQ(c.capped(), 1);
+  EXPECT_LE(c.peak_live_tokens(), plan.pool_tokens);
 }
 
 TEST(MultiScaleKVCache, RejectsBadSelections) {
-  Schedule s = Schedule::square({1, 2});
-  MultiScaleKVCache c(cpu_backend(), 1, 1, 1, {5});
+  MultiScaleKVCache c(cpu_backend(), 1, 1, 1, 1, 5);
   c.begin_scale(1, 0);
   c.append_current(0);
   c.end_scale();
@@ -95,7 +208,7 @@ TEST(MultiScaleKVCache, RejectsBadSelections) {
   EXPECT_THROW(c.compact(0, {0, 9}, 2), Error);     // out of range
   EXPECT_THROW(c.compact(0, {0, 1, 2}, 2), Error);  // wrong count
   c.append_current(0);
-  EXPECT_THROW(c.append_current(0), Error);  // beyond capacity
+  EXPECT_THROW(c.append_current(0), Error);  // beyond the pool
 }
 
 }  // namespace skv

@@ -1,0 +1,39 @@
+// planner.cpp - replays the cache's append/compact bookkeeping with planned budgets (see planner.h).
+#include "kvcache/planner.h"
+
+#include <algorithm>
+
+namespace skv {
+
+KVPlan plan_kv(const KVPolicy& policy, const Schedule& schedule, int depth, int64_t token_bytes) {
+  KVPlan p;
+  p.token_bytes = token_bytes;
+  p.layer_max.assign(depth, 0);
+  std::vector<int64_t> len(depth, 0);
+  int64_t live = 0;
+  const int S = schedule.num_scales();
+  for (int s = 0; s < S; ++s) {
+    KVPlanScale ps;
+    ps.scale = s;
+    ps.tokens = schedule.tokens(s);
+    p.transient_tokens = std::max(p.transient_tokens, ps.tokens);
+    ps.live_peak = live;
+    if (s + 1 < S) {  // the last scale's K/V are never stored
+      for (int l = 0; l < depth; ++l) {
+        const int64_t total = len[l] + ps.tokens;
+        const int64_t n = std::min(total, std::max<int64_t>(0, policy.planned_budget(l, s, total)));
+        live += n - len[l];  // grows before the gather, shrinks after: the larger state is the live one
+        ps.live_peak = std::max(ps.live_peak, live);
+        len[l] = n;
+        p.layer_max[l] = std::max(p.layer_max[l], n);
+      }
+    }
+    ps.store_tokens = live;
+    p.store_peak_tokens = std::max(p.store_peak_tokens, live);
+    p.pool_tokens = std::max(p.pool_tokens, ps.live_peak);
+    p.scales.push_back(ps);
+  }
+  return p;
+}
+
+}  // namespace skv

@@ -1,0 +1,44 @@
+// planner.h - the KV memory plan: what the cache will hold, scale by scale, before anything runs.
+// plan_kv replays the cache's own bookkeeping (kvcache/multiscale_cache.h) with the policy's planned
+// budgets: every layer, in the order the model runs them, appends or compacts after its attention,
+// growing into or giving back pool slots. Its maximum live slot count is the size of the pool the
+// cache allocates, so the planned peak (pool + the largest scale's transient K/V) is what the
+// accounting allocator then measures, byte for byte. Two store figures are reported because they
+// differ: `store_peak_tokens`, the largest sum of the layers' stores at a scale boundary (the paper's
+// Table 1 measure: the tokens kept before the last scale), and `pool_tokens`, which also covers the
+// moments inside a scale when early layers have grown to their new budget and later ones not yet shrunk.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kvcache/policy.h"
+#include "kvcache/schedule.h"
+
+namespace skv {
+
+struct KVPlanScale {
+  int scale = 0;
+  int64_t tokens = 0;        // h * w * t of the scale
+  int64_t store_tokens = 0;  // sum over layers of the store after the scale (what the next scale attends to)
+  int64_t live_peak = 0;     // largest sum of the stores while the scale runs
+};
+
+struct KVPlan {
+  std::vector<KVPlanScale> scales;
+  std::vector<int64_t> layer_max;    // per layer, its largest store
+  int64_t store_peak_tokens = 0;     // max over scale boundaries of the summed stores
+  int64_t pool_tokens = 0;           // max over the whole request of the summed stores (the pool size)
+  int64_t transient_tokens = 0;      // the largest scale (one layer's current K/V)
+  // Bytes of one token in one layer on this rank: rows * heads * head_dim * (bytes of K + bytes of V).
+  int64_t token_bytes = 0;
+  int64_t store_peak_bytes() const { return store_peak_tokens * token_bytes; }
+  int64_t pool_bytes() const { return pool_tokens * token_bytes; }
+  int64_t transient_bytes() const { return transient_tokens * token_bytes; }
+  int64_t peak_bytes() const { return pool_bytes() + transient_bytes(); }
+};
+
+// `token_bytes` as above; pass rows * local heads * head_dim * (k + v element size).
+KVPlan plan_kv(const KVPolicy& policy, const Schedule& schedule, int depth, int64_t token_bytes);
+
+}  // namespace skv

@@ -1,0 +1,134 @@
+// cmd_calibrate.cpp - `scalekv calibrate`: ScaleKV budget tables from a few requests (launcher/calibrate.h).
+// For a VAR model the prompts file holds class labels, one request per line ("3", "0-9", "207,360").
+#include <fmt/core.h>
+
+#include <fstream>
+
+#include "launcher/calibrate.h"
+#include "launcher/commands.h"
+#include "launcher/context.h"
+#include "launcher/kv_options.h"
+#include "launcher/progress.h"
+#include "launcher/var_bundle.h"
+#include "runtime/check.h"
+
+namespace skv {
+
+std::vector<std::string> read_prompt_lines(const std::string& path) {
+  std::ifstream f(path);
+  SKV_CHECK(f.good(), "--prompts {}: cannot read the file", path);
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(f, line)) {
+    const size_t a = line.find_first_not_of(" \t\r"), b = line.find_last_not_of(" \t\r");
+    if (a == std::string::npos || line[a] == '#') continue;
+    out.push_back(line.substr(a, b - a + 1));
+  }
+  SKV_CHECK(!out.empty(), "--prompts {}: no prompts or labels in the file (one per line)", path);
+  return out;
+}
+
+BudgetTable calibrate_budgets(const CalibrationRun& run, int requests, int depth, const Schedule& schedule,
+                              const ScaleKVOptions& o, Communicator* comm) {
+  AsiCollector col(o, depth, schedule);
+  col.set_communicator(comm);
+  for (int i = 0; i < requests; ++i) run(i, col);
+  SKV_CHECK(col.requests() == requests, "internal: {} of {} calibration requests reached the last stored scale",
+            col.requests(), requests);
+  return make_budget_table(col.asi(), depth, schedule, o);
+}
+
+namespace {
+
+struct CalibrateArgs {
+  ModelFiles files;
+  bool random = false;
+  uint64_t weight_seed = 0, seed = 0;
+  std::string prompts, out;
+  std::string budget = "10%";
+  int drafters = 0, drafters_total = 0, window = 16, asi_topk = 16, asi_queries = 64;
+  ContextArgs ctx;
+};
+
+void run_calibrate(const CalibrateArgs& a) {
+  SKV_CHECK(!a.out.empty(), "--out budgets.json is required");
+  const std::string config = a.files.config.empty() ? resolve_model_files(a.files).config : a.files.config;
+  const std::string family = model_family(config);
+  SKV_CHECK(family == "var", "{}: calibrating the '{}' family needs its generation loop, which this build's "
+            "calibrate does not have yet (VAR models work)", config, family);
+  const auto lines = read_prompt_lines(a.prompts);
+  RunContext ctx = make_context(a.ctx);
+  auto b = load_var_bundle(a.files, a.random, a.weight_seed, *ctx.backend, *ctx.tp);
+  const Schedule sched = b->cfg.schedule();
+  ScaleKVOptions o;
+  o.budget = resolve_kv_budget(a.budget, sched);
+  o.window = a.window;
+  o.drafters_per_scale = a.drafters;
+  o.drafters_total = a.drafters_total;
+  o.asi_topk = a.asi_topk;
+  o.asi_queries = a.asi_queries;
+  std::vector<std::vector<int64_t>> labels;
+  for (const auto& l : lines) labels.push_back(parse_labels(l));
+  Progress prog("calibrate");
+  auto run = [&](int i, KVPolicy& policy) {
+    VarRequest req;
+    req.labels = labels[i];
+    req.cfg = b->cfg.cfg;
+    req.sampling.top_k = b->cfg.top_k;
+    req.sampling.top_p = b->cfg.top_p;
+    req.seed = a.seed + i;
+    VarRunOptions opt;
+    opt.policy = &policy;
+    opt.decode = false;
+    opt.progress = [&](int si, int S, double) { prog.update(fmt::format("request {}/{} scale {}/{}", i + 1, labels.size(), si + 1, S)); };
+    var_generate(*b->model, *b->vae, req, opt);
+  };
+  BudgetTable t = calibrate_budgets(run, static_cast<int>(labels.size()), b->cfg.depth, sched, o, ctx.tp.get());
+  prog.done(fmt::format("{} requests", labels.size()));
+  if (!ctx.is_output_rank()) return;
+  write_budget_table(a.out, t, config);
+  fmt::print("calibrated {} ({} requests): base capacity {} tokens, window {}, compressed scales {}..{}\n", config,
+             labels.size(), t.base_capacity, t.window, t.scales.front(), t.scales.back());
+  fmt::print("{:>5} {:>9} {:>8} {:>8}  drafters (ASI z-score)\n", "scale", "drafters", "B_d", "B_r");
+  for (size_t i = 0; i < t.scales.size(); ++i) {
+    int64_t bd = 0, br = 0;
+    std::string ds;
+    for (int l = 0; l < t.depth; ++l) {
+      if (t.drafter[i][l]) {
+        bd = t.budgets[i][l];
+        ds += fmt::format(" {} ({:.2f})", l, t.z[i][l]);
+      } else {
+        br = t.budgets[i][l];
+      }
+    }
+    fmt::print("{:>5} {:>9} {:>8} {:>8} {}\n", t.scales[i], t.drafter_count(static_cast<int>(i)), bd, br, ds);
+  }
+  fmt::print("wrote {}\n", a.out);
+}
+
+}  // namespace
+
+void register_calibrate(CLI::App& app) {
+  auto a = std::make_shared<CalibrateArgs>();
+  auto* cmd = app.add_subcommand("calibrate", "Compute ScaleKV drafter/refiner budgets (ASI) from a few requests");
+  cmd->add_option("--model", a->files.config, "Model config JSON (default: the demo model)");
+  cmd->add_option("--weights", a->files.weights, "Transformer weights (safetensors)");
+  cmd->add_option("--vae", a->files.vae, "VAE weights (safetensors)");
+  cmd->add_flag("--random-weights", a->random, "Use deterministic random weights of the config's shape");
+  cmd->add_option("--weight-seed", a->weight_seed, "Seed of --random-weights")->capture_default_str();
+  cmd->add_option("--prompts", a->prompts, "Prompts file: one request per line (VAR: class labels such as 3 or 0-9)")
+      ->required();
+  cmd->add_option("--out", a->out, "Budget table to write (JSON)")->required();
+  cmd->add_option("--kv-budget", a->budget, "Uniform budget B: a share (10%) or tokens per layer")->capture_default_str();
+  cmd->add_option("--scalekv-drafters", a->drafters, "Drafters per scale (0: ceil(depth / 16))")->capture_default_str();
+  cmd->add_option("--drafters-total", a->drafters_total,
+                  "N_d over all compressed scales (0: drafters per scale x compressed scales)")->capture_default_str();
+  cmd->add_option("--kv-window", a->window, "Observation window of the table")->capture_default_str();
+  cmd->add_option("--asi-topk", a->asi_topk, "K': top history attention weights summed in the ASI")->capture_default_str();
+  cmd->add_option("--asi-queries", a->asi_queries, "Current-map queries sampled for the ASI")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Sampling seed of the first request")->capture_default_str();
+  add_context_options(cmd, a->ctx);
+  cmd->callback([a] { run_calibrate(*a); });
+}
+
+}  // namespace skv

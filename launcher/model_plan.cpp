@@ -1,0 +1,263 @@
+// model_plan.cpp - model shapes from configs, parameter counts, the KV plan in bytes, largest batch.
+#include "launcher/model_plan.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "kvcache/scalekv.h"
+#include "runtime/check.h"
+#include "runtime/json_util.h"
+#include "runtime/models/var_config.h"
+
+namespace skv {
+
+namespace {
+
+std::string valid_tp(int heads) {
+  std::vector<int> ok;
+  for (int t = 1; t <= heads; ++t)
+    if (heads % t == 0) ok.push_back(t);
+  return fmt::format("{}", fmt::join(ok, ", "));
+}
+
+// Parameters of one VAR block (basic_var.py AdaLNSelfAttn): sharded = column/row-parallel matrices.
+void var_params(const VarConfig& c, ModelShape& s) {
+  const int64_t C = c.embed_dim, F = c.ffn_hidden(), H = c.num_heads, L = c.schedule().total();
+  const int64_t S = static_cast<int64_t>(c.patch_nums.size()), first = c.patch_nums[0] * c.patch_nums[0];
+  int64_t rep = C * c.Cvae + C + (c.num_classes + 1) * C + first * C + L * C + S * C + 2 * C * C + 2 * C +
+                static_cast<int64_t>(c.V) * C + c.V;
+  if (c.shared_aln) rep += 6 * C * C + 6 * C;
+  int64_t shard = 0;
+  for (int i = 0; i < c.depth; ++i) {
+    rep += c.shared_aln ? 6 * C : 6 * C * C + 6 * C;
+    rep += C + C + H;             // proj bias, fc2 bias, scale_mul
+    shard += 3 * C * C + 2 * C;   // mat_qkv, q_bias, v_bias
+    shard += C * C;               // proj weight (row-parallel)
+    shard += F * C + F + C * F;   // fc1 (column), fc2 weight (row)
+  }
+  s.params_replicated = rep;
+  s.params_sharded = shard;
+}
+
+// Parameters of Infinity (infinity/models/infinity.py, basic.py CrossAttnBlock) from its kwargs.
+void infinity_params(const JsonFields& k, int64_t V, ModelShape& s) {
+  const int64_t C = s.embed_dim, F = s.ffn_hidden, H = s.num_heads;
+  const int64_t Ct5 = k.integer("text_channels", 2048), Lt = k.integer("text_maxlen", 512);
+  int64_t rep = Lt * Ct5 + V * C + V + 2 * C * C + 2 * C + 15 * C + C + 6 * C * C + 6 * C + Ct5 + (C * Ct5 + C) +
+                (C * C + C) + (2 * C * Ct5 + C + C * C + C + C + C) + C * 32;  // cfg_uncond .. word_embed (Cvae 32)
+  int64_t shard = 0;
+  for (int i = 0; i < s.depth; ++i) {
+    rep += 6 * C + 2 * C;                        // ada_gss, ca_norm
+    rep += C + C + C + H;                        // sa proj bias, ca proj bias, fc2 bias, scale_mul
+    shard += 3 * C * C + 3 * C + C * C;          // sa qkv + q/v/zero_k biases, sa proj weight
+    shard += C * C + C + 2 * C * C + 2 * C + C * C;  // ca q (+bias), kv (+v/zero_k biases), ca proj weight
+    shard += F * C + F + C * F;                  // fc1, fc2 weight
+  }
+  s.params_replicated = rep;
+  s.params_sharded = shard;
+}
+
+int64_t dtype_bytes(const std::string& s, const char* flag) {
+  try {
+    return static_cast<int64_t>(dtype_size(dtype_from_cli(s)));
+  } catch (const Error&) {
+    SKV_FAIL("{} '{}' is not a float type (available: f32, f16, bf16)", flag, s);
+  }
+}
+
+std::string mib(int64_t b) { return fmt::format("{:.1f}", static_cast<double>(b) / (1024.0 * 1024.0)); }
+
+}  // namespace
+
+ModelShape load_model_shape(const std::string& config, int resolution, double h_div_w) {
+  ModelShape s;
+  s.config = config;
+  s.family = model_family(config);
+  if (s.family == "var") {
+    SKV_CHECK(resolution == 0 && h_div_w == 0, "{}: --resolution/--h-div-w apply to Infinity models; a VAR model's "
+              "schedule is its patch_nums", config);
+    const VarConfig c = VarConfig::load(config);
+    s.depth = c.depth;
+    s.embed_dim = c.embed_dim;
+    s.num_heads = c.num_heads;
+    s.head_dim = c.head_dim();
+    s.ffn_hidden = c.ffn_hidden();
+    s.schedule = c.schedule();
+    s.schedule_name = fmt::format("patch_nums {}", fmt::join(c.patch_nums, ","));
+    var_params(c, s);
+    const auto j = read_json_file(config);
+    s.name = j.value("name", config);
+    return s;
+  }
+  const auto j = read_json_file(config);
+  SKV_CHECK(j.contains("infinity_kwargs") && j["infinity_kwargs"].is_object(), "{}: an Infinity config needs "
+            "'infinity_kwargs' (depth, embed_dim, num_heads)", config);
+  JsonFields k(j["infinity_kwargs"], config + ": infinity_kwargs");
+  s.name = j.value("name", config);
+  s.depth = static_cast<int>(k.integer("depth"));
+  s.embed_dim = static_cast<int>(k.integer("embed_dim"));
+  s.num_heads = static_cast<int>(k.integer("num_heads"));
+  k.require(s.depth > 0, "depth", "must be positive");
+  k.require(s.num_heads > 0 && s.embed_dim % s.num_heads == 0, "num_heads", "must divide embed_dim");
+  s.head_dim = s.embed_dim / s.num_heads;
+  s.ffn_hidden = static_cast<int>(std::lround(s.embed_dim * k.number("mlp_ratio", 4.0)));
+  double hw = h_div_w;
+  int res = resolution;
+  if (j.contains("sampling") && j["sampling"].is_object()) {
+    if (hw == 0) hw = j["sampling"].value("h_div_w", 1.0);
+    if (res == 0) res = j["sampling"].value("resolution", 0);
+  }
+  if (hw == 0) hw = 1.0;
+  const std::string pixels = res > 0 ? infinity_pixels_for_resolution(res) : k.string("pn", "1M");
+  s.schedule = infinity_schedule(hw, pixels);
+  s.schedule_name = fmt::format("{} h/w {:.3f}", pixels, hw);
+  int64_t cdim = 32;
+  if (j.contains("vae") && j["vae"].is_object()) cdim = j["vae"].value("codebook_dim", int64_t{32});
+  const int64_t V = k.integer("use_bit_label", 1) ? 2 * cdim : cdim;
+  infinity_params(k, V, s);
+  return s;
+}
+
+int64_t parse_memory_size(const std::string& in) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(in, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  SKV_CHECK(used > 0 && v >= 0, "--device-memory '{}' is not a size (e.g. 80GiB, 24GB, 81920MiB)", in);
+  std::string unit = in.substr(used);
+  for (auto& c : unit) c = static_cast<char>(std::tolower(c));
+  const std::vector<std::pair<std::string, double>> units = {
+      {"", 1}, {"b", 1}, {"kib", 1024.0}, {"mib", 1024.0 * 1024}, {"gib", 1024.0 * 1024 * 1024},
+      {"tib", 1024.0 * 1024 * 1024 * 1024}, {"k", 1024.0}, {"m", 1024.0 * 1024}, {"g", 1024.0 * 1024 * 1024},
+      {"t", 1024.0 * 1024 * 1024 * 1024}, {"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}};
+  for (const auto& [u, f] : units)
+    if (unit == u) return static_cast<int64_t>(v * f);
+  SKV_FAIL("--device-memory '{}': unknown unit '{}' (use B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB)", in, unit);
+}
+
+PlanResult make_plan(const PlanArgs& a) {
+  SKV_CHECK(a.batch >= 1, "--batch {} must be >= 1", a.batch);
+  PlanResult r;
+  r.shape = load_model_shape(a.model, a.resolution, a.h_div_w);
+  const ModelShape& s = r.shape;
+  SKV_CHECK(a.tp >= 1 && s.num_heads % a.tp == 0, "--tp {} does not divide the {} heads of {}; valid: {}", a.tp,
+            s.num_heads, a.model, valid_tp(s.num_heads));
+  r.rows = 2 * a.batch;
+  r.local_heads = s.num_heads / a.tp;
+  const int64_t kb = dtype_bytes(a.k_dtype, "--k-dtype"), vb = dtype_bytes(a.v_dtype, "--v-dtype");
+  const int64_t wb = dtype_bytes(a.weight_dtype, "--weight-dtype");
+  const int64_t token_bytes = static_cast<int64_t>(r.rows) * r.local_heads * s.head_dim * (kb + vb);
+  auto policy = make_kv_policy(a.kv, {s.depth, s.num_heads, s.schedule});
+  r.kv = plan_kv(*policy, s.schedule, s.depth, token_bytes);
+  r.full = plan_kv(*make_full_policy(), s.schedule, s.depth, token_bytes);
+  r.policy_desc = a.kv.policy;
+  if (a.kv.policy != "full") {
+    if (a.kv.policy == "scalekv") {
+      r.policy_desc += a.kv.budget_table.empty() ? " (online calibration: planned with the uniform budget)"
+                                                 : " (budget table " + a.kv.budget_table + ")";
+    }
+    r.budget_tokens = a.kv.budget_table.empty() || !a.kv.budget.empty()
+                          ? resolve_kv_budget(a.kv.budget, s.schedule)
+                          : read_budget_table(a.kv.budget_table, s.depth, s.schedule).base_capacity;
+  }
+  r.weight_bytes = (s.params_replicated + s.params_sharded / a.tp) * wb;
+  const int64_t C = s.embed_dim, Cl = C / a.tp, Fl = s.ffn_hidden / a.tp, T = s.schedule.max_scale_tokens();
+  // hidden state, norm output, residual branch and logits-side copies (~6C), q/k/v/attention (4 Cl), FFN (Fl)
+  r.activation_bytes = static_cast<int64_t>(r.rows) * T * (6 * C + 4 * Cl + Fl) * 4;
+  if (!a.device_memory.empty()) {
+    r.device_memory = parse_memory_size(a.device_memory);
+    const int64_t per_batch = (r.kv.peak_bytes() + r.activation_bytes) / a.batch;
+    r.max_batch = r.device_memory > r.weight_bytes ? static_cast<int>((r.device_memory - r.weight_bytes) / per_batch) : 0;
+  }
+  return r;
+}
+
+std::string plan_json(const PlanResult& r, const PlanArgs& a) {
+  nlohmann::json j;
+  const ModelShape& s = r.shape;
+  j["model"] = s.name;
+  j["config"] = s.config;
+  j["family"] = s.family;
+  j["depth"] = s.depth;
+  j["num_heads"] = s.num_heads;
+  j["head_dim"] = s.head_dim;
+  j["tp"] = a.tp;
+  j["local_heads"] = r.local_heads;
+  j["batch"] = a.batch;
+  j["rows"] = r.rows;
+  j["schedule"] = s.schedule_name;
+  j["tokens"] = s.schedule.total();
+  j["tokens_cached_before_last_scale"] = s.schedule.cached_before_last();
+  j["kv_policy"] = a.kv.policy;
+  j["budget_tokens"] = r.budget_tokens;
+  j["k_dtype"] = a.k_dtype;
+  j["v_dtype"] = a.v_dtype;
+  nlohmann::json scales = nlohmann::json::array();
+  for (const auto& ps : r.kv.scales) {
+    const auto& sh = s.schedule[ps.scale];
+    scales.push_back({{"scale", ps.scale}, {"t", sh.t}, {"h", sh.h}, {"w", sh.w}, {"tokens", ps.tokens},
+                      {"store_tokens", ps.store_tokens}, {"store_bytes", ps.store_tokens * r.kv.token_bytes},
+                      {"live_peak_bytes", ps.live_peak * r.kv.token_bytes},
+                      {"transient_bytes", ps.tokens * r.kv.token_bytes}});
+  }
+  j["scales"] = scales;
+  j["kv_bytes_store_peak"] = r.kv.store_peak_bytes();
+  j["kv_bytes_pool"] = r.kv.pool_bytes();
+  j["kv_bytes_transient_peak"] = r.kv.transient_bytes();
+  j["kv_bytes_peak"] = r.kv.peak_bytes();
+  j["full_kv_bytes_store_peak"] = r.full.store_peak_bytes();
+  j["full_kv_bytes_peak"] = r.full.peak_bytes();
+  j["kv_store_share_of_full"] = static_cast<double>(r.kv.store_peak_bytes()) / std::max<int64_t>(1, r.full.store_peak_bytes());
+  j["kv_peak_share_of_full"] = static_cast<double>(r.kv.peak_bytes()) / std::max<int64_t>(1, r.full.peak_bytes());
+  j["weight_dtype"] = a.weight_dtype;
+  j["weight_bytes_per_rank"] = r.weight_bytes;
+  j["activation_bytes_estimate"] = r.activation_bytes;
+  if (r.max_batch >= 0) {
+    j["device_memory"] = r.device_memory;
+    j["max_batch"] = r.max_batch;
+  }
+  return j.dump(1);
+}
+
+std::string plan_text(const PlanResult& r, const PlanArgs& a) {
+  const ModelShape& s = r.shape;
+  std::string o;
+  o += fmt::format("model      {} ({}), depth {}, {} heads x {}, TP {} ({} heads per rank)\n", s.name, s.family,
+                   s.depth, s.num_heads, s.head_dim, a.tp, r.local_heads);
+  o += fmt::format("schedule   {}: {}; {} tokens cached before the last scale\n", s.schedule_name, s.schedule.describe(),
+                   s.schedule.cached_before_last());
+  o += fmt::format("cache      batch {} ({} rows with CFG), K {} + V {}, policy {}", a.batch, r.rows, a.k_dtype,
+                   a.v_dtype, r.policy_desc);
+  if (r.budget_tokens > 0)
+    o += fmt::format(", budget {} tokens per layer ({:.1f}% of {})", r.budget_tokens,
+                     100.0 * r.budget_tokens / s.schedule.cached_before_last(), s.schedule.cached_before_last());
+  o += "\n\n";
+  o += fmt::format("{:>5} {:>9} {:>7} {:>13} {:>12} {:>15} {:>14}\n", "scale", "map", "tokens", "store tokens",
+                   "store MiB", "in-scale MiB", "transient MiB");
+  for (const auto& ps : r.kv.scales) {
+    const auto& sh = s.schedule[ps.scale];
+    o += fmt::format("{:>5} {:>9} {:>7} {:>13} {:>12} {:>15} {:>14}\n", ps.scale, fmt::format("{}x{}", sh.h, sh.w),
+                     ps.tokens, ps.store_tokens, mib(ps.store_tokens * r.kv.token_bytes),
+                     mib(ps.live_peak * r.kv.token_bytes), mib(ps.tokens * r.kv.token_bytes));
+  }
+  auto share = [](int64_t a, int64_t b) { return b > 0 ? 100.0 * a / b : 0.0; };
+  o += fmt::format("\nKV store peak (paper Table 1: tokens kept before the last scale) {:>10} MiB   full {} MiB, {:.1f}%\n",
+                   mib(r.kv.store_peak_bytes()), mib(r.full.store_peak_bytes()),
+                   share(r.kv.store_peak_bytes(), r.full.store_peak_bytes()));
+  o += fmt::format("KV pool (allocated once; covers budgets moving within a scale)  {:>10} MiB\n", mib(r.kv.pool_bytes()));
+  o += fmt::format("KV peak (pool + largest scale's transient K/V)                   {:>10} MiB   full {} MiB, {:.1f}%\n",
+                   mib(r.kv.peak_bytes()), mib(r.full.peak_bytes()), share(r.kv.peak_bytes(), r.full.peak_bytes()));
+  o += fmt::format("weights per rank ({}, transformer)                              {:>10} MiB\n", a.weight_dtype,
+                   mib(r.weight_bytes));
+  o += fmt::format("activations per rank (estimate, largest scale)                   {:>10} MiB\n", mib(r.activation_bytes));
+  if (r.max_batch >= 0)
+    o += fmt::format("device memory {}: largest batch that fits: {}\n", a.device_memory, r.max_batch);
+  return o;
+}
+
+}  // namespace skv

@@ -1,0 +1,59 @@
+// model_plan.h - the memory plan of a model run without weights or a forward pass: the transformer's
+// shape from its config (VAR or Infinity), its schedule, the KV plan of a policy (kvcache/planner.h)
+// in the chosen cache dtypes, the weight bytes per tensor-parallel rank and the largest batch that fits
+// a device. Weight bytes count the transformer only (the decoder is a few hundred MB at most);
+// activations are an estimate of the largest scale's working set, flagged as such.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kvcache/planner.h"
+#include "launcher/kv_options.h"
+#include "runtime/dtype.h"
+
+namespace skv {
+
+struct ModelShape {
+  std::string name, family, config;
+  int depth = 0, embed_dim = 0, num_heads = 0, head_dim = 0, ffn_hidden = 0;
+  Schedule schedule;
+  std::string schedule_name;      // "patch_nums" or "1M h/w 1.000"
+  int64_t params_replicated = 0;  // parameters every rank holds in full
+  int64_t params_sharded = 0;     // parameters split over the tensor-parallel ranks
+};
+
+// Reads a model config; for Infinity, `resolution` (256/512/768/1024, 0: the config's) and `h_div_w`
+// (0: the config's) pick the dynamic-resolution schedule.
+ModelShape load_model_shape(const std::string& config, int resolution = 0, double h_div_w = 0);
+
+struct PlanArgs {
+  std::string model;
+  int batch = 1;
+  int tp = 1;
+  std::string k_dtype = "f32", v_dtype = "f32", weight_dtype = "f32";
+  std::string device_memory;  // "80GiB", "" = none
+  int resolution = 0;
+  double h_div_w = 0;
+  KVOptions kv;
+};
+
+struct PlanResult {
+  ModelShape shape;
+  int rows = 0, local_heads = 0;
+  int64_t budget_tokens = 0;  // 0 for full
+  std::string policy_desc;
+  KVPlan kv, full;            // per rank
+  int64_t weight_bytes = 0;   // per rank
+  int64_t activation_bytes = 0;  // estimate, per rank
+  int64_t device_memory = 0;
+  int max_batch = -1;         // -1: no --device-memory
+};
+
+PlanResult make_plan(const PlanArgs& a);
+int64_t parse_memory_size(const std::string& s);  // "80GiB", "80G", "81920MiB", "1e9" bytes
+std::string plan_json(const PlanResult& r, const PlanArgs& a);
+std::string plan_text(const PlanResult& r, const PlanArgs& a);
+
+}  // namespace skv

@@ -1,0 +1,89 @@
+// Every policy under tensor parallelism: a VAR model split over two ranks (threads with a summing
+// communicator) generates the same tokens on both ranks, and both ranks make the same budget decisions
+// (store length of every layer after every scale; ScaleKV's drafters), equal to one rank's decisions.
+#include <gtest/gtest.h>
+
+#include "kvcache/scalekv.h"
+#include "runtime/models/var_generate.h"
+#include "thread_comm.h"
+
+namespace skv {
+
+namespace {
+
+VarConfig tp_config() {
+  VarConfig c;
+  c.path = "tp";
+  c.depth = 3;
+  c.embed_dim = 64;
+  c.num_heads = 4;
+  c.patch_nums = {1, 2, 3, 4, 6, 8};
+  c.V = 32;
+  c.Cvae = 8;
+  c.num_classes = 5;
+  c.ch = 32;
+  c.vae_ch_mult = {1, 2};
+  c.vae_num_res_blocks = 1;
+  c.image_size = 16;
+  c.top_k = 1;
+  return c;
+}
+
+std::unique_ptr<KVPolicy> policy(const std::string& name, const VarConfig& c) {
+  const int64_t B = 20;  // of 66 cached tokens
+  if (name == "full") return make_full_policy();
+  if (name == "sliding-window") return make_sliding_window_policy(B);
+  if (name == "streamingllm") return make_streamingllm_policy(B);
+  if (name == "snapkv") return make_snapkv_policy(B, c.depth);
+  if (name == "pyramidkv") return make_pyramidkv_policy(B, c.depth);
+  ScaleKVOptions o;
+  o.budget = B;
+  o.drafters_per_scale = 1;
+  return std::make_unique<ScaleKVPolicy>(o, c.depth, c.schedule());
+}
+
+struct Outcome {
+  std::vector<std::vector<int64_t>> tokens;
+  std::vector<int64_t> lengths;  // per scale: the summed store length (ScaleTiming::kv_store_tokens)
+  std::vector<int> drafters;
+};
+
+Outcome run(const VarConfig& c, const std::string& name, Communicator& comm) {
+  VarModel model(c, WeightLoader(9, cpu_backend()), comm);
+  VQVAE vae(c, WeightLoader(10, cpu_backend()));
+  auto p = policy(name, c);
+  VarRequest req;
+  req.labels = {1, 4};
+  VarRunOptions opt;
+  opt.policy = p.get();
+  opt.decode = false;
+  const GenerateResult r = var_generate(model, vae, req, opt);
+  Outcome o;
+  o.tokens = r.tokens;
+  for (const auto& t : r.timings) o.lengths.push_back(t.kv_store_tokens);
+  if (auto* s = dynamic_cast<ScaleKVPolicy*>(p.get())) o.drafters = s->drafters();
+  return o;
+}
+
+}  // namespace
+
+TEST(PoliciesTensorParallel, TwoRanksMakeIdenticalDecisions) {
+  const VarConfig c = tp_config();
+  for (const std::string name : {"full", "sliding-window", "streamingllm", "snapkv", "pyramidkv", "scalekv"}) {
+    auto local = make_local_communicator();
+    const Outcome one = run(c, name, *local);
+    std::vector<Outcome> ranks(2);
+    test::ThreadGroup g(2);
+    g.run([&](int rank, Communicator& comm) { ranks[rank] = run(c, name, comm); });
+    EXPECT_EQ(ranks[0].tokens, ranks[1].tokens) << name;
+    EXPECT_EQ(ranks[0].lengths, ranks[1].lengths) << name;
+    EXPECT_EQ(ranks[0].drafters, ranks[1].drafters) << name;
+    EXPECT_EQ(ranks[0].lengths, one.lengths) << name;  // budgets do not depend on the TP size
+    if (name == "scalekv") {
+      EXPECT_EQ(ranks[0].drafters.size(), 1u);
+      EXPECT_EQ(ranks[0].drafters, one.drafters);
+    }
+  }
+}
+
+}  // namespace skv
