@@ -13,9 +13,11 @@
 #include "kvcache/multiscale_cache.h"
 #include "kvcache/planner.h"
 #include "kvcache/scalekv.h"
+#include "kvcache/scalekv_tp_harness.h"
 #include "runtime/check.h"
 #include "runtime/models/var_generate.h"
 #include "test_util.h"
+#include "kvcache/scalekv_tp_harness.h"
 #include "thread_comm.h"
 
 namespace skv {
@@ -248,69 +250,11 @@ TEST(ScaleKVPolicy, OnlineCalibrationOnAModelStaysInsideThePlan) {
   EXPECT_TRUE(p.drafters().empty());
 }
 
-namespace {
-
-// One layer's K/V and queries at one scale for every head: the "model" of the TP split test.
-struct LayerData {
-  Tensor k, v, q_raw, q_attn;  // [R, H, l, hd]
-};
-
-Tensor head_slice(const Tensor& t, int h0, int h1) {
-  const int64_t R = t.dim(0), H = t.dim(1), L = t.dim(2), D = t.dim(3);
-  Tensor o = Tensor::empty({R, h1 - h0, L, D});
-  for (int64_t r = 0; r < R; ++r)
-    for (int h = h0; h < h1; ++h)
-      std::copy_n(t.f32() + ((r * H + h) * L) * D, L * D, o.f32() + ((r * (h1 - h0) + (h - h0)) * L) * D);
-  return o;
-}
-
-// Runs the policy over a schedule on heads [h0, h1) of the data; returns kept positions per (scale, layer, row, global head).
-std::map<std::tuple<int, int, int, int>, std::vector<int32_t>> run_heads(
-    const std::vector<std::vector<LayerData>>& data, const Schedule& s, int depth, int R, int h0, int h1, int hd,
-    ScaleKVPolicy& pol, Communicator& comm) {
-  std::map<std::tuple<int, int, int, int>, std::vector<int32_t>> kept;
-  pol.set_communicator(&comm);
-  pol.begin_request();
-  const KVPlan plan = plan_kv(pol, s, depth, 1);
-  MultiScaleKVCache cache(cpu_backend(), R, h1 - h0, hd, depth, plan.pool_tokens);
-  for (int si = 0; si + 1 < s.num_scales(); ++si) {
-    pol.begin_scale(si);
-    cache.begin_scale(s.tokens(si), s.offset(si));
-    for (int l = 0; l < depth; ++l) {
-      const LayerData& d = data[si][l];
-      Tensor k = head_slice(d.k, h0, h1), v = head_slice(d.v, h0, h1);
-      std::copy_n(k.f32(), k.numel(), cache.cur_k().f32());
-      std::copy_n(v.f32(), v.numel(), cache.cur_v().f32());
-      Tensor qr = head_slice(d.q_raw, h0, h1), qa = head_slice(d.q_attn, h0, h1);
-      cache.update(l, si, pol, s, &qr, &qa, 0.3f, h0);
-      const int64_t n = cache.len(l);
-      for (int r = 0; r < R; ++r)
-        for (int h = 0; h < h1 - h0; ++h) {
-          const int32_t* p = cache.layer(l).pos.data() + (r * (h1 - h0) + h) * n;
-          kept[{si, l, r, h0 + h}] = std::vector<int32_t>(p, p + n);
-        }
-    }
-    cache.end_scale();
-    pol.end_scale(si);
-  }
-  return kept;
-}
-
-}  // namespace
 
 TEST(ScaleKVTensorParallel, TwoRanksReachTheSameDraftersAndKeepTheSameTokensPerHead) {
   const Schedule s = Schedule::square({1, 2, 3, 4, 6, 8, 10});
   const int depth = 5, R = 2, H = 4, hd = 8;
-  std::vector<std::vector<LayerData>> data(s.num_scales(), std::vector<LayerData>(depth));
-  uint32_t seed = 100;
-  for (int si = 0; si < s.num_scales(); ++si)
-    for (int l = 0; l < depth; ++l) {
-      const int64_t n = s.tokens(si);
-      // layer-dependent scale of the queries so the ASI differs clearly between layers
-      const float qs = 0.2f + 0.5f * static_cast<float>((l * 7) % depth);
-      data[si][l] = {test::randn({R, H, n, hd}, seed++), test::randn({R, H, n, hd}, seed++),
-                     test::randn({R, H, n, hd}, seed++), test::randn({R, H, n, hd}, seed++, qs)};
-    }
+  const auto data = test::make_layer_data(s, depth, R, H, hd);
   for (const ScaleKVScoring scoring : {ScaleKVScoring::Reference, ScaleKVScoring::Paper}) {
     ScaleKVOptions o;
     o.budget = 20;  // cumulative 1, 5, 14, 30: compression from scale 3 on
@@ -319,7 +263,7 @@ TEST(ScaleKVTensorParallel, TwoRanksReachTheSameDraftersAndKeepTheSameTokensPerH
     o.scoring = scoring;
     auto local = make_local_communicator();
     ScaleKVPolicy one(o, depth, s);
-    const auto kept1 = run_heads(data, s, depth, R, 0, H, hd, one, *local);
+    const auto kept1 = test::run_heads(data, s, depth, R, 0, H, hd, one, *local);
     ASSERT_EQ(one.drafters().size(), 2u);
     test::ThreadGroup g(2);
     std::vector<std::map<std::tuple<int, int, int, int>, std::vector<int32_t>>> kept2(2);
@@ -327,7 +271,7 @@ TEST(ScaleKVTensorParallel, TwoRanksReachTheSameDraftersAndKeepTheSameTokensPerH
     std::vector<std::vector<int64_t>> budgets(2);
     g.run([&](int rank, Communicator& comm) {
       ScaleKVPolicy p(o, depth, s);
-      kept2[rank] = run_heads(data, s, depth, R, rank * H / 2, (rank + 1) * H / 2, hd, p, comm);
+      kept2[rank] = test::run_heads(data, s, depth, R, rank * H / 2, (rank + 1) * H / 2, hd, p, comm);
       drafters[rank] = p.drafters();
       for (int si = 0; si < s.num_scales(); ++si)
         for (int l = 0; l < depth; ++l) budgets[rank].push_back(p.layer_budget(l, si));
