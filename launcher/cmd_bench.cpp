@@ -2,6 +2,8 @@
 // for a model (random weights unless --weights/--vae are given), for each batch size, median of
 // --repeats runs. In the same run it measures this machine's sgemm throughput and reports how far
 // the transformer is from the time its GEMM + attention FLOPs would take at that peak.
+// `bench fidelity` (or `bench --fidelity`) and `bench kv-memory` (`--kv-memory`) run the KV-cache
+// benchmarks of bench_fidelity.h and bench_kv_memory.h.
 #include <fmt/core.h>
 
 #include <chrono>
@@ -10,6 +12,9 @@
 
 #include "launcher/bench.h"
 #include "launcher/bench_cuda.h"
+#include "launcher/bench_fidelity.h"
+#include "launcher/bench_kv_memory.h"
+#include "launcher/kv_bench.h"
 #include "launcher/commands.h"
 #include "runtime/check.h"
 #include "runtime/models/var_generate.h"
@@ -166,7 +171,22 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--md", a->md_out, "Also write the table to this file");
   add_context_options(cmd, a->ctx);
   add_kv_options(cmd, a->kv);
-  cmd->callback([a, &app] {
+  auto f = std::make_shared<FidelityOptions>();
+  auto* fc = cmd->add_subcommand("fidelity", "Token agreement, PSNR, SSIM, KV peak and time per policy and budget "
+                                             "against the full cache (also: bench --fidelity)");
+  add_fidelity_options(fc, *f);
+  fc->callback([f] {
+    if (const int rc = run_fidelity_bench(*f, current_command_line())) std::exit(rc);
+  });
+  auto m = std::make_shared<KVMemoryOptions>();
+  auto* mc = cmd->add_subcommand("kv-memory", "Measured vs planned KV peak per policy, as a share of the full cache "
+                                              "(also: bench --kv-memory)");
+  add_kv_memory_options(mc, *m);
+  mc->callback([m] {
+    if (const int rc = run_kv_memory_bench(*m, current_command_line())) std::exit(rc);
+  });
+  cmd->callback([a, &app, cmd] {
+    if (!cmd->get_subcommands().empty()) return;  // fidelity / kv-memory ran instead
     BenchArgs args = *a;
     args.command = "scalekv bench";
     for (auto* o : app.get_subcommand("bench")->get_options())
@@ -174,6 +194,19 @@ void register_bench(CLI::App& app) {
         args.command += fmt::format(" --{} {}", o->get_lnames()[0], fmt::join(o->results(), ","));
     run_bench(args);
   });
+}
+
+void rewrite_bench_flags(int argc, char** argv) {
+  if (argc < 3 || std::string(argv[1]) != "bench") return;
+  for (int i = 2; i < argc; ++i) {
+    const std::string s = argv[i];
+    if (s != "--fidelity" && s != "--kv-memory") continue;
+    static std::string word;
+    word = s.substr(2);
+    for (int j = i; j > 2; --j) argv[j] = argv[j - 1];  // move the subcommand word right after "bench"
+    argv[2] = word.data();
+    return;
+  }
 }
 
 }  // namespace skv

@@ -9,11 +9,12 @@ namespace skv {
 void register_inspect(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_verify_golden(CLI::App& app);
-void register_bench(CLI::App& app);
+void register_bench(CLI::App& app);  // perf (default), and the fidelity / kv-memory subcommands
+// `bench --fidelity ...` and `bench --kv-memory ...` (the spelling) -> `bench fidelity ...`.
+void rewrite_bench_flags(int argc, char** argv);
 void register_random_checkpoint(CLI::App& app);  // cmd_random_checkpoint.cpp
 void register_bench_scaling(CLI::App& app);      // cmd_bench_scaling.cpp
 void register_plan(CLI::App& app);
 void register_calibrate(CLI::App& app);
-void register_bench_kv(CLI::App& app);
 
 }  // namespace skv

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   skv::register_bench_scaling(app);
   skv::register_plan(app);
   skv::register_calibrate(app);
-  skv::register_bench_kv(app);
+  skv::rewrite_bench_flags(argc, argv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
