@@ -23,6 +23,17 @@ enum class ObsQuery {
   Attention,  // the queries the attention used (biased, normalised, scaled, rotated)
 };
 
+// What a policy computed in one select() call, filled when CompressionInput::record is set, so a
+// parity check (verify-golden) or a decorator can compare it with the official code's records.
+// Everything is per (row, local head), row-major; a policy leaves empty what it does not compute.
+struct CompressionRecord {
+  int64_t total = 0;             // tokens scored: store + current scale
+  std::vector<int32_t> window;   // [R*H*w] observation-window positions (cache indices)
+  std::vector<float> scores;     // [R*H*total] scores before pooling (-inf at the window keys)
+  std::vector<float> pooled;     // [R*H*total] pooled scores (before the window is masked for top-k)
+  std::vector<int32_t> kept;     // [R*H*budget] what select() returned
+};
+
 struct CompressionInput {
   int layer = 0;
   int scale = 0;
@@ -39,6 +50,7 @@ struct CompressionInput {
   int64_t hist_cap = 0;
   float attn_scale = 1.0f;         // the scale the model's attention multiplies q.k by
   int head_offset = 0;             // global index of this rank's first head (tensor parallel)
+  CompressionRecord* record = nullptr;  // optional: filled by policies that support recording
 };
 
 class KVPolicy {
