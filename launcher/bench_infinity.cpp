@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <fstream>
@@ -31,6 +32,20 @@ std::string cpu_name() {
       if (p != std::string::npos) return line.substr(p + 2);
     }
   return "unknown CPU";
+}
+
+double cpu_seconds() {  // user + system time of every thread of the process
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+double loadavg() {
+  std::ifstream f("/proc/loadavg");
+  double l = 0;
+  f >> l;
+  return l;
 }
 
 std::string mib(int64_t b) { return fmt::format("{:.1f}", static_cast<double>(b) / (1024.0 * 1024.0)); }
@@ -69,8 +84,8 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
   for (int64_t i = 0; i < req.text.kv_compact.numel(); ++i) req.text.kv_compact.f32()[i] = nd(g);
 
   const int S = sched.num_scales();
-  std::vector<std::vector<double>> per_scale(S);
-  std::vector<double> totals, decodes;
+  std::vector<std::vector<double>> per_scale(S), cpu_scale(S);
+  std::vector<double> totals, cpu_totals, decodes, loads;
   std::vector<int64_t> kv_tokens(S, 0);
   int64_t kv_peak = 0, kv_store = 0;
   MemStats peak{};
@@ -80,8 +95,14 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
     InfinityRunOptions opt;
     opt.policy = policy.get();
     opt.decode = o.decode;
+    std::vector<double> cpu_at(S + 1, 0.0);
+    cpu_at[0] = cpu_seconds();
+    opt.progress = [&](int si, int, double) { cpu_at[si + 1] = cpu_seconds(); };
+    loads.push_back(loadavg());
     const GenerateResult r = infinity_generate(model, *vae, req, opt);
     if (!timed) continue;
+    for (int si = 0; si < S; ++si) cpu_scale[si].push_back(cpu_at[si + 1] - cpu_at[si]);
+    cpu_totals.push_back(cpu_at[S] - cpu_at[0]);
     const MemStats st = alloc.stats();
     for (int c = 0; c < kNumMemCategories; ++c) peak.peak[c] = std::max(peak.peak[c], st.peak[c]);
     peak.total_peak = std::max(peak.total_peak, st.total_peak);
@@ -106,14 +127,16 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
              "(+CFG: {} rows), KV policy {}\n\n", cfg.name, cfg.embed_dim, cfg.num_heads, cfg.depth, full_depth, img_w,
              img_h, o.h_div_w, o.batch, 2 * o.batch, policy->name());
   fmt::print("machine: {}, {} OpenMP threads; backend {}; build {}; random weights; text {} tokens/prompt; "
-             "median of {} run(s){}\n", cpu_name(), omp_get_max_threads(), be.name(), build, o.text_len, o.repeats,
-             o.warmup ? " after 1 warm-up" : "");
+             "median of {} run(s){}; load average at the starts: {:.1f}\n", cpu_name(), omp_get_max_threads(), be.name(),
+             build, o.text_len, o.repeats, o.warmup ? " after 1 warm-up" : "", median(loads));
   if (!o.command.empty()) fmt::print("command: `{}`\n", o.command);
-  fmt::print("\n| scale | tokens | time (s) | KV stored after (tokens, all layers) |\n|---:|---:|---:|---:|\n");
+  fmt::print("\n| scale | tokens | time (s) | CPU time, all threads (s) | KV stored after (tokens, all layers) |\n"
+             "|---:|---:|---:|---:|---:|\n");
   for (int si = 0; si < S; ++si)
-    fmt::print("| {} | {}x{} | {:.4f} | {} |\n", si, sched[si].h, sched[si].w, median(per_scale[si]), kv_tokens[si]);
-  fmt::print("| **total** | {} | **{:.3f}** | |\n", sched.total(), median(totals));
-  if (o.decode) fmt::print("| decoder | {}x{} px | {:.3f} | |\n", img_w, img_h, median(decodes));
+    fmt::print("| {} | {}x{} | {:.4f} | {:.4f} | {} |\n", si, sched[si].h, sched[si].w, median(per_scale[si]),
+               median(cpu_scale[si]), kv_tokens[si]);
+  fmt::print("| **total** | {} | **{:.3f}** | **{:.3f}** | |\n", sched.total(), median(totals), median(cpu_totals));
+  if (o.decode) fmt::print("| decoder | {}x{} px | {:.3f} | | |\n", img_w, img_h, median(decodes));
   fmt::print("\n| memory (MiB) | weights | kv (measured peak) | kv store capacity | activations peak | workspace peak | "
              "all peak |\n|---|---:|---:|---:|---:|---:|---:|\n");
   fmt::print("| {} | {} | {} | {} | {} | {} | {} |\n", be.name(), mib(peak.pk(MemCategory::Weights)), mib(kv_peak),

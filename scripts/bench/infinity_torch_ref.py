@@ -173,9 +173,9 @@ class InfinityRef:
         H_, W_ = schedule[-1]
         summed = torch.zeros(B, self.d, 1, H_, W_)
         gen = torch.Generator().manual_seed(seed)
-        times = []
+        times, cpu = [], []
         for si, (h, w) in enumerate(schedule):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for i in range(self.depth):
                 if i % self.per_chunk == 0 and (i == 0 or not self.only_first):
                     x = x + self.w("lvl_embed.weight")[si]
@@ -210,6 +210,8 @@ class InfinityRef:
             else:
                 summed += codes
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        self.cpu_times = cpu
         return times, summed
 
 
@@ -305,17 +307,20 @@ def main():
     g = torch.Generator().manual_seed(1)
     kv = torch.randn(a.batch * a.text_len, cfg["infinity_kwargs"]["text_channels"], generator=g) * 0.3
     s = cfg.get("sampling", {})
-    per, totals = [[] for _ in sched], []
+    per, cpus, totals, cpu_totals, loads = [[] for _ in sched], [[] for _ in sched], [], [], []
     for rep in range(a.repeats + (0 if a.no_warmup else 1)):
-        t0 = time.perf_counter()
+        loads.append(os.getloadavg()[0])
+        t0, c0 = time.perf_counter(), time.process_time()
         times, _ = m.generate(kv, [a.text_len] * a.batch, sched, full[-1], cfg=s.get("cfg", 3.0), tau=s.get("tau", 1.0),
                               top_k=s.get("top_k", 900), top_p=s.get("top_p", 0.97))
-        total = time.perf_counter() - t0
+        total, cpu_total = time.perf_counter() - t0, time.process_time() - c0
         if rep == 0 and not a.no_warmup:
             continue
         for i, t in enumerate(times):
             per[i].append(t)
+            cpus[i].append(m.cpu_times[i])
         totals.append(total)
+        cpu_totals.append(cpu_total)
     k = cfg["infinity_kwargs"]
     px = sched[-1][0] * 16
     print(f"\n### PyTorch reference: {cfg.get('name', 'infinity')} shape (width {k['embed_dim']}, {k['num_heads']} heads, "
@@ -323,12 +328,14 @@ def main():
           f"(+CFG: {2 * a.batch} rows), full KV cache (concatenated per scale)\n")
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, float32; random weights; text {a.text_len} tokens/prompt; median of "
-          f"{a.repeats} run(s){'' if a.no_warmup else ' after 1 warm-up'}")
+          f"{a.repeats} run(s){'' if a.no_warmup else ' after 1 warm-up'}; load average at the starts: "
+          f"{statistics.median(loads):.1f}")
     print(f"command: `{' '.join(['scripts/bench/infinity_torch_ref.py'] + sys.argv[1:])}`\n")
-    print("| scale | tokens | time (s) |\n|---:|---:|---:|")
+    print("| scale | tokens | time (s) | CPU time, all threads (s) |\n|---:|---:|---:|---:|")
     for i, (h, w) in enumerate(sched):
-        print(f"| {i} | {h}x{w} | {statistics.median(per[i]):.4f} |")
-    print(f"| **total** | {sum(h * w for h, w in sched)} | **{statistics.median(totals):.3f}** |")
+        print(f"| {i} | {h}x{w} | {statistics.median(per[i]):.4f} | {statistics.median(cpus[i]):.4f} |")
+    print(f"| **total** | {sum(h * w for h, w in sched)} | **{statistics.median(totals):.3f}** | "
+          f"**{statistics.median(cpu_totals):.3f}** |")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"\npeak RSS (whole process, weights included): {rss:.1f} MiB")
 
