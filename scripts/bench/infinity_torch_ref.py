@@ -139,7 +139,12 @@ class InfinityRef:
             k = torch.cat((cache[i][0], k), 2)
             v = torch.cat((cache[i][1], v), 2)
         cache[i] = (k, v)
-        att = torch.softmax(q @ k.transpose(-1, -2), -1) @ v  # scale 1 (cosine attention)
+        # scale 1 (cosine attention); per row and 1024-query chunk, so the score matrix stays below
+        # H x 1024 x keys floats (one [R, H, L, keys] matrix is 22 GB at 1024x1024, batch 4)
+        att = torch.empty_like(q)
+        for r in range(B):
+            for q0 in range(0, L, 1024):
+                att[r, :, q0:q0 + 1024] = torch.softmax(q[r, :, q0:q0 + 1024] @ k[r].transpose(-1, -2), -1) @ v[r]
         x = x + self.lin(att.transpose(1, 2).reshape(B, L, C), p + "sa.proj").mul_(g1)
         # cross-attention, each row to its own text
         hc = F.layer_norm(x, (C,), self.w(p + "ca_norm.weight"), self.w(p + "ca_norm.bias"), self.eps)
