@@ -160,6 +160,23 @@ TEST(InfinityModel, SpatialPatchifyRoundTripsAndRuns) {
   EXPECT_EQ(test::max_abs_diff(a.images, b.images), 0.0);
 }
 
+TEST(InfinityModel, NonSquareAspectRatiosGenerate) {
+  const InfinityConfig cfg = test::tiny_infinity_config();
+  auto comm = make_local_communicator();
+  WeightLoader wm(31, cpu_backend()), wv(32, cpu_backend());
+  InfinityModel model(cfg, wm, *comm);
+  BsqVae vae(cfg, wv);
+  for (double r : {0.5, 1.333}) {
+    InfinityRequest req = tiny_request(cfg, {4});
+    req.schedule = infinity_schedule_for(r, 256);
+    InfinityRunOptions o;
+    const GenerateResult a = infinity_generate(model, vae, req, o);
+    const auto& last = req.schedule[req.schedule.num_scales() - 1];
+    EXPECT_EQ(a.images.shape(), Shape({1, 3, last.h * 4, last.w * 4})) << "h/w " << r;
+    EXPECT_EQ(a.tokens.back().size(), static_cast<size_t>(last.h * last.w * cfg.d_vae()));
+  }
+}
+
 TEST(InfinityModel, TensorParallelOverTwoRanksMatchesOneRank) {
   InfinityConfig cfg = test::tiny_infinity_config();
   cfg.num_heads = 4;  // 2 heads per rank, head_dim 16
