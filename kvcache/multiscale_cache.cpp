@@ -204,28 +204,47 @@ void MultiScaleKVCache::compact(int l, const std::vector<int32_t>& kept, int64_t
   L.len = n;
 }
 
-int64_t MultiScaleKVCache::update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
-                                  const Tensor* q_attn, float attn_scale, int head_offset) {
-  auto& L = layers_[l];
-  const std::vector<KVSegment> hist = store_segments(l);
+CompressionInput MultiScaleKVCache::make_input(int l, int scale, const Schedule& schedule,
+                                              const std::vector<KVSegment>& hist, const Tensor* q_raw,
+                                              const Tensor* q_attn, float attn_scale, int head_offset) {
   CompressionInput in;
   in.layer = l;
   in.scale = scale;
   in.schedule = &schedule;
   in.backend = &be_;
   in.hist = &hist;
-  in.hist_len = L.len;
+  in.hist_len = layers_[l].len;
   in.cur_k = &cur_k_;
   in.cur_v = &cur_v_;
   in.cur_len = cur_len_;
   in.q_raw = q_raw;
   in.q_attn = q_attn;
-  in.hist_pos = &L.pos;
+  in.hist_pos = &layers_[l].pos;
   in.attn_scale = attn_scale;
   in.rows = rows_;
   in.heads = heads_;
   in.head_dim = head_dim_;
   in.head_offset = head_offset;
+  return in;
+}
+
+std::vector<int32_t> MultiScaleKVCache::select_only(int l, int scale, KVPolicy& policy, const Schedule& schedule,
+                                                    const Tensor* q_raw, const Tensor* q_attn, float attn_scale,
+                                                    int head_offset) {
+  const std::vector<KVSegment> hist = store_segments(l);
+  const CompressionInput in = make_input(l, scale, schedule, hist, q_raw, q_attn, attn_scale, head_offset);
+  const int64_t total = in.total();
+  const int64_t b = std::min(total, std::max<int64_t>(0, policy.budget(l, scale, total)));
+  std::vector<int32_t> kept;
+  if (b < total) policy.select(in, b, kept);
+  return kept;
+}
+
+int64_t MultiScaleKVCache::update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
+                                  const Tensor* q_attn, float attn_scale, int head_offset) {
+  auto& L = layers_[l];
+  const std::vector<KVSegment> hist = store_segments(l);
+  const CompressionInput in = make_input(l, scale, schedule, hist, q_raw, q_attn, attn_scale, head_offset);
   policy.observe(in);
   const int64_t total = L.len + cur_len_;
   int64_t b = std::min(total, std::max<int64_t>(0, policy.budget(l, scale, total)));

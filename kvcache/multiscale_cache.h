@@ -61,6 +61,11 @@ class MultiScaleKVCache {
   // Returns the layer's new length.
   int64_t update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
                  const Tensor* q_attn, float attn_scale, int head_offset);
+  // The selection the policy would make for layer l now, without storing anything (parity checks run
+  // the official code's selection at the last scale, whose K/V are never stored). Empty when the
+  // policy keeps everything.
+  std::vector<int32_t> select_only(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
+                                   const Tensor* q_attn, float attn_scale, int head_offset);
 
   int64_t pool_tokens() const { return pool_tokens_; }
   int64_t pool_bytes() const;        // bytes of the pool (K and V)
@@ -71,6 +76,8 @@ class MultiScaleKVCache {
   void reset();                      // every layer empty, the pool free
 
  private:
+  CompressionInput make_input(int l, int scale, const Schedule& schedule, const std::vector<KVSegment>& hist,
+                              const Tensor* q_raw, const Tensor* q_attn, float attn_scale, int head_offset);
   void grow(int l, int64_t n);    // give layer l slots for tokens [len, n)
   void shrink(int l, int64_t n);  // return the slots of tokens [n, len) to the pool
   std::vector<int32_t> slot_map(int l, int64_t n) const;  // slot of tokens [0, n)

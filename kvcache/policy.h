@@ -26,6 +26,17 @@ struct QueryNeeds {
   bool attention = false;  // the queries the attention used (biased, normalised, scaled, rotated)
 };
 
+// What a policy computed in one select() call, filled when CompressionInput::record is set, so a
+// parity check (verify-golden) or a decorator can compare it with the official code's records.
+// Everything is per (row, local head), row-major; a policy leaves empty what it does not compute.
+struct CompressionRecord {
+  int64_t total = 0;             // tokens scored: store + current scale
+  std::vector<int32_t> window;   // [R*H*w] observation-window positions (cache indices)
+  std::vector<float> scores;     // [R*H*total] scores before pooling (-inf at the window keys)
+  std::vector<float> pooled;     // [R*H*total] pooled scores (before the window is masked for top-k)
+  std::vector<int32_t> kept;     // [R*H*budget] what select() returned
+};
+
 struct CompressionInput {
   int layer = 0;
   int scale = 0;
@@ -45,6 +56,7 @@ struct CompressionInput {
   int64_t total() const { return hist_len + cur_len; }
   // Keys of [store + current] as attention segments.
   std::vector<KVSegment> all_segments() const;
+  CompressionRecord* record = nullptr;  // optional: filled by policies that support recording
 };
 
 class KVPolicy {

@@ -9,6 +9,7 @@
 
 #include "launcher/commands.h"
 #include "launcher/context.h"
+#include "launcher/generate_infinity.h"
 #include "launcher/kv_options.h"
 #include "launcher/model_files.h"
 #include "kvcache/planner.h"
@@ -32,6 +33,7 @@ struct GenerateArgs {
   int batch = 0;
   ContextArgs ctx;
   KVOptions kv;
+  InfinityGenerateArgs inf;
 };
 
 void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
@@ -109,6 +111,8 @@ void run_generate(const GenerateArgs& a) {
   const ModelFiles f = resolve_model_files(a.files);
   const std::string family = model_family(f.config);
   if (family == "var") return run_generate_var(a, f);
+  if (family == "infinity")
+    return run_generate_infinity(f, a.inf, a.cfg, a.top_k, a.top_p, a.seed, a.out, a.batch, a.ctx, a.kv);
   SKV_FAIL("{}: the '{}' family is not supported by this build's generate command", f.config, family);
 }
 
@@ -129,6 +133,7 @@ void register_generate(CLI::App& app) {
   add_context_options(cmd, a->ctx);
   add_kv_options(cmd, a->kv);
   cmd->add_option("--batch", a->batch, "Images per forward pass (default: all at once)");
+  add_infinity_generate_options(cmd, a->inf);
   cmd->callback([a] { run_generate(*a); });
 }
 

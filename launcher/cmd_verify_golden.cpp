@@ -62,6 +62,8 @@ int run_verify(const VerifyArgs& args) {
     GoldenOutcome o;
     if (family == "var") {
       o = verify_var_golden(a.dir, name, a.opt);
+    } else if (family == "infinity") {
+      o = verify_infinity_golden(a.dir, name, a.opt);
     } else {
       o = {GoldenStatus::Skip, fmt::format("the {} family is not implemented in this build", family)};
     }

@@ -28,6 +28,9 @@ struct GoldenOutcome {
 
 // Prints one line per compared tensor (on rank 0 of the communicator) and the verdict.
 GoldenOutcome verify_var_golden(const std::string& dir, const std::string& name, const GoldenOptions& opt);
+// Infinity goldens (../shared/golden/README-infinity.md), including the ScaleKV half when
+// NAME.scalekv.json is present.
+GoldenOutcome verify_infinity_golden(const std::string& dir, const std::string& name, const GoldenOptions& opt);
 
 // Accumulates comparisons and prints them aligned.
 class GoldenReport {

@@ -2,6 +2,10 @@
 // Every op follows PyTorch's float32 CPU definition (interpolation index/weight rules, biased variance
 // in the norms, GELU-tanh), because the goldens were produced by PyTorch on a CPU. Attention works in
 // query chunks so the score matrix never exceeds kAttnChunk x keys floats.
+// Threads: ONE pool. OpenBLAS is set to one thread and every matrix product is split across OpenMP
+// threads here (column/row blocks, (row, head, query-chunk) tiles, conv pixel blocks). With OpenBLAS's
+// own pthreads next to the OpenMP workers, each pool spun while the other worked and a 2-core run of
+// Infinity took twice as long.
 #include <cblas.h>
 #include <omp.h>
 
@@ -60,6 +64,33 @@ namespace {
 
 constexpr int64_t kAttnChunk = 256;
 
+// C[M,N] (ldc) = alpha * A[M,K] (lda) * op(B) + beta * C, op(B) = B^T ([N,K], ldb) or B ([K,N], ldb),
+// split into contiguous column (or, when M > N, row) blocks, one single-threaded OpenBLAS call per
+// OpenMP thread. Each output element is the same K-long product whatever the split.
+void gemm(bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
+  auto call = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    if (m1 <= m0 || n1 <= n0) return;
+    const float* b = trans_b ? B + n0 * ldb : B + n0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m1 - m0),
+                static_cast<int>(n1 - n0), static_cast<int>(K), alpha, A + m0 * lda, static_cast<int>(lda), b,
+                static_cast<int>(ldb), beta, C + m0 * ldc + n0, static_cast<int>(ldc));
+  };
+  if (T <= 1 || 2.0 * static_cast<double>(M) * N * K < 2e6) return call(0, M, 0, N);
+  const bool by_cols = N >= M;
+  const int64_t len = by_cols ? N : M;
+  const int64_t blk = ((len + T - 1) / T + 15) / 16 * 16;
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < T; ++t) {
+    const int64_t a = std::min(len, t * blk), b = std::min(len, (t + 1) * blk);
+    if (by_cols)
+      call(0, M, a, b);
+    else
+      call(a, b, 0, N);
+  }
+}
+
 void check_f32(const Tensor& t, const char* what) {
   SKV_CHECK(t.defined() && t.dtype() == DType::F32 && t.device() == Device::CPU, "{}: expected a host F32 tensor, got {}",
             what, t.defined() ? t.describe() : "undefined");
@@ -80,6 +111,7 @@ std::vector<CubicTap> cubic_taps(int64_t in, int64_t out) {
 
 class CpuBackend final : public Backend {
  public:
+  CpuBackend() { openblas_set_num_threads(1); }  // one thread pool: see the file comment
   Device device() const override { return Device::CPU; }
   std::string name() const override { return "cpu"; }
   Allocator& allocator() override { return Allocator::host(); }
@@ -113,9 +145,7 @@ class CpuBackend final : public Backend {
       if (K == 0) {
         std::fill(yp, yp + M * N, 0.0f);
       } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
-                    static_cast<int>(K), 1.0f, x.f32(), static_cast<int>(K), w32.f32(), static_cast<int>(K), 0.0f, yp,
-                    static_cast<int>(N));
+        gemm(true, M, N, K, 1.0f, x.f32(), K, w32.f32(), K, 0.0f, yp, N);
       }
     }
     if (bias) {
@@ -531,41 +561,45 @@ class CpuBackend final : public Backend {
       Lmax += m;
     }
     const int64_t chunk = std::min<int64_t>(Lq, kAttnChunk);
-    Tensor scores = Tensor::empty({chunk, std::max<int64_t>(Lmax, 1)}, DType::F32, MemCategory::Workspace);
-    Tensor acc = Tensor::empty({chunk, D}, DType::F32, MemCategory::Workspace);
-    float* S = scores.f32();
+    const int64_t nchunks = (Lq + chunk - 1) / chunk;
     const float* qp = q.f32();
     float* op = out.f32();
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t q0 = 0; q0 < Lq; q0 += chunk) {
-          const int64_t nq = std::min(chunk, Lq - q0);
-          const float* Q = qp + ((r * H + h) * Lq + q0) * D;
-          int64_t col = 0;
-          for (const auto& s : segs) {  // scores = scale * Q K^T, one column block per segment
-            const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
-            if (len == 0) continue;
-            const float* K = s.k->f32() + ((r * H + h) * s.k->dim(2) + s.start) * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, len, D, scale, Q, D, K, D, 0.0f, S + col, Lmax);
-            col += len;
-          }
-          const int64_t L = col;
-#pragma omp parallel for if (nq * L > 16384)
-          for (int64_t i = 0; i < nq; ++i) softmax_row(S + i * Lmax, L);
-          col = 0;
-          float* A = acc.f32();
-          for (const auto& s : segs) {  // out = P V, accumulated over segments
-            const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
-            if (len == 0) continue;
-            const float* V = s.v->f32() + ((r * H + h) * s.v->dim(2) + s.start) * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, len, 1.0f, S + col, Lmax, V, D,
-                        col == 0 ? 0.0f : 1.0f, A, D);
-            col += len;
-          }
-          if (col == 0) std::fill(A, A + nq * D, 0.0f);
-          for (int64_t i = 0; i < nq; ++i)
-            std::memcpy(op + ((r * Lq + q0 + i) * H + h) * D, A + i * D, D * sizeof(float));
+    // One tile = (row, head, query chunk); tiles run in parallel, each with its own score buffer.
+#pragma omp parallel if (R * H * nchunks > 1 && R * H * Lq * Lmax > 65536)
+    {
+      Tensor scores = Tensor::empty({chunk, std::max<int64_t>(Lmax, 1)}, DType::F32, MemCategory::Workspace);
+      Tensor acc = Tensor::empty({chunk, D}, DType::F32, MemCategory::Workspace);
+      float* S = scores.f32();
+      float* A = acc.f32();
+#pragma omp for schedule(dynamic)
+      for (int64_t tile = 0; tile < R * H * nchunks; ++tile) {
+        const int64_t r = tile / (H * nchunks), h = (tile / nchunks) % H, q0 = (tile % nchunks) * chunk;
+        const int64_t nq = std::min(chunk, Lq - q0);
+        const float* Q = qp + ((r * H + h) * Lq + q0) * D;
+        int64_t col = 0;
+        for (const auto& s : segs) {  // scores = scale * Q K^T, one column block per segment
+          const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
+          if (len == 0) continue;
+          const float* K = s.k->f32() + ((r * H + h) * s.k->dim(2) + s.start) * D;
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, len, D, scale, Q, D, K, D, 0.0f, S + col, Lmax);
+          col += len;
         }
+        const int64_t L = col;
+        for (int64_t i = 0; i < nq; ++i) softmax_row(S + i * Lmax, L);
+        col = 0;
+        for (const auto& s : segs) {  // out = P V, accumulated over segments
+          const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
+          if (len == 0) continue;
+          const float* V = s.v->f32() + ((r * H + h) * s.v->dim(2) + s.start) * D;
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, len, 1.0f, S + col, Lmax, V, D,
+                      col == 0 ? 0.0f : 1.0f, A, D);
+          col += len;
+        }
+        if (col == 0) std::fill(A, A + nq * D, 0.0f);
+        for (int64_t i = 0; i < nq; ++i)
+          std::memcpy(op + ((r * Lq + q0 + i) * H + h) * D, A + i * D, D * sizeof(float));
+      }
+    }
   }
 
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int stride, int pad, Tensor& y) override {
@@ -579,28 +613,43 @@ class CpuBackend final : public Backend {
     Tensor w32 = w.dtype() == DType::F32 ? w : w.to_f32(MemCategory::Workspace);
     const int64_t Kc = Ci * kh * kw, P = Ho * Wo;
     const bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
-    Tensor col = direct ? Tensor() : Tensor::empty({Kc, P}, DType::F32, MemCategory::Workspace);
+    // Output pixels in blocks: each block gathers its own im2col columns (at most ~8 MiB) and runs one
+    // single-threaded GEMM, so the workspace stays small and the blocks run in parallel.
+    const int64_t pb = std::max<int64_t>(64, std::min<int64_t>(P, (int64_t{2} << 20) / std::max<int64_t>(Kc, 1)));
+    const int64_t nblk = (P + pb - 1) / pb;
+    const float* wp = w32.f32();
     for (int64_t n = 0; n < N; ++n) {
       const float* xp = x.f32() + n * Ci * H * W;
-      const float* cp = xp;
-      if (!direct) {
-        float* c = col.f32();
-#pragma omp parallel for if (Kc * P > 65536)
-        for (int64_t k = 0; k < Kc; ++k) {
-          const int64_t ci = k / (kh * kw), dy = (k / kw) % kh, dx = k % kw;
-          float* row = c + k * P;
-          for (int64_t oy = 0; oy < Ho; ++oy) {
-            const int64_t iy = oy * stride - pad + dy;
-            for (int64_t ox = 0; ox < Wo; ++ox) {
-              const int64_t ix = ox * stride - pad + dx;
-              row[oy * Wo + ox] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? xp[(ci * H + iy) * W + ix] : 0.0f;
+      float* yp = y.f32() + n * Co * P;
+      if (direct) {
+        gemm(false, Co, P, Kc, 1.0f, wp, Kc, xp, P, 0.0f, yp, P);
+      } else {
+#pragma omp parallel if (nblk > 1)
+        {
+          Tensor col = Tensor::empty({Kc, pb}, DType::F32, MemCategory::Workspace);
+          float* c = col.f32();
+#pragma omp for schedule(dynamic)
+          for (int64_t blk = 0; blk < nblk; ++blk) {
+            const int64_t p0 = blk * pb, np = std::min(pb, P - p0);
+            for (int64_t k = 0; k < Kc; ++k) {
+              const int64_t ci = k / (kh * kw), dy = (k / kw) % kh, dx = k % kw;
+              float* row = c + k * np;
+              int64_t oy = p0 / Wo, ox = p0 % Wo;
+              for (int64_t j = 0; j < np; ++j) {
+                const int64_t iy = oy * stride - pad + dy, ix = ox * stride - pad + dx;
+                row[j] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? xp[(ci * H + iy) * W + ix] : 0.0f;
+                if (++ox == Wo) {
+                  ox = 0;
+                  ++oy;
+                }
+              }
             }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(Co), static_cast<int>(np),
+                        static_cast<int>(Kc), 1.0f, wp, static_cast<int>(Kc), c, static_cast<int>(np), 0.0f, yp + p0,
+                        static_cast<int>(P));
           }
         }
-        cp = c;
       }
-      float* yp = y.f32() + n * Co * P;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, P, Kc, 1.0f, w32.f32(), Kc, cp, P, 0.0f, yp, P);
       if (b) {
         const float* bp = b->f32();
 #pragma omp parallel for if (Co * P > 65536)

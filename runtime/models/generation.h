@@ -24,6 +24,9 @@ class GenerationObserver {
   virtual void on_logits(int si, const Tensor& logits) {}            // [B, l, V] after CFG
   virtual void on_tokens(int si, const std::vector<int64_t>& idx) {}  // [B * l]
   virtual void on_vae_input(int si, const Tensor& x) {}              // [B, l, Cvae] next-scale VAE-space map
+  // Named intermediate tensors a family records once per request (Infinity: "cond.text_norm",
+  // "cond.sos", "cond.ca_kv", "cond.gss", "summed_codes"); see each family's generate header.
+  virtual void on_tensor(const std::string& name, const Tensor& t) {}
   // Whether on_block_output is wanted (copies cost time).
   virtual bool wants_block_outputs() const { return false; }
 };

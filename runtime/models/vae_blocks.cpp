@@ -24,13 +24,14 @@ Tensor Conv2d::forward(Backend& be, const Tensor& x) const {
 
 void GroupNorm32::load(const WeightLoader& wl, const std::string& prefix, const KeyStyle& style, int ch) {
   channels = ch;
+  groups = ch % 32 == 0 ? 32 : 24;
   w = wl.get(prefix + style.norm + ".weight", {ch});
   b = wl.get(prefix + style.norm + ".bias", {ch});
 }
 
 Tensor GroupNorm32::forward(Backend& be, const Tensor& x, bool then_silu) const {
   Tensor y = be.empty(x.shape());
-  be.group_norm(x, 32, &w, &b, 1e-6f, y);
+  be.group_norm(x, groups, &w, &b, 1e-6f, y);
   if (then_silu) be.silu(y, y);
   return y;
 }

@@ -25,9 +25,11 @@ struct Conv2d {
   Tensor forward(Backend& be, const Tensor& x) const;
 };
 
+// GroupNorm(32 groups, eps 1e-6); 24 groups when the channels do not divide by 32 (the BSQ-VAE's
+// Normalize rule; VAR configs always divide by 32).
 struct GroupNorm32 {
   Tensor w, b;
-  int channels = 0;
+  int channels = 0, groups = 32;
   void load(const WeightLoader& wl, const std::string& prefix, const KeyStyle& style, int ch);
   Tensor forward(Backend& be, const Tensor& x, bool then_silu) const;
 };

@@ -1,0 +1,88 @@
+#include "launcher/generate_infinity.h"
+
+#include <fmt/core.h>
+
+#include <filesystem>
+
+#include "launcher/progress.h"
+#include "runtime/check.h"
+#include "runtime/image_io.h"
+#include "runtime/models/infinity_generate.h"
+#include "runtime/models/infinity_text.h"
+
+namespace skv {
+
+void add_infinity_generate_options(CLI::App* cmd, InfinityGenerateArgs& a) {
+  cmd->add_option("--text-embeddings", a.text_embeddings,
+                  "Infinity: prompt embeddings (safetensors kv_compact + lens; scripts/encode_prompts.py)");
+  cmd->add_option("--h-div-w", a.h_div_w, "Infinity: aspect ratio height/width from the dynamic-resolution table "
+                  "(default: the config's)");
+  cmd->add_option("--resolution", a.resolution, "Infinity: 256, 512, 768 or 1024 (default: the config's)");
+  cmd->add_option("--tau", a.tau, "Infinity: sampling temperature per scale (default: the config's)");
+}
+
+void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, float cfg_scale, int top_k, float top_p,
+                           uint64_t seed, const std::string& out, int batch, const ContextArgs& ctx_args,
+                           const KVOptions& kv) {
+  const InfinityConfig cfg = InfinityConfig::load(f.config);
+  SKV_CHECK(!a.text_embeddings.empty(), "--text-embeddings FILE is required for Infinity models (write it with "
+            "scripts/encode_prompts.py)");
+  std::vector<std::string> prompts;
+  const InfinityText text = load_infinity_text(a.text_embeddings, cfg.text_channels, &prompts);
+  const double h_div_w = a.h_div_w > 0 ? a.h_div_w : cfg.h_div_w;
+  const int resolution = a.resolution > 0 ? a.resolution : cfg.resolution;
+  const Schedule sched = infinity_schedule_for(h_div_w, resolution);
+  RunContext ctx = make_context(ctx_args);
+  Backend& be = *ctx.backend;
+  SafeTensors wst(f.weights), vst(f.vae);
+  InfinityModel model(cfg, wst, be, *ctx.tp);
+  BsqVae vae(cfg, vst, be);
+  auto policy = make_kv_policy(kv, {cfg.depth, cfg.num_heads, sched});
+
+  InfinityRequest req;
+  req.schedule = sched;
+  req.cfg_list = {cfg_scale >= 0 ? cfg_scale : cfg.cfg};
+  req.tau_list = {a.tau > 0 ? a.tau : cfg.tau};
+  req.cfg_insertion_layer = cfg.cfg_insertion_layer;
+  req.sampling.top_k = top_k >= 0 ? top_k : cfg.top_k;
+  req.sampling.top_p = top_p >= 0 ? top_p : cfg.top_p;
+  req.seed = seed;
+  SKV_CHECK(req.sampling.top_p >= 0 && req.sampling.top_p <= 1, "--top-p {} must be in [0, 1]", req.sampling.top_p);
+  std::filesystem::create_directories(out);
+
+  const int n = static_cast<int>(text.lens.size());
+  const int bs = batch > 0 ? batch : n;
+  const int S = sched.num_scales();
+  double total_s = 0, dec_s = 0;
+  int64_t kv_peak = 0;
+  int W = 0, H = 0;
+  Progress prog("generate");
+  for (int b0 = 0; b0 < n; b0 += bs) {
+    const int b1 = std::min(n, b0 + bs);
+    InfinityRequest sub = req;
+    sub.text = slice_infinity_text(text, b0, b1);
+    for (int i = b0; i < b1; ++i) sub.image_ids.push_back(static_cast<uint32_t>(i));
+    InfinityRunOptions opt;
+    opt.policy = policy.get();
+    opt.progress = [&](int si, int, double s) {
+      prog.update(fmt::format("images {}-{}/{}  scale {}/{} ({}x{})  {:.3f}s", b0 + 1, b1, n, si + 1, S, sched[si].h,
+                              sched[si].w, s));
+    };
+    GenerateResult r = infinity_generate(model, vae, sub, opt);
+    total_s += r.transformer_seconds + r.decode_seconds;
+    dec_s += r.decode_seconds;
+    kv_peak = std::max(kv_peak, r.kv_peak_bytes);
+    const auto rgb = infinity_images_to_rgb8(r.images);
+    H = static_cast<int>(r.images.dim(2));
+    W = static_cast<int>(r.images.dim(3));
+    for (int i = b0; i < b1 && ctx.is_output_rank(); ++i)
+      write_png_rgb(fmt::format("{}/{:04d}.png", out, i), rgb[i - b0].data(), W, H);
+  }
+  prog.done(fmt::format("{} images", n));
+  if (!ctx.is_output_rank()) return;
+  fmt::print("generated {} images ({}x{}, h/w {}, {} scales: {}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}; "
+             "KV peak {} -> {}/\n", n, W, H, h_div_w, S, sched.describe(), total_s, total_s / n, dec_s, be.name(),
+             format_bytes(kv_peak), out);
+}
+
+}  // namespace skv

@@ -1,0 +1,384 @@
+#include "runtime/models/infinity_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "runtime/check.h"
+#include "runtime/models/var_model.h"  // valid_tp_sizes
+
+namespace skv {
+
+InfinityModel::InfinityModel(const InfinityConfig& cfg, const WeightLoader& wl, Communicator& comm)
+    : cfg_(cfg), be_(wl.backend()), comm_(comm) {
+  Backend& be = be_;
+  const int tp = comm.size(), rank = comm.rank();
+  const int C = cfg.embed_dim, D = cfg.embed_dim, H = cfg.num_heads, hd = cfg.head_dim(), F = cfg.ffn_hidden();
+  const int Ct5 = cfg.text_channels;
+  SKV_CHECK(H % tp == 0 && F % tp == 0, "tensor parallel size {} does not divide num_heads {} (and the FFN width {}) "
+            "of {}; valid sizes: {}", tp, H, F, cfg.path, valid_tp_sizes(H, F));
+  local_heads_ = H / tp;
+  head_offset_ = rank * local_heads_;
+  local_ffn_ = F / tp;
+  const int64_t Cl = static_cast<int64_t>(local_heads_) * hd, c0 = static_cast<int64_t>(head_offset_) * hd;
+  const int64_t f0 = static_cast<int64_t>(rank) * local_ffn_;
+
+  cfg_uncond_ = wl.get("cfg_uncond", {cfg.text_maxlen, Ct5});
+  text_norm_w_ = wl.get("text_norm.weight", {Ct5});
+  const int Hp = cfg.pool_heads(), hdp = cfg.pool_head_dim();
+  pool_q_ = wl.get("text_proj_for_sos.ca.mat_q", {1, Hp, hdp});
+  pool_kv_w_ = wl.get("text_proj_for_sos.ca.mat_kv.weight", {2 * D, Ct5});
+  pool_v_bias_ = wl.get("text_proj_for_sos.ca.v_bias", {D});
+  pool_proj_w_ = wl.get("text_proj_for_sos.ca.proj.weight", {D, D});
+  pool_proj_b_ = wl.get("text_proj_for_sos.ca.proj.bias", {D});
+  ca0_w_ = wl.get("text_proj_for_ca.0.weight", {D, Ct5});
+  ca0_b_ = wl.get("text_proj_for_ca.0.bias", {D});
+  ca2_w_ = wl.get("text_proj_for_ca.2.weight", {D, D});
+  ca2_b_ = wl.get("text_proj_for_ca.2.bias", {D});
+  if (cfg.shared_aln) {
+    shared_ada_w_ = wl.get("shared_ada_lin.1.weight", {6 * C, D});
+    shared_ada_b_ = wl.get("shared_ada_lin.1.bias", {6 * C});
+  }
+  pos_start_ = wl.get("pos_start", {1, 1, C});
+  lvl_embed_ = wl.get("lvl_embed.weight", {15, C});
+  word_w_ = wl.get("word_embed.weight", {C, cfg.d_vae()});
+  word_b_ = wl.get("word_embed.bias", {C});
+  head_nm_w_ = wl.get("head_nm.ada_lin.1.weight", {2 * C, D});
+  head_nm_b_ = wl.get("head_nm.ada_lin.1.bias", {2 * C});
+  head_w_ = wl.get("head.weight", {cfg.V(), C});
+  head_b_ = wl.get("head.bias", {cfg.V()});
+
+  blocks_.resize(cfg.depth);
+  for (int i = 0; i < cfg.depth; ++i) {
+    auto& b = blocks_[i];
+    const std::string p = cfg.block_prefix(i);
+    if (cfg.shared_aln) {
+      b.ada_gss = wl.get(p + "ada_gss", {1, 1, 6, C});
+    } else {
+      b.ada_w = wl.get(p + "ada_lin.1.weight", {6 * C, D});
+      b.ada_b = wl.get(p + "ada_lin.1.bias", {6 * C});
+    }
+    b.qkv_w = wl.rows(p + "sa.mat_qkv.weight", {3 * C, C},
+                      {{c0, c0 + Cl}, {C + c0, C + c0 + Cl}, {2 * C + c0, 2 * C + c0 + Cl}});
+    b.q_bias = wl.rows(p + "sa.q_bias", {C}, {{c0, c0 + Cl}});
+    b.v_bias = wl.rows(p + "sa.v_bias", {C}, {{c0, c0 + Cl}});
+    if (cfg.cos_attn) {
+      Tensor sm = wl.host(p + "sa.scale_mul_1H11", {1, H, 1, 1});
+      Tensor hs = Tensor::empty({local_heads_}, DType::F32, MemCategory::Weights);
+      const float max_mul = std::log(100.0f);  // torch.log(torch.tensor(100)).item()
+      for (int h = 0; h < local_heads_; ++h) hs.f32()[h] = std::exp(std::fmin(sm.f32()[head_offset_ + h], max_mul));
+      b.head_scale = be.device() == Device::CPU ? hs : be.upload(hs, MemCategory::Weights);
+      weight_bytes_ += static_cast<int64_t>(hs.nbytes());
+    }
+    b.proj_w = wl.cols(p + "sa.proj.weight", {C, C}, c0, c0 + Cl);
+    b.proj_b = wl.get(p + "sa.proj.bias", {C});
+    b.ca_norm_w = wl.get(p + "ca_norm.weight", {C});
+    b.ca_norm_b = wl.get(p + "ca_norm.bias", {C});
+    b.ca_q_w = wl.rows(p + "ca.mat_q.weight", {C, C}, {{c0, c0 + Cl}});
+    b.ca_q_b = wl.rows(p + "ca.mat_q.bias", {C}, {{c0, c0 + Cl}});
+    b.ca_kv_w = wl.rows(p + "ca.mat_kv.weight", {2 * C, D}, {{c0, c0 + Cl}, {C + c0, C + c0 + Cl}});
+    b.ca_v_bias = wl.rows(p + "ca.v_bias", {C}, {{c0, c0 + Cl}});
+    b.ca_proj_w = wl.cols(p + "ca.proj.weight", {C, C}, c0, c0 + Cl);
+    b.ca_proj_b = wl.get(p + "ca.proj.bias", {C});
+    if (cfg.cross_attn_layer_scale >= 0) b.ca_gamma = wl.get(p + "ca_gamma", {C});
+    b.fc1_w = wl.rows(p + "ffn.fc1.weight", {F, C}, {{f0, f0 + local_ffn_}});
+    b.fc1_b = wl.rows(p + "ffn.fc1.bias", {F}, {{f0, f0 + local_ffn_}});
+    b.fc2_w = wl.cols(p + "ffn.fc2.weight", {C, F}, f0, f0 + local_ffn_);
+    b.fc2_b = wl.get(p + "ffn.fc2.bias", {C});
+  }
+  weight_bytes_ += wl.bytes_loaded();
+}
+
+float InfinityModel::attn_scale() const {
+  return cfg_.cos_attn ? 1.0f : 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim())) / cfg_.attn_tau;
+}
+
+void InfinityModel::all_reduce(Tensor& t) const {
+  if (comm_.size() == 1) return;
+  comm_.all_reduce_sum(t.raw(), static_cast<size_t>(t.numel()), DType::F32);
+}
+
+Tensor InfinityModel::ada_part(const Tensor& ada, int part) const {
+  const int64_t R = ada.dim(0), C = ada.dim(2);
+  Tensor out = be_.empty({R, C});
+  for (int64_t r = 0; r < R; ++r) {
+    Tensor src = ada[r][part];
+    Tensor dst = out[r];
+    be_.copy(src, dst);
+  }
+  return out;
+}
+
+void InfinityModel::pack_text_kv(const Tensor& kv, const std::vector<int64_t>& row_len, int H, int hd,
+                                 const Tensor& v_bias, Tensor& k, Tensor& v) const {
+  const int64_t R = static_cast<int64_t>(row_len.size());
+  const int64_t Lmax = *std::max_element(row_len.begin(), row_len.end());
+  const int64_t W = static_cast<int64_t>(H) * hd;
+  SKV_CHECK(kv.dim(-1) == 2 * W, "internal: text K/V width {} for {} heads of {}", kv.dim(-1), H, hd);
+  Tensor hk = Tensor::zeros({R, H, Lmax, hd}), hv = Tensor::zeros({R, H, Lmax, hd});
+  const float* src = kv.f32();
+  const float* vb = v_bias.f32();
+  int64_t tok = 0;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t t = 0; t < row_len[r]; ++t, ++tok)
+      for (int h = 0; h < H; ++h) {
+        const float* ks = src + tok * 2 * W + h * hd;
+        const float* vs = src + tok * 2 * W + W + h * hd;
+        float* kd = hk.f32() + ((r * H + h) * Lmax + t) * hd;
+        float* vd = hv.f32() + ((r * H + h) * Lmax + t) * hd;
+        for (int d = 0; d < hd; ++d) {
+          kd[d] = ks[d];
+          vd[d] = vs[d] + vb[h * hd + d];
+        }
+      }
+  k = be_.device() == Device::CPU ? hk : be_.upload(hk, MemCategory::Activations);
+  v = be_.device() == Device::CPU ? hv : be_.upload(hv, MemCategory::Activations);
+}
+
+InfinityModel::Cond InfinityModel::prepare_cond(const InfinityText& text, bool with_uncond) const {
+  const int C = cfg_.embed_dim, D = cfg_.embed_dim, Ct5 = cfg_.text_channels;
+  const int64_t B = static_cast<int64_t>(text.lens.size());
+  SKV_CHECK(B > 0, "no prompts to generate");
+  int64_t N = 0;
+  for (int64_t len : text.lens) {
+    SKV_CHECK(len >= 1 && len <= max_text_len(), "a prompt has {} text tokens; this model takes 1 to {} (cfg_uncond "
+              "rows)", len, max_text_len());
+    N += len;
+  }
+  SKV_CHECK(text.kv_compact.ndim() == 2 && text.kv_compact.dim(0) == N && text.kv_compact.dim(1) == Ct5,
+            "text embeddings are {}, expected [{}, {}] (sum of the prompt lengths x text_channels)",
+            text.kv_compact.describe(), N, Ct5);
+  Cond c;
+  c.batch = B;
+  c.rows = with_uncond ? 2 * B : B;
+  const int64_t R = c.rows;
+  c.row_len = text.lens;
+  if (with_uncond) c.row_len.insert(c.row_len.end(), text.lens.begin(), text.lens.end());
+  const int64_t Ntot = with_uncond ? 2 * N : N;
+
+  // cat(kv_compact, cfg_uncond[:len_i] for every prompt i)
+  Tensor all = Tensor::empty({Ntot, Ct5});
+  Tensor kvc = text.kv_compact.dtype() == DType::F32 ? text.kv_compact : text.kv_compact.to_f32();
+  std::memcpy(all.f32(), kvc.f32(), static_cast<size_t>(N * Ct5) * sizeof(float));
+  if (with_uncond) {
+    Tensor unc = be_.download(cfg_uncond_);
+    int64_t at = N;
+    for (int64_t len : text.lens) {
+      std::memcpy(all.f32() + at * Ct5, unc.f32(), static_cast<size_t>(len * Ct5) * sizeof(float));
+      at += len;
+    }
+  }
+  Tensor dall = be_.device() == Device::CPU ? all : be_.upload(all, MemCategory::Activations);
+  c.text_norm = be_.empty({Ntot, Ct5});
+  be_.rms_norm(dall, &text_norm_w_, cfg_.norm_eps, c.text_norm);
+
+  // text_proj_for_sos: one learned query per head attends to each row's text.
+  {
+    const int Hp = cfg_.pool_heads(), hdp = cfg_.pool_head_dim();
+    Tensor kvp = be_.empty({Ntot, 2 * D});
+    be_.linear(c.text_norm, pool_kv_w_, nullptr, kvp);
+    Tensor pk, pv;
+    pack_text_kv(be_.download(kvp), c.row_len, Hp, hdp, be_.download(pool_v_bias_), pk, pv);
+    Tensor q = Tensor::empty({R, Hp, 1, hdp});
+    Tensor mq = be_.download(pool_q_);
+    for (int64_t r = 0; r < R; ++r) std::memcpy(q.f32() + r * Hp * hdp, mq.f32(), static_cast<size_t>(Hp * hdp) * sizeof(float));
+    Tensor dq = be_.device() == Device::CPU ? q : be_.upload(q, MemCategory::Activations);
+    Tensor att = be_.empty({R, 1, D});
+    KVSegment seg{&pk, &pv, 0, c.row_len};
+    be_.attention(dq, {seg}, 1.0f / std::sqrt(static_cast<float>(hdp)), att);
+    c.cond_BD = be_.empty({R, D});
+    be_.linear(att.reshape({R, D}), pool_proj_w_, &pool_proj_b_, c.cond_BD);
+  }
+  // text_proj_for_ca: Linear -> GELU(tanh) -> Linear
+  {
+    Tensor t0 = be_.empty({Ntot, D});
+    be_.linear(c.text_norm, ca0_w_, &ca0_b_, t0);
+    be_.gelu_tanh(t0);
+    c.ca_kv = be_.empty({Ntot, D});
+    be_.linear(t0, ca2_w_, &ca2_b_, c.ca_kv);
+  }
+  Tensor act = be_.empty({R, D});
+  be_.silu(c.cond_BD, act);
+  if (cfg_.shared_aln) {
+    c.gss = be_.empty({R, 6, C});
+    Tensor gv = c.gss.reshape({R, 6 * C});
+    be_.linear(act, shared_ada_w_, &shared_ada_b_, gv);
+  }
+  for (const auto& b : blocks_) {
+    Tensor ada = be_.empty({R, 6, C});
+    if (cfg_.shared_aln) {
+      be_.add(c.gss, b.ada_gss, ada);  // (ada_gss + cond_BD_or_gss), [1,1,6,C] broadcast over rows
+    } else {
+      Tensor av = ada.reshape({R, 6 * C});
+      be_.linear(act, b.ada_w, &b.ada_b, av);
+    }
+    c.ada.push_back(ada);
+  }
+  c.head_ada = be_.empty({R, 2, C});
+  Tensor hv = c.head_ada.reshape({R, 2 * C});
+  be_.linear(act, head_nm_w_, &head_nm_b_, hv);
+  // Every block's cross-attention K/V of the text (this rank's heads).
+  const int64_t Cl = static_cast<int64_t>(local_heads_) * cfg_.head_dim();
+  Tensor kvb = be_.empty({Ntot, 2 * Cl});
+  for (const auto& b : blocks_) {
+    be_.linear(c.ca_kv, b.ca_kv_w, nullptr, kvb);
+    Tensor k, v;
+    pack_text_kv(be_.download(kvb), c.row_len, local_heads_, cfg_.head_dim(), be_.download(b.ca_v_bias), k, v);
+    c.ca_k.push_back(k);
+    c.ca_v.push_back(v);
+  }
+  return c;
+}
+
+Tensor InfinityModel::first_input(const Cond& cond) const {
+  const int64_t R = cond.rows, C = cfg_.embed_dim;
+  Tensor x = be_.empty({R, 1, C});
+  be_.add(cond.cond_BD.reshape({R, 1, C}), pos_start_, x);
+  return x;
+}
+
+Tensor InfinityModel::embed_input(const Tensor& vae_in, int64_t rows) const {
+  const int64_t B = vae_in.dim(0), l = vae_in.dim(1), C = cfg_.embed_dim;
+  SKV_CHECK(vae_in.dim(2) == cfg_.d_vae() && rows % B == 0, "embed_input: {} for {} rows", vae_in.describe(), rows);
+  Tensor e = be_.empty({B, l, C});
+  be_.linear(vae_in, word_w_, &word_b_, e);
+  if (rows == B) return e;
+  Tensor x = be_.empty({rows, l, C});
+  for (int64_t r = 0; r < rows; r += B) {
+    Tensor part = x.slice0(r, r + B);
+    be_.copy(e, part);
+  }
+  return x;
+}
+
+void InfinityModel::self_attention(Tensor& x, const Block& b, const Tensor& ada, int layer, int si,
+                                   const ScaleArgs& a) const {
+  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
+  MultiScaleKVCache& cache = *a.cache;
+  const Schedule& sched = *a.schedule;
+  Tensor h = be_.empty({R, l, C});
+  be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
+  be_.modulate(h, ada_part(ada, 2), ada_part(ada, 4), h);
+  Tensor qkv = be_.empty({R, l, 3 * Hl * hd});
+  be_.linear(h, b.qkv_w, nullptr, qkv);
+  Tensor q = be_.empty({R, Hl, l, hd});
+  Tensor q_raw;
+  const QueryNeeds needs = a.policy->queries();
+  if (needs.raw) {  // q of mat_qkv(x) without bias, norm or RoPE (the released ScaleKV code)
+    q_raw = be_.empty({R, Hl, l, hd});
+    Tensor kd = be_.empty({R, Hl, l, hd}), vd = be_.empty({R, Hl, l, hd});
+    be_.split_qkv(qkv, nullptr, nullptr, nullptr, q_raw, kd, vd);
+  }
+  be_.split_qkv(qkv, &b.q_bias, nullptr, &b.v_bias, q, cache.cur_k(), cache.cur_v());
+  if (cfg_.cos_attn) {
+    be_.l2norm_heads(q, &b.head_scale);
+    be_.l2norm_heads(cache.cur_k(), nullptr);
+  }
+  std::vector<int64_t> pos(static_cast<size_t>(l));
+  for (int64_t i = 0; i < l; ++i) pos[i] = sched.offset(si) + i;
+  be_.rope(q, *a.rope, pos);
+  be_.rope(cache.cur_k(), *a.rope, pos);
+  Tensor att = be_.empty({R, l, Hl * hd});
+  std::vector<KVSegment> segs = cache.store_segments(layer);
+  segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
+  be_.attention(q, segs, attn_scale(), att);
+  Tensor y = be_.empty({R, l, C});
+  be_.linear(att, b.proj_w, nullptr, y);
+  all_reduce(y);
+  be_.add(y, b.proj_b, y);
+  const Tensor gamma1 = ada_part(ada, 0);
+  be_.add_gated(x, y, &gamma1);
+  const Tensor* q_raw_p = needs.raw ? &q_raw : nullptr;
+  const Tensor* q_attn_p = needs.attention ? &q : nullptr;
+  if (si + 1 < sched.num_scales()) {  // the last scale's K/V are never stored
+    cache.update(layer, si, *a.policy, sched, q_raw_p, q_attn_p, attn_scale(), head_offset_);
+  } else if (a.select_at_last_scale) {  // parity checks: the selection the official code makes there too
+    cache.select_only(layer, si, *a.policy, sched, q_raw_p, q_attn_p, attn_scale(), head_offset_);
+  }
+}
+
+void InfinityModel::cross_attention(Tensor& x, const Block& b, int layer, const Cond& cond) const {
+  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
+  Tensor h = be_.empty({R, l, C});
+  be_.layer_norm(x, &b.ca_norm_w, &b.ca_norm_b, cfg_.norm_eps, h);
+  Tensor ql = be_.empty({R, l, Hl * hd});
+  be_.linear(h, b.ca_q_w, &b.ca_q_b, ql);
+  Tensor q = be_.empty({R, Hl, l, hd});
+  be_.to_heads(ql, nullptr, q);
+  SKV_CHECK(static_cast<int64_t>(cond.row_len.size()) >= R, "internal: {} text rows for {} rows", cond.row_len.size(), R);
+  KVSegment seg{&cond.ca_k[layer], &cond.ca_v[layer], 0,
+                std::vector<int64_t>(cond.row_len.begin(), cond.row_len.begin() + R)};
+  Tensor att = be_.empty({R, l, Hl * hd});
+  be_.attention(q, {seg}, 1.0f / std::sqrt(static_cast<float>(hd)), att);
+  Tensor y = be_.empty({R, l, C});
+  be_.linear(att, b.ca_proj_w, nullptr, y);
+  all_reduce(y);
+  be_.add(y, b.ca_proj_b, y);
+  if (b.ca_gamma.defined()) {
+    Tensor g = be_.empty({R, C});
+    for (int64_t r = 0; r < R; ++r) {
+      Tensor gr = g[r];
+      be_.copy(b.ca_gamma, gr);
+    }
+    be_.add_gated(x, y, &g);
+  } else {
+    be_.add_gated(x, y, nullptr);
+  }
+}
+
+void InfinityModel::ffn(Tensor& x, const Block& b, const Tensor& ada) const {
+  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim;
+  Tensor h = be_.empty({R, l, C});
+  be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
+  be_.modulate(h, ada_part(ada, 3), ada_part(ada, 5), h);
+  Tensor f = be_.empty({R, l, local_ffn_});
+  be_.linear(h, b.fc1_w, &b.fc1_b, f);
+  be_.gelu_tanh(f);
+  Tensor y = be_.empty({R, l, C});
+  be_.linear(f, b.fc2_w, nullptr, y);
+  all_reduce(y);
+  be_.add(y, b.fc2_b, y);
+  const Tensor gamma2 = ada_part(ada, 1);
+  be_.add_gated(x, y, &gamma2);
+}
+
+void InfinityModel::forward_scale(Tensor& x, const Cond& cond, int si, const ScaleArgs& a) const {
+  SKV_CHECK(si < lvl_embed_.dim(0), "scale {} has no level embedding (the model has {})", si, lvl_embed_.dim(0));
+  const int64_t R = x.dim(0), B = cond.batch;
+  const Tensor lvl = lvl_embed_.slice0(si, si + 1);
+  GenerationObserver* obs = a.observer;
+  for (int i = 0; i < cfg_.depth; ++i) {
+    if (i % cfg_.blocks_per_chunk() == 0 && (i == 0 || !cfg_.lvl_embed_only_first_block)) {
+      be_.add(x, lvl, x);
+      if (i == 0 && obs) obs->on_input(si, be_.download(x));
+    }
+    const Block& b = blocks_[i];
+    self_attention(x, b, cond.ada[i], i, si, a);
+    cross_attention(x, b, i, cond);
+    ffn(x, b, cond.ada[i]);
+    if (obs && obs->wants_block_outputs()) obs->on_block_output(si, i, be_.download(x));
+    if (a.cfg != 1.0f && R == 2 * B &&
+        std::find(a.cfg_layers.begin(), a.cfg_layers.end(), i) != a.cfg_layers.end()) {
+      // last_stage = cfg * x[:B] + (1 - cfg) * x[B:], then duplicated
+      Tensor top = x.slice0(0, B), bottom = x.slice0(B, 2 * B);
+      Tensor mixed = be_.empty(top.shape());
+      be_.axpby(top, a.cfg, bottom, static_cast<float>(1.0 - static_cast<double>(a.cfg)), mixed);
+      be_.copy(mixed, top);
+      be_.copy(mixed, bottom);
+    }
+  }
+}
+
+Tensor InfinityModel::logits(const Tensor& x, const Cond& cond, int64_t rows) const {
+  const int64_t l = x.dim(1), C = cfg_.embed_dim;
+  const Tensor xs = rows == x.dim(0) ? x : x.slice0(0, rows);
+  const Tensor ada = rows == cond.head_ada.dim(0) ? cond.head_ada : cond.head_ada.slice0(0, rows);
+  Tensor h = be_.empty({rows, l, C});
+  be_.layer_norm(xs, nullptr, nullptr, cfg_.norm_eps, h);
+  be_.modulate(h, ada_part(ada, 0), ada_part(ada, 1), h);
+  Tensor out = be_.empty({rows, l, cfg_.V()});
+  be_.linear(h, head_w_, &head_b_, out);
+  return out;
+}
+
+}  // namespace skv

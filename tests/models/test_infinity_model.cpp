@@ -1,0 +1,311 @@
+// Infinity model mechanics on tiny random models: a random checkpoint written in the official key
+// layout loads and gives the same images as the in-memory random weights; generation is
+// deterministic, independent of batch composition and reproduced by teacher forcing; the 8B-style
+// 2x2 patchify path round-trips; tensor parallel over two (thread) ranks matches one rank; CFG
+// variants and user errors (long prompts, wrong text width) behave.
+#include <gtest/gtest.h>
+
+#include <barrier>
+#include <filesystem>
+#include <thread>
+
+#include "parallel/communicator.h"
+#include "runtime/check.h"
+#include "runtime/models/infinity_generate.h"
+#include "runtime/models/infinity_text.h"
+#include "models/infinity_test_util.h"
+#include "test_util.h"
+
+namespace skv {
+
+namespace {
+
+InfinityRequest tiny_request(const InfinityConfig& cfg, const std::vector<int64_t>& lens, uint32_t text_seed = 3) {
+  InfinityRequest r;
+  r.text = test::random_text(lens, cfg.text_channels, text_seed);
+  r.schedule = infinity_schedule(1.0, "0.06M");
+  r.cfg_list = {3.0f};
+  r.tau_list = {1.0f};
+  r.sampling.top_k = 0;
+  r.sampling.top_p = 0.0f;
+  r.seed = 42;
+  return r;
+}
+
+struct TempDir {
+  std::string dir;
+  TempDir() {
+    dir = (std::filesystem::temp_directory_path() / ("skv_inf_" + std::to_string(::getpid()))).string();
+    std::filesystem::create_directories(dir);
+  }
+  ~TempDir() { std::filesystem::remove_all(dir); }
+};
+
+// Two in-process ranks: all_reduce_sum adds both buffers in rank order (deterministic).
+class PairComm final : public Communicator {
+ public:
+  struct Shared {
+    std::barrier<> sync{2};
+    std::vector<float> slot[2];
+  };
+  PairComm(Shared& s, int rank) : s_(s), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int size() const override { return 2; }
+  std::string name() const override { return "pair"; }
+  void all_reduce_sum(void* buf, size_t count, DType dt) override {
+    ASSERT_EQ(dt, DType::F32);
+    float* p = static_cast<float*>(buf);
+    s_.slot[rank_].assign(p, p + count);
+    s_.sync.arrive_and_wait();
+    for (size_t i = 0; i < count; ++i) p[i] = s_.slot[0][i] + s_.slot[1][i];
+    s_.sync.arrive_and_wait();
+  }
+  void all_gather(const void*, void*, size_t, DType) override { FAIL() << "not used"; }
+  void broadcast(void*, size_t, int) override {}
+  void barrier() override { s_.sync.arrive_and_wait(); }
+
+ private:
+  Shared& s_;
+  int rank_;
+};
+
+class LogitRecorder final : public GenerationObserver {
+ public:
+  std::vector<Tensor> logits;
+  void on_logits(int, const Tensor& l) override { logits.push_back(l.clone()); }
+};
+
+}  // namespace
+
+TEST(InfinityModel, RandomCheckpointMatchesRandomWeightsAndIsDeterministic) {
+  const InfinityConfig cfg = test::tiny_infinity_config();
+  TempDir t;
+  const std::string mp = t.dir + "/m.model.safetensors", vp = t.dir + "/m.vae.safetensors";
+  write_random_infinity_checkpoint(cfg, mp, vp, 9);
+  SafeTensors mst(mp), vst(vp);
+  EXPECT_TRUE(mst.contains("block_chunks.1.module.0.sa.mat_qkv.weight"));
+  EXPECT_TRUE(mst.contains("text_proj_for_sos.ca.mat_q"));
+  EXPECT_TRUE(vst.contains("decoder.up.1.upsample.conv.conv.weight"));
+  auto comm = make_local_communicator();
+  InfinityModel file_model(cfg, mst, cpu_backend(), *comm);
+  BsqVae file_vae(cfg, vst, cpu_backend());
+  WeightLoader wm(9, cpu_backend()), wv(10, cpu_backend());
+  InfinityModel rnd_model(cfg, wm, *comm);
+  BsqVae rnd_vae(cfg, wv);
+
+  const InfinityRequest req = tiny_request(cfg, {5, 9, 3});
+  InfinityRunOptions opt;
+  const GenerateResult a = infinity_generate(file_model, file_vae, req, opt);
+  const GenerateResult b = infinity_generate(rnd_model, rnd_vae, req, opt);
+  const GenerateResult c = infinity_generate(file_model, file_vae, req, opt);
+  ASSERT_EQ(a.tokens.size(), 7u);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.tokens, c.tokens);
+  EXPECT_EQ(a.images.shape(), Shape({3, 3, 64, 64}));
+  EXPECT_EQ(test::max_abs_diff(a.images, b.images), 0.0);
+  EXPECT_EQ(a.tokens[6].size(), static_cast<size_t>(3 * 256 * cfg.d_vae()));
+  // not all bits equal: the random model makes a non-trivial image
+  int64_t ones = 0;
+  for (int64_t v : a.tokens[6]) ones += v;
+  EXPECT_GT(ones, 0);
+  EXPECT_LT(ones, static_cast<int64_t>(a.tokens[6].size()));
+
+  // The same image id gives the same bits whatever the batch it is in.
+  InfinityRequest one = req;
+  one.text = slice_infinity_text(req.text, 1, 2);
+  one.image_ids = {1};
+  const GenerateResult d = infinity_generate(file_model, file_vae, one, opt);
+  int64_t same = 0, total = 0;
+  for (size_t si = 0; si < a.tokens.size(); ++si) {
+    const size_t per = d.tokens[si].size();
+    for (size_t j = 0; j < per; ++j) {
+      same += d.tokens[si][j] == a.tokens[si][per + j];
+      ++total;
+    }
+  }
+  EXPECT_EQ(same, total);
+
+  // Teacher forcing with the run's own bits reproduces bits and image.
+  std::vector<std::vector<uint8_t>> teacher;
+  for (const auto& s : a.tokens) teacher.emplace_back(s.begin(), s.end());
+  InfinityRunOptions tf;
+  tf.teacher = &teacher;
+  const GenerateResult e = infinity_generate(file_model, file_vae, req, tf);
+  EXPECT_EQ(e.tokens, a.tokens);
+  EXPECT_EQ(test::max_abs_diff(e.images, a.images), 0.0);
+}
+
+TEST(InfinityModel, SpatialPatchifyRoundTripsAndRuns) {
+  std::vector<uint8_t> bits(2 * 3 * 4 * 4 * 5);
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = static_cast<uint8_t>((i * 7 + i / 3) % 2);
+  const auto v = infinity_unpatchify_bits(bits, 2, 3, 4, 5);  // [2, 6, 8, 5]
+  EXPECT_EQ(infinity_patchify_bits(v, 2, 3, 4, 5), bits);
+  // pixel_shuffle: VAE (b, 2y+i, 2x+j, c) = transformer (b, y, x, c*4 + i*2 + j)
+  EXPECT_EQ(v[((1 * 6 + 2 * 2 + 1) * 8 + 2 * 3 + 0) * 5 + 4], bits[((1 * 3 + 2) * 4 + 3) * 20 + 4 * 4 + 1 * 2 + 0]);
+
+  const InfinityConfig cfg = test::tiny_infinity_config(true);
+  auto comm = make_local_communicator();
+  WeightLoader wm(4, cpu_backend()), wv(5, cpu_backend());
+  InfinityModel model(cfg, wm, *comm);
+  BsqVae vae(cfg, wv);
+  const InfinityRequest req = tiny_request(cfg, {4});
+  const GenerateResult a = infinity_generate(model, vae, req, {});
+  EXPECT_EQ(a.tokens[6].size(), static_cast<size_t>(256 * 4 * cfg.vae.codebook_dim));
+  EXPECT_EQ(a.images.shape(), Shape({1, 3, 128, 128}));  // 16x16 tokens, 2x2 patchify, VAE patch 4
+  std::vector<std::vector<uint8_t>> teacher;
+  for (const auto& s : a.tokens) teacher.emplace_back(s.begin(), s.end());
+  InfinityRunOptions tf;
+  tf.teacher = &teacher;
+  const GenerateResult b = infinity_generate(model, vae, req, tf);
+  EXPECT_EQ(test::max_abs_diff(a.images, b.images), 0.0);
+}
+
+TEST(InfinityModel, NonSquareAspectRatiosGenerate) {
+  const InfinityConfig cfg = test::tiny_infinity_config();
+  auto comm = make_local_communicator();
+  WeightLoader wm(31, cpu_backend()), wv(32, cpu_backend());
+  InfinityModel model(cfg, wm, *comm);
+  BsqVae vae(cfg, wv);
+  for (double r : {0.5, 1.333}) {
+    InfinityRequest req = tiny_request(cfg, {4});
+    req.schedule = infinity_schedule_for(r, 256);
+    InfinityRunOptions o;
+    const GenerateResult a = infinity_generate(model, vae, req, o);
+    const auto& last = req.schedule[req.schedule.num_scales() - 1];
+    EXPECT_EQ(a.images.shape(), Shape({1, 3, last.h * 4, last.w * 4})) << "h/w " << r;
+    EXPECT_EQ(a.tokens.back().size(), static_cast<size_t>(last.h * last.w * cfg.d_vae()));
+  }
+}
+
+TEST(InfinityModel, TensorParallelOverTwoRanksMatchesOneRank) {
+  InfinityConfig cfg = test::tiny_infinity_config();
+  cfg.num_heads = 4;  // 2 heads per rank, head_dim 16
+  auto comm = make_local_communicator();
+  WeightLoader wm(12, cpu_backend()), wv(13, cpu_backend());
+  InfinityModel model(cfg, wm, *comm);
+  BsqVae vae(cfg, wv);
+  const InfinityRequest req = tiny_request(cfg, {6, 2});
+  LogitRecorder ref;
+  InfinityRunOptions o;
+  o.observer = &ref;
+  const GenerateResult a = infinity_generate(model, vae, req, o);
+  std::vector<std::vector<uint8_t>> teacher;
+  for (const auto& s : a.tokens) teacher.emplace_back(s.begin(), s.end());
+
+  PairComm::Shared shared;
+  LogitRecorder got[2];
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.emplace_back([&, r] {
+      PairComm pc(shared, r);
+      WeightLoader wm2(12, cpu_backend()), wv2(13, cpu_backend());
+      InfinityModel m(cfg, wm2, pc);
+      EXPECT_EQ(m.local_heads(), 2);
+      BsqVae v(cfg, wv2);
+      InfinityRunOptions tp;
+      tp.teacher = &teacher;
+      tp.observer = &got[r];
+      tp.decode = false;
+      infinity_generate(m, v, req, tp);
+    });
+  for (auto& t : ranks) t.join();
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(got[r].logits.size(), ref.logits.size());
+    for (size_t si = 0; si < ref.logits.size(); ++si) EXPECT_LT(test::max_abs_diff(got[r].logits[si], ref.logits[si]), 1e-4);
+  }
+  // A size that does not divide the heads names the valid ones.
+  class Three final : public Communicator {
+   public:
+    int rank() const override { return 0; }
+    int size() const override { return 3; }
+    std::string name() const override { return "three"; }
+    void all_reduce_sum(void*, size_t, DType) override {}
+    void all_gather(const void*, void*, size_t, DType) override {}
+    void broadcast(void*, size_t, int) override {}
+    void barrier() override {}
+  } three;
+  try {
+    WeightLoader w(1, cpu_backend());
+    InfinityModel m(cfg, w, three);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("valid sizes: 1, 2, 4"), std::string::npos) << e.what();
+  }
+}
+
+TEST(InfinityModel, CfgVariantsAndTextErrors) {
+  const InfinityConfig cfg = test::tiny_infinity_config();
+  auto comm = make_local_communicator();
+  WeightLoader wm(21, cpu_backend()), wv(22, cpu_backend());
+  InfinityModel model(cfg, wm, *comm);
+  BsqVae vae(cfg, wv);
+  InfinityRequest req = tiny_request(cfg, {3, 4});
+  InfinityRunOptions o;
+  o.decode = false;
+  const GenerateResult base = infinity_generate(model, vae, req, o);
+  InfinityRequest nocfg = req;  // cfg 1 everywhere: no unconditional rows at all
+  nocfg.cfg_list = {1.0f};
+  const GenerateResult a = infinity_generate(model, vae, nocfg, o);
+  InfinityRequest layer = req;  // CFG on the last block's output instead of the logits
+  layer.cfg_insertion_layer = {-1};
+  const GenerateResult b = infinity_generate(model, vae, layer, o);
+  EXPECT_NE(a.tokens, base.tokens);
+  EXPECT_NE(b.tokens, base.tokens);
+  InfinityRequest greedy = req;
+  greedy.sampling.top_k = 1;
+  greedy.tau_list = {0.5f};
+  LogitRecorder rec;
+  o.observer = &rec;
+  const GenerateResult g = infinity_generate(model, vae, greedy, o);
+  for (size_t si = 0; si < g.tokens.size(); ++si)
+    for (size_t p = 0; p < g.tokens[si].size(); ++p)
+      ASSERT_EQ(g.tokens[si][p], rec.logits[si].f32()[2 * p + 1] > rec.logits[si].f32()[2 * p] ? 1 : 0);
+  o.observer = nullptr;
+
+  InfinityRequest longp = tiny_request(cfg, {cfg.text_maxlen + 1});
+  try {
+    infinity_generate(model, vae, longp, o);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("1 to 16"), std::string::npos) << e.what();
+  }
+  InfinityRequest wide = req;
+  wide.text = test::random_text({3, 4}, cfg.text_channels + 8, 1);
+  EXPECT_THROW(infinity_generate(model, vae, wide, o), Error);
+  InfinityRequest bad_layer = req;
+  bad_layer.cfg_insertion_layer = {1};
+  EXPECT_THROW(infinity_generate(model, vae, bad_layer, o), Error);
+}
+
+TEST(InfinityText, FileRoundTripAndErrors) {
+  TempDir t;
+  const InfinityText text = test::random_text({2, 5}, 16, 4);
+  const std::string p = t.dir + "/prompts.safetensors";
+  save_infinity_text(p, text, {"a cat", "a dog"});
+  std::vector<std::string> prompts;
+  const InfinityText back = load_infinity_text(p, 16, &prompts);
+  EXPECT_EQ(back.lens, text.lens);
+  EXPECT_EQ(test::max_abs_diff(back.kv_compact, text.kv_compact), 0.0);
+  EXPECT_EQ(prompts, (std::vector<std::string>{"a cat", "a dog"}));
+  try {
+    load_infinity_text(p, 32);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("text_channels"), std::string::npos) << e.what();
+  }
+  InfinityText bad = text;
+  bad.lens = {2, 4};
+  save_infinity_text(p, bad);
+  try {
+    load_infinity_text(p, 16);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sums to 6"), std::string::npos) << e.what();
+  }
+  const InfinityText s = slice_infinity_text(text, 1, 2);
+  EXPECT_EQ(s.lens, std::vector<int64_t>{5});
+  EXPECT_EQ(s.kv_compact.dim(0), 5);
+  EXPECT_EQ(s.kv_compact.f32()[0], text.kv_compact.f32()[2 * 16]);
+}
+
+}  // namespace skv
