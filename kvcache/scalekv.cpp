@@ -177,6 +177,8 @@ int64_t ScaleKVPolicy::layer_budget(int layer, int scale) const {
 }
 
 int64_t ScaleKVPolicy::budget(int layer, int scale, int64_t total) const {
+  if (o_.select_at_last_scale && o_.table && scale == last_ + 1 && scale >= k0_)
+    return std::min(total, o_.table->capacity(layer, scale));
   if (scale < k0_ || scale > last_) return total;  // before k0 nothing is compressed; the last scale is never stored
   return std::min(total, budgets_[scale - k0_][layer]);
 }
@@ -226,7 +228,26 @@ void ScaleKVPolicy::end_scale(int scale) {
 
 void ScaleKVPolicy::select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) {
   const ScoringSpec spec = make_spec(in, o_);
-  score_and_select(in, spec, budget, kept, trace_ ? &trace_ : nullptr);
+  SelectionTrace trace = trace_;
+  if (in.record) {  // a parity check asked for what this selection computed
+    CompressionRecord& rec = *in.record;
+    const int64_t total = in.total(), RH = static_cast<int64_t>(in.rows) * in.heads;
+    rec.total = total;
+    rec.scores.assign(static_cast<size_t>(RH * total), 0.0f);
+    rec.pooled.assign(static_cast<size_t>(RH * total), 0.0f);
+    rec.window.clear();
+    for (int64_t rh = 0; rh < RH; ++rh)
+      for (int64_t p : spec.window.cache_pos) rec.window.push_back(static_cast<int32_t>(p));
+    trace = [&rec, total, inner = trace_](const CompressionInput& ci, int row, int head, const std::vector<float>& scores,
+                                          const RowSelection& sel) {
+      const size_t off = static_cast<size_t>((static_cast<int64_t>(row) * ci.heads + head) * total);
+      std::copy(scores.begin(), scores.end(), rec.scores.begin() + static_cast<std::ptrdiff_t>(off));
+      std::copy(sel.pooled.begin(), sel.pooled.end(), rec.pooled.begin() + static_cast<std::ptrdiff_t>(off));
+      if (inner) inner(ci, row, head, scores, sel);
+    };
+  }
+  score_and_select(in, spec, budget, kept, trace ? &trace : nullptr);
+  if (in.record) in.record->kept = kept;
   std::vector<int32_t> forced;
   if (kept_override_ && kept_override_(in, budget, forced)) {
     SKV_CHECK(forced.size() == kept.size(), "teacher-forced kept indices: {} for {} x {}", forced.size(),

@@ -50,6 +50,10 @@ struct ScaleKVOptions {
   double refiner_first = 0.95, refiner_last = 0.65;  // refiner budget / B at the first and last compressed scale
   int asi_topk = 16;     // K' of the ASI: the top history attention weights summed
   int asi_queries = 64;  // current-map queries sampled (evenly spaced) for the ASI
+  // Parity with the released code, which also "compresses" after the last scale (its K/V are never used
+  // again): with a table, budget() at the last scale is the table's capacity there, so a parity check
+  // can compare that selection too. Off for generation (nothing at the last scale is ever stored).
+  bool select_at_last_scale = false;
 };
 
 // ASI(l, k) of one (row, head) from its attention mass statistics (Eq. 2).

@@ -18,6 +18,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "kvcache/budget_table.h"
+#include "kvcache/scalekv.h"
 #include "kvcache/teacher_kept_policy.h"
 #include "launcher/golden.h"
 #include "parallel/communicator.h"
@@ -253,12 +255,24 @@ void compare_run(GoldenReport& rep, const std::string& prefix, const SafeTensors
 // tie rule) for `info`, with --scalekv-scoring=reference, and return it.
 std::unique_ptr<KVPolicy> make_golden_scalekv_policy(const nlohmann::json& skv_json, int depth, int num_heads,
                                                      const Schedule& schedule, std::string* why) {
-  (void)skv_json;
-  (void)depth;
   (void)num_heads;
-  (void)schedule;
-  *why = "the scalekv policy is not in this build";
-  return nullptr;
+  (void)why;
+  // The recorded settings: the budget table (official format), window, pooling kernel; reference scoring
+  // (raw q of mat_qkv, grid-centre window, max-pool, lower-index ties) as the released code does.
+  ScaleKVOptions o;
+  o.calibration = ScaleKVCalibration::Table;
+  o.scoring = ScaleKVScoring::Reference;
+  o.table = std::make_shared<BudgetTable>(parse_budget_table(skv_json.dump(), "NAME.scalekv.json", depth, schedule));
+  o.budget = o.table->base_capacity;
+  o.window = o.table->window;
+  if (skv_json.contains("scalekv") && skv_json["scalekv"].contains("enable_scale_kv_args")) {
+    const auto& args = skv_json["scalekv"]["enable_scale_kv_args"];
+    o.kernel = args.value("kernel_size", 5);
+    SKV_CHECK(args.value("pooling", std::string("maxpool")) == "maxpool",
+              "NAME.scalekv.json: pooling '{}' is not the released code's maxpool", args.value("pooling", std::string()));
+  }
+  o.select_at_last_scale = true;  // the released code selects after the last scale too; its records are compared
+  return std::make_unique<ScaleKVPolicy>(o, depth, schedule);
 }
 
 // Compares what the inner policy computed at every recorded compression with the records.
