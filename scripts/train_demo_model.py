@@ -9,7 +9,7 @@ The design choice to know: each phase anneals its learning rate on progress = ma
 elapsed / time share), so a --time-budget-min run still ends with a fully decayed learning rate
 instead of being cut off mid-schedule.
 
-    /usr/bin/python3 scripts/train_demo_model.py --out models/demo            # full run (~1 h, 2 cores)
+    /usr/bin/python3 scripts/train_demo_model.py --out models/demo            # full run (~1 h on 2 idle cores)
     /usr/bin/python3 scripts/train_demo_model.py --smoke --out /tmp/demo      # seconds, for CI
 """
 import argparse
@@ -25,10 +25,10 @@ THIS_DIR = os.path.dirname(os.path.abspath(__file__))
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="models/demo", help="output folder (default models/demo)")
-    p.add_argument("--steps-vae", type=int, default=800)
-    p.add_argument("--steps-var", type=int, default=560)
+    p.add_argument("--steps-vae", type=int, default=500)
+    p.add_argument("--steps-var", type=int, default=1200)
     p.add_argument("--batch-vae", type=int, default=64)
-    p.add_argument("--batch-var", type=int, default=64)
+    p.add_argument("--batch-var", type=int, default=32)
     p.add_argument("--lr-vae", type=float, default=2e-3)
     p.add_argument("--lr-var", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
@@ -160,18 +160,26 @@ def train_vae(cfg, x_train, x_test, log, steps, budget_s):
     return vae, step
 
 
-@torch.no_grad()
-def tokenize(vae, x, log, batch=500):
-    t0 = time.time()
-    out = []
-    for i in range(0, x.shape[0], batch):
-        ids = vae.img_to_idx(fmnist.to_model_input(x[i:i + batch]))
-        out.append(torch.cat(ids, 1).to(torch.int16))
-    log(f"tokenised {x.shape[0]} images in {time.time() - t0:.0f}s")
-    return torch.cat(out, 0)
+class TokenCache:
+    """Multi-scale token maps of the training images, encoded on first use: the VAR sees each image
+    at most a few times, so encoding all 60k up front would be wasted work."""
+
+    def __init__(self, vae, images, L):
+        self.vae, self.images = vae, images
+        self.tokens = torch.zeros(images.shape[0], L, dtype=torch.int16)
+        self.have = torch.zeros(images.shape[0], dtype=torch.bool)
+
+    @torch.no_grad()
+    def get(self, bi):
+        todo = bi[~self.have[bi]]
+        if todo.numel():
+            ids = self.vae.img_to_idx(fmnist.to_model_input(self.images[todo.numpy()]))
+            self.tokens[todo] = torch.cat(ids, 1).to(torch.int16)
+            self.have[todo] = True
+        return self.tokens[bi].long()
 
 
-def train_var(cfg, vae, tokens, labels, log, steps, budget_s):
+def train_var(cfg, vae, images, labels, log, steps, budget_s):
     torch.manual_seed(args.seed + 2)
     var = build_var(cfg)
     log(f"VAR: {sum(p.numel() for p in var.parameters()) / 1e6:.2f}M params, depth {cfg['depth']} "
@@ -184,7 +192,8 @@ def train_var(cfg, vae, tokens, labels, log, steps, budget_s):
     g = torch.Generator().manual_seed(args.seed + 3)
     splits = np.cumsum([0] + [pn * pn for pn in cfg["patch_nums"]])
     labels_t = torch.from_numpy(labels)
-    N = tokens.shape[0]
+    cache = TokenCache(vae, images, var.L)
+    N = images.shape[0]
     perm, pos = torch.randperm(N, generator=g), 0
     t0 = time.time()
     acc = {"loss": 0.0, "last": 0.0, "first": 0.0, "acc": 0.0, "n": 0}
@@ -199,7 +208,7 @@ def train_var(cfg, vae, tokens, labels, log, steps, budget_s):
             perm, pos = torch.randperm(N, generator=g), 0
         bi = perm[pos:pos + args.batch_var]
         pos += args.batch_var
-        gt = tokens[bi].long()
+        gt = cache.get(bi)
         idx_list = [gt[:, splits[i]:splits[i + 1]] for i in range(len(splits) - 1)]
         x_in = vae.quantize.idx_to_var_input(idx_list)
         lab = labels_t[bi].clone()
@@ -225,7 +234,7 @@ def train_var(cfg, vae, tokens, labels, log, steps, budget_s):
                 f"(scales<=4x4 {acc['first'] / n:.4f}, last scale {acc['last'] / n:.4f}) "
                 f"token_acc {acc['acc'] / n:.3f} ({(time.time() - t0) / step:.2f}s/step)")
             acc = {"loss": 0.0, "last": 0.0, "first": 0.0, "acc": 0.0, "n": 0}
-    log(f"var done: {step} steps in {time.time() - t0:.0f}s")
+    log(f"var done: {step} steps in {time.time() - t0:.0f}s ({int(cache.have.sum())} distinct images seen)")
     return var.eval(), step
 
 
@@ -258,9 +267,8 @@ def main():
 
     # Tokenise and train the VAR with the fp16-rounded VQ-VAE that is shipped.
     vae.load_state_dict(st.load_file(os.path.join(args.out, f"{NAME}.vae.safetensors"), torch.float32))
-    tokens = tokenize(vae, x_train, log)
     var_budget = max(1.0, budget - (time.time() - t_start)) if budget else 0.0
-    var, n_var = train_var(cfg, vae, tokens, y_train, log, steps_var, var_budget)
+    var, n_var = train_var(cfg, vae, x_train, y_train, log, steps_var, var_budget)
     st.save_file(fp16_state(var), os.path.join(args.out, f"{NAME}.var.safetensors"),
                  {"format": "pt", "source": "scalekv scripts/train_demo_model.py (VAR, official layout)"})
     with open(os.path.join(args.out, f"{NAME}.config.json"), "w") as f:
