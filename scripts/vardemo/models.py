@@ -403,7 +403,7 @@ class VAR(nn.Module):
         self.head = nn.Linear(C, vocab_size)
 
         lvl = torch.cat([torch.full((pn * pn,), i) for i, pn in enumerate(self.patch_nums)]).view(1, self.L)
-        self.register_buffer("lvl_1L", lvl, persistent=False)
+        self.register_buffer("lvl_1L", lvl)  # persistent (int64), as in the official state dict
         # Block-causal mask: a token of scale s sees every token of scales <= s. Persistent, like the
         # official `attn_bias_for_masking`.
         mask = torch.where(lvl.view(self.L, 1) >= lvl.view(1, self.L), 0.0, -torch.inf)
