@@ -57,7 +57,7 @@ class SnapPolicy final : public KVPolicy {
     SKV_CHECK(window > 0, "observation window {} must be positive", window);
     for (size_t l = 0; l < budgets_.size(); ++l)
       SKV_CHECK(budgets_[l] >= window, "{}: layer {} budget {} tokens is below the observation window of {} tokens; "
-                "use a larger --kv-budget", name_, l, budgets_[l], window);
+                "use a larger --kv-budget or a smaller --kv-window", name_, l, budgets_[l], window);
   }
   std::string name() const override { return name_; }
   int64_t budget(int layer, int, int64_t total) const override {

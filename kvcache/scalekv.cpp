@@ -129,9 +129,9 @@ ScoringSpec make_spec(const CompressionInput& in, const ScaleKVOptions& o) {
 }
 
 void check_options(const ScaleKVOptions& o, int depth) {
-  SKV_CHECK(o.window > 0, "--scalekv-window {} must be positive", o.window);
-  SKV_CHECK(o.budget >= o.window, "--kv-budget {} tokens is below the observation window of {} tokens; use at least {}",
-            o.budget, o.window, o.window);
+  SKV_CHECK(o.window > 0, "--kv-window {} must be positive", o.window);
+  SKV_CHECK(o.budget >= o.window, "--kv-budget {} tokens is below the observation window of {} tokens; use at least {} or a smaller "
+            "--kv-window", o.budget, o.window, o.window);
   SKV_CHECK(o.kernel > 0 && o.kernel % 2 == 1, "--scalekv-kernel {} must be odd and positive", o.kernel);
   SKV_CHECK(o.drafters_per_scale >= 0 && o.drafters_per_scale < depth,
             "--scalekv-drafters {} must be in [0, {}) (0: the default, ceil(depth / 16))", o.drafters_per_scale, depth);

@@ -20,6 +20,9 @@ struct BenchArgs {
   int depth = 0;          // override the config's depth (0: keep), for time
   bool decode = true;     // include the VAE decoder
   std::string md_out;     // also write the table here
+  int resolution = 0;     // Infinity: 256/512/768/1024 (0: the config's)
+  double h_div_w = 0;     // Infinity: aspect ratio (0: the config's)
+  int text_len = 32;      // Infinity: tokens per random prompt
   std::string command;    // the command line, for the report
   ContextArgs ctx;
   KVOptions kv;

@@ -123,25 +123,32 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
 #else
   const char* build = "debug (assertions on)";
 #endif
-  fmt::print("\n### scalekv Infinity: {} shape (width {}, {} heads, depth {} of {}), {}x{} (h/w {}), batch {} "
+  std::string md;
+  md += fmt::format("\n### scalekv Infinity: {} shape (width {}, {} heads, depth {} of {}), {}x{} (h/w {}), batch {} "
              "(+CFG: {} rows), KV policy {}\n\n", cfg.name, cfg.embed_dim, cfg.num_heads, cfg.depth, full_depth, img_w,
              img_h, o.h_div_w, o.batch, 2 * o.batch, policy->name());
-  fmt::print("machine: {}, {} OpenMP threads; backend {}; build {}; random weights; text {} tokens/prompt; "
+  md += fmt::format("machine: {}, {} OpenMP threads; backend {}; build {}; random weights; text {} tokens/prompt; "
              "median of {} run(s){}; load average at the starts: {:.1f}\n", cpu_name(), omp_get_max_threads(), be.name(),
              build, o.text_len, o.repeats, o.warmup ? " after 1 warm-up" : "", median(loads));
-  if (!o.command.empty()) fmt::print("command: `{}`\n", o.command);
-  fmt::print("\n| scale | tokens | time (s) | CPU time, all threads (s) | KV stored after (tokens, all layers) |\n"
+  if (!o.command.empty()) md += fmt::format("command: `{}`\n", o.command);
+  md += fmt::format("\n| scale | tokens | time (s) | CPU time, all threads (s) | KV stored after (tokens, all layers) |\n"
              "|---:|---:|---:|---:|---:|\n");
   for (int si = 0; si < S; ++si)
-    fmt::print("| {} | {}x{} | {:.4f} | {:.4f} | {} |\n", si, sched[si].h, sched[si].w, median(per_scale[si]),
+    md += fmt::format("| {} | {}x{} | {:.4f} | {:.4f} | {} |\n", si, sched[si].h, sched[si].w, median(per_scale[si]),
                median(cpu_scale[si]), kv_tokens[si]);
-  fmt::print("| **total** | {} | **{:.3f}** | **{:.3f}** | |\n", sched.total(), median(totals), median(cpu_totals));
-  if (o.decode) fmt::print("| decoder | {}x{} px | {:.3f} | | |\n", img_w, img_h, median(decodes));
-  fmt::print("\n| memory (MiB) | weights | kv (measured peak) | kv store capacity | activations peak | workspace peak | "
+  md += fmt::format("| **total** | {} | **{:.3f}** | **{:.3f}** | |\n", sched.total(), median(totals), median(cpu_totals));
+  if (o.decode) md += fmt::format("| decoder | {}x{} px | {:.3f} | | |\n", img_w, img_h, median(decodes));
+  md += fmt::format("\n| memory (MiB) | weights | kv (measured peak) | kv store capacity | activations peak | workspace peak | "
              "all peak |\n|---|---:|---:|---:|---:|---:|---:|\n");
-  fmt::print("| {} | {} | {} | {} | {} | {} | {} |\n", be.name(), mib(peak.pk(MemCategory::Weights)), mib(kv_peak),
+  md += fmt::format("| {} | {} | {} | {} | {} | {} | {} |\n", be.name(), mib(peak.pk(MemCategory::Weights)), mib(kv_peak),
              mib(kv_store), mib(peak.pk(MemCategory::Activations)), mib(peak.pk(MemCategory::Workspace)),
              mib(peak.total_peak));
+  fmt::print("{}", md);
+  if (!o.md_out.empty()) {
+    std::ofstream f(o.md_out, std::ios::app);
+    SKV_CHECK(f.good(), "--md {}: cannot write", o.md_out);
+    f << md;
+  }
   return median(totals);
 }
 

@@ -26,6 +26,7 @@ struct InfinityBenchOptions {
   KVOptions kv;                                     // the policy under test (default full)
   uint64_t seed = 0;
   std::string command;                              // the command line, printed with the table
+  std::string md_out;                               // also append the tables to this file
 };
 
 // Prints the table to stdout; returns the median total transformer seconds.

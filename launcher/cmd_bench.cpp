@@ -1,7 +1,8 @@
 // cmd_bench.cpp - `scalekv bench`: wall time per scale, total, decoder, and peak memory per category
 // for a model (random weights unless --weights/--vae are given), for each batch size, median of
 // --repeats runs. In the same run it measures this machine's sgemm throughput and reports how far
-// the transformer is from the time its GEMM + attention FLOPs would take at that peak.
+// the transformer is from the time its GEMM + attention FLOPs would take at that peak. Infinity
+// configs (e.g. configs/infinity-2b.json, --resolution 512 --depth 4) go to bench_infinity.h.
 // `bench fidelity` (or `bench --fidelity`) and `bench kv-memory` (`--kv-memory`) run the KV-cache
 // benchmarks of bench_fidelity.h and bench_kv_memory.h.
 #include <fmt/core.h>
@@ -13,10 +14,12 @@
 #include "launcher/bench.h"
 #include "launcher/bench_cuda.h"
 #include "launcher/bench_fidelity.h"
+#include "launcher/bench_infinity.h"
 #include "launcher/bench_kv_memory.h"
 #include "launcher/kv_bench.h"
 #include "launcher/commands.h"
 #include "runtime/check.h"
+#include "runtime/models/infinity_config.h"
 #include "runtime/models/var_generate.h"
 
 namespace skv {
@@ -46,7 +49,35 @@ struct Row {
   int64_t kv_peak = 0;
 };
 
+// Infinity configs: one table per batch size from bench_infinity.h (one rank, random weights).
+void run_infinity_benches(const BenchArgs& a) {
+  SKV_CHECK(a.weights.empty() && a.vae.empty(), "bench --model {}: Infinity benchmarks use random weights of the "
+            "config's shape; drop --weights/--vae", a.model);
+  SKV_CHECK(a.ctx.tp == 1, "bench --model {}: the Infinity benchmark runs on one rank (--tp 1)", a.model);
+  SKV_CHECK(a.repeats >= 1, "--repeats {} must be >= 1", a.repeats);
+  const InfinityConfig cfg = InfinityConfig::load(a.model);
+  if (!a.md_out.empty()) std::ofstream(a.md_out, std::ios::trunc);
+  for (int B : a.batches) {
+    InfinityBenchOptions o;
+    o.config = a.model;
+    o.resolution = a.resolution > 0 ? a.resolution : cfg.resolution;
+    o.h_div_w = a.h_div_w > 0 ? a.h_div_w : cfg.h_div_w;
+    o.batch = B;
+    o.depth = a.depth;
+    o.repeats = a.repeats;
+    o.warmup = a.warmup > 0;
+    o.text_len = a.text_len;
+    o.decode = a.decode;
+    o.device = a.ctx.device;
+    o.kv = a.kv;
+    o.command = a.command;
+    o.md_out = a.md_out;
+    run_infinity_bench(o);
+  }
+}
+
 void run_bench(const BenchArgs& a) {
+  if (model_family(a.model) == "infinity") return run_infinity_benches(a);
   RunContext ctx = make_context(a.ctx);
   Backend& be = *ctx.backend;
   VarConfig cfg = VarConfig::load(a.model);
@@ -71,7 +102,7 @@ void run_bench(const BenchArgs& a) {
   VarModel model(cfg, *wl, *ctx.tp);
   VQVAE vae(cfg, *vl);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-  auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule()});
+  auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule(), cfg.kv_window});
   const double gflops = measure_sgemm_gflops(2048, 3);
   std::unique_ptr<CudaBenchReport> gpu;  // GPU-only figures: kernel times, attention bandwidth, GEMM vs cuBLAS peak
   if (be.device() == Device::CUDA) gpu = std::make_unique<CudaBenchReport>(be.weight_dtype());
@@ -169,6 +200,10 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--depth", a->depth, "Override the config's depth (for time)");
   cmd->add_flag("!--no-decode", a->decode, "Skip the VAE decoder");
   cmd->add_option("--md", a->md_out, "Also write the table to this file");
+  cmd->add_option("--resolution", a->resolution, "Infinity: 256, 512, 768 or 1024 (default: the config's)");
+  cmd->add_option("--h-div-w", a->h_div_w, "Infinity: aspect ratio from the dynamic-resolution table (default: the "
+                  "config's)");
+  cmd->add_option("--text-len", a->text_len, "Infinity: tokens per random prompt")->capture_default_str();
   add_context_options(cmd, a->ctx);
   add_kv_options(cmd, a->kv);
   auto f = std::make_shared<FidelityOptions>();
@@ -191,7 +226,9 @@ void register_bench(CLI::App& app) {
     args.command = "scalekv bench";
     for (auto* o : app.get_subcommand("bench")->get_options())
       if (o->count() > 0 && !o->get_lnames().empty())
-        args.command += fmt::format(" --{} {}", o->get_lnames()[0], fmt::join(o->results(), ","));
+        args.command += o->get_expected_max() == 0  // a flag
+                            ? fmt::format(" --{}", o->get_lnames()[0])
+                            : fmt::format(" --{} {}", o->get_lnames()[0], fmt::join(o->results(), ","));
     run_bench(args);
   });
 }

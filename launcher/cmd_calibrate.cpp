@@ -46,7 +46,7 @@ struct CalibrateArgs {
   uint64_t weight_seed = 0, seed = 0;
   std::string prompts, out;
   std::string budget = "10%";
-  int drafters = 0, drafters_total = 0, window = 16, asi_topk = 16, asi_queries = 64;
+  int drafters = 0, drafters_total = 0, window = 0, asi_topk = 16, asi_queries = 64;
   ContextArgs ctx;
 };
 
@@ -62,7 +62,7 @@ void run_calibrate(const CalibrateArgs& a) {
   const Schedule sched = b->cfg.schedule();
   ScaleKVOptions o;
   o.budget = resolve_kv_budget(a.budget, sched);
-  o.window = a.window;
+  o.window = a.window > 0 ? a.window : b->cfg.kv_window;
   o.drafters_per_scale = a.drafters;
   o.drafters_total = a.drafters_total;
   o.asi_topk = a.asi_topk;
@@ -123,7 +123,7 @@ void register_calibrate(CLI::App& app) {
   cmd->add_option("--scalekv-drafters", a->drafters, "Drafters per scale (0: ceil(depth / 16))")->capture_default_str();
   cmd->add_option("--drafters-total", a->drafters_total,
                   "N_d over all compressed scales (0: drafters per scale x compressed scales)")->capture_default_str();
-  cmd->add_option("--kv-window", a->window, "Observation window of the table")->capture_default_str();
+  cmd->add_option("--kv-window", a->window, "Observation window of the table (default: the config's kv_window, else 16)");
   cmd->add_option("--asi-topk", a->asi_topk, "K': top history attention weights summed in the ASI")->capture_default_str();
   cmd->add_option("--asi-queries", a->asi_queries, "Current-map queries sampled for the ASI")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Sampling seed of the first request")->capture_default_str();

@@ -43,7 +43,7 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   SafeTensors wst(f.weights), vst(f.vae);
   VarModel model(cfg, wst, be, *ctx.tp);
   VQVAE vae(cfg, vst, be);
-  auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule()});
+  auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule(), cfg.kv_window});
   auto full_policy = make_full_policy();
 
   VarRequest req;

@@ -59,7 +59,7 @@ std::unique_ptr<KVBenchHolder> make_var_kv_bench_model(const KVBenchModelArgs& a
   const VarConfig& cfg = h->var->cfg;
   const std::vector<int64_t> labels = parse_labels(a.labels);
   KVBenchModel& m = h->model;
-  m.info = {cfg.depth, cfg.num_heads, cfg.schedule()};
+  m.info = {cfg.depth, cfg.num_heads, cfg.schedule(), cfg.kv_window};
   m.token_bytes = static_cast<int64_t>(2 * labels.size()) * h->var->model->local_heads() * cfg.head_dim() * 2 * 4;
   m.output_rank = h->ctx.is_output_rank();
   m.description = fmt::format("VAR {} (depth {}, {} heads x {}, {} weights), schedule {}, labels {} ({} rows with CFG), "

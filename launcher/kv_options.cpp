@@ -23,7 +23,7 @@ void add_kv_options(CLI::App* cmd, KVOptions& o) {
       ->capture_default_str();
   cmd->add_option("--scalekv-drafters", o.drafters, "ScaleKV drafters per scale (0: ceil(depth / 16))")
       ->capture_default_str();
-  cmd->add_option("--kv-window", o.window, "Observation window (scalekv, snapkv, pyramidkv)")->capture_default_str();
+  cmd->add_option("--kv-window", o.window, "Observation window (scalekv, snapkv, pyramidkv); default: the config's kv_window, else 16");
   cmd->add_option("--kv-sinks", o.sinks, "StreamingLLM sink tokens")->capture_default_str();
 }
 
@@ -74,7 +74,8 @@ std::unique_ptr<KVPolicy> make_kv_policy(const KVOptions& o, const KVModelInfo& 
   SKV_CHECK(o.budget_table.empty() || p == "scalekv", "--kv-budget-table is a ScaleKV table; use it with --kv-policy "
             "scalekv (not {})", p);
   if (p == "full") return make_full_policy();
-  SKV_CHECK(o.window > 0, "--kv-window {} must be positive", o.window);
+  SKV_CHECK(o.window >= 0, "--kv-window {} must be positive", o.window);
+  const int window = o.window > 0 ? o.window : m.window;
   if (p == "scalekv") {
     ScaleKVOptions so;
     SKV_CHECK(o.scoring == "reference" || o.scoring == "paper", "unknown --scalekv-scoring '{}' (available: reference, "
@@ -87,7 +88,7 @@ std::unique_ptr<KVPolicy> make_kv_policy(const KVOptions& o, const KVModelInfo& 
     SKV_CHECK(!(o.calibration == "online" && !o.budget_table.empty()),
               "--scalekv-calibration online chooses the drafters from the request: drop --kv-budget-table {}",
               o.budget_table);
-    so.window = o.window;
+    so.window = window;
     so.drafters_per_scale = o.drafters;
     if (!o.budget_table.empty()) {
       const int64_t base = o.budget.empty() ? 0 : resolve_kv_budget(o.budget, m.schedule);
@@ -103,8 +104,8 @@ std::unique_ptr<KVPolicy> make_kv_policy(const KVOptions& o, const KVModelInfo& 
   const int64_t b = resolve_kv_budget(o.budget, m.schedule);
   if (p == "sliding-window") return make_sliding_window_policy(b);
   if (p == "streamingllm") return make_streamingllm_policy(b, o.sinks);
-  if (p == "snapkv") return make_snapkv_policy(b, m.depth, o.window);
-  return make_pyramidkv_policy(b, m.depth, o.window, 5, o.pyramid_beta);
+  if (p == "snapkv") return make_snapkv_policy(b, m.depth, window);
+  return make_pyramidkv_policy(b, m.depth, window, 5, o.pyramid_beta);
 }
 
 }  // namespace skv

@@ -18,7 +18,7 @@ struct KVOptions {
   std::string budget_table;    // --kv-budget-table
   std::string scoring = "reference";
   std::string calibration = "auto";  // auto: table when --kv-budget-table is given, else online
-  int window = 16;
+  int window = 0;              // observation window; 0: the model's (KVModelInfo::window)
   int drafters = 0;            // ScaleKV drafters per scale (0: ceil(depth / 16))
   int sinks = 4;               // streamingllm
   double pyramid_beta = 20.0;  // pyramidkv
@@ -30,6 +30,7 @@ struct KVModelInfo {
   int depth = 0;
   int num_heads = 0;
   Schedule schedule;
+  int window = 16;  // the model's default observation window (config key kv_window; 16 as released)
 };
 
 // "full, sliding-window, streamingllm, snapkv, pyramidkv, scalekv"

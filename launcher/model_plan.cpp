@@ -82,6 +82,7 @@ ModelShape load_model_shape(const std::string& config, int resolution, double h_
     s.depth = c.depth;
     s.embed_dim = c.embed_dim;
     s.num_heads = c.num_heads;
+    s.kv_window = c.kv_window;
     s.head_dim = c.head_dim();
     s.ffn_hidden = c.ffn_hidden();
     s.schedule = c.schedule();
@@ -152,7 +153,7 @@ PlanResult make_plan(const PlanArgs& a) {
   const int64_t kb = dtype_bytes(a.k_dtype, "--k-dtype"), vb = dtype_bytes(a.v_dtype, "--v-dtype");
   const int64_t wb = dtype_bytes(a.weight_dtype, "--weight-dtype");
   const int64_t token_bytes = static_cast<int64_t>(r.rows) * r.local_heads * s.head_dim * (kb + vb);
-  auto policy = make_kv_policy(a.kv, {s.depth, s.num_heads, s.schedule});
+  auto policy = make_kv_policy(a.kv, {s.depth, s.num_heads, s.schedule, s.kv_window});
   r.kv = plan_kv(*policy, s.schedule, s.depth, token_bytes);
   r.full = plan_kv(*make_full_policy(), s.schedule, s.depth, token_bytes);
   r.policy_desc = a.kv.policy;

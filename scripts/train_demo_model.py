@@ -90,6 +90,9 @@ def make_config(a):
         "share_quant_resi": 4, "image_size": 32, "vae_ch_mult": [1, 2, 2], "vae_num_res_blocks": 1,
         "vae_using_sa": True, "vae_using_mid_sa": True, "quant_resi": 0.5, "beta": 0.25,
         "cfg": 3.0, "top_k": 20, "top_p": 0.0, "class_names": list(fmnist.CLASS_NAMES),
+        # Observation window of the windowed KV policies: the released 16 is nearly half of this
+        # model's largest cached scale (6x6) and larger than its 10 % budget (10 tokens).
+        "kv_window": 4,
     }
 
 

@@ -58,6 +58,7 @@ VarConfig VarConfig::load(const std::string& path) {
   c.cfg = static_cast<float>(f.number("cfg", 1.5));
   c.top_k = static_cast<int>(f.integer("top_k", 900));
   c.top_p = static_cast<float>(f.number("top_p", 0.96));
+  c.kv_window = static_cast<int>(f.integer("kv_window", 16));
   if (f.has("class_names")) c.class_names = f.strings("class_names");
 
   f.require(c.depth > 0, "depth", "must be positive");
@@ -79,6 +80,7 @@ VarConfig VarConfig::load(const std::string& path) {
   f.require(c.vae_num_res_blocks >= 0, "vae_num_res_blocks", "must be >= 0");
   f.require(c.share_quant_resi >= 0, "share_quant_resi", "must be >= 0");
   f.require(c.top_k >= 0, "top_k", "must be >= 0");
+  f.require(c.kv_window > 0, "kv_window", "must be positive");
   f.require(c.top_p >= 0 && c.top_p <= 1, "top_p", "must be in [0, 1]");
   f.require(c.class_names.empty() || static_cast<int>(c.class_names.size()) == c.num_classes, "class_names",
             fmt::format("must have num_classes ({}) entries", c.num_classes));

@@ -30,6 +30,7 @@ struct VarConfig {
   float cfg = 1.5f;
   int top_k = 900;
   float top_p = 0.96f;
+  int kv_window = 16;  // default observation window of the windowed KV policies (small models need less)
   std::vector<std::string> class_names;
 
   int head_dim() const { return embed_dim / num_heads; }
