@@ -94,8 +94,9 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   }
   if (!ctx.is_output_rank() || last == first) return;
   if (ctx.replicas > 1) fmt::print("replica {}/{}: images {}-{} of {}; ", ctx.replica, ctx.replicas, first, last - 1, n);
-  fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {} -> {}/\n",
-             last - first, cfg.image_size, cfg.image_size, total_s, total_s / (last - first), dec_s, be.name(), a.out);
+  fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}{} -> {}/\n",
+             last - first, cfg.image_size, cfg.image_size, total_s, total_s / (last - first), dec_s, be.name(),
+             ctx.tp->size() > 1 ? fmt::format(" x {} tensor-parallel ranks", ctx.tp->size()) : std::string(), a.out);
   // The full cache of the same batch on this rank, as the same allocator would hold it (F32 K and V).
   const int rows = 2 * std::min<int64_t>(bs, last - first);
   const int64_t token_bytes = static_cast<int64_t>(rows) * model.local_heads() * cfg.head_dim() * 2 * 4;
