@@ -143,6 +143,7 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
   md += fmt::format("| {} | {} | {} | {} | {} | {} | {} |\n", be.name(), mib(peak.pk(MemCategory::Weights)), mib(kv_peak),
              mib(kv_store), mib(peak.pk(MemCategory::Activations)), mib(peak.pk(MemCategory::Workspace)),
              mib(peak.total_peak));
+  md += fmt::format("\nKV measured peak: {} bytes (store capacity {} bytes)\n", kv_peak, kv_store);
   fmt::print("{}", md);
   if (!o.md_out.empty()) {
     std::ofstream f(o.md_out, std::ios::app);

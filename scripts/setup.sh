@@ -18,7 +18,7 @@ pkgs=(
   libopenblas-dev libopenblas0-pthread     # CPU GEMM (and the BLAS Debian's PyTorch calls)
   libopenmpi-dev openmpi-bin               # MPI communicator, mpirun
   slurm-wlm munge procps                   # the one-node Slurm test (scripts/slurm/local_cluster_test.sh)
-  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libboost-dev
+  nlohmann-json3-dev libcli11-dev libfmt-dev   # configs and JSON, the CLI, formatting
   libgtest-dev libgmock-dev libpng-dev zlib1g-dev
   clang libclang-rt-14-dev                 # libFuzzer + sanitizers for the safetensors fuzzer
   python3 python3-numpy
