@@ -1,5 +1,7 @@
 // cmd_calibrate.cpp - `scalekv calibrate`: ScaleKV budget tables from a few requests (launcher/calibrate.h).
-// For a VAR model the prompts file holds class labels, one request per line ("3", "0-9", "207,360").
+// For a VAR model the prompts file holds class labels, one request per line ("3", "0-9", "207,360");
+// for an Infinity model every prompt of --text-embeddings (scripts/encode_prompts.py) is one request,
+// on the schedule of --resolution / --h-div-w.
 #include <fmt/core.h>
 
 #include <fstream>
@@ -11,6 +13,8 @@
 #include "launcher/progress.h"
 #include "launcher/var_bundle.h"
 #include "runtime/check.h"
+#include "runtime/models/infinity_generate.h"
+#include "runtime/models/infinity_text.h"
 
 namespace skv {
 
@@ -47,26 +51,109 @@ struct CalibrateArgs {
   std::string prompts, out;
   std::string budget = "10%";
   int drafters = 0, drafters_total = 0, window = 0, asi_topk = 16, asi_queries = 64;
+  std::string text_embeddings;  // Infinity
+  int resolution = 0;           // Infinity: 0 = the config's
+  double h_div_w = 0;           // Infinity: 0 = the config's
   ContextArgs ctx;
 };
+
+ScaleKVOptions calibration_options(const CalibrateArgs& a, const Schedule& sched, int config_window) {
+  ScaleKVOptions o;
+  o.budget = resolve_kv_budget(a.budget, sched);
+  o.window = a.window > 0 ? a.window : config_window;
+  o.drafters_per_scale = a.drafters;
+  o.drafters_total = a.drafters_total;
+  o.asi_topk = a.asi_topk;
+  o.asi_queries = a.asi_queries;
+  return o;
+}
+
+void report_table(const CalibrateArgs& a, const BudgetTable& t, const std::string& config, size_t requests) {
+  write_budget_table(a.out, t, config);
+  fmt::print("calibrated {} ({} requests): base capacity {} tokens, window {}, compressed scales {}..{}\n", config,
+             requests, t.base_capacity, t.window, t.scales.front(), t.scales.back());
+  fmt::print("{:>5} {:>9} {:>8} {:>8}  drafters (ASI z-score)\n", "scale", "drafters", "B_d", "B_r");
+  for (size_t i = 0; i < t.scales.size(); ++i) {
+    int64_t bd = 0, br = 0;
+    std::string ds;
+    for (int l = 0; l < t.depth; ++l) {
+      if (t.drafter[i][l]) {
+        bd = t.budgets[i][l];
+        ds += fmt::format(" {} ({:.2f})", l, t.z[i][l]);
+      } else {
+        br = t.budgets[i][l];
+      }
+    }
+    fmt::print("{:>5} {:>9} {:>8} {:>8} {}\n", t.scales[i], t.drafter_count(static_cast<int>(i)), bd, br, ds);
+  }
+  fmt::print("wrote {}\n", a.out);
+}
+
+// Infinity: the full cache on every prompt of the embeddings file, one request each.
+void run_calibrate_infinity(const CalibrateArgs& a, const std::string& config) {
+  SKV_CHECK(!a.text_embeddings.empty(), "calibrating the Infinity model {} needs --text-embeddings FILE (the prompts; "
+            "scripts/encode_prompts.py writes it)", config);
+  SKV_CHECK(a.prompts.empty(), "--prompts holds VAR class labels; for the Infinity model {} the prompts are "
+            "--text-embeddings", config);
+  SKV_CHECK(a.random || (!a.files.weights.empty() && !a.files.vae.empty()), "calibrating {} needs --weights and "
+            "--vae (or --random-weights)", config);
+  const InfinityConfig cfg = InfinityConfig::load(config);
+  const InfinityText text = load_infinity_text(a.text_embeddings, cfg.text_channels);
+  const Schedule sched = infinity_schedule_for(a.h_div_w > 0 ? a.h_div_w : cfg.h_div_w,
+                                               a.resolution > 0 ? a.resolution : cfg.resolution);
+  RunContext ctx = make_context(a.ctx);
+  Backend& be = *ctx.backend;
+  std::unique_ptr<SafeTensors> wst, vst;
+  std::unique_ptr<WeightLoader> wl, vl;
+  if (a.random) {
+    wl = std::make_unique<WeightLoader>(a.weight_seed, be);
+    vl = std::make_unique<WeightLoader>(a.weight_seed + 1, be);
+  } else {
+    wst = std::make_unique<SafeTensors>(a.files.weights);
+    vst = std::make_unique<SafeTensors>(a.files.vae);
+    wl = std::make_unique<WeightLoader>(*wst, be, "config " + config);
+    vl = std::make_unique<WeightLoader>(*vst, be, "VAE of config " + config);
+  }
+  InfinityModel model(cfg, *wl, *ctx.tp);
+  BsqVae vae(cfg, *vl);
+  const ScaleKVOptions o = calibration_options(a, sched, 16);
+  const int n = static_cast<int>(text.lens.size());
+  Progress prog("calibrate");
+  auto run = [&](int i, KVPolicy& policy) {
+    InfinityRequest req;
+    req.text = slice_infinity_text(text, i, i + 1);
+    req.schedule = sched;
+    req.cfg_list = {cfg.cfg};
+    req.tau_list = {cfg.tau};
+    req.cfg_insertion_layer = cfg.cfg_insertion_layer;
+    req.sampling.top_k = cfg.top_k;
+    req.sampling.top_p = cfg.top_p;
+    req.seed = a.seed + static_cast<uint64_t>(i);
+    InfinityRunOptions opt;
+    opt.policy = &policy;
+    opt.decode = false;
+    opt.progress = [&](int si, int S, double) { prog.update(fmt::format("prompt {}/{} scale {}/{}", i + 1, n, si + 1, S)); };
+    infinity_generate(model, vae, req, opt);
+  };
+  const BudgetTable t = calibrate_budgets(run, n, cfg.depth, sched, o, ctx.tp.get());
+  prog.done(fmt::format("{} prompts", n));
+  if (ctx.is_output_rank()) report_table(a, t, config, static_cast<size_t>(n));
+}
 
 void run_calibrate(const CalibrateArgs& a) {
   SKV_CHECK(!a.out.empty(), "--out budgets.json is required");
   const std::string config = a.files.config.empty() ? resolve_model_files(a.files).config : a.files.config;
   const std::string family = model_family(config);
-  SKV_CHECK(family == "var", "{}: calibrating the '{}' family needs its generation loop, which this build's "
-            "calibrate does not have yet (VAR models work)", config, family);
+  if (family == "infinity") return run_calibrate_infinity(a, config);
+  SKV_CHECK(family == "var", "{}: calibrate knows the var and infinity families, not '{}'", config, family);
+  SKV_CHECK(!a.prompts.empty(), "--prompts FILE is required: class labels, one request per line (e.g. 3 or 0-9)");
+  SKV_CHECK(a.text_embeddings.empty(), "--text-embeddings is for Infinity models; {} is a VAR model (use --prompts)",
+            config);
   const auto lines = read_prompt_lines(a.prompts);
   RunContext ctx = make_context(a.ctx);
   auto b = load_var_bundle(a.files, a.random, a.weight_seed, *ctx.backend, *ctx.tp);
   const Schedule sched = b->cfg.schedule();
-  ScaleKVOptions o;
-  o.budget = resolve_kv_budget(a.budget, sched);
-  o.window = a.window > 0 ? a.window : b->cfg.kv_window;
-  o.drafters_per_scale = a.drafters;
-  o.drafters_total = a.drafters_total;
-  o.asi_topk = a.asi_topk;
-  o.asi_queries = a.asi_queries;
+  const ScaleKVOptions o = calibration_options(a, sched, b->cfg.kv_window);
   std::vector<std::vector<int64_t>> labels;
   for (const auto& l : lines) labels.push_back(parse_labels(l));
   Progress prog("calibrate");
@@ -85,25 +172,7 @@ void run_calibrate(const CalibrateArgs& a) {
   };
   BudgetTable t = calibrate_budgets(run, static_cast<int>(labels.size()), b->cfg.depth, sched, o, ctx.tp.get());
   prog.done(fmt::format("{} requests", labels.size()));
-  if (!ctx.is_output_rank()) return;
-  write_budget_table(a.out, t, config);
-  fmt::print("calibrated {} ({} requests): base capacity {} tokens, window {}, compressed scales {}..{}\n", config,
-             labels.size(), t.base_capacity, t.window, t.scales.front(), t.scales.back());
-  fmt::print("{:>5} {:>9} {:>8} {:>8}  drafters (ASI z-score)\n", "scale", "drafters", "B_d", "B_r");
-  for (size_t i = 0; i < t.scales.size(); ++i) {
-    int64_t bd = 0, br = 0;
-    std::string ds;
-    for (int l = 0; l < t.depth; ++l) {
-      if (t.drafter[i][l]) {
-        bd = t.budgets[i][l];
-        ds += fmt::format(" {} ({:.2f})", l, t.z[i][l]);
-      } else {
-        br = t.budgets[i][l];
-      }
-    }
-    fmt::print("{:>5} {:>9} {:>8} {:>8} {}\n", t.scales[i], t.drafter_count(static_cast<int>(i)), bd, br, ds);
-  }
-  fmt::print("wrote {}\n", a.out);
+  if (ctx.is_output_rank()) report_table(a, t, config, labels.size());
 }
 
 }  // namespace
@@ -116,8 +185,11 @@ void register_calibrate(CLI::App& app) {
   cmd->add_option("--vae", a->files.vae, "VAE weights (safetensors)");
   cmd->add_flag("--random-weights", a->random, "Use deterministic random weights of the config's shape");
   cmd->add_option("--weight-seed", a->weight_seed, "Seed of --random-weights")->capture_default_str();
-  cmd->add_option("--prompts", a->prompts, "Prompts file: one request per line (VAR: class labels such as 3 or 0-9)")
-      ->required();
+  cmd->add_option("--prompts", a->prompts, "VAR: class labels, one request per line (such as 3 or 0-9)");
+  cmd->add_option("--text-embeddings", a->text_embeddings,
+                  "Infinity: prompt embeddings (scripts/encode_prompts.py), one request per prompt");
+  cmd->add_option("--resolution", a->resolution, "Infinity: 256, 512, 768 or 1024 (default: the config's)");
+  cmd->add_option("--h-div-w", a->h_div_w, "Infinity: aspect ratio of the schedule (default: the config's)");
   cmd->add_option("--out", a->out, "Budget table to write (JSON)")->required();
   cmd->add_option("--kv-budget", a->budget, "Uniform budget B: a share (10%) or tokens per layer")->capture_default_str();
   cmd->add_option("--scalekv-drafters", a->drafters, "Drafters per scale (0: ceil(depth / 16))")->capture_default_str();
