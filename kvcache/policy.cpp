@@ -101,6 +101,9 @@ std::unique_ptr<KVPolicy> make_snapkv_policy(int64_t budget, int depth, int wind
 
 std::vector<int64_t> pyramid_budgets(int64_t budget, int depth, int window, double beta) {
   SKV_CHECK(depth > 0 && beta > 1, "pyramid budgets: depth {} beta {}", depth, beta);
+  // Every layer keeps at least its window, so the mean budget must hold one (else no split sums to B L).
+  SKV_CHECK(budget >= window, "pyramidkv: --kv-budget {} tokens is below the observation window of {} tokens; use a "
+            "larger --kv-budget or a smaller --kv-window", budget, window);
   // PyramidKV: min = B / beta, max = 2B - min, linear in depth, sum = B * depth.
   const int64_t lo = std::max<int64_t>(window, static_cast<int64_t>(std::floor(budget / beta)));
   const int64_t hi = std::max(lo, 2 * budget - lo);

@@ -20,6 +20,8 @@ void add_fidelity_options(CLI::App* cmd, FidelityOptions& o) {
   cmd->add_option("--budgets", o.budgets, "Budgets of every policy")->capture_default_str();
   cmd->add_option("--scalekv-scoring", o.kv.scoring, "ScaleKV scoring: reference or paper")->capture_default_str();
   cmd->add_option("--kv-budget-table", o.kv.budget_table, "ScaleKV budget table (else online calibration)");
+  cmd->add_option("--kv-window", o.kv.window, "Observation window (default: the config's kv_window, else 16)");
+  cmd->add_option("--kv-sinks", o.kv.sinks, "StreamingLLM sink tokens")->capture_default_str();
   cmd->add_option("--out", o.out, "Also write the markdown table to this file");
 }
 

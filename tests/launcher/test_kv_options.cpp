@@ -66,6 +66,22 @@ TEST(KVOptions, BadInputIsOneLineNamingTheValue) {
   EXPECT_NE(error_of([&] { make_kv_policy(o, m); }).find("below the observation window"), std::string::npos);
 }
 
+TEST(KVOptions, TheModelsWindowIsTheDefaultAndTheOptionOverridesIt) {
+  const Schedule s = infinity_schedule(1.0, "0.25M");
+  KVModelInfo small{32, 16, s, 4};  // a config with kv_window 4 (the demo model's)
+  KVOptions o;
+  o.budget = "10";
+  for (const std::string p : {"scalekv", "snapkv", "pyramidkv"}) {
+    o.policy = p;
+    o.window = 0;  // not given: the model's 4 tokens fit a 10-token budget
+    EXPECT_NO_THROW(make_kv_policy(o, small)) << p;
+    o.window = 16;  // --kv-window 16 does not, and the error says what to change
+    const std::string e = error_of([&] { make_kv_policy(o, small); });
+    EXPECT_NE(e.find("observation window of 16"), std::string::npos) << p << ": " << e;
+    EXPECT_NE(e.find("smaller --kv-window"), std::string::npos) << p << ": " << e;
+  }
+}
+
 TEST(KVOptions, EveryPolicyNameBuilds) {
   const Schedule s = infinity_schedule(1.0, "0.25M");
   for (const char* p : {"full", "sliding-window", "streamingllm", "snapkv", "pyramidkv", "scalekv"}) {
