@@ -23,6 +23,7 @@
 #include "runtime/kv_select_ref.h"
 #include "runtime/models/var_generate.h"
 #include "test_util.h"
+#include "models/var_test_util.h"
 
 namespace skv {
 
@@ -553,19 +554,7 @@ TEST_F(CudaOps, AttentionHonoursSegmentStart) {
 
 // A tiny VAR model end to end, teacher-forced with the CPU's tokens: logits per scale and the image.
 TEST_F(CudaOps, TinyVarModelMatchesCpu) {
-  VarConfig c;
-  c.path = "tiny";
-  c.depth = 2;
-  c.embed_dim = 64;
-  c.num_heads = 4;
-  c.patch_nums = {1, 2, 3, 5};
-  c.V = 32;
-  c.Cvae = 8;
-  c.num_classes = 5;
-  c.ch = 32;
-  c.vae_ch_mult = {1, 2};
-  c.vae_num_res_blocks = 1;
-  c.image_size = 10;
+  const VarConfig c = test::tiny_var_config("tiny", 2, {1, 2, 3, 5});
   struct Logits final : GenerationObserver {
     std::map<int, Tensor> raw;
     void on_logits_raw(int si, const Tensor& l) override { raw[si] = l.clone(); }

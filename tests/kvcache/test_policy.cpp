@@ -11,6 +11,7 @@
 #include "runtime/check.h"
 #include "runtime/models/var_generate.h"
 #include "test_util.h"
+#include "models/var_test_util.h"
 
 namespace skv {
 
@@ -85,20 +86,7 @@ TEST(Policies, PyramidBudgetsFallWithDepthAndSumToTheUniformBudget) {
 }
 
 TEST(Policies, EveryPolicyRunsAVarModelWithinItsPlan) {
-  VarConfig c;
-  c.path = "small";
-  c.depth = 4;
-  c.embed_dim = 64;
-  c.num_heads = 4;
-  c.patch_nums = {1, 2, 3, 4, 6, 8, 10};
-  c.V = 32;
-  c.Cvae = 8;
-  c.num_classes = 5;
-  c.ch = 32;
-  c.vae_ch_mult = {1, 2};
-  c.vae_num_res_blocks = 1;
-  c.image_size = 20;
-  c.top_k = 1;
+  const VarConfig c = test::tiny_var_config("small", 4, {1, 2, 3, 4, 6, 8, 10}, 1);
   auto comm = make_local_communicator();
   VarModel model(c, WeightLoader(5, cpu_backend()), *comm);
   VQVAE vae(c, WeightLoader(6, cpu_backend()));

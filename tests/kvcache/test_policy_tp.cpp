@@ -5,42 +5,14 @@
 
 #include "kvcache/scalekv.h"
 #include "runtime/models/var_generate.h"
+#include "models/var_test_util.h"
 #include "thread_comm.h"
 
 namespace skv {
 
 namespace {
 
-VarConfig tp_config() {
-  VarConfig c;
-  c.path = "tp";
-  c.depth = 3;
-  c.embed_dim = 64;
-  c.num_heads = 4;
-  c.patch_nums = {1, 2, 3, 4, 6, 8};
-  c.V = 32;
-  c.Cvae = 8;
-  c.num_classes = 5;
-  c.ch = 32;
-  c.vae_ch_mult = {1, 2};
-  c.vae_num_res_blocks = 1;
-  c.image_size = 16;
-  c.top_k = 1;
-  return c;
-}
-
-std::unique_ptr<KVPolicy> policy(const std::string& name, const VarConfig& c) {
-  const int64_t B = 20;  // of 66 cached tokens
-  if (name == "full") return make_full_policy();
-  if (name == "sliding-window") return make_sliding_window_policy(B);
-  if (name == "streamingllm") return make_streamingllm_policy(B);
-  if (name == "snapkv") return make_snapkv_policy(B, c.depth);
-  if (name == "pyramidkv") return make_pyramidkv_policy(B, c.depth);
-  ScaleKVOptions o;
-  o.budget = B;
-  o.drafters_per_scale = 1;
-  return std::make_unique<ScaleKVPolicy>(o, c.depth, c.schedule());
-}
+VarConfig tp_config() { return test::tiny_var_config("tp", 3, {1, 2, 3, 4, 6, 8}, 1); }
 
 struct Outcome {
   std::vector<std::vector<int64_t>> tokens;
@@ -51,7 +23,7 @@ struct Outcome {
 Outcome run(const VarConfig& c, const std::string& name, Communicator& comm) {
   VarModel model(c, WeightLoader(9, cpu_backend()), comm);
   VQVAE vae(c, WeightLoader(10, cpu_backend()));
-  auto p = policy(name, c);
+  auto p = test::make_test_policy(name, 20, c);  // of 66 cached tokens
   VarRequest req;
   req.labels = {1, 4};
   VarRunOptions opt;

@@ -19,6 +19,7 @@
 #include "test_util.h"
 #include "kvcache/scalekv_tp_harness.h"
 #include "thread_comm.h"
+#include "models/var_test_util.h"
 
 namespace skv {
 
@@ -197,21 +198,11 @@ TEST(ScaleKVPolicy, TableBudgetsAndThePlan) {
 
 namespace {
 
+// The tiny test VAR with 16-channel heads: `heads` of them.
 VarConfig small_var(int depth, int heads, std::vector<int> pn) {
-  VarConfig c;
-  c.path = "small";
-  c.depth = depth;
+  VarConfig c = test::tiny_var_config("small", depth, std::move(pn), 1);
   c.embed_dim = 16 * heads;
   c.num_heads = heads;
-  c.patch_nums = std::move(pn);
-  c.V = 32;
-  c.Cvae = 8;
-  c.num_classes = 5;
-  c.ch = 32;
-  c.vae_ch_mult = {1, 2};
-  c.vae_num_res_blocks = 1;
-  c.image_size = c.patch_nums.back() * 2;
-  c.top_k = 1;
   return c;
 }
 

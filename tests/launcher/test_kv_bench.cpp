@@ -6,6 +6,7 @@
 #include "launcher/bench_fidelity.h"
 #include "launcher/bench_kv_memory.h"
 #include "runtime/check.h"
+#include "models/var_test_util.h"
 
 namespace skv {
 
@@ -18,19 +19,7 @@ struct Tiny {
   std::unique_ptr<VQVAE> vae;
   KVBenchModel m;
   Tiny() {
-    cfg.path = "tiny";
-    cfg.depth = 4;
-    cfg.embed_dim = 64;
-    cfg.num_heads = 4;
-    cfg.patch_nums = {1, 2, 3, 4, 6, 8};
-    cfg.V = 32;
-    cfg.Cvae = 8;
-    cfg.num_classes = 5;
-    cfg.ch = 32;
-    cfg.vae_ch_mult = {1, 2};
-    cfg.vae_num_res_blocks = 1;
-    cfg.image_size = 16;
-    cfg.top_k = 3;
+    cfg = test::tiny_var_config("tiny", 4, {1, 2, 3, 4, 6, 8}, 3);
     model = std::make_unique<VarModel>(cfg, WeightLoader(2, cpu_backend()), *comm);
     vae = std::make_unique<VQVAE>(cfg, WeightLoader(3, cpu_backend()));
     m.info = {cfg.depth, cfg.num_heads, cfg.schedule()};

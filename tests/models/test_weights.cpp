@@ -9,6 +9,7 @@
 #include "runtime/check.h"
 #include "runtime/hostdevice.h"
 #include "runtime/models/var_generate.h"
+#include "models/var_test_util.h"
 
 namespace skv {
 
@@ -44,19 +45,7 @@ TEST(Weights, MatmulWeightsFollowTheBackendDtype) {
 }
 
 TEST(Weights, Bf16LinearWeightsKeepTheModelClose) {
-  VarConfig c;
-  c.path = "tiny";
-  c.depth = 2;
-  c.embed_dim = 64;
-  c.num_heads = 4;
-  c.patch_nums = {1, 2, 3};
-  c.V = 32;
-  c.Cvae = 8;
-  c.num_classes = 5;
-  c.ch = 32;
-  c.vae_ch_mult = {1, 2};
-  c.vae_num_res_blocks = 1;
-  c.image_size = 6;
+  const VarConfig c = test::tiny_var_config("tiny", 2, {1, 2, 3});
   struct Obs final : GenerationObserver {
     std::vector<Tensor> logits;
     void on_logits_raw(int, const Tensor& l) override { logits.push_back(l.clone()); }

@@ -13,28 +13,13 @@
 #include "runtime/check.h"
 #include "runtime/models/random_checkpoint.h"
 #include "runtime/models/var_generate.h"
+#include "models/var_test_util.h"
 
 namespace skv {
 
 namespace {
 
-VarConfig tiny_config() {
-  VarConfig c;
-  c.path = "tiny-tp";
-  c.depth = 2;
-  c.embed_dim = 64;
-  c.num_heads = 4;
-  c.patch_nums = {1, 2, 3, 4};
-  c.V = 32;
-  c.Cvae = 8;
-  c.num_classes = 5;
-  c.ch = 32;
-  c.vae_ch_mult = {1, 2};
-  c.vae_num_res_blocks = 1;
-  c.image_size = 8;
-  c.top_k = 1;
-  return c;
-}
+VarConfig tiny_config() { return test::tiny_var_config("tiny-tp", 2, {1, 2, 3, 4}, 1); }
 
 class LogitRecorder final : public GenerationObserver {
  public:
