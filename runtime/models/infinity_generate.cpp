@@ -1,22 +1,16 @@
 #include "runtime/models/infinity_generate.h"
 
-#include "kvcache/planner.h"
-
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 
 #include "runtime/check.h"
+#include "runtime/models/request_kv.h"
 #include "runtime/rng.h"
 
 namespace skv {
 
 namespace {
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 std::vector<float> per_scale(const std::vector<float>& v, int S, const char* what) {
   SKV_CHECK(!v.empty(), "{}: no value given", what);
@@ -28,9 +22,14 @@ std::vector<float> per_scale(const std::vector<float>& v, int S, const char* wha
 
 }  // namespace
 
-std::vector<uint8_t> infinity_unpatchify_bits(const std::vector<uint8_t>& bits, int B, int h, int w, int d) {
-  // idx [B, h, w, 4d] -> permute [B, 4d, h, w] -> pixel_shuffle(2) -> [B, d, 2h, 2w] -> [B, 2h, 2w, d]
-  SKV_CHECK(static_cast<int64_t>(bits.size()) == static_cast<int64_t>(B) * h * w * 4 * d, "unpatchify: {} bits", bits.size());
+namespace {
+
+// The 2x2 spatial patchify of the 8B model as one index map: element (b, y, x, c, i, j) is at `patched`
+// in idx [B, h, w, 4d] (channel c * 4 + i * 2 + j) and at `plain` in [B, 2h, 2w, d]. Unpatchify copies
+// patched -> plain (permute [B, 4d, h, w] + pixel_shuffle(2)), patchify the reverse.
+std::vector<uint8_t> permute_patches(const std::vector<uint8_t>& bits, int B, int h, int w, int d, bool to_plain) {
+  SKV_CHECK(static_cast<int64_t>(bits.size()) == static_cast<int64_t>(B) * h * w * 4 * d, "{}: {} bits",
+            to_plain ? "unpatchify" : "patchify", bits.size());
   std::vector<uint8_t> out(bits.size());
   const int W2 = 2 * w;
   for (int b = 0; b < B; ++b)
@@ -38,25 +37,25 @@ std::vector<uint8_t> infinity_unpatchify_bits(const std::vector<uint8_t>& bits, 
       for (int x = 0; x < w; ++x)
         for (int c = 0; c < d; ++c)
           for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 2; ++j)
-              out[((static_cast<int64_t>(b) * 2 * h + 2 * y + i) * W2 + 2 * x + j) * d + c] =
-                  bits[((static_cast<int64_t>(b) * h + y) * w + x) * 4 * d + c * 4 + i * 2 + j];
+            for (int j = 0; j < 2; ++j) {
+              const int64_t patched = ((static_cast<int64_t>(b) * h + y) * w + x) * 4 * d + c * 4 + i * 2 + j;
+              const int64_t plain = ((static_cast<int64_t>(b) * 2 * h + 2 * y + i) * W2 + 2 * x + j) * d + c;
+              if (to_plain)
+                out[plain] = bits[patched];
+              else
+                out[patched] = bits[plain];
+            }
   return out;
 }
 
+}  // namespace
+
+std::vector<uint8_t> infinity_unpatchify_bits(const std::vector<uint8_t>& bits, int B, int h, int w, int d) {
+  return permute_patches(bits, B, h, w, d, true);
+}
+
 std::vector<uint8_t> infinity_patchify_bits(const std::vector<uint8_t>& bits, int B, int h, int w, int d) {
-  SKV_CHECK(static_cast<int64_t>(bits.size()) == static_cast<int64_t>(B) * h * w * 4 * d, "patchify: {} bits", bits.size());
-  std::vector<uint8_t> out(bits.size());
-  const int W2 = 2 * w;
-  for (int b = 0; b < B; ++b)
-    for (int y = 0; y < h; ++y)
-      for (int x = 0; x < w; ++x)
-        for (int c = 0; c < d; ++c)
-          for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 2; ++j)
-              out[((static_cast<int64_t>(b) * h + y) * w + x) * 4 * d + c * 4 + i * 2 + j] =
-                  bits[((static_cast<int64_t>(b) * 2 * h + 2 * y + i) * W2 + 2 * x + j) * d + c];
-  return out;
+  return permute_patches(bits, B, h, w, d, false);
 }
 
 std::vector<std::vector<uint8_t>> infinity_images_to_rgb8(const Tensor& images) {
@@ -108,24 +107,12 @@ GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, 
   const bool with_uncond = std::any_of(cfgs.begin(), cfgs.end(), [](float c) { return c != 1.0f; });
   const int64_t R = with_uncond ? 2 * B : B;
 
-  std::unique_ptr<KVPolicy> full;
-  KVPolicy* policy = opt.policy;
-  if (!policy) {
-    full = make_full_policy();
-    policy = full.get();
-  }
   GenerateResult res;
-  Allocator& alloc = be.allocator();
-  const int64_t kv_before = alloc.stats().cur(MemCategory::KV);
-  alloc.reset_peaks();
-  policy->set_communicator(&model.comm());
-  policy->begin_request();
-  const int64_t token_bytes = R * model.local_heads() * cfg.head_dim() * 2 * static_cast<int64_t>(dtype_size(DType::F32));
-  const KVPlan plan = plan_kv(*policy, sched, cfg.depth, token_bytes);
-  MultiScaleKVCache cache(be, static_cast<int>(R), model.local_heads(), cfg.head_dim(), cfg.depth, plan.pool_tokens);
-  res.kv_store_bytes = cache.pool_bytes();
-  res.kv_planned_peak_bytes = plan.peak_bytes();
-  const double t_start = now_s();
+  RequestKV kv(be, model.comm(), opt.policy, sched, cfg.depth, static_cast<int>(R), model.local_heads(),
+               cfg.head_dim(), res);
+  KVPolicy* policy = &kv.policy();
+  MultiScaleKVCache& cache = kv.cache();
+  const double t_start = now_seconds();
 
   const InfinityModel::Cond cond = model.prepare_cond(req.text, with_uncond);
   if (opt.observer) {
@@ -152,7 +139,7 @@ GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, 
   args.select_at_last_scale = opt.select_at_last_scale;
 
   for (int si = 0; si < S; ++si) {
-    const double t0 = now_s();
+    const double t0 = now_seconds();
     const int h = sched[si].h, w = sched[si].w;
     const int64_t l = static_cast<int64_t>(h) * w;
     args.cfg = cfgs[si];
@@ -234,22 +221,21 @@ GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, 
     ScaleTiming st;
     st.scale = si;
     st.tokens = l;
-    st.seconds = now_s() - t0;
-    for (int li = 0; li < cfg.depth; ++li) st.kv_store_tokens += cache.layer(li).len;
+    st.seconds = now_seconds() - t0;
+    st.kv_store_tokens = kv.store_tokens();
     res.timings.push_back(st);
     if (opt.progress) opt.progress(si, S, st.seconds);
   }
-  res.transformer_seconds = now_s() - t_start;
-  res.kv_peak_bytes = alloc.stats().pk(MemCategory::KV) - kv_before;
-  res.kv_capped = cache.capped();
+  res.transformer_seconds = now_seconds() - t_start;
+  kv.finish(res);
   if (opt.observer) opt.observer->on_tensor("summed_codes", be.download(summed));
   if (opt.decode) {
-    const double t0 = now_s();
+    const double t0 = now_seconds();
     Tensor img = vae.decode(summed);
     float* p = img.f32();
     for (int64_t i = 0, n = img.numel(); i < n; ++i) p[i] = (p[i] + 1.0f) / 2.0f;
     res.images = img;
-    res.decode_seconds = now_s() - t0;
+    res.decode_seconds = now_seconds() - t0;
   }
   return res;
 }

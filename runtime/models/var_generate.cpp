@@ -1,19 +1,12 @@
 #include "runtime/models/var_generate.h"
 
-#include <chrono>
 #include <cmath>
 
-#include "kvcache/planner.h"
 #include "runtime/check.h"
+#include "runtime/models/request_kv.h"
 #include "runtime/rng.h"
 
 namespace skv {
-
-namespace {
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
 
 std::vector<std::vector<uint8_t>> images_to_rgb8(const Tensor& images) {
   const int64_t B = images.dim(0), C = images.dim(1), H = images.dim(2), W = images.dim(3);
@@ -43,35 +36,20 @@ GenerateResult var_generate(const VarModel& model, const VQVAE& vae, const VarRe
 
   const Schedule sched = cfg.schedule();
   const int S = sched.num_scales();
-  std::unique_ptr<KVPolicy> full;
-  KVPolicy* policy = opt.policy;
-  if (!policy) {
-    full = make_full_policy();
-    policy = full.get();
-  }
   GenerateResult res;
-  Allocator& alloc = be.allocator();
-  const int64_t kv_before = alloc.stats().cur(MemCategory::KV);
-  alloc.reset_peaks();
-
-  policy->set_communicator(&model.comm());
-  policy->begin_request();
-  const int64_t token_bytes = static_cast<int64_t>(2 * B) * model.local_heads() * cfg.head_dim() * 2 *
-                              static_cast<int64_t>(dtype_size(DType::F32));
-  const KVPlan plan = plan_kv(*policy, sched, cfg.depth, token_bytes);
-  MultiScaleKVCache cache(be, 2 * B, model.local_heads(), cfg.head_dim(), cfg.depth, plan.pool_tokens);
-  res.kv_store_bytes = cache.pool_bytes();
-  res.kv_planned_peak_bytes = plan.peak_bytes();
+  RequestKV kv(be, model.comm(), opt.policy, sched, cfg.depth, 2 * B, model.local_heads(), cfg.head_dim(), res);
+  KVPolicy* policy = &kv.policy();
+  MultiScaleKVCache& cache = kv.cache();
 
   std::vector<int64_t> class_ids(req.labels);
   for (int b = 0; b < B; ++b) class_ids.push_back(cfg.num_classes);
   const VarModel::Cond cond = model.prepare_cond(class_ids);
   Tensor x = model.first_input(cond);
   Tensor f_hat = be.zeros({B, cfg.Cvae, cfg.patch_nums.back(), cfg.patch_nums.back()});
-  const double t_start = now_s();
+  const double t_start = now_seconds();
 
   for (int si = 0; si < S; ++si) {
-    const double t0 = now_s();
+    const double t0 = now_seconds();
     const int pn = cfg.patch_nums[si];
     const int64_t l = static_cast<int64_t>(pn) * pn;
     if (opt.observer) opt.observer->on_input(si, be.download(x));
@@ -126,18 +104,17 @@ GenerateResult var_generate(const VarModel& model, const VQVAE& vae, const VarRe
     ScaleTiming st;
     st.scale = si;
     st.tokens = l;
-    st.seconds = now_s() - t0;
-    for (int li = 0; li < cfg.depth; ++li) st.kv_store_tokens += cache.layer(li).len;
+    st.seconds = now_seconds() - t0;
+    st.kv_store_tokens = kv.store_tokens();
     res.timings.push_back(st);
     if (opt.progress) opt.progress(si, S, st.seconds);
   }
-  res.transformer_seconds = now_s() - t_start;
-  res.kv_peak_bytes = alloc.stats().pk(MemCategory::KV) - kv_before;
-  res.kv_capped = cache.capped();
+  res.transformer_seconds = now_seconds() - t_start;
+  kv.finish(res);
   if (opt.decode) {
-    const double t0 = now_s();
+    const double t0 = now_seconds();
     res.images = vae.decode(f_hat);
-    res.decode_seconds = now_s() - t0;
+    res.decode_seconds = now_seconds() - t0;
   }
   return res;
 }

@@ -1,0 +1,44 @@
+// request_kv.h - the KV side of one generation request, the same for every model family: the policy
+// (the full cache when the caller gives none) joined to the model's communicator and started for the
+// request, the memory plan, the cache sized from that plan, and what GenerateResult reports about
+// them (the pool, the planned and the measured KV peak, compressions cut to the pool).
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "kvcache/multiscale_cache.h"
+#include "kvcache/policy.h"
+#include "runtime/models/generation.h"
+
+namespace skv {
+
+class Communicator;
+
+inline double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+class RequestKV {
+ public:
+  // rows = batch rows (x2 with CFG), F32 K and V of `local_heads` heads per layer. Resets the
+  // allocator's peaks; fills res.kv_store_bytes and res.kv_planned_peak_bytes.
+  RequestKV(Backend& be, Communicator& comm, KVPolicy* policy, const Schedule& schedule, int depth, int rows,
+            int local_heads, int head_dim, GenerateResult& res);
+  KVPolicy& policy() { return *policy_; }
+  MultiScaleKVCache& cache() { return *cache_; }
+  // Tokens stored over all layers now (ScaleTiming::kv_store_tokens).
+  int64_t store_tokens() const;
+  // After the last scale: res.kv_peak_bytes (above what the allocator held before) and res.kv_capped.
+  void finish(GenerateResult& res) const;
+
+ private:
+  std::unique_ptr<KVPolicy> full_;
+  KVPolicy* policy_;
+  Allocator& alloc_;
+  int64_t kv_before_;
+  int depth_;
+  std::unique_ptr<MultiScaleKVCache> cache_;
+};
+
+}  // namespace skv
