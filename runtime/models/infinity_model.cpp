@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "runtime/check.h"
+#include "runtime/models/block_ops.h"
 #include "runtime/models/var_model.h"  // valid_tp_sizes
 
 namespace skv {
@@ -93,21 +94,9 @@ float InfinityModel::attn_scale() const {
   return cfg_.cos_attn ? 1.0f : 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim())) / cfg_.attn_tau;
 }
 
-void InfinityModel::all_reduce(Tensor& t) const {
-  if (comm_.size() == 1) return;
-  comm_.all_reduce_sum(t.raw(), static_cast<size_t>(t.numel()), DType::F32);
-}
+void InfinityModel::all_reduce(Tensor& t) const { tp_all_reduce(comm_, t); }
 
-Tensor InfinityModel::ada_part(const Tensor& ada, int part) const {
-  const int64_t R = ada.dim(0), C = ada.dim(2);
-  Tensor out = be_.empty({R, C});
-  for (int64_t r = 0; r < R; ++r) {
-    Tensor src = ada[r][part];
-    Tensor dst = out[r];
-    be_.copy(src, dst);
-  }
-  return out;
-}
+Tensor InfinityModel::ada_part(const Tensor& ada, int part) const { return ada_slot(be_, ada, part); }
 
 void InfinityModel::pack_text_kv(const Tensor& kv, const std::vector<int64_t>& row_len, int H, int hd,
                                  const Tensor& v_bias, Tensor& k, Tensor& v) const {
@@ -327,19 +316,7 @@ void InfinityModel::cross_attention(Tensor& x, const Block& b, int layer, const 
 }
 
 void InfinityModel::ffn(Tensor& x, const Block& b, const Tensor& ada) const {
-  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim;
-  Tensor h = be_.empty({R, l, C});
-  be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
-  be_.modulate(h, ada_part(ada, 3), ada_part(ada, 5), h);
-  Tensor f = be_.empty({R, l, local_ffn_});
-  be_.linear(h, b.fc1_w, &b.fc1_b, f);
-  be_.gelu_tanh(f);
-  Tensor y = be_.empty({R, l, C});
-  be_.linear(f, b.fc2_w, nullptr, y);
-  all_reduce(y);
-  be_.add(y, b.fc2_b, y);
-  const Tensor gamma2 = ada_part(ada, 1);
-  be_.add_gated(x, y, &gamma2);
+  adaln_ffn(be_, comm_, x, ada, b.fc1_w, b.fc1_b, b.fc2_w, b.fc2_b, local_ffn_, cfg_.norm_eps);
 }
 
 void InfinityModel::forward_scale(Tensor& x, const Cond& cond, int si, const ScaleArgs& a) const {

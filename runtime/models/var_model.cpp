@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "runtime/check.h"
+#include "runtime/models/block_ops.h"
 
 namespace skv {
 
@@ -83,23 +84,9 @@ VarModel::VarModel(const VarConfig& cfg, const WeightLoader& wl, Communicator& c
   weight_bytes_ += wl.bytes_loaded();
 }
 
-void VarModel::all_reduce(Tensor& t) const {
-  if (comm_.size() == 1) return;
-  comm_.all_reduce_sum(t.raw(), static_cast<size_t>(t.numel()), DType::F32);
-}
+void VarModel::all_reduce(Tensor& t) const { tp_all_reduce(comm_, t); }
 
-Tensor VarModel::ada_part(const Tensor& ada, int part) const {
-  // ada [R, k, C] -> contiguous [R, C] copy of slot `part`
-  const int64_t R = ada.dim(0), k = ada.dim(1), C = ada.dim(2);
-  Tensor out = be_.empty({R, C});
-  for (int64_t r = 0; r < R; ++r) {
-    Tensor src = ada[r][part];
-    Tensor dst = out[r];
-    be_.copy(src, dst);
-  }
-  (void)k;
-  return out;
-}
+Tensor VarModel::ada_part(const Tensor& ada, int part) const { return ada_slot(be_, ada, part); }
 
 VarModel::Cond VarModel::prepare_cond(const std::vector<int64_t>& class_ids) const {
   const int C = cfg_.embed_dim;
@@ -199,19 +186,7 @@ void VarModel::attention_block(Tensor& x, const Block& b, const Tensor& ada, int
 }
 
 void VarModel::ffn_block(Tensor& x, const Block& b, const Tensor& ada) const {
-  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim;
-  Tensor h = be_.empty({R, l, C});
-  be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
-  be_.modulate(h, ada_part(ada, 3), ada_part(ada, 5), h);
-  Tensor f = be_.empty({R, l, local_ffn_});
-  be_.linear(h, b.fc1_w, &b.fc1_b, f);
-  be_.gelu_tanh(f);
-  Tensor y = be_.empty({R, l, C});
-  be_.linear(f, b.fc2_w, nullptr, y);
-  all_reduce(y);
-  be_.add(y, b.fc2_b, y);
-  const Tensor gamma2 = ada_part(ada, 1);
-  be_.add_gated(x, y, &gamma2);
+  adaln_ffn(be_, comm_, x, ada, b.fc1_w, b.fc1_b, b.fc2_w, b.fc2_b, local_ffn_, cfg_.norm_eps);
 }
 
 void VarModel::forward_scale(Tensor& x, const Cond& cond, int si, MultiScaleKVCache& cache, KVPolicy& policy,

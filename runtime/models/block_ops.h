@@ -1,0 +1,23 @@
+// block_ops.h - pieces of the AdaLN transformer block that VAR and Infinity share word for word: a
+// slot of the AdaLN modulation, the tensor-parallel all-reduce of a row-parallel output, and the FFN
+// sub-block (LayerNorm without affine, modulate with scale 3 / shift 5, column-parallel fc1 + GELU-tanh,
+// row-parallel fc2 + all-reduce + bias, residual gated by slot 1).
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/backend.h"
+
+namespace skv {
+
+class Communicator;
+
+// ada [R, k, C] -> a contiguous [R, C] copy of slot `part`.
+Tensor ada_slot(Backend& be, const Tensor& ada, int part);
+// Sums t over the tensor-parallel ranks (nothing on one rank).
+void tp_all_reduce(Communicator& comm, Tensor& t);
+// x += gamma2 * fc2(gelu(fc1(modulate(LN(x), ada 3, ada 5)))); fc1 holds this rank's `local_ffn` units.
+void adaln_ffn(Backend& be, Communicator& comm, Tensor& x, const Tensor& ada, const Tensor& fc1_w,
+               const Tensor& fc1_b, const Tensor& fc2_w, const Tensor& fc2_b, int64_t local_ffn, float eps);
+
+}  // namespace skv
