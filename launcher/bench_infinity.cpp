@@ -70,13 +70,7 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
   std::unique_ptr<BsqVae> vae = std::make_unique<BsqVae>(cfg, wv);
   auto policy = make_kv_policy(o.kv, {cfg.depth, cfg.num_heads, sched});
 
-  InfinityRequest req;
-  req.schedule = sched;
-  req.cfg_list = {cfg.cfg};
-  req.tau_list = {cfg.tau};
-  req.cfg_insertion_layer = cfg.cfg_insertion_layer;
-  req.sampling.top_k = cfg.top_k;
-  req.sampling.top_p = cfg.top_p;
+  InfinityRequest req = infinity_request_defaults(cfg, sched);
   req.text.lens.assign(o.batch, o.text_len);
   req.text.kv_compact = Tensor::empty({static_cast<int64_t>(o.batch) * o.text_len, cfg.text_channels});
   std::mt19937 g(static_cast<uint32_t>(o.seed));

@@ -120,14 +120,8 @@ void run_calibrate_infinity(const CalibrateArgs& a, const std::string& config) {
   const int n = static_cast<int>(text.lens.size());
   Progress prog("calibrate");
   auto run = [&](int i, KVPolicy& policy) {
-    InfinityRequest req;
+    InfinityRequest req = infinity_request_defaults(cfg, sched);
     req.text = slice_infinity_text(text, i, i + 1);
-    req.schedule = sched;
-    req.cfg_list = {cfg.cfg};
-    req.tau_list = {cfg.tau};
-    req.cfg_insertion_layer = cfg.cfg_insertion_layer;
-    req.sampling.top_k = cfg.top_k;
-    req.sampling.top_p = cfg.top_p;
     req.seed = a.seed + static_cast<uint64_t>(i);
     InfinityRunOptions opt;
     opt.policy = &policy;

@@ -39,13 +39,11 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, f
   BsqVae vae(cfg, vst, be);
   auto policy = make_kv_policy(kv, {cfg.depth, cfg.num_heads, sched});
 
-  InfinityRequest req;
-  req.schedule = sched;
-  req.cfg_list = {cfg_scale >= 0 ? cfg_scale : cfg.cfg};
-  req.tau_list = {a.tau > 0 ? a.tau : cfg.tau};
-  req.cfg_insertion_layer = cfg.cfg_insertion_layer;
-  req.sampling.top_k = top_k >= 0 ? top_k : cfg.top_k;
-  req.sampling.top_p = top_p >= 0 ? top_p : cfg.top_p;
+  InfinityRequest req = infinity_request_defaults(cfg, sched);
+  if (cfg_scale >= 0) req.cfg_list = {cfg_scale};
+  if (a.tau > 0) req.tau_list = {a.tau};
+  if (top_k >= 0) req.sampling.top_k = top_k;
+  if (top_p >= 0) req.sampling.top_p = top_p;
   req.seed = seed;
   SKV_CHECK(req.sampling.top_p >= 0 && req.sampling.top_p <= 1, "--top-p {} must be in [0, 1]", req.sampling.top_p);
   std::filesystem::create_directories(out);

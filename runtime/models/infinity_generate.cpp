@@ -72,6 +72,17 @@ std::vector<std::vector<uint8_t>> infinity_images_to_rgb8(const Tensor& images) 
   return out;
 }
 
+InfinityRequest infinity_request_defaults(const InfinityConfig& cfg, const Schedule& schedule) {
+  InfinityRequest req;
+  req.schedule = schedule;
+  req.cfg_list = {cfg.cfg};
+  req.tau_list = {cfg.tau};
+  req.cfg_insertion_layer = cfg.cfg_insertion_layer;
+  req.sampling.top_k = cfg.top_k;
+  req.sampling.top_p = cfg.top_p;
+  return req;
+}
+
 GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, const InfinityRequest& req,
                                  const InfinityRunOptions& opt) {
   const InfinityConfig& cfg = model.config();

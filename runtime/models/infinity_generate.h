@@ -41,6 +41,10 @@ struct InfinityRunOptions {
 };
 
 // images in the result: [B, 3, H, W] in [0, 1] = (clamp(decoder, -1, 1) + 1) / 2 (host).
+// A request on `schedule` with the config's sampling settings (CFG, tau, CFG insertion layer, top-k,
+// top-p); the caller adds the text and the seed and may override the rest.
+InfinityRequest infinity_request_defaults(const InfinityConfig& cfg, const Schedule& schedule);
+
 GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, const InfinityRequest& req,
                                  const InfinityRunOptions& opt);
 
