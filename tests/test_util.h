@@ -1,15 +1,29 @@
-// test_util.h - small helpers shared by the unit tests: random tensors and max-abs comparison.
+// test_util.h - small helpers shared by the unit tests: random tensors, max-abs comparison, and the
+// message of the skv::Error a call throws.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <string>
 #include <random>
 #include <vector>
 
+#include "runtime/check.h"
 #include "runtime/tensor.h"
 
 namespace skv::test {
+
+// The message of the skv::Error that f throws; "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 inline Tensor randn(const Shape& s, uint32_t seed, float scale = 1.0f) {
   std::mt19937 g(seed);

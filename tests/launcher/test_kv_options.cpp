@@ -3,19 +3,11 @@
 
 #include "launcher/kv_options.h"
 #include "runtime/check.h"
+#include "test_util.h"
 
 namespace skv {
 
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
+using test::error_of;
 
 TEST(KVOptions, BudgetSharesRoundUpToTwoSignificantDigits) {
   const Schedule s1m = infinity_schedule(1.0, "1M"), s512 = infinity_schedule(1.0, "0.25M");

@@ -7,6 +7,7 @@
 
 #include "parallel/topology.h"
 #include "runtime/check.h"
+#include "test_util.h"
 
 namespace skv {
 
@@ -19,14 +20,7 @@ Topology from(const std::map<std::string, std::string>& vars) {
   });
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 }  // namespace
 
