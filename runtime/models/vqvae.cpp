@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "runtime/check.h"
+#include "runtime/models/official_rounding.h"
 
 namespace skv {
 
@@ -27,11 +28,7 @@ VQVAE::VQVAE(const VarConfig& cfg, const WeightLoader& wl) : cfg_(cfg), be_(wl.b
     phi_.resize(K);
     for (int i = 0; i < K; ++i)
       phi_[i].load(wl, fmt::format(fmt::runtime(fmt_key), i), style, Cvae, Cvae, 3);
-    if (cfg.share_quant_resi != 1) {
-      // np.linspace(1/3/K, 1-1/3/K, K) if K == 4 else np.linspace(1/2/K, 1-1/2/K, K)
-      const double a = K == 4 ? 1.0 / 3 / K : 1.0 / 2 / K, b = 1.0 - a;
-      for (int i = 0; i < K; ++i) ticks_.push_back(K == 1 ? a : a + (b - a) * i / (K - 1));
-    }
+    if (cfg.share_quant_resi != 1) ticks_ = phi_ticks(K);  // numpy's linspace, bit for bit
   }
   post_quant_conv_.load(wl, "post_quant_conv", style, Cvae, Cvae, 3);
 
@@ -66,12 +63,7 @@ VQVAE::VQVAE(const VarConfig& cfg, const WeightLoader& wl) : cfg_(cfg), be_(wl.b
 
 int VQVAE::phi_index(int si) const {
   if (phi_.size() <= 1) return 0;
-  const int S = static_cast<int>(cfg_.patch_nums.size());
-  const double at = S == 1 ? 0.0 : static_cast<double>(si) / (S - 1);
-  int best = 0;
-  for (int i = 1; i < static_cast<int>(ticks_.size()); ++i)
-    if (std::fabs(ticks_[i] - at) < std::fabs(ticks_[best] - at)) best = i;
-  return best;
+  return phi_tick_index(ticks_, si, static_cast<int>(cfg_.patch_nums.size()));
 }
 
 Tensor VQVAE::lookup(const std::vector<int64_t>& idx, int B, int pn) const {
