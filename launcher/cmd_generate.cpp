@@ -26,7 +26,8 @@ namespace {
 struct GenerateArgs {
   ModelFiles files;
   std::string labels = "0-9";
-  float cfg = -1, top_p = -1;
+  double cfg = -1;
+  float top_p = -1;
   int top_k = -1;
   uint64_t seed = 0;
   std::string out = "out";

@@ -21,7 +21,7 @@ void add_infinity_generate_options(CLI::App* cmd, InfinityGenerateArgs& a) {
   cmd->add_option("--tau", a.tau, "Infinity: sampling temperature per scale (default: the config's)");
 }
 
-void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, float cfg_scale, int top_k, float top_p,
+void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, double cfg_scale, int top_k, float top_p,
                            uint64_t seed, const std::string& out, int batch, const ContextArgs& ctx_args,
                            const KVOptions& kv) {
   const InfinityConfig cfg = InfinityConfig::load(f.config);

@@ -17,12 +17,12 @@ struct InfinityGenerateArgs {
   std::string text_embeddings;  // runtime/models/infinity_text.h format
   double h_div_w = -1;          // < 0: the config's sampling.h_div_w
   int resolution = -1;          // < 0: the config's sampling.resolution
-  float tau = -1;               // < 0: the config's sampling.tau
+  double tau = -1;              // < 0: the config's sampling.tau
 };
 void add_infinity_generate_options(CLI::App* cmd, InfinityGenerateArgs& a);
 
 // cfg / top_k / top_p < 0 take the config's defaults. Writes OUT/NNNN.png per prompt.
-void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, float cfg, int top_k, float top_p,
+void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, double cfg, int top_k, float top_p,
                            uint64_t seed, const std::string& out, int batch, const ContextArgs& ctx, const KVOptions& kv);
 
 }  // namespace skv

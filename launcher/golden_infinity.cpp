@@ -101,8 +101,8 @@ GoldenRun read_run(const nlohmann::json& j, const InfinityConfig& cfg, const Saf
   g.B = static_cast<int>(g.req.text.lens.size());
   // sampling
   const JsonFields s = top.object("sampling");
-  for (double v : s.numbers("cfg_list")) g.req.cfg_list.push_back(static_cast<float>(v));
-  for (double v : s.numbers("tau_list")) g.req.tau_list.push_back(static_cast<float>(v));
+  for (double v : s.numbers("cfg_list")) g.req.cfg_list.push_back(v);
+  for (double v : s.numbers("tau_list")) g.req.tau_list.push_back(v);
   g.req.cfg_insertion_layer.clear();
   for (int64_t v : s.integers("cfg_insertion_layer")) g.req.cfg_insertion_layer.push_back(static_cast<int>(v));
   g.req.sampling.top_k = static_cast<int>(s.integer("top_k", 0));

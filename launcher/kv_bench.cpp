@@ -67,7 +67,7 @@ std::unique_ptr<KVBenchHolder> make_var_kv_bench_model(const KVBenchModelArgs& a
                               a.random ? fmt::format("random seed {}", a.weight_seed) : std::string("trained"),
                               m.info.schedule.describe(), a.labels, 2 * labels.size(), h->ctx.tp->size());
   VarBundle* b = h->var.get();
-  const float cfg_scale = a.cfg >= 0 ? a.cfg : cfg.cfg;
+  const double cfg_scale = a.cfg >= 0 ? a.cfg : cfg.cfg;
   const int top_k = a.top_k >= 0 ? a.top_k : cfg.top_k;
   const float top_p = a.top_p >= 0 ? a.top_p : cfg.top_p;
   m.run = [b, labels, cfg_scale, top_k, top_p](KVPolicy& policy, uint64_t seed, bool decode) {

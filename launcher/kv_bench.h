@@ -30,7 +30,8 @@ struct KVBenchModelArgs {
   uint64_t weight_seed = 0;
   std::string patch_nums;  // random weights: another schedule, e.g. 1,2,4,6,8,12,16,20,24,32,40,48,64
   std::string labels = "0-3";
-  float cfg = -1, top_p = -1;
+  double cfg = -1;
+  float top_p = -1;
   int top_k = -1;
   ContextArgs ctx;
 };

@@ -119,10 +119,10 @@ InfinityConfig InfinityConfig::load(const std::string& path) {
 
   if (top.has("sampling")) {
     const JsonFields s = top.object("sampling");
-    if (s.has("cfg")) c.cfg = static_cast<float>(s.number("cfg"));
-    else if (s.has("cfg_list")) c.cfg = static_cast<float>(s.numbers("cfg_list").at(0));
-    if (s.has("tau")) c.tau = static_cast<float>(s.number("tau"));
-    else if (s.has("tau_list")) c.tau = static_cast<float>(s.numbers("tau_list").at(0));
+    if (s.has("cfg")) c.cfg = s.number("cfg");
+    else if (s.has("cfg_list")) c.cfg = s.numbers("cfg_list").at(0);
+    if (s.has("tau")) c.tau = s.number("tau");
+    else if (s.has("tau_list")) c.tau = s.numbers("tau_list").at(0);
     c.top_k = static_cast<int>(s.integer("top_k", c.top_k));
     c.top_p = static_cast<float>(s.number("top_p", c.top_p));
     if (s.has("cfg_insertion_layer")) {

@@ -40,7 +40,7 @@ struct InfinityConfig {
   bool spatial_patchify = false;         // 8B: 2x2 VAE tokens per transformer token
   InfinityVaeConfig vae;
   // sampling defaults (the command line overrides them)
-  float cfg = 3.0f, tau = 1.0f;
+  double cfg = 3.0, tau = 1.0;  // float64, as the official Python scalars
   int top_k = 900;
   float top_p = 0.97f;
   std::vector<int> cfg_insertion_layer{0};

@@ -12,12 +12,12 @@ namespace skv {
 
 namespace {
 
-std::vector<float> per_scale(const std::vector<float>& v, int S, const char* what) {
+std::vector<double> per_scale(const std::vector<double>& v, int S, const char* what) {
   SKV_CHECK(!v.empty(), "{}: no value given", what);
-  if (v.size() == 1) return std::vector<float>(static_cast<size_t>(S), v[0]);
+  if (v.size() == 1) return std::vector<double>(static_cast<size_t>(S), v[0]);
   SKV_CHECK(static_cast<int>(v.size()) >= S, "{}: {} values for {} scales (give one value or one per scale)", what,
             v.size(), S);
-  return std::vector<float>(v.begin(), v.begin() + S);
+  return std::vector<double>(v.begin(), v.begin() + S);
 }
 
 }  // namespace
@@ -100,9 +100,9 @@ GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, 
   for (int si = 0; si < S; ++si) SKV_CHECK(sched[si].t == 1, "scale {} has t = {}; images need t = 1", si, sched[si].t);
   SKV_CHECK(sched[0].h == 1 && sched[0].w == 1, "the first scale must be 1x1 (the text token), got {}x{}", sched[0].h,
             sched[0].w);
-  const std::vector<float> cfgs = per_scale(req.cfg_list, S, "cfg");
-  const std::vector<float> taus = per_scale(req.tau_list, S, "tau");
-  for (float t : taus) SKV_CHECK(t > 0, "tau {} must be positive", t);
+  const std::vector<double> cfgs = per_scale(req.cfg_list, S, "cfg");
+  const std::vector<double> taus = per_scale(req.tau_list, S, "tau");
+  for (double t : taus) SKV_CHECK(t > 0, "tau {} must be positive", t);
   bool cfg_on_logits = false;
   std::vector<int> cfg_layers;
   for (int item : req.cfg_insertion_layer) {
@@ -115,7 +115,7 @@ GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, 
       SKV_FAIL("cfg_insertion_layer {} is not supported (0: CFG on logits; -k: on the output of block depth - k)", item);
     }
   }
-  const bool with_uncond = std::any_of(cfgs.begin(), cfgs.end(), [](float c) { return c != 1.0f; });
+  const bool with_uncond = std::any_of(cfgs.begin(), cfgs.end(), [](double c) { return c != 1.0; });
   const int64_t R = with_uncond ? 2 * B : B;
 
   GenerateResult res;
@@ -160,12 +160,12 @@ GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, 
     cache.end_scale();
     policy->end_scale(si);
 
-    const bool mix = cfgs[si] != 1.0f && cfg_on_logits && R == 2 * B;
+    const bool mix = cfgs[si] != 1.0 && cfg_on_logits && R == 2 * B;
     Tensor raw = be.download(model.logits(x, cond, mix ? R : B));  // [rows, l, V]
     if (opt.observer) opt.observer->on_logits_raw(si, raw);
     // logits * (1 / tau), then cfg * cond + (1 - cfg) * uncond (PyTorch: float32 with float scalars)
     const float inv_tau = static_cast<float>(1.0 / static_cast<double>(taus[si]));
-    const float ca = cfgs[si], cb = static_cast<float>(1.0 - static_cast<double>(cfgs[si]));
+    const float ca = static_cast<float>(cfgs[si]), cb = static_cast<float>(1.0 - static_cast<double>(cfgs[si]));
     Tensor mixed = Tensor::empty({B, l, V});
     {
       const float* rp = raw.f32();

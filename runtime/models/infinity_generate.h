@@ -23,8 +23,8 @@ namespace skv {
 struct InfinityRequest {
   InfinityText text;                  // one prompt per image
   Schedule schedule;                  // transformer scales (an official dynamic-resolution schedule)
-  std::vector<float> cfg_list;        // per scale (one value: every scale)
-  std::vector<float> tau_list;        // per scale (one value: every scale)
+  std::vector<double> cfg_list;       // per scale (one value: every scale)
+  std::vector<double> tau_list;       // per scale (one value: every scale)
   std::vector<int> cfg_insertion_layer{0};  // 0: CFG on logits; -k: on the output of block depth - k
   SamplingParams sampling;            // applied to each bit's pair of logits
   uint64_t seed = 0;

@@ -334,12 +334,12 @@ void InfinityModel::forward_scale(Tensor& x, const Cond& cond, int si, const Sca
     cross_attention(x, b, i, cond);
     ffn(x, b, cond.ada[i]);
     if (obs && obs->wants_block_outputs()) obs->on_block_output(si, i, be_.download(x));
-    if (a.cfg != 1.0f && R == 2 * B &&
+    if (a.cfg != 1.0 && R == 2 * B &&
         std::find(a.cfg_layers.begin(), a.cfg_layers.end(), i) != a.cfg_layers.end()) {
       // last_stage = cfg * x[:B] + (1 - cfg) * x[B:], then duplicated
       Tensor top = x.slice0(0, B), bottom = x.slice0(B, 2 * B);
       Tensor mixed = be_.empty(top.shape());
-      be_.axpby(top, a.cfg, bottom, static_cast<float>(1.0 - static_cast<double>(a.cfg)), mixed);
+      be_.axpby(top, static_cast<float>(a.cfg), bottom, static_cast<float>(1.0 - a.cfg), mixed);
       be_.copy(mixed, top);
       be_.copy(mixed, bottom);
     }

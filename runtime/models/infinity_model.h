@@ -71,7 +71,7 @@ class InfinityModel {
     KVPolicy* policy = nullptr;
     GenerationObserver* observer = nullptr;
     std::vector<int> cfg_layers;           // blocks after which CFG mixes the hidden state
-    float cfg = 1.0f;
+    double cfg = 1.0;
     bool select_at_last_scale = false;     // run (but do not apply) the policy's selection at the last scale
   };
   // Adds the level embedding, runs every block on x [R, l, C] at scale si.

@@ -55,7 +55,7 @@ VarConfig VarConfig::load(const std::string& path) {
   c.quant_resi = static_cast<float>(f.number("quant_resi", 0.5));
   c.share_quant_resi = static_cast<int>(f.integer("share_quant_resi", 4));
   c.image_size = static_cast<int>(f.integer("image_size", 0));
-  c.cfg = static_cast<float>(f.number("cfg", 1.5));
+  c.cfg = f.number("cfg", 1.5);
   c.top_k = static_cast<int>(f.integer("top_k", 900));
   c.top_p = static_cast<float>(f.number("top_p", 0.96));
   c.kv_window = static_cast<int>(f.integer("kv_window", 16));

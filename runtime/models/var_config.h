@@ -27,7 +27,7 @@ struct VarConfig {
   int share_quant_resi = 4;
   int image_size = 256;
   // Sampling defaults (the command line overrides them).
-  float cfg = 1.5f;
+  double cfg = 1.5;  // float64 as the official Python scalar: t = cfg * si / (S - 1) rounds to float once
   int top_k = 900;
   float top_p = 0.96f;
   int kv_window = 16;  // default observation window of the windowed KV policies (small models need less)

@@ -14,7 +14,7 @@ namespace skv {
 
 struct VarRequest {
   std::vector<int64_t> labels;        // B class labels
-  float cfg = 1.5f;
+  double cfg = 1.5;  // float64 as the official Python scalar: t = cfg * si / (S - 1) rounds to float once
   SamplingParams sampling;
   uint64_t seed = 0;
   std::vector<uint32_t> image_ids;    // per image RNG stream id; default 0..B-1
