@@ -110,12 +110,22 @@ struct LinearTap {
   int64_t i0, i1;
   float w0, w1;
 };
+// Linear modes (bilinear, trilinear) differ from bicubic in one place: PyTorch's CPU kernel takes the
+// float scale in/out but computes the source index and the weight in double (its accumulate type),
+// rounding only the weight to float. In float the weights of a downsampling (64 -> 40, 64 -> 48,
+// 48 -> 21) come out an ulp off in about 1 of 10 taps (tests/runtime/test_interp_torch.cpp).
 SKV_HD LinearTap linear_tap(int64_t in, int64_t out, int64_t o) {  // compute_indices_weights_linear
-  const float scale = static_cast<float>(in) / static_cast<float>(out);
-  const float real = source_index(scale, o, false);
-  const int64_t i0 = static_cast<int64_t>(real);
-  const float l1 = real - static_cast<float>(i0);
   LinearTap t;
+  if (in == out) {  // PyTorch copies: index o, weights 1 and 0
+    t.i0 = t.i1 = o;
+    t.w0 = 1.0f, t.w1 = 0.0f;
+    return t;
+  }
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  double real = static_cast<double>(scale) * (static_cast<double>(o) + 0.5) - 0.5;
+  if (real < 0.0) real = 0.0;
+  const int64_t i0 = static_cast<int64_t>(real);
+  const float l1 = static_cast<float>(real - static_cast<double>(i0));
   t.i0 = i0;
   t.i1 = i0 + (i0 < in - 1 ? 1 : 0);
   t.w0 = 1.0f - l1;
@@ -150,5 +160,16 @@ SKV_HD int64_t nearest_src(int64_t in, int64_t out, int64_t o) {
 // mode='area' (adaptive average pooling): output o averages input [begin, end).
 SKV_HD int64_t area_begin(int64_t in, int64_t out, int64_t o) { return (o * in) / out; }
 SKV_HD int64_t area_end(int64_t in, int64_t out, int64_t o) { return ((o + 1) * in + out - 1) / out; }
+// One output of mode='area' on a [H, W] plane: PyTorch's cpu_adaptive_avg_pool sums the window row by
+// row in float and divides by kh, then by kw (sum / (kh * kw) rounds differently in ~5 % of outputs
+// at 16 -> 13 or 32 -> 18; tests/runtime/test_interp_torch.cpp pins it against PyTorch).
+SKV_HD float area_at(const float* p, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t oy, int64_t ox) {
+  const int64_t y0 = area_begin(H, Ho, oy), y1 = area_end(H, Ho, oy);
+  const int64_t x0 = area_begin(W, Wo, ox), x1 = area_end(W, Wo, ox);
+  float sum = 0.0f;
+  for (int64_t iy = y0; iy < y1; ++iy)
+    for (int64_t ix = x0; ix < x1; ++ix) sum += p[iy * W + ix];
+  return sum / static_cast<float>(y1 - y0) / static_cast<float>(x1 - x0);
+}
 
 }  // namespace skv

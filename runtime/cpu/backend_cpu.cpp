@@ -741,19 +741,11 @@ class CpuBackend final : public Backend {
             }
         break;
       }
-      case Interp::Area: {  // adaptive average pooling
+      case Interp::Area: {  // adaptive average pooling (PyTorch's rounding: hostdevice.h area_at)
 #pragma omp parallel for if (NC * Ho * Wo > 16384)
         for (int64_t c = 0; c < NC; ++c)
-          for (int64_t oy = 0; oy < Ho; ++oy) {
-            const int64_t y0 = area_begin(H, Ho, oy), y1 = area_end(H, Ho, oy);
-            for (int64_t ox = 0; ox < Wo; ++ox) {
-              const int64_t x0 = area_begin(W, Wo, ox), x1 = area_end(W, Wo, ox);
-              float sum = 0.0f;
-              for (int64_t iy = y0; iy < y1; ++iy)
-                for (int64_t ix = x0; ix < x1; ++ix) sum += xp[(c * H + iy) * W + ix];
-              yp[(c * Ho + oy) * Wo + ox] = sum / static_cast<float>((y1 - y0) * (x1 - x0));
-            }
-          }
+          for (int64_t oy = 0; oy < Ho; ++oy)
+            for (int64_t ox = 0; ox < Wo; ++ox) yp[(c * Ho + oy) * Wo + ox] = area_at(xp + c * H * W, H, W, Ho, Wo, oy, ox);
         break;
       }
       default: SKV_FAIL("interpolate: mode {} not supported for 4-D input", interp_name(mode));

@@ -70,7 +70,7 @@ __global__ void interp2d_kernel(const float* x, float* y, int64_t NC, int64_t H,
       case Interp::Nearest: out = p[nearest_src(H, Ho, oy) * W + nearest_src(W, Wo, ox)]; break;
       case Interp::Bilinear: out = kmath::bilinear_at(p, W, linear_tap(H, Ho, oy), linear_tap(W, Wo, ox)); break;
       case Interp::Bicubic: out = kmath::bicubic_at(p, H, W, Ho, Wo, oy, ox); break;
-      case Interp::Area: out = kmath::area_at(p, H, W, Ho, Wo, oy, ox); break;
+      case Interp::Area: out = area_at(p, H, W, Ho, Wo, oy, ox); break;
       default: break;
     }
     y[o] = out;

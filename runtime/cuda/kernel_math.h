@@ -167,14 +167,6 @@ SKV_HD float bicubic_at(const float* p, int64_t H, int64_t W, int64_t Ho, int64_
   }
   return out;
 }
-SKV_HD float area_at(const float* p, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t oy, int64_t ox) {
-  const int64_t y0 = area_begin(H, Ho, oy), y1 = area_end(H, Ho, oy);
-  const int64_t x0 = area_begin(W, Wo, ox), x1 = area_end(W, Wo, ox);
-  float sum = 0.0f;
-  for (int64_t iy = y0; iy < y1; ++iy)
-    for (int64_t ix = x0; ix < x1; ++ix) sum += p[iy * W + ix];
-  return sum / static_cast<float>((y1 - y0) * (x1 - x0));
-}
 SKV_HD float trilinear_at(const float* p, int64_t T, int64_t H, int64_t W, int64_t To, int64_t Ho, int64_t Wo, int64_t ot,
                           int64_t oy, int64_t ox) {
   const LinearTap tt = linear_tap(T, To, ot), a = linear_tap(H, Ho, oy), b = linear_tap(W, Wo, ox);

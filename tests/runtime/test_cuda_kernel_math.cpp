@@ -342,7 +342,7 @@ TEST(CudaKernelMath, InterpolationPerElementMatchesCpuBackend) {
               case Interp::Nearest: got = p[nearest_src(7, Ho, oy) * 5 + nearest_src(5, Wo, ox)]; break;
               case Interp::Bilinear: got = kmath::bilinear_at(p, 5, linear_tap(7, Ho, oy), linear_tap(5, Wo, ox)); break;
               case Interp::Bicubic: got = kmath::bicubic_at(p, 7, 5, Ho, Wo, oy, ox); break;
-              case Interp::Area: got = kmath::area_at(p, 7, 5, Ho, Wo, oy, ox); break;
+              case Interp::Area: got = area_at(p, 7, 5, Ho, Wo, oy, ox); break;
               default: break;
             }
             ASSERT_EQ(got, want.f32()[(c * Ho + oy) * Wo + ox]) << interp_name(m) << " " << Ho << "x" << Wo;
