@@ -151,12 +151,14 @@ def convert(var_path, vae_path, out_dir, name, patch_nums=None, dtype=None):
 
 
 def synthetic_state_dicts(depth=2, C=64, heads=4, V=16, Cvae=8, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), ch=32,
-                          ch_mult=(1, 2), shared=False):
-    """A state dict in the official key layout with random values (no download needed)."""
+                          ch_mult=(1, 2), shared=False, num_classes=10, std=1.0, encoder=False):
+    """A state dict in the official key layout with random values (no download needed). std scales the
+    values (a full-width model needs ~0.02 to stay finite through its depth); encoder adds the VQVAE
+    encoder's keys, which the official vae_ch160v4096z32.pth carries and the runtime never reads."""
     g = torch.Generator().manual_seed(0)
-    r = lambda *s: torch.randn(*s, generator=g)
+    r = lambda *s: torch.randn(*s, generator=g) * std
     L, S = sum(p * p for p in patch_nums), len(patch_nums)
-    var = {"word_embed.weight": r(C, Cvae), "word_embed.bias": r(C), "class_emb.weight": r(11, C),
+    var = {"word_embed.weight": r(C, Cvae), "word_embed.bias": r(C), "class_emb.weight": r(num_classes + 1, C),
            "pos_start": r(1, 1, C), "pos_1LC": r(1, L, C), "lvl_embed.weight": r(S, C),
            "head_nm.ada_lin.1.weight": r(2 * C, C), "head_nm.ada_lin.1.bias": r(2 * C), "head.weight": r(V, C),
            "head.bias": r(V), "lvl_1L": torch.zeros(1, L, dtype=torch.int64),
@@ -206,7 +208,49 @@ def synthetic_state_dicts(depth=2, C=64, heads=4, V=16, Cvae=8, patch_nums=(1, 2
             vae.update({f"decoder.up.{lvl}.upsample.conv.weight": r(cout, cout, 3, 3), f"decoder.up.{lvl}.upsample.conv.bias": r(cout)})
     vae.update({"decoder.norm_out.weight": r(cin), "decoder.norm_out.bias": r(cin), "decoder.conv_out.weight": r(3, cin, 3, 3),
                 "decoder.conv_out.bias": r(3)})
+    if encoder:  # models/basic_vae.py Encoder: conv_in, down levels (2 res blocks, attn at the top), mid, out
+        vae.update({"encoder.conv_in.weight": r(ch, 3, 3, 3), "encoder.conv_in.bias": r(ch)})
+        cin = ch
+        for lvl, m in enumerate(ch_mult):
+            cout = ch * m
+            for b in range(2):
+                vae.update(res(f"encoder.down.{lvl}.block.{b}", cin, cout)); cin = cout
+                if lvl == len(ch_mult) - 1:
+                    vae.update(attn(f"encoder.down.{lvl}.attn.{b}", cout))
+            if lvl != len(ch_mult) - 1:
+                vae.update({f"encoder.down.{lvl}.downsample.conv.weight": r(cout, cout, 3, 3),
+                            f"encoder.down.{lvl}.downsample.conv.bias": r(cout)})
+        vae.update(res("encoder.mid.block_1", cin, cin)); vae.update(attn("encoder.mid.attn_1", cin))
+        vae.update(res("encoder.mid.block_2", cin, cin))
+        vae.update({"encoder.norm_out.weight": r(cin), "encoder.norm_out.bias": r(cin),
+                    "encoder.conv_out.weight": r(Cvae, cin, 3, 3), "encoder.conv_out.bias": r(Cvae)})
     return var, vae
+
+
+def full_size_test(out_dir, reference_config):
+    """VAR-d16 at its real shape (depth 16, width 1024, 16 heads, V 4096, the 10-scale 256 px schedule, the
+    ch 160 VQVAE with its encoder): official-layout .pth files in, converted, and the inferred config must
+    equal the shipped configs/var-d16.json on every architecture key. The caller then runs the result."""
+    ref = json.load(open(reference_config))
+    var, vae = synthetic_state_dicts(depth=ref["depth"], C=ref["embed_dim"], heads=ref["num_heads"], V=ref["V"],
+                                     Cvae=ref["Cvae"], patch_nums=ref["patch_nums"], ch=ref["ch"],
+                                     ch_mult=ref["vae_ch_mult"], num_classes=ref["num_classes"], std=0.02, encoder=True)
+    os.makedirs(out_dir, exist_ok=True)
+    var_pth, vae_pth = os.path.join(out_dir, "var_d16.pth"), os.path.join(out_dir, "vae_ch160v4096z32.pth")
+    torch.save(var, var_pth)
+    torch.save(vae, vae_pth)
+    n_var, n_vae = sum(v.numel() for v in var.values()), sum(v.numel() for v in vae.values())
+    del var, vae
+    cfg = convert(var_pth, vae_pth, out_dir, "var-d16")
+    os.remove(var_pth), os.remove(vae_pth)
+    for k, v in ref.items():
+        if k in ("name", "checkpoint", "vae_checkpoint", "cfg", "top_k", "top_p"):
+            continue
+        if cfg.get(k) != v:
+            raise SystemExit(f"full-size test: inferred {k}={cfg.get(k)}, {reference_config} says {v}")
+    print(f"full-size test: VAR-d16 shape, {n_var / 1e6:.1f} M + {n_vae / 1e6:.1f} M parameters converted, "
+          f"config equals {os.path.basename(reference_config)}")
+    return 0
 
 
 def self_test(golden, keep=None):
@@ -250,9 +294,16 @@ def main():
     ap.add_argument("--self-test", action="store_true", help="round-trip check, no checkpoints needed")
     ap.add_argument("--golden", help="with --self-test: also round-trip this golden (DIR/NAME)")
     ap.add_argument("--keep", help="with --self-test: leave the converted models in this folder")
+    ap.add_argument("--full-size-test", metavar="DIR",
+                    help="convert random official-layout checkpoints of the VAR-d16 shape into DIR and check the config")
+    ap.add_argument("--reference-config", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                               "configs", "var-d16.json"),
+                    help="with --full-size-test: the config the converted one must equal (default: configs/var-d16.json)")
     a = ap.parse_args()
     if a.self_test:
         return self_test(a.golden, a.keep)
+    if a.full_size_test:
+        return full_size_test(a.full_size_test, a.reference_config)
     if not (a.var and a.vae and a.out):
         ap.error("--var, --vae and --out are required (or --self-test)")
     name = a.name or os.path.splitext(os.path.basename(a.var))[0].replace("_", "-")
