@@ -43,6 +43,11 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
   virtual Allocator& allocator() = 0;
+  // The device index this backend's stream and memory live on (0 for the CPU).
+  virtual int device_ordinal() const { return 0; }
+  // The stream every op of this backend is queued on (a cudaStream_t; null for the CPU). Device
+  // collectives must run on it, or they are not ordered after the kernels that write their input.
+  virtual void* native_stream() const { return nullptr; }
 
   Tensor empty(const Shape& shape, DType dt = DType::F32, MemCategory cat = MemCategory::Activations);
   Tensor zeros(const Shape& shape, DType dt = DType::F32, MemCategory cat = MemCategory::Activations);

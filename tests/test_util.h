@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 #include <string>
+#include <utility>
 #include <random>
 #include <vector>
 
@@ -47,6 +48,38 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
 inline double max_abs_diff(const Tensor& a, const std::vector<float>& b) {
   EXPECT_EQ(a.numel(), static_cast<int64_t>(b.size()));
   return max_abs_diff(a.f32(), b.data(), std::min<int64_t>(a.numel(), b.size()));
+}
+
+// A layer's store as the slot pool carves it when layers interleave: `n` extents of 1..4 tokens at
+// increasing, non-adjacent starts inside a pool of `pool_slots` (CUDA kernels once held at most 8
+// segments; the cache can hand them any number). Returns {start, len} pairs.
+inline std::vector<std::pair<int64_t, int64_t>> scattered_extents(int n, int64_t pool_slots, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::vector<std::pair<int64_t, int64_t>> ext;
+  int64_t at = 0;
+  for (int i = 0; i < n; ++i) {
+    at += 1 + static_cast<int64_t>(g() % 3);  // a gap: another layer's extent
+    const int64_t len = 1 + static_cast<int64_t>(g() % 4);
+    ext.emplace_back(at, len);
+    at += len;
+  }
+  EXPECT_LE(at, pool_slots) << "scattered_extents: pool too small";
+  return ext;
+}
+
+// The tokens of `ext` in [R, H, S, D] copied out contiguously: [R, H, sum(len), D].
+inline Tensor gather_extents(const Tensor& pool, const std::vector<std::pair<int64_t, int64_t>>& ext) {
+  const int64_t R = pool.dim(0), H = pool.dim(1), S = pool.dim(2), D = pool.dim(3);
+  int64_t L = 0;
+  for (const auto& e : ext) L += e.second;
+  Tensor out = Tensor::empty({R, H, L, D});
+  for (int64_t rh = 0; rh < R * H; ++rh) {
+    int64_t j = 0;
+    for (const auto& [start, len] : ext)
+      for (int64_t t = 0; t < len; ++t, ++j)
+        std::copy_n(pool.f32() + (rh * S + start + t) * D, D, out.f32() + (rh * L + j) * D);
+  }
+  return out;
 }
 
 }  // namespace skv::test

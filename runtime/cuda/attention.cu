@@ -47,7 +47,7 @@ struct AttnArgs {
   int64_t H, Lq, D;
   float scale;
   int nseg;
-  AttnSeg seg[kmath::kAttnMaxSegments];
+  const AttnSeg* seg;  // device table [nseg]
 };
 
 template <int NC>
@@ -251,8 +251,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(const AttnA
 
 void launch_tc(const AttnArgs& a, int64_t RH) {
   const kmath::TcAttnLayout t = kmath::tc_attn_layout(a.D);
-  SKV_CUDA_CHECK(cudaFuncSetAttribute(attention_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(t.bytes)));
+  prepare_smem(reinterpret_cast<const void*>(attention_tc_kernel), static_cast<size_t>(t.bytes), "attention (tensor cores)");
   const dim3 grid(static_cast<unsigned>(kmath::ceil_div(a.Lq, kTcQueries)), static_cast<unsigned>(RH));
   attention_tc_kernel<<<grid, kTcWarps * 32, static_cast<size_t>(t.bytes), stream()>>>(a);
   SKV_CUDA_LAUNCHED("attention (tensor cores)");
@@ -261,9 +260,7 @@ void launch_tc(const AttnArgs& a, int64_t RH) {
 template <int NC>
 void launch(const AttnArgs& a, int64_t RH) {
   const size_t smem = static_cast<size_t>(kmath::attn_smem_floats(a.D)) * sizeof(float);
-  if (smem > 48 * 1024)
-    SKV_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<NC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(smem)));
+  prepare_smem(reinterpret_cast<const void*>(attention_kernel<NC>), smem, "attention");
   const dim3 grid(static_cast<unsigned>(kmath::ceil_div(a.Lq, kAttnQueriesPerBlock)), static_cast<unsigned>(RH));
   attention_kernel<NC><<<grid, kAttnWarps * 32, smem, stream()>>>(a);
   SKV_CUDA_LAUNCHED("attention");
@@ -282,8 +279,6 @@ void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale,
   const int64_t R = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3);
   SKV_CHECK(out.numel() == R * Lq * H * D, "attention: out {} for q {}", out.describe(), q.describe());
   SKV_CHECK(D >= 1 && D <= kmath::kAttnMaxHeadDim, "attention: head_dim {} outside [1, {}]", D, kmath::kAttnMaxHeadDim);
-  SKV_CHECK(static_cast<int>(segs.size()) <= kmath::kAttnMaxSegments, "attention: {} segments, at most {}",
-            segs.size(), kmath::kAttnMaxSegments);
   SKV_CHECK(R * H <= 65535, "attention: {} rows x {} heads exceed one launch (65535)", R, H);
   AttnArgs a{};
   a.q = fptr(q);
@@ -293,6 +288,7 @@ void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale,
   a.D = D;
   a.scale = scale;
   std::vector<Tensor> row_lens;  // device copies, alive until the kernel is queued (frees are stream-ordered)
+  std::vector<AttnSeg> table;
   double kv_bytes = 0, keys = 0;
   for (const auto& s : segs) {
     check_cuda_f32(*s.k, "attention k");
@@ -317,8 +313,11 @@ void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale,
       keys += static_cast<double>(s.len) * R * H;
       if (s.len == 0) continue;
     }
-    a.seg[a.nseg++] = g;
+    table.push_back(g);
   }
+  Tensor d_table = upload_structs(table);
+  a.nseg = static_cast<int>(table.size());
+  a.seg = reinterpret_cast<const AttnSeg*>(d_table.raw());
   kv_bytes = keys * D * 2 * sizeof(float);
   if (R * H * Lq == 0) return;
   OpTimer timer("attention", 4.0 * keys * Lq * D, kv_bytes + static_cast<double>(q.nbytes() + out.nbytes()));

@@ -38,20 +38,6 @@ void CudaAllocator::raw_deallocate(void* p) {
 // ---- context --------------------------------------------------------------------------------------
 namespace {
 
-int pick_device(int count) {
-  for (const char* var : {"SKV_CUDA_DEVICE", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "LOCAL_RANK"}) {
-    if (const char* v = std::getenv(var)) {
-      const int d = std::atoi(v);
-      if (std::string(var) == "SKV_CUDA_DEVICE") {
-        SKV_CHECK(d >= 0 && d < count, "SKV_CUDA_DEVICE={} but {} CUDA device(s) are visible", d, count);
-        return d;
-      }
-      return d % count;  // one rank per GPU: the local rank picks it
-    }
-  }
-  return 0;
-}
-
 }  // namespace
 
 Context& ctx() {
@@ -63,7 +49,9 @@ Context& ctx() {
       SKV_FAIL("no CUDA device is visible ({})", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
     }
     auto* x = new Context();
-    x->device = pick_device(n);
+    // The device current now: the launcher made its choice current (parallel/topology.h
+    // device_for_rank) before the first CUDA op; one source of truth, no second guess from the env.
+    SKV_CUDA_CHECK(cudaGetDevice(&x->device));
     SKV_CUDA_CHECK(cudaSetDevice(x->device));
     SKV_CUDA_CHECK(cudaGetDeviceProperties(&x->prop, x->device));
     SKV_CUDA_CHECK(cudaStreamCreateWithFlags(&x->stream, cudaStreamNonBlocking));
@@ -80,6 +68,17 @@ Context& ctx() {
     return x;
   }();
   return *c;
+}
+
+void prepare_smem(const void* kernel, size_t dynamic_bytes, const char* what) {
+  cudaFuncAttributes attr{};
+  SKV_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  const int64_t optin = static_cast<int64_t>(ctx().prop.sharedMemPerBlockOptin);
+  const int c = kmath::smem_launch_class(static_cast<int64_t>(dynamic_bytes), static_cast<int64_t>(attr.sharedSizeBytes), optin);
+  SKV_CHECK(c >= 0, "{}: {} bytes of shared memory ({} dynamic + {} static) exceed this device's {} per block", what,
+            dynamic_bytes + attr.sharedSizeBytes, dynamic_bytes, attr.sharedSizeBytes, optin);
+  if (c == 1)
+    SKV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dynamic_bytes)));
 }
 
 void copy_to_device_async(void* dst, const void* src, size_t n) {
@@ -387,6 +386,8 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::CUDA; }
   std::string name() const override { return fmt::format("cuda ({})", ctx().prop.name); }
   Allocator& allocator() override { return ctx().alloc; }
+  int device_ordinal() const override { return ctx().device; }
+  void* native_stream() const override { return ctx().stream; }
 
   Tensor upload(const Tensor& host, MemCategory cat) override {
     SKV_CHECK(host.device() == Device::CPU, "upload: {} is already on {}", host.describe(), device_name(host.device()));

@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -121,6 +122,21 @@ Tensor upload_vector(const std::vector<T>& v, DType dt) {
   if (!v.empty()) copy_to_device_async(t.raw(), v.data(), v.size() * sizeof(T));
   return t;
 }
+
+// A host array of plain structs (segment tables) copied to a device workspace tensor, as upload_vector.
+template <class T>
+Tensor upload_structs(const std::vector<T>& v) {
+  static_assert(std::is_trivially_copyable_v<T>, "upload_structs: plain structs only");
+  Tensor t = Tensor::empty({static_cast<int64_t>(v.size() * sizeof(T))}, DType::U8, MemCategory::Workspace, &ctx().alloc,
+                           Device::CUDA);
+  if (!v.empty()) copy_to_device_async(t.raw(), v.data(), v.size() * sizeof(T));
+  return t;
+}
+
+// Before launching `kernel` with `dynamic_bytes` of dynamic shared memory: counts the kernel's static
+// shared memory too (kmath::smem_launch_class), fails with `what` when the sum exceeds the device's
+// opt-in limit, and raises the kernel's dynamic limit when the sum passes the 48 KiB default.
+void prepare_smem(const void* kernel, size_t dynamic_bytes, const char* what);
 
 // ---- device helpers --------------------------------------------------------------------------------
 __device__ __forceinline__ float warp_sum(float v) {

@@ -25,7 +25,19 @@ constexpr int kAttnWarps = 4;
 constexpr int kAttnQueriesPerWarp = 4;
 constexpr int kAttnQueriesPerBlock = kAttnWarps * kAttnQueriesPerWarp;
 constexpr int kAttnMaxHeadDim = 256;
-constexpr int kAttnMaxSegments = 8;
+// Segments (the KV cache's extents, the current scale, the text) have no count limit: the kernels read
+// a device table of them, so a layer whose store the slot pool carved into any number of extents runs.
+
+// Shared memory of a launch: a kernel's static __shared__ arrays count against the same per-block
+// limit as the dynamic bytes, and past the 48 KiB default the kernel must opt in
+// (cudaFuncAttributeMaxDynamicSharedMemorySize). Returns 0: fits by default, 1: needs the opt-in,
+// -1: does not fit this device (optin_limit = cudaDeviceProp::sharedMemPerBlockOptin).
+constexpr int64_t kSmemDefaultLimit = 48 * 1024;
+SKV_HD int smem_launch_class(int64_t dynamic_bytes, int64_t static_bytes, int64_t optin_limit) {
+  const int64_t total = dynamic_bytes + static_bytes;
+  if (total > optin_limit) return -1;
+  return total > kSmemDefaultLimit ? 1 : 0;
+}
 
 SKV_HD int64_t attn_smem_floats(int64_t head_dim) {
   return kAttnKeyTile * (head_dim + 1) + kAttnKeyTile * head_dim + kAttnQueriesPerBlock * head_dim;

@@ -216,7 +216,7 @@ struct QueryArgs {
   int64_t Lq, D, L, n_hist, topk;
   float scale;
   int nq, nseg, mode;
-  QuerySeg seg[kmath::kAttnMaxSegments];
+  const QuerySeg* seg;     // device table [nseg], ordered by col
 };
 
 __device__ __forceinline__ float block_max_f(float v, float* red) {
@@ -254,8 +254,8 @@ __global__ void __launch_bounds__(kQueryThreads) query_scores_kernel(const Query
     __syncthreads();  // the previous query's logits and q are consumed
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) qv[d] = a.q[(rh * a.Lq + a.q_idx[i]) * D + d];
     __syncthreads();
+    int s = 0;  // a thread's columns only grow, so its segment index only moves forward
     for (int64_t c = threadIdx.x; c < a.L; c += blockDim.x) {
-      int s = 0;
       while (c >= a.seg[s].col + a.seg[s].len) ++s;
       const float* k = a.seg[s].k + (rh * a.seg[s].cap + (c - a.seg[s].col)) * D;
       float dot = 0.0f;
@@ -317,6 +317,7 @@ void run_query_kernel(const Tensor& q, const std::vector<int64_t>& q_idx, const 
   a.nq = static_cast<int>(q_idx.size());
   a.mode = mode;
   int64_t L = 0;
+  std::vector<QuerySeg> table;
   for (const auto& s : segs) {
     check_cuda_f32(*s.k, what);
     const int64_t start = segment_start(s);
@@ -324,8 +325,7 @@ void run_query_kernel(const Tensor& q, const std::vector<int64_t>& q_idx, const 
                   start >= 0 && start + s.len <= s.k->dim(2),
               "{}: segment {} [{}, +{}) for q {}", what, s.k->describe(), start, s.len, q.describe());
     if (s.len == 0) continue;
-    SKV_CHECK(a.nseg < kmath::kAttnMaxSegments, "{}: more than {} segments", what, kmath::kAttnMaxSegments);
-    a.seg[a.nseg++] = QuerySeg{fptr(*s.k) + start * D, s.k->dim(2), s.len, L};
+    table.push_back(QuerySeg{fptr(*s.k) + start * D, s.k->dim(2), s.len, L});
     L += s.len;
   }
   a.L = L;
@@ -342,11 +342,10 @@ void run_query_kernel(const Tensor& q, const std::vector<int64_t>& q_idx, const 
     return;
   }
   const size_t smem = static_cast<size_t>(L + D) * sizeof(float);
-  const size_t limit = static_cast<size_t>(ctx().prop.sharedMemPerBlockOptin);
-  SKV_CHECK(smem <= limit, "{}: {} keys exceed one block's shared memory on this device ({} bytes)", what, L, limit);
-  if (smem > 48 * 1024)
-    SKV_CUDA_CHECK(cudaFuncSetAttribute(query_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(smem)));
+  prepare_smem(reinterpret_cast<const void*>(query_scores_kernel), smem, what);
+  Tensor d_table = upload_structs(table);
+  a.nseg = static_cast<int>(table.size());
+  a.seg = reinterpret_cast<const QuerySeg*>(d_table.raw());
   Tensor d_idx = upload_vector(q_idx, DType::I64);
   a.q_idx = d_idx.data<int64_t>();
   OpTimer timer("kv_select", 2.0 * R * H * L * D * q_idx.size(), static_cast<double>(R * H * L * D * 4 * q_idx.size()));
@@ -399,14 +398,10 @@ void window_scores(const Tensor& q, const std::vector<int32_t>& win, const Tenso
   OpTimer timer("kv_select", 2.0 * R * H * total * D * win.size(), static_cast<double>(R * H * total * D * 4));
   const unsigned grid = static_cast<unsigned>(R * H);
   if (mode == WindowScore::Raw) {
-    if (smem > 48 * 1024)
-      SKV_CUDA_CHECK(cudaFuncSetAttribute(window_scores_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
+    prepare_smem(reinterpret_cast<const void*>(window_scores_kernel<false>), smem, "window_scores");
     window_scores_kernel<false><<<grid, kScoreWarps * 32, smem, stream()>>>(a);
   } else {
-    if (smem > 48 * 1024)
-      SKV_CUDA_CHECK(cudaFuncSetAttribute(window_scores_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
+    prepare_smem(reinterpret_cast<const void*>(window_scores_kernel<true>), smem, "window_scores");
     window_scores_kernel<true><<<grid, kScoreWarps * 32, smem, stream()>>>(a);
   }
   SKV_CUDA_LAUNCHED("window_scores");

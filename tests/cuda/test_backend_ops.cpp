@@ -523,6 +523,39 @@ TEST_F(CudaOps, QueryScoresAndAttentionMassMatchTheirDefinitions) {
   EXPECT_LT(nmse(down(gm), mass), 1e-10) << "attention mass";
 }
 
+// The slot pool gives a layer one extent per scale when layers interleave (10 at VAR-d16's last scale,
+// more at Infinity's 13 scales): attention and the selection statistics over 70 extents + the current
+// scale, at head_dim 128, against the CPU over the same segments.
+TEST_F(CudaOps, SeventyExtentsMatchCpu) {
+  const int64_t R = 2, H = 2, Lq = 40, D = 128, S = 600;
+  const auto ext = test::scattered_extents(70, S, 21);
+  Tensor q = randn({R, H, Lq, D}, 90, 0.3f), pk = randn({R, H, S, D}, 91), pv = randn({R, H, S, D}, 92);
+  Tensor ck = randn({R, H, Lq, D}, 93), cv = randn({R, H, Lq, D}, 94);
+  Tensor dq = up(q), dpk = up(pk), dpv = up(pv), dck = up(ck), dcv = up(cv);
+  std::vector<KVSegment> hs, ds;
+  int64_t Lh = 0;
+  for (const auto& [start, len] : ext) {
+    hs.push_back({&pk, &pv, len, {}, start});
+    ds.push_back({&dpk, &dpv, len, {}, start});
+    Lh += len;
+  }
+  hs.push_back({&ck, &cv, Lq, {}, 0});
+  ds.push_back({&dck, &dcv, Lq, {}, 0});
+  Tensor want = Tensor::empty({R, Lq, H * D}), got = gempty({R, Lq, H * D});
+  cpu().attention(q, hs, 0.088f, want);
+  gpu().attention(dq, ds, 0.088f, got);
+  EXPECT_LT(nmse(down(got), want), 1e-9) << "attention";
+  const std::vector<int64_t> qi = {0, 5, 39};
+  Tensor ws = Tensor::empty({R, H, Lh + Lq}), gs = gempty({R, H, Lh + Lq});
+  cpu().window_scores(q, qi, hs, 0.088f, ScoreMode::SoftmaxMean, ws);
+  gpu().window_scores(dq, qi, ds, 0.088f, ScoreMode::SoftmaxMean, gs);
+  EXPECT_LT(nmse(down(gs), ws), 1e-9) << "window scores";
+  Tensor wm = Tensor::empty({R, H, 2}), gm = gempty({R, H, 2});
+  cpu().attention_mass(q, qi, hs, Lh, 0.088f, 9, wm);
+  gpu().attention_mass(dq, qi, ds, Lh, 0.088f, 9, gm);
+  EXPECT_LT(nmse(down(gm), wm), 1e-9) << "attention mass";
+}
+
 // KVSegment::start arrives with the scalekv branch; attention must honour it once it exists.
 template <class S>
 bool set_segment_start(S& s, int64_t v) {

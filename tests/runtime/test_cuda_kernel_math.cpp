@@ -162,6 +162,21 @@ void gather_emulated(Tensor& store, int64_t hist_len, const Tensor& cur, const s
 
 }  // namespace
 
+// The window-scoring kernel keeps all L logits of a (row, head) in dynamic shared memory next to its
+// static arrays. Near 12K keys at head_dim 128 the dynamic bytes alone stay under the 48 KiB default
+// while dynamic + static pass it: a launch that skipped the opt-in there failed. The rule counts both.
+TEST(CudaKernelMath, SharedMemoryRuleCountsStaticBytes) {
+  const int64_t D = 128, static_bytes = 32 * 4 + 32 * 8 + 256 * 4 + 16, optin = 227 * 1024;
+  for (int64_t L = 11500; L <= 12300; ++L) {
+    const int64_t dyn = (L + D) * 4;
+    const int c = kmath::smem_launch_class(dyn, static_bytes, optin);
+    EXPECT_EQ(c, dyn + static_bytes > kmath::kSmemDefaultLimit ? 1 : 0) << L;
+    if (dyn <= kmath::kSmemDefaultLimit && dyn + static_bytes > kmath::kSmemDefaultLimit) EXPECT_EQ(c, 1) << L;
+  }
+  EXPECT_EQ(kmath::smem_launch_class(optin - 100, 200, optin), -1);  // past the device: an error, not a launch
+  EXPECT_EQ(kmath::smem_launch_class(1000, 0, optin), 0);
+}
+
 TEST(CudaKernelMath, OnlineSoftmaxMatchesSoftmax) {
   std::mt19937 g(1);
   std::normal_distribution<float> d(0.0f, 3.0f);

@@ -68,6 +68,38 @@ TEST(KVOps, AttentionOverPoolExtentsEqualsContiguousAttention) {
   EXPECT_THROW(be().attention(q, {{&pk, &pv, 6, {}, 15}}, 0.3f, a), Error);  // beyond the pool
 }
 
+// The cache hands attention and the selection statistics one segment per extent, and a layer of a
+// 10- or 13-scale schedule whose store interleaves with other layers has dozens of them: 70 extents
+// plus the current scale must give what one contiguous copy of the same keys gives.
+TEST(KVOps, SeventyExtentsEqualOneContiguousSegment) {
+  const int64_t R = 2, H = 2, Lq = 7, D = 16, S = 600;
+  const auto ext = test::scattered_extents(70, S, 12);
+  Tensor q = test::randn({R, H, Lq, D}, 13), pk = test::randn({R, H, S, D}, 14), pv = test::randn({R, H, S, D}, 15);
+  Tensor ck = test::randn({R, H, Lq, D}, 16), cv = test::randn({R, H, Lq, D}, 17);
+  Tensor hk = test::gather_extents(pk, ext), hv = test::gather_extents(pv, ext);
+  const int64_t Lh = hk.dim(2);
+  std::vector<KVSegment> many;
+  for (const auto& [start, len] : ext) many.push_back({&pk, &pv, len, {}, start});
+  many.push_back({&ck, &cv, Lq, {}, 0});
+  const std::vector<KVSegment> one = {{&hk, &hv, Lh, {}, 0}, {&ck, &cv, Lq, {}, 0}};
+  ASSERT_GE(many.size(), 64u);
+  Tensor a = Tensor::empty({R, Lq, H * D}), b = Tensor::empty({R, Lq, H * D});
+  be().attention(q, many, 0.25f, a);
+  be().attention(q, one, 0.25f, b);
+  EXPECT_LT(test::max_abs_diff(a, b), 1e-6);
+  const std::vector<int64_t> qi = {0, 3, 6};
+  Tensor sa = Tensor::empty({R, H, Lh + Lq}), sb = Tensor::empty({R, H, Lh + Lq});
+  for (ScoreMode m : {ScoreMode::RawSum, ScoreMode::SoftmaxMean}) {
+    be().window_scores(q, qi, many, 0.25f, m, sa);
+    be().window_scores(q, qi, one, 0.25f, m, sb);
+    EXPECT_LT(test::max_abs_diff(sa, sb), 1e-6);
+  }
+  Tensor ma = Tensor::empty({R, H, 2}), mb = Tensor::empty({R, H, 2});
+  be().attention_mass(q, qi, many, Lh, 0.25f, 5, ma);
+  be().attention_mass(q, qi, one, Lh, 0.25f, 5, mb);
+  EXPECT_LT(test::max_abs_diff(ma, mb), 1e-6);
+}
+
 TEST(KVOps, WindowScoresMatchNaiveSums) {
   const int64_t R = 2, H = 2, Lq = 6, D = 4, Lh = 5;
   Tensor q = test::randn({R, H, Lq, D}, 6), hk = test::randn({R, H, 9, D}, 7), ck = test::randn({R, H, Lq, D}, 8);
