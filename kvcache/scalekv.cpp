@@ -101,7 +101,7 @@ void all_reduce(Communicator* comm, std::vector<double>& v) {
   // F32 is what every transport reduces; counts and ASI sums are small enough for it. The reduction
   // order is fixed, so every rank gets bit-identical values and the same drafters.
   std::vector<float> f(v.begin(), v.end());
-  comm->all_reduce_sum(f.data(), f.size(), DType::F32);
+  comm->all_reduce_sum_host(f.data(), f.size(), DType::F32);  // host statistics: staged on device transports
   for (size_t i = 0; i < v.size(); ++i) v[i] = f[i];
 }
 

@@ -13,6 +13,7 @@
 #include "launcher/golden.h"
 #include "runtime/backend.h"
 #include "launcher/golden_scalekv.h"
+#include "parallel/cuda_device.h"
 #include "runtime/check.h"
 #include "runtime/models/infinity_config.h"
 #include "runtime/models/var_config.h"
@@ -52,7 +53,9 @@ struct VerifyArgs {
 int run_verify(const VerifyArgs& args) {
   VerifyArgs a = args;
   std::string why;
-  if (a.ctx.device == "cuda" && !cuda_available(&why)) {  // CI machines without a GPU: skipped, not failed
+  // CI machines without a GPU: skipped, not failed. Counting GPUs starts no backend: the CUDA backend
+  // must start on the device make_context chooses for this rank.
+  if (a.ctx.device == "cuda" && cuda_device_count(&why) == 0) {
     fmt::print("SKIP: --device cuda is not available here: {}\n", why);
     return 77;
   }

@@ -31,6 +31,16 @@ void share_cpu_threads(int local_size) {
   openblas_set_num_threads(n);
 }
 
+// The backend of this rank, checked to sit on the GPU the topology chose (a CUDA backend started
+// before make_context would be bound to whatever device was current then).
+Backend& rank_backend(const std::string& device, int gpu) {
+  Backend& be = backend_for(device);
+  SKV_CHECK(device != "cuda" || be.device_ordinal() == gpu,
+            "the CUDA backend runs on GPU {} but this rank was given GPU {} (it was started before the launcher chose "
+            "the device)", be.device_ordinal(), gpu);
+  return be;
+}
+
 }  // namespace
 
 void add_context_options(CLI::App* cmd, ContextArgs& a) {
@@ -55,10 +65,11 @@ RunContext make_context(const ContextArgs& a) {
               mpi_built() ? "" : "; this build also has no MPI");
     if (a.device == "cuda") {
       std::string why;
-      c.device = device_for_local_rank(t.local_rank, t.local_size, cuda_device_count(&why));
+      c.device = device_for_rank(t, cuda_device_count(&why));
       cuda_use_device(c.device);
     }
-    c.backend = &backend_for(a.device);
+    c.backend = &rank_backend(a.device, c.device);
+    c.backend->set_weight_dtype(dtype_from_cli(a.weight_dtype));  // one-process runs honour it too
     c.tp = make_local_communicator();
     return c;
   }
@@ -72,10 +83,10 @@ RunContext make_context(const ContextArgs& a) {
     std::string why;
     const int n = cuda_device_count(&why);
     SKV_CHECK(n > 0, "rank {}: --device cuda but no GPU is visible ({})", t.world_rank, why);
-    c.device = device_for_local_rank(t.local_rank, t.local_size, n);
+    c.device = device_for_rank(t, n);
     cuda_use_device(c.device);
   }
-  c.backend = &backend_for(a.device);
+  c.backend = &rank_backend(a.device, c.device);
   c.backend->set_weight_dtype(dtype_from_cli(a.weight_dtype));
   c.world = make_mpi_world_communicator();
   std::unique_ptr<Communicator> group = c.world->split(p.replica, p.tp_rank);
@@ -83,7 +94,7 @@ RunContext make_context(const ContextArgs& a) {
     std::string why;
     SKV_CHECK(nccl_built(&why), "--device cuda --tp {} needs NCCL: {}", p.tp, why);
     c.tp_host = std::move(group);
-    c.tp = make_nccl_communicator(*c.tp_host, c.device);
+    c.tp = make_nccl_communicator(*c.tp_host, c.device, c.backend->native_stream());
   } else {
     c.tp = std::move(group);
   }

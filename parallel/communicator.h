@@ -14,6 +14,7 @@
 #include <string>
 
 #include "runtime/dtype.h"
+#include "runtime/tensor.h"
 
 namespace skv {
 
@@ -24,14 +25,28 @@ class Communicator {
   virtual int size() const = 0;
   virtual std::string name() const = 0;
 
+  // Which memory a buffer lives in is part of the contract:
+  //  - all_reduce_sum / all_gather / broadcast take buffers in the communicator's own memory: device
+  //    memory when device_buffers() (nccl), host memory otherwise. Model code reaches them through
+  //    all_reduce_tensor, with tensors of the backend whose stream() this communicator shares.
+  //  - the *_host calls take host memory on every transport (statistics, budgets, tokens); a device
+  //    communicator stages them through device memory. Never hand a std::vector to the first group.
   // In place, element-wise sum over all ranks. F32 (and F16/BF16 where the transport supports it).
   virtual void all_reduce_sum(void* buf, size_t count, DType dt) = 0;
   // recv holds size() blocks of `count` elements, block i from rank i.
   virtual void all_gather(const void* send, void* recv, size_t count, DType dt) = 0;
   virtual void broadcast(void* buf, size_t bytes, int root) = 0;
+  // A backend tensor (device memory on a GPU backend): the tensor-parallel all-reduce of activations.
+  virtual void all_reduce_tensor(Tensor& t);
+  // Host memory on every transport. The defaults call the buffer versions on host communicators and
+  // refuse on device ones (which must override them).
+  virtual void all_reduce_sum_host(void* buf, size_t count, DType dt);
+  virtual void broadcast_host(void* buf, size_t bytes, int root);
   virtual void barrier() = 0;
   // Buffers live on the GPU (nccl) rather than in host memory (local, mpi).
   virtual bool device_buffers() const { return false; }
+  // The CUDA stream device collectives are queued on (null: host communicators).
+  virtual void* stream() const { return nullptr; }
   // The ranks with the same color form a new communicator, ordered by key (MPI_Comm_split).
   // Collective over this communicator. Backends that cannot split throw.
   virtual std::unique_ptr<Communicator> split(int color, int key);
@@ -62,9 +77,10 @@ bool mpi_built();
 
 // NCCL over the ranks of `bootstrap` (same rank numbering), on CUDA device `device`, device buffers:
 // rank 0 makes the ncclUniqueId and broadcasts it over `bootstrap`; ncclCommInitRank waits at most
-// o.timeout_s. Operations run on `stream` (a cudaStream_t; null = the legacy default stream, which
-// orders them with every other kernel) and are complete when the call returns. Throws with the reason
-// when the build has no NCCL.
+// o.timeout_s. Operations are queued on `stream`, which must be the stream of the backend whose
+// kernels write the buffers (Backend::native_stream(); the backend's stream is non-blocking, so the
+// legacy default stream would NOT order a collective after them): null is refused. Each call waits for
+// the stream with the watchdog before it returns. Throws with the reason when the build has no NCCL.
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device, void* stream = nullptr,
                                                      const CollectiveOptions& o = collective_options_from_env());
 bool nccl_built(std::string* why = nullptr);

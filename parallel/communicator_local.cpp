@@ -34,6 +34,18 @@ std::unique_ptr<Communicator> Communicator::split(int, int) {
   SKV_FAIL("the {} communicator cannot be split into groups", name());
 }
 
+void Communicator::all_reduce_tensor(Tensor& t) { all_reduce_sum(t.raw(), static_cast<size_t>(t.numel()), t.dtype()); }
+
+void Communicator::all_reduce_sum_host(void* buf, size_t count, DType dt) {
+  SKV_CHECK(!device_buffers(), "the {} communicator takes device buffers and cannot reduce host memory", name());
+  all_reduce_sum(buf, count, dt);
+}
+
+void Communicator::broadcast_host(void* buf, size_t bytes, int root) {
+  SKV_CHECK(!device_buffers(), "the {} communicator takes device buffers and cannot broadcast host memory", name());
+  broadcast(buf, bytes, root);
+}
+
 CollectiveOptions collective_options_from_env() {
   CollectiveOptions o;
   if (const char* v = std::getenv("SKV_COLLECTIVE_TIMEOUT"); v && *v) {

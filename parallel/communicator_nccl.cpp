@@ -68,6 +68,7 @@ class NcclCommunicator final : public Communicator {
   }
   ~NcclCommunicator() override {
     if (scratch_) cudaFree(scratch_);
+    if (staging_) cudaFreeAsync(staging_, stream_);
     if (comm_) {
       if (aborted_) return;
       ncclCommFinalize(comm_);
@@ -81,6 +82,7 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string name() const override { return "nccl"; }
   bool device_buffers() const override { return true; }
+  void* stream() const override { return stream_; }
 
   void all_reduce_sum(void* buf, size_t count, DType dt) override {
     SKV_CHECK(dt != DType::U8, "all_reduce_sum: U8 cannot be summed");
@@ -106,6 +108,24 @@ class NcclCommunicator final : public Communicator {
     finish("broadcast", bytes);
     seconds_in_collectives_ += now_s() - t0;
   }
+  // Host memory: staged through a device buffer on the same stream (small: statistics, tokens).
+  void all_reduce_sum_host(void* buf, size_t count, DType dt) override {
+    const size_t bytes = count * dtype_size(dt);
+    if (bytes == 0) return;
+    void* d = staging(bytes);
+    SKV_CUDA_OK(cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, stream_));
+    all_reduce_sum(d, count, dt);
+    SKV_CUDA_OK(cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, stream_));
+    finish("all_reduce (host memory)", bytes);
+  }
+  void broadcast_host(void* buf, size_t bytes, int root) override {
+    if (bytes == 0) return;
+    void* d = staging(bytes);
+    SKV_CUDA_OK(cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, stream_));
+    broadcast(d, bytes, root);
+    SKV_CUDA_OK(cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, stream_));
+    finish("broadcast (host memory)", bytes);
+  }
   void barrier() override {
     const double t0 = now_s();
     launch(ncclAllReduce(scratch_, scratch_, 1, ncclInt32, ncclSum, comm_, stream_), "ncclAllReduce (barrier)");
@@ -114,6 +134,14 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  void* staging(size_t bytes) {
+    if (bytes > staging_bytes_) {
+      if (staging_) SKV_CUDA_OK(cudaFreeAsync(staging_, stream_));
+      SKV_CUDA_OK(cudaMallocAsync(&staging_, bytes, stream_));
+      staging_bytes_ = bytes;
+    }
+    return staging_;
+  }
   void check(ncclResult_t r, const char* what) {
     SKV_CHECK(r == ncclSuccess, "{} failed on rank {} (GPU {}): {}", what, rank_, device_, ncclGetErrorString(r));
   }
@@ -167,6 +195,8 @@ class NcclCommunicator final : public Communicator {
   CollectiveOptions opt_;
   ncclComm_t comm_ = nullptr;
   void* scratch_ = nullptr;
+  void* staging_ = nullptr;  // device copy of host buffers (*_host calls)
+  size_t staging_bytes_ = 0;
   bool aborted_ = false;
 };
 
@@ -174,6 +204,8 @@ class NcclCommunicator final : public Communicator {
 
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int device, void* stream,
                                                      const CollectiveOptions& o) {
+  SKV_CHECK(stream != nullptr, "NCCL communicator on GPU {}: no stream given (pass the backend's stream, or its "
+            "collectives are not ordered after the kernels that write their buffers)", device);
   return std::make_unique<NcclCommunicator>(bootstrap, device, static_cast<cudaStream_t>(stream), o);
 }
 

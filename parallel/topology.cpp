@@ -95,7 +95,14 @@ std::pair<int64_t, int64_t> replica_share(int64_t n, int replica, int replicas) 
   return {begin, begin + base + (replica < extra ? 1 : 0)};
 }
 
-int device_for_local_rank(int local_rank, int local_size, int device_count) {
+int device_for_rank(const Topology& t, int device_count, const EnvLookup& env) {
+  const int local_rank = t.local_rank, local_size = t.local_size;
+  if (has(env, "SKV_CUDA_DEVICE")) {
+    const int d = env_int(env, "SKV_CUDA_DEVICE", 0);
+    SKV_CHECK(d < device_count, "SKV_CUDA_DEVICE={} but {} GPU(s) are visible to rank {}", d, device_count, t.world_rank);
+    return d;
+  }
+  if (device_count == 1) return 0;
   const int need = std::max(local_rank + 1, local_size);
   SKV_CHECK(device_count > 0, "no GPU is visible to local rank {} (CUDA_VISIBLE_DEVICES='{}'); run with --device cpu or "
             "on a node with GPUs", local_rank, std::getenv("CUDA_VISIBLE_DEVICES") ? std::getenv("CUDA_VISIBLE_DEVICES") : "");
@@ -105,6 +112,10 @@ int device_for_local_rank(int local_rank, int local_size, int device_count) {
                            : fmt::format("local rank {} needs GPU {}", local_rank, local_rank),
             device_count, device_count, device_count, device_count);
   return local_rank;
+}
+
+int device_for_rank(const Topology& t, int device_count) {
+  return device_for_rank(t, device_count, [](const char* n) -> const char* { return std::getenv(n); });
 }
 
 }  // namespace skv

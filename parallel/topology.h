@@ -43,7 +43,16 @@ ParallelPlan plan_parallel(int world_size, int world_rank, int tp);
 // replicas take one more). Image ids stay global, so the output does not depend on R.
 std::pair<int64_t, int64_t> replica_share(int64_t n, int replica, int replicas);
 
-// The GPU of a local rank: its local rank. Throws when the node has fewer GPUs than local ranks.
-int device_for_local_rank(int local_rank, int local_size, int device_count);
+// The GPU of this rank - the one place it is decided. make_context makes it current before the CUDA
+// backend starts, and the backend (stream, cuBLAS handle, memory pool) and NCCL bind to the current
+// device, so the two can never disagree. In order:
+//   SKV_CUDA_DEVICE=N            that device (must be visible);
+//   exactly one visible GPU      device 0, whatever the local rank (srun --gpus-per-task=1, or a
+//                                CUDA_VISIBLE_DEVICES per rank: each rank sees only its own GPU);
+//   otherwise                    the local rank from the topology (the launcher's own variables, so an
+//                                mpiexec inside sbatch, whose ranks all inherit SLURM_LOCALID=0, still
+//                                spreads over the GPUs); throws when the node runs more ranks than GPUs.
+int device_for_rank(const Topology& t, int device_count, const EnvLookup& env);
+int device_for_rank(const Topology& t, int device_count);  // the process environment
 
 }  // namespace skv

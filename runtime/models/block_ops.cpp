@@ -17,7 +17,7 @@ Tensor ada_slot(Backend& be, const Tensor& ada, int part) {
 
 void tp_all_reduce(Communicator& comm, Tensor& t) {
   if (comm.size() == 1) return;
-  comm.all_reduce_sum(t.raw(), static_cast<size_t>(t.numel()), DType::F32);
+  comm.all_reduce_tensor(t);
 }
 
 void adaln_ffn(Backend& be, Communicator& comm, Tensor& x, const Tensor& ada, const Tensor& fc1_w,

@@ -196,6 +196,8 @@ GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, 
             bits[(static_cast<int64_t>(b) * l + t) * dv + j] = static_cast<uint8_t>(sample_logits(work, 2, req.sampling, u));
           }
     }
+    // As VAR: rank 0's bits are broadcast, so replicated arithmetic can never split the TP group.
+    if (model.comm().size() > 1) model.comm().broadcast_host(bits.data(), bits.size(), 0);
     std::vector<int64_t> tokens(bits.begin(), bits.end());
     if (opt.observer) opt.observer->on_tokens(si, tokens);
     res.tokens.push_back(std::move(tokens));

@@ -87,8 +87,7 @@ GenerateResult var_generate(const VarModel& model, const VQVAE& vae, const VarRe
     }
     // Every rank of the TP group samples the same tokens from the same (bit-identical) logits; rank 0's
     // are broadcast anyway, so a difference in replicated arithmetic can never split the group.
-    if (model.comm().size() > 1 && !model.comm().device_buffers())
-      model.comm().broadcast(idx.data(), idx.size() * sizeof(int64_t), 0);
+    if (model.comm().size() > 1) model.comm().broadcast_host(idx.data(), idx.size() * sizeof(int64_t), 0);
     if (opt.observer) opt.observer->on_tokens(si, idx);
     res.tokens.push_back(idx);
     Tensor h = vae.lookup(idx, B, pn);

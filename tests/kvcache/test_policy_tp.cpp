@@ -6,6 +6,7 @@
 #include "kvcache/scalekv.h"
 #include "runtime/models/var_generate.h"
 #include "models/var_test_util.h"
+#include "device_claiming_comm.h"
 #include "thread_comm.h"
 
 namespace skv {
@@ -51,6 +52,21 @@ TEST(PoliciesTensorParallel, TwoRanksMakeIdenticalDecisions) {
     EXPECT_EQ(ranks[0].lengths, ranks[1].lengths) << name;
     EXPECT_EQ(ranks[0].drafters, ranks[1].drafters) << name;
     EXPECT_EQ(ranks[0].lengths, one.lengths) << name;  // budgets do not depend on the TP size
+    // The same under a communicator that claims device buffers (as NCCL does): every collective the
+    // model, the policy and ScaleKV's online calibration make respects the memory contract.
+    std::vector<Outcome> dev(2);
+    std::vector<int> host_calls(2), tensor_calls(2);
+    test::ThreadGroup g2(2);
+    g2.run([&](int rank, Communicator& comm) {
+      test::DeviceClaimingComm dc(comm);
+      dev[rank] = run(c, name, dc);
+      host_calls[rank] = dc.host_calls, tensor_calls[rank] = dc.tensor_calls;
+    });
+    EXPECT_EQ(dev[0].tokens, ranks[0].tokens) << name;
+    EXPECT_EQ(dev[0].lengths, ranks[0].lengths) << name;
+    EXPECT_EQ(dev[0].drafters, ranks[0].drafters) << name;
+    EXPECT_GT(tensor_calls[0], 0) << name;
+    EXPECT_GT(host_calls[0], 0) << name;  // the token broadcast, and ScaleKV's statistics
     if (name == "scalekv") {
       EXPECT_EQ(ranks[0].drafters.size(), 1u);
       EXPECT_EQ(ranks[0].drafters, one.drafters);

@@ -13,7 +13,9 @@
 #include "runtime/check.h"
 #include "runtime/models/infinity_generate.h"
 #include "runtime/models/infinity_text.h"
+#include "device_claiming_comm.h"
 #include "models/infinity_test_util.h"
+#include "thread_comm.h"
 #include "test_util.h"
 
 namespace skv {
@@ -42,33 +44,6 @@ struct TempDir {
 };
 
 // Two in-process ranks: all_reduce_sum adds both buffers in rank order (deterministic).
-class PairComm final : public Communicator {
- public:
-  struct Shared {
-    std::barrier<> sync{2};
-    std::vector<float> slot[2];
-  };
-  PairComm(Shared& s, int rank) : s_(s), rank_(rank) {}
-  int rank() const override { return rank_; }
-  int size() const override { return 2; }
-  std::string name() const override { return "pair"; }
-  void all_reduce_sum(void* buf, size_t count, DType dt) override {
-    ASSERT_EQ(dt, DType::F32);
-    float* p = static_cast<float*>(buf);
-    s_.slot[rank_].assign(p, p + count);
-    s_.sync.arrive_and_wait();
-    for (size_t i = 0; i < count; ++i) p[i] = s_.slot[0][i] + s_.slot[1][i];
-    s_.sync.arrive_and_wait();
-  }
-  void all_gather(const void*, void*, size_t, DType) override { FAIL() << "not used"; }
-  void broadcast(void*, size_t, int) override {}
-  void barrier() override { s_.sync.arrive_and_wait(); }
-
- private:
-  Shared& s_;
-  int rank_;
-};
-
 class LogitRecorder final : public GenerationObserver {
  public:
   std::vector<Tensor> logits;
@@ -192,23 +167,24 @@ TEST(InfinityModel, TensorParallelOverTwoRanksMatchesOneRank) {
   std::vector<std::vector<uint8_t>> teacher;
   for (const auto& s : a.tokens) teacher.emplace_back(s.begin(), s.end());
 
-  PairComm::Shared shared;
+  // Two ranks behind a communicator that claims device buffers (as NCCL): the model's all-reduces
+  // must come as tensors and the bit broadcast as host memory, or it throws.
   LogitRecorder got[2];
-  std::vector<std::thread> ranks;
-  for (int r = 0; r < 2; ++r)
-    ranks.emplace_back([&, r] {
-      PairComm pc(shared, r);
-      WeightLoader wm2(12, cpu_backend()), wv2(13, cpu_backend());
-      InfinityModel m(cfg, wm2, pc);
-      EXPECT_EQ(m.local_heads(), 2);
-      BsqVae v(cfg, wv2);
-      InfinityRunOptions tp;
-      tp.teacher = &teacher;
-      tp.observer = &got[r];
-      tp.decode = false;
-      infinity_generate(m, v, req, tp);
-    });
-  for (auto& t : ranks) t.join();
+  test::ThreadGroup g(2);
+  g.run([&](int r, Communicator& comm) {
+    test::DeviceClaimingComm pc(comm);
+    WeightLoader wm2(12, cpu_backend()), wv2(13, cpu_backend());
+    InfinityModel m(cfg, wm2, pc);
+    EXPECT_EQ(m.local_heads(), 2);
+    BsqVae v(cfg, wv2);
+    InfinityRunOptions tp;
+    tp.teacher = &teacher;
+    tp.observer = &got[r];
+    tp.decode = false;
+    infinity_generate(m, v, req, tp);
+    EXPECT_GT(pc.tensor_calls, 0);
+    EXPECT_GT(pc.host_calls, 0);
+  });
   for (int r = 0; r < 2; ++r) {
     ASSERT_EQ(got[r].logits.size(), ref.logits.size());
     for (size_t si = 0; si < ref.logits.size(); ++si) EXPECT_LT(test::max_abs_diff(got[r].logits[si], ref.logits[si]), 1e-4);

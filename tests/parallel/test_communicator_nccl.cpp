@@ -7,8 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "launcher/context.h"
 #include "parallel/communicator.h"
 #include "parallel/cuda_device.h"
 #include "runtime/hostdevice.h"
@@ -34,7 +36,16 @@ std::unique_ptr<Communicator> nccl_world(std::unique_ptr<Communicator>& boot, st
     *skip = fmt::format("{} ranks need {} GPUs, {} visible ({})", boot->size(), boot->size(), gpus, why);
     return nullptr;
   }
+#ifdef SKV_HAVE_NCCL
+  // The buffers below are written with plain (legacy-stream) copies; a blocking stream is ordered
+  // after them. Production passes the backend's stream (RunsOnTheBackendStream).
+  cudaSetDevice(boot->rank());
+  cudaStream_t s = nullptr;
+  cudaStreamCreate(&s);
+  return make_nccl_communicator(*boot, boot->rank(), s);
+#else
   return make_nccl_communicator(*boot, boot->rank());
+#endif
 }
 
 #ifdef SKV_HAVE_NCCL
@@ -49,6 +60,37 @@ struct DeviceBuffer {
 #endif
 
 }  // namespace
+
+// A communicator without a stream would queue on the legacy default stream, which a non-blocking
+// backend stream is not ordered against: refused up front (checked here without a GPU).
+TEST(CommunicatorNccl, RefusesToRunWithoutTheBackendStream) {
+  if (!nccl_built()) GTEST_SKIP() << "this build has no NCCL";
+  auto local = make_local_communicator();
+  try {
+    make_nccl_communicator(*local, 0, nullptr);
+    ADD_FAILURE() << "an NCCL communicator without a stream was made";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("no stream given"), std::string::npos) << e.what();
+  }
+}
+
+// The launcher's TP communicator on --device cuda runs on the CUDA backend's own stream (so an
+// all-reduce is ordered after the GEMM that wrote its input, with no host synchronisation).
+TEST(CommunicatorNccl, RunsOnTheBackendStream) {
+  auto boot = make_mpi_world_communicator();
+  std::string why;
+  int64_t skipping = (!nccl_built(&why) || cuda_device_count(&why) < boot->size() || boot->size() < 2) ? 1 : 0;
+  boot->all_reduce_sum(&skipping, 1, DType::I64);
+  if (skipping) GTEST_SKIP() << "needs NCCL, 2+ ranks and one GPU per rank (" << why << ")";
+  ContextArgs a;
+  a.device = "cuda";
+  a.tp = boot->size();
+  RunContext ctx = make_context(a);
+  ASSERT_TRUE(ctx.tp->device_buffers());
+  EXPECT_NE(ctx.backend->native_stream(), nullptr);
+  EXPECT_EQ(ctx.tp->stream(), ctx.backend->native_stream());
+  EXPECT_EQ(ctx.backend->device_ordinal(), ctx.device);
+}
 
 TEST(CommunicatorNccl, CollectivesOnDeviceBuffers) {
   std::unique_ptr<Communicator> boot;

@@ -115,13 +115,52 @@ TEST(ReplicaShare, ContiguousAndComplete) {
     }
 }
 
-TEST(DeviceForLocalRank, OneGpuPerLocalRank) {
-  EXPECT_EQ(device_for_local_rank(3, 8, 8), 3);
-  const std::string m = error_of([] { device_for_local_rank(1, 4, 2); });
+Topology node(int local_rank, int local_size) {
+  Topology t;
+  t.source = "OMPI";
+  t.world_rank = local_rank, t.world_size = local_size, t.local_rank = local_rank, t.local_size = local_size;
+  return t;
+}
+
+TEST(DeviceForRank, OneGpuPerLocalRank) {
+  const EnvLookup none = [](const char*) -> const char* { return nullptr; };
+  EXPECT_EQ(device_for_rank(node(3, 8), 8, none), 3);
+  const std::string m = error_of([&] { device_for_rank(node(1, 4), 2, none); });
   EXPECT_NE(m.find("this node runs 4 ranks but only 2 GPU(s) are visible"), std::string::npos) << m;
   EXPECT_NE(m.find("--ntasks-per-node=2"), std::string::npos) << m;
-  EXPECT_NE(error_of([] { device_for_local_rank(2, 0, 2); }).find("local rank 2 needs GPU 2"), std::string::npos);
-  EXPECT_NE(error_of([] { device_for_local_rank(0, 1, 0); }).find("no GPU is visible"), std::string::npos);
+  EXPECT_NE(error_of([&] { device_for_rank(node(2, 0), 2, none); }).find("local rank 2 needs GPU 2"), std::string::npos);
+  EXPECT_NE(error_of([&] { device_for_rank(node(0, 1), 0, none); }).find("no GPU is visible"), std::string::npos);
+}
+
+// Each rank sees exactly one GPU (srun --gpus-per-task=1, CUDA_VISIBLE_DEVICES per rank): every rank
+// uses device 0 - it used to throw on every rank but 0.
+TEST(DeviceForRank, EachRankSeeingOneGpuUsesIt) {
+  const EnvLookup none = [](const char*) -> const char* { return nullptr; };
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(device_for_rank(node(r, 4), 1, none), 0) << r;
+}
+
+// SKV_CUDA_DEVICE wins, and is validated; the launcher variables decide the local rank, so an Open MPI
+// mpiexec inside an sbatch allocation (every rank inherits SLURM_LOCALID=0) still spreads the ranks.
+TEST(DeviceForRank, EnvironmentsAgreeWithTheTopology) {
+  auto env = [](std::map<std::string, std::string> vars) {
+    return [vars](const char* n) -> const char* {
+      auto it = vars.find(n);
+      return it == vars.end() ? nullptr : it->second.c_str();
+    };
+  };
+  const auto explicit_dev = env({{"SKV_CUDA_DEVICE", "2"}});
+  EXPECT_EQ(device_for_rank(node(0, 2), 4, explicit_dev), 2);
+  EXPECT_NE(error_of([&] { device_for_rank(node(0, 1), 2, explicit_dev); }).find("SKV_CUDA_DEVICE=2"), std::string::npos);
+  for (int r = 0; r < 4; ++r) {
+    const auto inside_sbatch = env({{"OMPI_COMM_WORLD_RANK", std::to_string(r)}, {"OMPI_COMM_WORLD_SIZE", "4"},
+                                    {"OMPI_COMM_WORLD_LOCAL_RANK", std::to_string(r)}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"},
+                                    {"SLURM_LOCALID", "0"}, {"SLURM_PROCID", "0"}});
+    const Topology t = topology_from_env(inside_sbatch);
+    EXPECT_EQ(device_for_rank(t, 4, inside_sbatch), r);
+    const auto hydra = env({{"PMI_RANK", std::to_string(r)}, {"PMI_SIZE", "4"}, {"MPI_LOCALRANKID", std::to_string(r)},
+                            {"MPI_LOCALNRANKS", "4"}, {"SLURM_LOCALID", "0"}});
+    EXPECT_EQ(device_for_rank(topology_from_env(hydra), 4, hydra), r);
+  }
 }
 
 }  // namespace skv
