@@ -12,6 +12,8 @@
 
 namespace skv {
 
+class Backend;
+
 struct InfinityBenchOptions {
   std::string config = "configs/infinity-2b.json";  // any Infinity model config: only its shape is used
   int resolution = 1024;                            // 256, 512, 768, 1024
@@ -23,6 +25,8 @@ struct InfinityBenchOptions {
   int text_len = 32;                                // tokens per random prompt
   bool decode = false;                              // also time the BSQ-VAE decoder
   std::string device = "cpu";
+  Backend* backend = nullptr;                       // the rank's backend from make_context (its weight dtype
+                                                    // set); null: backend_for(device) with F32 weights
   KVOptions kv;                                     // the policy under test (default full)
   uint64_t seed = 0;
   std::string command;                              // the command line, printed with the table

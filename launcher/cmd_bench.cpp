@@ -56,6 +56,8 @@ void run_infinity_benches(const BenchArgs& a) {
   SKV_CHECK(a.ctx.tp == 1, "bench --model {}: the Infinity benchmark runs on one rank (--tp 1)", a.model);
   SKV_CHECK(a.repeats >= 1, "--repeats {} must be >= 1", a.repeats);
   const InfinityConfig cfg = InfinityConfig::load(a.model);
+  // The same context set-up as every other command (device, weight dtype), not a backend of its own.
+  RunContext ctx = make_context(a.ctx);
   if (!a.md_out.empty()) std::ofstream(a.md_out, std::ios::trunc);
   for (int B : a.batches) {
     InfinityBenchOptions o;
@@ -69,6 +71,7 @@ void run_infinity_benches(const BenchArgs& a) {
     o.text_len = a.text_len;
     o.decode = a.decode;
     o.device = a.ctx.device;
+    o.backend = ctx.backend;
     o.kv = a.kv;
     o.command = a.command;
     o.md_out = a.md_out;

@@ -28,25 +28,25 @@ InfinityModel::InfinityModel(const InfinityConfig& cfg, const WeightLoader& wl, 
   text_norm_w_ = wl.get("text_norm.weight", {Ct5});
   const int Hp = cfg.pool_heads(), hdp = cfg.pool_head_dim();
   pool_q_ = wl.get("text_proj_for_sos.ca.mat_q", {1, Hp, hdp});
-  pool_kv_w_ = wl.get("text_proj_for_sos.ca.mat_kv.weight", {2 * D, Ct5});
+  pool_kv_w_ = wl.get("text_proj_for_sos.ca.mat_kv.weight", {2 * D, Ct5}, WeightUse::Matmul);
   pool_v_bias_ = wl.get("text_proj_for_sos.ca.v_bias", {D});
-  pool_proj_w_ = wl.get("text_proj_for_sos.ca.proj.weight", {D, D});
+  pool_proj_w_ = wl.get("text_proj_for_sos.ca.proj.weight", {D, D}, WeightUse::Matmul);
   pool_proj_b_ = wl.get("text_proj_for_sos.ca.proj.bias", {D});
-  ca0_w_ = wl.get("text_proj_for_ca.0.weight", {D, Ct5});
+  ca0_w_ = wl.get("text_proj_for_ca.0.weight", {D, Ct5}, WeightUse::Matmul);
   ca0_b_ = wl.get("text_proj_for_ca.0.bias", {D});
-  ca2_w_ = wl.get("text_proj_for_ca.2.weight", {D, D});
+  ca2_w_ = wl.get("text_proj_for_ca.2.weight", {D, D}, WeightUse::Matmul);
   ca2_b_ = wl.get("text_proj_for_ca.2.bias", {D});
   if (cfg.shared_aln) {
-    shared_ada_w_ = wl.get("shared_ada_lin.1.weight", {6 * C, D});
+    shared_ada_w_ = wl.get("shared_ada_lin.1.weight", {6 * C, D}, WeightUse::Matmul);
     shared_ada_b_ = wl.get("shared_ada_lin.1.bias", {6 * C});
   }
   pos_start_ = wl.get("pos_start", {1, 1, C});
   lvl_embed_ = wl.get("lvl_embed.weight", {15, C});
-  word_w_ = wl.get("word_embed.weight", {C, cfg.d_vae()});
+  word_w_ = wl.get("word_embed.weight", {C, cfg.d_vae()}, WeightUse::Matmul);
   word_b_ = wl.get("word_embed.bias", {C});
-  head_nm_w_ = wl.get("head_nm.ada_lin.1.weight", {2 * C, D});
+  head_nm_w_ = wl.get("head_nm.ada_lin.1.weight", {2 * C, D}, WeightUse::Matmul);
   head_nm_b_ = wl.get("head_nm.ada_lin.1.bias", {2 * C});
-  head_w_ = wl.get("head.weight", {cfg.V(), C});
+  head_w_ = wl.get("head.weight", {cfg.V(), C}, WeightUse::Matmul);
   head_b_ = wl.get("head.bias", {cfg.V()});
 
   blocks_.resize(cfg.depth);
@@ -56,11 +56,11 @@ InfinityModel::InfinityModel(const InfinityConfig& cfg, const WeightLoader& wl, 
     if (cfg.shared_aln) {
       b.ada_gss = wl.get(p + "ada_gss", {1, 1, 6, C});
     } else {
-      b.ada_w = wl.get(p + "ada_lin.1.weight", {6 * C, D});
+      b.ada_w = wl.get(p + "ada_lin.1.weight", {6 * C, D}, WeightUse::Matmul);
       b.ada_b = wl.get(p + "ada_lin.1.bias", {6 * C});
     }
     b.qkv_w = wl.rows(p + "sa.mat_qkv.weight", {3 * C, C},
-                      {{c0, c0 + Cl}, {C + c0, C + c0 + Cl}, {2 * C + c0, 2 * C + c0 + Cl}});
+                      {{c0, c0 + Cl}, {C + c0, C + c0 + Cl}, {2 * C + c0, 2 * C + c0 + Cl}}, WeightUse::Matmul);
     b.q_bias = wl.rows(p + "sa.q_bias", {C}, {{c0, c0 + Cl}});
     b.v_bias = wl.rows(p + "sa.v_bias", {C}, {{c0, c0 + Cl}});
     if (cfg.cos_attn) {
@@ -71,20 +71,20 @@ InfinityModel::InfinityModel(const InfinityConfig& cfg, const WeightLoader& wl, 
       b.head_scale = be.device() == Device::CPU ? hs : be.upload(hs, MemCategory::Weights);
       weight_bytes_ += static_cast<int64_t>(hs.nbytes());
     }
-    b.proj_w = wl.cols(p + "sa.proj.weight", {C, C}, c0, c0 + Cl);
+    b.proj_w = wl.cols(p + "sa.proj.weight", {C, C}, c0, c0 + Cl, WeightUse::Matmul);
     b.proj_b = wl.get(p + "sa.proj.bias", {C});
     b.ca_norm_w = wl.get(p + "ca_norm.weight", {C});
     b.ca_norm_b = wl.get(p + "ca_norm.bias", {C});
-    b.ca_q_w = wl.rows(p + "ca.mat_q.weight", {C, C}, {{c0, c0 + Cl}});
+    b.ca_q_w = wl.rows(p + "ca.mat_q.weight", {C, C}, {{c0, c0 + Cl}}, WeightUse::Matmul);
     b.ca_q_b = wl.rows(p + "ca.mat_q.bias", {C}, {{c0, c0 + Cl}});
-    b.ca_kv_w = wl.rows(p + "ca.mat_kv.weight", {2 * C, D}, {{c0, c0 + Cl}, {C + c0, C + c0 + Cl}});
+    b.ca_kv_w = wl.rows(p + "ca.mat_kv.weight", {2 * C, D}, {{c0, c0 + Cl}, {C + c0, C + c0 + Cl}}, WeightUse::Matmul);
     b.ca_v_bias = wl.rows(p + "ca.v_bias", {C}, {{c0, c0 + Cl}});
-    b.ca_proj_w = wl.cols(p + "ca.proj.weight", {C, C}, c0, c0 + Cl);
+    b.ca_proj_w = wl.cols(p + "ca.proj.weight", {C, C}, c0, c0 + Cl, WeightUse::Matmul);
     b.ca_proj_b = wl.get(p + "ca.proj.bias", {C});
     if (cfg.cross_attn_layer_scale >= 0) b.ca_gamma = wl.get(p + "ca_gamma", {C});
-    b.fc1_w = wl.rows(p + "ffn.fc1.weight", {F, C}, {{f0, f0 + local_ffn_}});
+    b.fc1_w = wl.rows(p + "ffn.fc1.weight", {F, C}, {{f0, f0 + local_ffn_}}, WeightUse::Matmul);
     b.fc1_b = wl.rows(p + "ffn.fc1.bias", {F}, {{f0, f0 + local_ffn_}});
-    b.fc2_w = wl.cols(p + "ffn.fc2.weight", {C, F}, f0, f0 + local_ffn_);
+    b.fc2_w = wl.cols(p + "ffn.fc2.weight", {C, F}, f0, f0 + local_ffn_, WeightUse::Matmul);
     b.fc2_b = wl.get(p + "ffn.fc2.bias", {C});
   }
   weight_bytes_ += wl.bytes_loaded();
