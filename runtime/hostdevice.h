@@ -133,6 +133,26 @@ SKV_HD LinearTap linear_tap(int64_t in, int64_t out, int64_t o) {  // compute_in
   return t;
 }
 
+// mode='trilinear' as Infinity's generation loop runs it. The codes are a permuted view
+// (rearrange 'b ... d -> b d ...'), i.e. channels-last-3d, and summed_codes inherits that layout, so
+// PyTorch takes cpu_upsample_linear_channels_last, not the separable kernel: per output one 8-term sum with
+// combined weights (lambda_t * lambda_h) * lambda_w, evaluated x000 * w000 + (x001 * w001 + (... + x111 * w111)).
+// The x86 builds that made the goldens (AVX2 dispatch) contract it into a chain of FMAs; the portable kernel
+// (ATEN_CPU_CAPABILITY=default) computes p * w + r instead. With fmaf this reproduces infinity-tiny's codes_in and
+// summed_codes bit for bit, and PyTorch on all 1140 (in -> out) pairs of the dynamic-resolution table at t = 1
+// (C % 8 == 0; extra-golden-inf/audit/cmp_patched.py). p points at one [T, H, W] volume.
+SKV_HD float trilinear_at(const float* p, int64_t H, int64_t W, const LinearTap& tt, const LinearTap& ty,
+                          const LinearTap& tx) {
+  const int64_t it[2] = {tt.i0, tt.i1}, ih[2] = {ty.i0, ty.i1}, iw[2] = {tx.i0, tx.i1};
+  const float wt[2] = {tt.w0, tt.w1}, wh[2] = {ty.w0, ty.w1}, ww[2] = {tx.w0, tx.w1};
+  float r = p[(it[1] * H + ih[1]) * W + iw[1]] * (wt[1] * wh[1] * ww[1]);
+  for (int k = 6; k >= 0; --k) {
+    const int a = k >> 2, b = (k >> 1) & 1, c = k & 1;
+    r = fmaf(p[(it[a] * H + ih[b]) * W + iw[c]], wt[a] * wh[b] * ww[c], r);
+  }
+  return r;
+}
+
 struct CubicTap {
   int64_t idx[4];
   float w[4];

@@ -782,17 +782,8 @@ class CpuBackend final : public Backend {
     for (int64_t c = 0; c < NC; ++c)
       for (int64_t ot = 0; ot < To; ++ot)
         for (int64_t oy = 0; oy < Ho; ++oy)
-          for (int64_t ox = 0; ox < Wo; ++ox) {
-            const float* p = xp + c * T * H * W;
-            auto plane = [&](int64_t it) {
-              const auto &a = ty[oy], &b = tx[ox];
-              const float* q = p + it * H * W;
-              const float r0 = q[a.i0 * W + b.i0] * b.w0 + q[a.i0 * W + b.i1] * b.w1;
-              const float r1 = q[a.i1 * W + b.i0] * b.w0 + q[a.i1 * W + b.i1] * b.w1;
-              return r0 * a.w0 + r1 * a.w1;
-            };
-            yp[((c * To + ot) * Ho + oy) * Wo + ox] = plane(tt[ot].i0) * tt[ot].w0 + plane(tt[ot].i1) * tt[ot].w1;
-          }
+          for (int64_t ox = 0; ox < Wo; ++ox)
+            yp[((c * To + ot) * Ho + oy) * Wo + ox] = trilinear_at(xp + c * T * H * W, H, W, tt[ot], ty[oy], tx[ox]);
   }
 };
 

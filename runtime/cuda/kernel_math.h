@@ -181,8 +181,7 @@ SKV_HD float bicubic_at(const float* p, int64_t H, int64_t W, int64_t Ho, int64_
 }
 SKV_HD float trilinear_at(const float* p, int64_t T, int64_t H, int64_t W, int64_t To, int64_t Ho, int64_t Wo, int64_t ot,
                           int64_t oy, int64_t ox) {
-  const LinearTap tt = linear_tap(T, To, ot), a = linear_tap(H, Ho, oy), b = linear_tap(W, Wo, ox);
-  return bilinear_at(p + tt.i0 * H * W, W, a, b) * tt.w0 + bilinear_at(p + tt.i1 * H * W, W, a, b) * tt.w1;
+  return skv::trilinear_at(p, H, W, linear_tap(T, To, ot), linear_tap(H, Ho, oy), linear_tap(W, Wo, ox));
 }
 
 // ---- in-place KV compaction -------------------------------------------------------------------------

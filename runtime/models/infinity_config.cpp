@@ -117,6 +117,14 @@ InfinityConfig InfinityConfig::load(const std::string& path) {
               "must be trilinear, bilinear, bicubic, area or nearest");
   }
 
+  // Goldens record the run's aspect ratio as config.h_div_w and its pixel budget as infinity_kwargs.pn
+  // (tools/run_infinity.py's --h_div_w_template and --pn), not under sampling: the defaults sampling.* overrides.
+  if (top.has("config")) c.h_div_w = top.object("config").number("h_div_w", c.h_div_w);
+  if (k.has("pn")) {
+    const std::string pn = k.string("pn");
+    c.resolution = pn == "0.06M" ? 256 : pn == "0.25M" ? 512 : pn == "0.60M" ? 768 : pn == "1M" ? 1024 : 0;
+    k.require(c.resolution > 0, "pn", "must be 0.06M, 0.25M, 0.60M or 1M");
+  }
   if (top.has("sampling")) {
     const JsonFields s = top.object("sampling");
     if (s.has("cfg")) c.cfg = s.number("cfg");
