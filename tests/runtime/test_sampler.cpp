@@ -22,6 +22,21 @@ TEST(Sampler, TopKNeverLeavesTheKLargest) {
   }
 }
 
+// The official sample_with_top_k_top_p_ removes logits < the k-th largest (topk(...).amin()): values
+// tied with the k-th all stay, however many there are (so top_k 2 over {3, 1, 3, 3} keeps three).
+TEST(Sampler, TopKKeepsEveryTieOfTheKthValue) {
+  const std::vector<float> base = {3.0f, 1.0f, 3.0f, 3.0f, 0.0f};
+  std::map<int64_t, int> seen;
+  for (uint32_t i = 0; i < 600; ++i) {
+    auto l = base;
+    seen[sample_logits(l.data(), 5, {2, 0.0f}, uniform01(7, i, 0, 0, 0))]++;
+  }
+  EXPECT_EQ(seen.count(1) + seen.count(4), 0u);
+  EXPECT_GT(seen[0], 100);
+  EXPECT_GT(seen[2], 100);
+  EXPECT_GT(seen[3], 100);
+}
+
 TEST(Sampler, TopPKeepsTheNucleus) {
   // probabilities ~ [0.64, 0.24, 0.09, 0.03]: top_p = 0.8 keeps the first two
   std::vector<float> base = {3.0f, 2.0f, 1.0f, 0.0f};
