@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "launcher/kv_options.h"
 
@@ -19,6 +20,7 @@ struct InfinityBenchOptions {
   int resolution = 1024;                            // 256, 512, 768, 1024
   double h_div_w = 1.0;
   int batch = 1;                                    // images; CFG doubles the rows
+  std::vector<int> batches;                         // several batch sizes on one model (else `batch`)
   int depth = 0;                                    // > 0: run only this many blocks (reported)
   int repeats = 3;                                  // timed runs (median reported) after one warm-up
   bool warmup = true;
@@ -33,7 +35,7 @@ struct InfinityBenchOptions {
   std::string md_out;                               // also append the tables to this file
 };
 
-// Prints the table to stdout; returns the median total transformer seconds.
+// Prints one table per batch size to stdout; returns the median total transformer seconds of the last.
 double run_infinity_bench(const InfinityBenchOptions& o);
 
 }  // namespace skv

@@ -59,12 +59,12 @@ void run_infinity_benches(const BenchArgs& a) {
   // The same context set-up as every other command (device, weight dtype), not a backend of its own.
   RunContext ctx = make_context(a.ctx);
   if (!a.md_out.empty()) std::ofstream(a.md_out, std::ios::trunc);
-  for (int B : a.batches) {
+  {  // one model for every batch size
     InfinityBenchOptions o;
     o.config = a.model;
     o.resolution = a.resolution > 0 ? a.resolution : cfg.resolution;
     o.h_div_w = a.h_div_w > 0 ? a.h_div_w : cfg.h_div_w;
-    o.batch = B;
+    o.batches = a.batches;
     o.depth = a.depth;
     o.repeats = a.repeats;
     o.warmup = a.warmup > 0;
