@@ -110,21 +110,10 @@ class NcclCommunicator final : public Communicator {
   }
   // Host memory: staged through a device buffer on the same stream (small: statistics, tokens).
   void all_reduce_sum_host(void* buf, size_t count, DType dt) override {
-    const size_t bytes = count * dtype_size(dt);
-    if (bytes == 0) return;
-    void* d = staging(bytes);
-    SKV_CUDA_OK(cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, stream_));
-    all_reduce_sum(d, count, dt);
-    SKV_CUDA_OK(cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, stream_));
-    finish("all_reduce (host memory)", bytes);
+    staged(buf, count * dtype_size(dt), "all_reduce (host memory)", [&](void* d) { all_reduce_sum(d, count, dt); });
   }
   void broadcast_host(void* buf, size_t bytes, int root) override {
-    if (bytes == 0) return;
-    void* d = staging(bytes);
-    SKV_CUDA_OK(cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, stream_));
-    broadcast(d, bytes, root);
-    SKV_CUDA_OK(cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, stream_));
-    finish("broadcast (host memory)", bytes);
+    staged(buf, bytes, "broadcast (host memory)", [&](void* d) { broadcast(d, bytes, root); });
   }
   void barrier() override {
     const double t0 = now_s();
@@ -134,6 +123,16 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  // Copies `bytes` of host `buf` to the device staging buffer, runs op on it, copies the result back.
+  template <class Op>
+  void staged(void* buf, size_t bytes, const char* what, Op op) {
+    if (bytes == 0) return;
+    void* d = staging(bytes);
+    SKV_CUDA_OK(cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, stream_));
+    op(d);
+    SKV_CUDA_OK(cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, stream_));
+    finish(what, bytes);
+  }
   void* staging(size_t bytes) {
     if (bytes > staging_bytes_) {
       if (staging_) SKV_CUDA_OK(cudaFreeAsync(staging_, stream_));
