@@ -17,6 +17,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/check.h"
+#include "runtime/cuda/kernel_math.h"  // host-compatible: the CUDA kernels' limits, checked in debug builds
 #include "runtime/hostdevice.h"
 
 namespace skv {
@@ -550,6 +551,11 @@ class CpuBackend final : public Backend {
     check_f32(q, "attention q");
     const int64_t R = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3);
     SKV_CHECK(out.numel() == R * Lq * H * D, "attention: out {} for q {}", out.describe(), q.describe());
+#ifndef NDEBUG  // the CUDA kernel's limits, so a CPU test fails where a GPU would
+    const char* limit = kmath::attention_launch_limit(R, H, D);
+    SKV_CHECK(limit == nullptr, "attention: {} rows, {} heads, head_dim {}: {} (the CUDA kernel's limit)", R, H, D,
+              limit ? limit : "");
+#endif
     int64_t Lmax = 0;
     for (const auto& s : segs) {
       SKV_CHECK(s.k->dim(0) == R && s.k->dim(1) == H && s.k->dim(3) == D, "attention: k {} for q {}",

@@ -279,7 +279,8 @@ void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale,
   const int64_t R = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3);
   SKV_CHECK(out.numel() == R * Lq * H * D, "attention: out {} for q {}", out.describe(), q.describe());
   SKV_CHECK(D >= 1 && D <= kmath::kAttnMaxHeadDim, "attention: head_dim {} outside [1, {}]", D, kmath::kAttnMaxHeadDim);
-  SKV_CHECK(R * H <= 65535, "attention: {} rows x {} heads exceed one launch (65535)", R, H);
+  const char* limit = kmath::attention_launch_limit(R, H, D);
+  SKV_CHECK(limit == nullptr, "attention: {} rows, {} heads, head_dim {}: {}", R, H, D, limit ? limit : "");
   AttnArgs a{};
   a.q = fptr(q);
   a.out = fptr(out);

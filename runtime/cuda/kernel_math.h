@@ -39,6 +39,16 @@ SKV_HD int smem_launch_class(int64_t dynamic_bytes, int64_t static_bytes, int64_
   return total > kSmemDefaultLimit ? 1 : 0;
 }
 
+// What one attention launch can take: grid.y = rows x heads, head_dim up to kAttnMaxHeadDim. Returns
+// nullptr when it fits, else what does not. The CUDA attention refuses such a call, and the CPU backend
+// asks the same question in debug builds, so a CPU test fails where the GPU would.
+constexpr int64_t kAttnMaxRowHeads = 65535;
+inline const char* attention_launch_limit(int64_t rows, int64_t heads, int64_t head_dim) {
+  if (rows * heads > kAttnMaxRowHeads) return "rows x heads exceed one launch (65535)";
+  if (head_dim < 1 || head_dim > kAttnMaxHeadDim) return "head_dim outside [1, 256]";
+  return nullptr;
+}
+
 SKV_HD int64_t attn_smem_floats(int64_t head_dim) {
   return kAttnKeyTile * (head_dim + 1) + kAttnKeyTile * head_dim + kAttnQueriesPerBlock * head_dim;
 }

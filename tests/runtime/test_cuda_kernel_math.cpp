@@ -177,6 +177,13 @@ TEST(CudaKernelMath, SharedMemoryRuleCountsStaticBytes) {
   EXPECT_EQ(kmath::smem_launch_class(1000, 0, optin), 0);
 }
 
+TEST(CudaKernelMath, AttentionLaunchLimits) {
+  EXPECT_EQ(kmath::attention_launch_limit(32, 28, 128), nullptr);  // Infinity-8B, batch 16 with CFG
+  EXPECT_NE(kmath::attention_launch_limit(4096, 32, 64), nullptr);  // 131072 (row, head) blocks: one launch cannot
+  EXPECT_NE(kmath::attention_launch_limit(1, 1, 257), nullptr);
+  EXPECT_EQ(kmath::attention_launch_limit(1, 1, 256), nullptr);
+}
+
 TEST(CudaKernelMath, OnlineSoftmaxMatchesSoftmax) {
   std::mt19937 g(1);
   std::normal_distribution<float> d(0.0f, 3.0f);
