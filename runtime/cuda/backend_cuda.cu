@@ -36,10 +36,6 @@ void CudaAllocator::raw_deallocate(void* p) {
 }
 
 // ---- context --------------------------------------------------------------------------------------
-namespace {
-
-}  // namespace
-
 Context& ctx() {
   static Context* c = [] {
     int n = 0;
