@@ -2,7 +2,11 @@
 // shapes per op including odd and degenerate sizes, compared by normalised squared error
 // (sum (gpu - cpu)^2 / sum cpu^2) or exactly where the op only moves data. Then the ScaleKV selection
 // kernels against their host reference, and a tiny VAR model end to end (teacher-forced logits and
-// the decoded image). Without a visible GPU every test skips with the reason (GTEST_SKIP).
+// the decoded image). The last section runs the real shapes: attention over pool extents and Infinity's
+// cosine logits on tensor cores, window scoring at ~6K and ~12K keys, slot maps of ~100 extents, GEMMs
+// of 20K-70K rows, the banded conv2d of a 1024-wide decoder, large copies and the staging ring's wrap,
+// and Infinity and ScaleKV (VAR and Infinity) end to end against the CPU's decisions.
+// Without a visible GPU every test skips with the reason (GTEST_SKIP).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,8 +25,12 @@
 #include "runtime/cuda/kv_select.h"
 #include "runtime/hostdevice.h"
 #include "runtime/kv_select_ref.h"
+#include "kvcache/scalekv.h"
+#include "kvcache/schedule.h"
+#include "runtime/models/infinity_generate.h"
 #include "runtime/models/var_generate.h"
 #include "test_util.h"
+#include "models/infinity_test_util.h"
 #include "models/var_test_util.h"
 
 namespace skv {
@@ -53,6 +61,63 @@ Tensor to_half(const Tensor& f, DType dt) {
   for (int64_t i = 0; i < f.numel(); ++i)
     h.data<uint16_t>()[i] = dt == DType::BF16 ? f32_to_bf16(f.f32()[i]) : f32_to_f16(f.f32()[i]);
   return h;
+}
+
+// F32 copy of f with every value rounded to bf16 (what the tensor-core attention kernel reads).
+Tensor round_bf16(const Tensor& f) {
+  Tensor r = Tensor::empty(f.shape());
+  for (int64_t i = 0; i < f.numel(); ++i) r.f32()[i] = bf16_to_f32(f32_to_bf16(f.f32()[i]));
+  return r;
+}
+
+// Uniform in [-scale, scale) from xorshift64: inputs of tens of millions of values in milliseconds.
+Tensor fast_uniform(const Shape& s, uint64_t seed, float scale = 1.0f) {
+  Tensor t = Tensor::empty(s);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull | 1u;
+  float* p = t.f32();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    p[i] = scale * (static_cast<float>(x >> 40) * (2.0f / 16777216.0f) - 1.0f);
+  }
+  return t;
+}
+
+// n elements of dtype dt filled with random bytes (the copy tests compare bits, not values).
+Tensor random_bits(int64_t n, DType dt, uint64_t seed) {
+  Tensor t = Tensor::empty({n}, dt);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull | 1u;
+  auto* p = static_cast<unsigned char*>(t.raw());
+  for (size_t i = 0; i < t.nbytes(); ++i) {
+    if (i % 8 == 0) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+    }
+    p[i] = static_cast<unsigned char>(x >> (8 * (i % 8)));
+  }
+  return t;
+}
+
+// n distinct indices of [0, total), ascending (a kept set).
+std::vector<int32_t> random_kept(int64_t total, int64_t n, std::mt19937& g) {
+  std::vector<int32_t> all(static_cast<size_t>(total));
+  std::iota(all.begin(), all.end(), 0);
+  std::shuffle(all.begin(), all.end(), g);
+  all.resize(static_cast<size_t>(n));
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+using Extents = std::vector<std::pair<int64_t, int64_t>>;  // {start, len} in a pool, in token order
+
+// The pool slots of a layer's first n logical tokens (MultiScaleKVCache::slot_map).
+std::vector<int32_t> slots_of(const Extents& ext, int64_t n) {
+  std::vector<int32_t> m;
+  for (const auto& [start, len] : ext)
+    for (int64_t i = 0; i < len && static_cast<int64_t>(m.size()) < n; ++i) m.push_back(static_cast<int32_t>(start + i));
+  return m;
 }
 
 constexpr double kTol = 1e-10;  // FP32 ops that only differ in summation order
@@ -646,6 +711,511 @@ TEST_F(CudaOps, BenchReportProfilesAGeneration) {
   EXPECT_NE(md.find("| two linears | linear | 2 |"), std::string::npos) << md;
   EXPECT_NE(md.find("Attention alone ("), std::string::npos) << md;
   EXPECT_NE(md.find("), tiny ("), std::string::npos) << md;
+}
+
+// ---- the real shapes (issue 13: attention over extents and cosine logits, window scoring at ~6K keys,
+// slot maps as the cache builds them, GEMMs of tens of thousands of rows, the banded conv2d of a
+// 1024-wide decoder, large copies and the staging ring, Infinity and ScaleKV end to end) -----------------
+
+namespace {
+
+// Restores the backend's weight dtype (attention takes tensor cores with half-precision weights).
+struct WeightDtypeScope {
+  Backend& b;
+  DType saved;
+  WeightDtypeScope(Backend& be, DType dt) : b(be), saved(be.weight_dtype()) { b.set_weight_dtype(dt); }
+  ~WeightDtypeScope() { b.set_weight_dtype(saved); }
+};
+
+// Host and device views of the same segments: extents of a pool (start != 0) and the current scale.
+struct SegLists {
+  std::vector<KVSegment> host, dev;
+  int64_t hist = 0;  // tokens in the pool extents
+};
+SegLists pool_segments(const Extents& ext, const Tensor& hk, const Tensor& hv, const Tensor& dk, const Tensor& dv) {
+  SegLists s;
+  for (const auto& [start, len] : ext) {
+    s.host.push_back({&hk, &hv, len, {}, start});
+    s.dev.push_back({&dk, &dv, len, {}, start});
+    s.hist += len;
+  }
+  return s;
+}
+
+class RawLogits final : public GenerationObserver {
+ public:
+  std::map<int, Tensor> raw;
+  void on_logits_raw(int si, const Tensor& l) override { raw[si] = l.clone(); }
+};
+
+// Forwards to a policy and records what it kept at every compression, (scale, layer) -> [R*H*budget].
+// With `teacher` (another run's record) the cache keeps the teacher's indices where the sizes agree, so
+// one near-tie cannot derail the later scales; the inner policy's own choice is what gets recorded.
+class KeptRecorder final : public KVPolicy {
+ public:
+  using Record = std::map<std::pair<int, int>, std::vector<int32_t>>;
+  KeptRecorder(KVPolicy& inner, const Record* teacher) : inner_(inner), teacher_(teacher) {}
+  Record kept;
+  std::string name() const override { return inner_.name(); }
+  int64_t budget(int layer, int scale, int64_t total) const override { return inner_.budget(layer, scale, total); }
+  int64_t planned_budget(int layer, int scale, int64_t total) const override {
+    return inner_.planned_budget(layer, scale, total);
+  }
+  QueryNeeds queries() const override { return inner_.queries(); }
+  void observe(const CompressionInput& in) override { inner_.observe(in); }
+  void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& out) override {
+    inner_.select(in, budget, out);
+    kept[{in.scale, in.layer}] = out;
+    if (teacher_) {
+      const auto it = teacher_->find({in.scale, in.layer});
+      if (it != teacher_->end() && it->second.size() == out.size()) out = it->second;
+    }
+  }
+  void begin_request() override { inner_.begin_request(); }
+  void begin_scale(int scale) override { inner_.begin_scale(scale); }
+  void end_scale(int scale) override { inner_.end_scale(scale); }
+  void set_communicator(Communicator* comm) override { inner_.set_communicator(comm); }
+
+ private:
+  KVPolicy& inner_;
+  const Record* teacher_;
+};
+
+// One generation's decisions and logits, for comparing a CUDA run with the CPU's.
+struct PolicyRun {
+  GenerateResult result;
+  RawLogits logits;
+  KeptRecorder::Record kept;
+  std::vector<int64_t> lengths;  // per scale: the summed store length after it
+  std::vector<int> drafters;
+  std::vector<double> asi;
+};
+
+void expect_same_decisions(const PolicyRun& g, const PolicyRun& c, double logit_tol) {
+  EXPECT_FALSE(c.kept.empty()) << "the policy never compressed: the test does not exercise selection";
+  EXPECT_EQ(g.lengths, c.lengths) << "store lengths per scale";
+  EXPECT_EQ(g.drafters, c.drafters);
+  ASSERT_EQ(g.asi.size(), c.asi.size());
+  for (size_t i = 0; i < c.asi.size(); ++i) EXPECT_NEAR(g.asi[i], c.asi[i], 1e-5 * std::fabs(c.asi[i]) + 1e-9) << "ASI " << i;
+  ASSERT_EQ(g.kept.size(), c.kept.size()) << "compressions";
+  for (const auto& [key, want] : c.kept) {
+    const auto it = g.kept.find(key);
+    ASSERT_NE(it, g.kept.end()) << "scale " << key.first << " layer " << key.second;
+    ASSERT_EQ(it->second.size(), want.size()) << "budget of scale " << key.first << " layer " << key.second;
+    int64_t differ = 0;
+    for (size_t j = 0; j < want.size(); ++j) differ += it->second[j] != want[j];
+    EXPECT_EQ(differ, 0) << "kept indices of scale " << key.first << " layer " << key.second << " (" << want.size() << ")";
+  }
+  ASSERT_EQ(g.logits.raw.size(), c.logits.raw.size());
+  for (const auto& [si, want] : c.logits.raw) EXPECT_LT(nmse(g.logits.raw.at(si), want), logit_tol) << "scale " << si;
+}
+
+InfinityRequest tiny_infinity_request(const InfinityConfig& cfg) {
+  InfinityRequest r;
+  r.text = test::random_text({6, 2}, cfg.text_channels, 3);  // two prompts of different lengths (row_len)
+  r.schedule = infinity_schedule(1.0, "0.06M");
+  r.cfg_list = {3.0};
+  r.tau_list = {1.0};
+  r.sampling.top_k = 0;
+  r.sampling.top_p = 0.0f;
+  r.seed = 42;
+  return r;
+}
+
+}  // namespace
+
+// Attention over the cache's extents (KVSegment::start != 0) on the tensor-core path, at head_dim 64 and
+// 128: five history extents of one pool (lengths off the 64-key tile) and the current scale, queries off
+// the 64-query block. Against the CPU on the same segments (bf16 rounding), and against the CPU fed the
+// bf16-rounded inputs the kernel reads (scale * q, k, v), where only the bf16 probabilities differ.
+TEST_F(CudaOps, TensorCoreAttentionOverPoolExtentsMatchesCpu) {
+  WeightDtypeScope bf16(gpu(), DType::BF16);
+  const Extents ext = {{37, 300}, {400, 129}, {700, 511}, {1300, 64}, {1499, 1}};
+  const int64_t R = 2, H = 3, Lq = 150, S = 1500;
+  for (int64_t D : {64, 128}) {
+    Tensor q = randn({R, H, Lq, D}, 100), pk = randn({R, H, S, D}, 101), pv = randn({R, H, S, D}, 102);
+    Tensor ck = randn({R, H, Lq, D}, 103), cv = randn({R, H, Lq, D}, 104);
+    Tensor dq = up(q), dpk = up(pk), dpv = up(pv), dck = up(ck), dcv = up(cv);
+    SegLists s = pool_segments(ext, pk, pv, dpk, dpv);
+    s.host.push_back({&ck, &cv, Lq, {}, 0});
+    s.dev.push_back({&dck, &dcv, Lq, {}, 0});
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    Tensor want = Tensor::empty({R, Lq, H * D}), got = gempty({R, Lq, H * D});
+    cpu().attention(q, s.host, scale, want);
+    gpu().attention(dq, s.dev, scale, got);
+    const Tensor g = down(got);
+    const double e = nmse(g, want);
+    EXPECT_LT(e, 1e-4) << "D " << D;
+    EXPECT_GT(e, 0.0) << "bf16 rounding must show: the tensor-core kernel did not run";
+    // The CPU reference honours start: the same extents copied out contiguously give the same answer.
+    Tensor kc = test::gather_extents(pk, ext), vc = test::gather_extents(pv, ext);
+    Tensor contiguous = Tensor::empty(want.shape());
+    cpu().attention(q, {{&kc, &vc, s.hist, {}}, {&ck, &cv, Lq, {}}}, scale, contiguous);
+    EXPECT_LT(nmse(contiguous, want), 1e-12) << "D " << D;
+    // The inputs as the kernel rounds them: then only P (bf16, relative 2^-8) differs: nmse ~3e-6.
+    Tensor qs = q.clone();
+    cpu().scale(qs, scale);
+    Tensor qr = round_bf16(qs), pkr = round_bf16(pk), pvr = round_bf16(pv), ckr = round_bf16(ck), cvr = round_bf16(cv);
+    SegLists r = pool_segments(ext, pkr, pvr, pkr, pvr);
+    r.host.push_back({&ckr, &cvr, Lq, {}, 0});
+    Tensor rounded = Tensor::empty(want.shape());
+    cpu().attention(qr, r.host, 1.0f, rounded);
+    EXPECT_LT(nmse(g, rounded), 1e-5) << "D " << D;
+  }
+}
+
+// Infinity's cosine attention on the bf16 (tensor-core) path: q l2-normalised times the per-head scale
+// exp(min(scale_mul, log 100)) (100, 100, 30, 1), k l2-normalised, attention scale 1, so logits are
+// cosines times up to 100. Keys near +-q make them reach +-100 (image tokens attend to themselves and
+// their neighbours that sharply). At head_dim 128 over three extents + the current scale.
+// Tolerance: bf16 rounding of q and k moves a logit by about 100 * 2^-8 * sqrt(2 / 128) ~ 0.05; the test
+// measures what that does on the CPU (inputs rounded as the kernel rounds them, e_in) and allows the GPU
+// twice that plus the probabilities' rounding. The F32 kernel on the same logits must stay at FP32.
+TEST_F(CudaOps, CosineAttentionLogitsUpTo100OnTensorCores) {
+  const int64_t R = 2, H = 4, D = 128, Lq = 256, S = 1200;  // Lq: a 16x16 scale
+  const Extents ext = {{5, 200}, {300, 333}, {800, 300}};
+  const float sm[H] = {std::log(100.0f) + 2.0f, std::log(100.0f), std::log(30.0f), 0.0f};
+  Tensor head_scale = Tensor::empty({H});
+  for (int64_t h = 0; h < H; ++h) head_scale.f32()[h] = std::exp(std::fmin(sm[h], std::log(100.0f)));
+  Tensor q = randn({R, H, Lq, D}, 110), pk = randn({R, H, S, D}, 111), pv = randn({R, H, S, D}, 112);
+  Tensor ck = randn({R, H, Lq, D}, 113, 0.25f), cv = randn({R, H, Lq, D}, 114);
+  for (int64_t rh = 0; rh < R * H; ++rh)
+    for (int64_t t = 0; t < Lq; ++t) {
+      const float* qt = q.f32() + (rh * Lq + t) * D;
+      float* kt = ck.f32() + (rh * Lq + t) * D;  // current key t ~ query t: logit ~ +scale
+      for (int64_t d = 0; d < D; ++d) kt[d] += qt[d];
+      if (t % 4 == 0) {  // a history key ~ -(query t): logit ~ -scale
+        float* kh = pk.f32() + (rh * S + ext[1].first + t) * D;
+        for (int64_t d = 0; d < D; ++d) kh[d] = -qt[d] + 0.1f * kh[d];
+      }
+    }
+  cpu().l2norm_heads(q, &head_scale);
+  cpu().l2norm_heads(pk, nullptr);
+  cpu().l2norm_heads(ck, nullptr);
+  double lo = 0, hi = 0;  // the logits of (row 0, head 0: scale 100) reach both ends
+  for (int64_t t = 0; t < Lq; ++t) {
+    auto dot = [&](const float* k) {
+      double s = 0;
+      for (int64_t d = 0; d < D; ++d) s += static_cast<double>(q.f32()[t * D + d]) * k[d];
+      return s;
+    };
+    hi = std::max(hi, dot(ck.f32() + t * D));
+    if (t % 4 == 0) lo = std::min(lo, dot(pk.f32() + (ext[1].first + t) * D));
+  }
+  EXPECT_GT(hi, 95.0);
+  EXPECT_LT(lo, -95.0);
+  Tensor dq = up(q), dpk = up(pk), dpv = up(pv), dck = up(ck), dcv = up(cv);
+  SegLists s = pool_segments(ext, pk, pv, dpk, dpv);
+  s.host.push_back({&ck, &cv, Lq, {}, 0});
+  s.dev.push_back({&dck, &dcv, Lq, {}, 0});
+  Tensor want = Tensor::empty({R, Lq, H * D}), got = gempty({R, Lq, H * D});
+  cpu().attention(q, s.host, 1.0f, want);
+  {
+    WeightDtypeScope f32(gpu(), DType::F32);
+    gpu().attention(dq, s.dev, 1.0f, got);  // F32 weights: the FP32 kernel
+    EXPECT_LT(nmse(down(got), want), 1e-8) << "FP32 kernel, logits up to 100";
+  }
+  Tensor qr = round_bf16(q), pkr = round_bf16(pk), pvr = round_bf16(pv), ckr = round_bf16(ck), cvr = round_bf16(cv);
+  SegLists r = pool_segments(ext, pkr, pvr, pkr, pvr);
+  r.host.push_back({&ckr, &cvr, Lq, {}, 0});
+  Tensor rounded = Tensor::empty(want.shape());
+  cpu().attention(qr, r.host, 1.0f, rounded);
+  const double e_in = nmse(rounded, want);
+  EXPECT_LT(e_in, 1e-3) << "bf16 inputs are not good enough for these logits";
+  WeightDtypeScope bf16(gpu(), DType::BF16);
+  gpu().attention(dq, s.dev, 1.0f, got);
+  const Tensor g = down(got);
+  const double e = nmse(g, want);
+  EXPECT_GT(e, 0.0) << "bf16 rounding must show: the tensor-core kernel did not run";
+  EXPECT_LT(e, 2 * e_in + 1e-5) << "against the exact CPU (e_in " << e_in << ")";
+  EXPECT_LT(nmse(g, rounded), 1e-5) << "against the CPU on the rounded inputs";
+}
+
+// ScaleKV's scoring at the real shape: head_dim 128, the 16 grid queries of scalekv_window, ~6K keys
+// (three pool extents + a 40x40 current scale), both score modes and the ASI statistics; then ~12K keys,
+// where the query kernel's dynamic shared memory is just under 48 KiB and only its static arrays push
+// it over (the band issue 13 item 7 found).
+TEST_F(CudaOps, WindowScoresAtTheRealShapeMatchCpu) {
+  struct Case {
+    int64_t side;
+    Extents ext;
+    int64_t S;
+    bool all_modes;
+  };
+  for (const Case& c : {Case{40, {{64, 1500}, {1700, 1400}, {3300, 1700}}, 5100, true},
+                        Case{48, {{10, 3000}, {3100, 2900}, {6100, 2500}, {8700, 1300}}, 10100, false}}) {
+    const int64_t R = 2, H = 4, D = 128, Lc = c.side * c.side;
+    Tensor q = randn({R, H, Lc, D}, 120), pk = randn({R, H, c.S, D}, 121), ck = randn({R, H, Lc, D}, 122);
+    Tensor dq = up(q), dpk = up(pk), dck = up(ck);
+    SegLists s = pool_segments(c.ext, pk, pk, dpk, dpk);
+    s.host.push_back({&ck, &ck, Lc, {}, 0});
+    s.dev.push_back({&dck, &dck, Lc, {}, 0});
+    const int64_t L = s.hist + Lc;
+    std::vector<int64_t> qi;
+    for (int32_t w : scalekv_window(c.side, c.side)) qi.push_back(w);
+    ASSERT_EQ(qi.size(), 16u);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    for (ScoreMode mode : {ScoreMode::SoftmaxMean, ScoreMode::RawSum}) {
+      if (!c.all_modes && mode == ScoreMode::RawSum) continue;
+      Tensor want = Tensor::empty({R, H, L}), got = gempty({R, H, L});
+      cpu().window_scores(q, qi, s.host, scale, mode, want);
+      gpu().window_scores(dq, qi, s.dev, scale, mode, got);
+      EXPECT_LT(nmse(down(got), want), 1e-9) << L << " keys, mode " << static_cast<int>(mode);
+    }
+    if (!c.all_modes) continue;
+    Tensor wm = Tensor::empty({R, H, 2}), gm = gempty({R, H, 2});
+    cpu().attention_mass(q, qi, s.host, s.hist, scale, 16, wm);
+    gpu().attention_mass(dq, qi, s.dev, s.hist, scale, 16, gm);
+    EXPECT_LT(nmse(down(gm), wm), 1e-9) << "attention mass, " << L << " keys";
+  }
+}
+
+// gather_slots through slot maps as the cache builds them: a layer's store as ~100 scattered extents of
+// one pool, then the three moves MultiScaleKVCache makes: append (the scale's tokens into new extents,
+// hist_len 0, one shared kept list), compaction that grows the layer (kept per (row, head), a new extent),
+// and compaction that shrinks it (one kept list shared by every (row, head)). head_dim 128 in F32 and
+// bf16, and 63 in bf16 (126-byte tokens: the byte-wise copy). Bit-exact against the CPU after each move.
+TEST_F(CudaOps, GatherSlotsOverCacheExtentsMatchCpu) {
+  for (auto [dt, D] : {std::pair{DType::F32, int64_t{128}}, std::pair{DType::BF16, int64_t{128}},
+                       std::pair{DType::BF16, int64_t{63}}}) {
+    const int64_t R = 2, H = 4, S = 2400;
+    std::mt19937 g(131);
+    auto make = [&](const Shape& s, uint32_t seed) { return dt == DType::F32 ? randn(s, seed) : to_half(randn(s, seed), dt); };
+    Tensor pool = make({R, H, S, D}, 130);
+    Tensor dpool = up(pool);
+    Extents ext = test::scattered_extents(100, 1500, 132);
+    int64_t len = 0;
+    for (const auto& e : ext) len += e.second;
+    ASSERT_GT(ext.size(), 64u);
+    auto step = [&](std::vector<int32_t> slot, int64_t hist, const Tensor& cur, std::vector<int32_t> kept,
+                    const Shape& kept_shape, int64_t n, const char* what) {
+      Tensor hs = Tensor::external(slot.data(), {static_cast<int64_t>(slot.size())}, DType::I32);
+      Tensor hk = Tensor::external(kept.data(), kept_shape, DType::I32);
+      cpu().gather_slots(pool, hs, hist, cur, hk, n);
+      Tensor ds = gpu().upload(hs, MemCategory::Workspace), dk = gpu().upload(hk, MemCategory::Workspace), dc = up(cur);
+      gpu().gather_slots(dpool, ds, hist, dc, dk, n);
+      EXPECT_TRUE(same_bits(down(dpool), pool)) << what << ", " << dtype_name(dt) << " D " << D;
+    };
+    {  // append 150 tokens: into the free range after the last extent (it grows) and a second range
+      const int64_t Lc = 150;
+      const int64_t tail_start = ext.back().first + ext.back().second;
+      ext.back().second += 90;
+      ext.push_back({1800, Lc - 90});
+      const std::vector<int32_t> all = slots_of(ext, len + Lc);
+      std::vector<int32_t> idx(static_cast<size_t>(Lc));
+      std::iota(idx.begin(), idx.end(), 0);
+      EXPECT_EQ(all[len], tail_start);
+      step(std::vector<int32_t>(all.begin() + len, all.end()), 0, make({R, H, Lc, D}, 133), idx, {Lc}, Lc, "append");
+      len += Lc;
+    }
+    {  // compact to more tokens than the store held: kept per (row, head) out of [store + 200 current]
+      const int64_t Lc = 200, n = len + 80, old = len;
+      ext.push_back({2100, 80});
+      std::vector<int32_t> kept;
+      for (int64_t rh = 0; rh < R * H; ++rh) {
+        const std::vector<int32_t> k = random_kept(old + Lc, n, g);
+        kept.insert(kept.end(), k.begin(), k.end());
+      }
+      step(slots_of(ext, std::max(old, n)), old, make({R, H, Lc, D}, 134), kept, {R, H, n}, n, "compact (grow)");
+      len = n;
+    }
+    {  // compact to fewer: one kept list for every (row, head)
+      const int64_t Lc = 64, n = 120, old = len;
+      step(slots_of(ext, old), old, make({R, H, Lc, D}, 135), random_kept(old + Lc, n, g), {n}, n, "compact (shrink)");
+    }
+  }
+}
+
+// GEMMs with M in the tens of thousands (Infinity at 1024x1024: 4096 tokens x 2 CFG rows x batch), and
+// M = 70000 (past 65535, a grid dimension's limit). F32 weights against the CPU at FP32; bf16 and f16
+// weights against the CPU with the same half weights (activations rounded: ~1e-5), and against the CPU
+// fed the activations rounded as the GPU rounds them (then only the summation order differs).
+TEST_F(CudaOps, LinearWithTensOfThousandsOfRowsMatchesCpu) {
+  for (auto [M, K, N] : {std::tuple{20000, 256, 512}, std::tuple{70000, 64, 48}}) {
+    Tensor x = fast_uniform({M, K}, 140), w = randn({N, K}, 141, 0.1f), b = randn({N}, 142);
+    Tensor dx = up(x), dw = up(w), db = up(b);
+    Tensor want = Tensor::empty({M, N}), got = gempty({M, N});
+    cpu().linear(x, w, &b, want);
+    gpu().linear(dx, dw, &db, got);
+    EXPECT_LT(nmse(down(got), want), kTol) << "F32 " << M << "x" << K << "x" << N;
+  }
+  const int64_t M = 20000, K = 256, N = 512;
+  Tensor x = fast_uniform({M, K}, 143), b = randn({N}, 144), dx = up(x), db = up(b);
+  for (DType dt : {DType::BF16, DType::F16}) {
+    Tensor w = to_half(randn({N, K}, 145, 0.1f), dt), dw = up(w);
+    Tensor want = Tensor::empty({M, N}), got = gempty({M, N});
+    cpu().linear(x, w, &b, want);
+    gpu().linear(dx, dw, &db, got);
+    const Tensor g = down(got);
+    EXPECT_LT(nmse(g, want), dt == DType::BF16 ? 1e-4 : 1e-6) << dtype_name(dt);
+    Tensor xr = to_half(x, dt).to_f32();
+    cpu().linear(xr, w, &b, want);
+    EXPECT_LT(nmse(g, want), 1e-9) << dtype_name(dt) << " with the activations rounded as on the GPU";
+  }
+}
+
+// conv2d builds im2col for a band of output rows at a time (at most 64 Mi floats of columns,
+// runtime/cuda/image.cu): the 1024-wide decoder's conv_out (128 -> 3 channels, 3x3) takes 56-row bands,
+// here 3 of them (56, 56, 16); a 256-channel 512-wide layer takes 56-row bands, 2 per image (56, 8), over
+// two images that reuse the column buffer.
+TEST_F(CudaOps, Conv2dMultiBandIm2colMatchesCpu) {
+  for (auto [N, Ci, Co, H, W] : {std::tuple{1, 128, 3, 128, 1024}, std::tuple{2, 256, 16, 64, 512}}) {
+    const int64_t Kc = static_cast<int64_t>(Ci) * 9, band = (int64_t{64} << 20) / (Kc * W);
+    EXPECT_GT(H, band) << "one band: the shape no longer tests the banded path";
+    Tensor x = fast_uniform({N, Ci, H, W}, 150), w = randn({Co, Ci, 3, 3}, 151, 0.03f), b = randn({Co}, 152);
+    Tensor want = Tensor::empty({N, Co, H, W}), got = gempty({N, Co, H, W});
+    Tensor dw = up(w), db = up(b);
+    cpu().conv2d(x, w, &b, 1, 1, want);
+    gpu().conv2d(up(x), dw, &db, 1, 1, got);
+    EXPECT_LT(nmse(down(got), want), kTol) << N << "x" << Ci << "x" << H << "x" << W << " -> " << Co;
+  }
+}
+
+// Host -> device copies: exactly 4 MiB (the largest through the pinned staging ring), just over it and
+// 64 MiB (straight from pageable memory), odd byte counts; the host buffer is overwritten as soon as the
+// upload returns (it must already have been read). Then ~80 MiB of small uploads, so the 16 MiB ring
+// wraps several times, each also copied on the device at once, with pageable ones in between; every value
+// of every upload and copy is checked after the last wrap.
+TEST_F(CudaOps, LargeUploadsAndTheStagingRingWrap) {
+  uint64_t seed = 160;
+  for (auto [n, dt] : {std::pair{int64_t{1} << 20, DType::F32}, std::pair{(int64_t{1} << 20) + 1, DType::F32},
+                       std::pair{(int64_t{5} << 19) + 1, DType::BF16}, std::pair{(int64_t{64} << 20) + 3, DType::U8},
+                       std::pair{int64_t{16} << 20, DType::F32}}) {
+    Tensor h = random_bits(n, dt, ++seed), keep = h.clone();
+    Tensor d = gpu().upload(h, MemCategory::Activations);
+    std::memset(h.raw(), 0xA5, h.nbytes());
+    const Tensor back = down(d);
+    EXPECT_TRUE(same_bits(back, keep)) << h.nbytes() << " bytes";
+    Tensor e = gpu().empty(d.shape(), dt);
+    gpu().copy(d, e);
+    EXPECT_TRUE(same_bits(down(e), keep)) << h.nbytes() << " bytes, device copy";
+  }
+  std::mt19937 g(170);
+  std::vector<Tensor> host, dev, copies;
+  int64_t total = 0;
+  for (int i = 0; total < (int64_t{80} << 20); ++i) {
+    const DType dt = i % 3 == 0 ? DType::U8 : (i % 3 == 1 ? DType::BF16 : DType::F32);
+    int64_t n = 1 + static_cast<int64_t>(g() % 20000);     // up to ~80 KB
+    if (i % 211 == 0) n = (int64_t{3} << 20) / static_cast<int64_t>(dtype_size(dt)) + 7;  // ~3 MiB: most of a ring quarter
+    if (i % 499 == 0) n = (int64_t{5} << 20) + 1;            // > 4 MiB: pageable, between ring copies
+    Tensor h = random_bits(n, dt, ++seed);
+    host.push_back(h.clone());
+    dev.push_back(gpu().upload(h, MemCategory::Workspace));
+    std::memset(h.raw(), 0x5A, h.nbytes());
+    Tensor e = gpu().empty(dev.back().shape(), dt);
+    gpu().copy(dev.back(), e);  // consumed on the stream right away, before the ring comes round
+    copies.push_back(e);
+    total += static_cast<int64_t>(h.nbytes());
+  }
+  EXPECT_GT(host.size(), 1000u);
+  for (size_t i = 0; i < host.size(); ++i) {
+    ASSERT_TRUE(same_bits(down(dev[i]), host[i])) << "upload " << i << " of " << host.size() << " (" << host[i].nbytes() << " bytes)";
+    ASSERT_TRUE(same_bits(down(copies[i]), host[i])) << "device copy " << i;
+  }
+}
+
+// A tiny Infinity model end to end (cosine attention with per-head scales, text cross-attention with two
+// prompt lengths, the bit-wise sampler, the BSQ-VAE decoder), teacher-forced with the CPU's bits: raw
+// logits per scale and the image.
+TEST_F(CudaOps, TinyInfinityModelMatchesCpu) {
+  const InfinityConfig cfg = test::tiny_infinity_config();
+  const InfinityRequest req = tiny_infinity_request(cfg);
+  auto run = [&](Backend& be, const std::vector<std::vector<uint8_t>>* teacher, RawLogits* obs) {
+    auto comm = make_local_communicator();
+    WeightLoader wm(12, be), wv(13, be);
+    InfinityModel model(cfg, wm, *comm);
+    BsqVae vae(cfg, wv);
+    InfinityRunOptions o;
+    o.teacher = teacher;
+    o.observer = obs;
+    return infinity_generate(model, vae, req, o);
+  };
+  RawLogits lc, lg;
+  const GenerateResult rc = run(cpu(), nullptr, &lc);
+  std::vector<std::vector<uint8_t>> bits;
+  for (const auto& s : rc.tokens) bits.emplace_back(s.begin(), s.end());
+  const GenerateResult rg = run(gpu(), &bits, &lg);
+  ASSERT_EQ(lg.raw.size(), lc.raw.size());
+  ASSERT_EQ(static_cast<int>(lc.raw.size()), req.schedule.num_scales());
+  for (const auto& [si, want] : lc.raw) EXPECT_LT(nmse(lg.raw.at(si), want), 1e-9) << "scale " << si;
+  EXPECT_EQ(rg.tokens, rc.tokens);  // teacher-forced
+  EXPECT_LT(nmse(rg.images, rc.images), 1e-9);
+}
+
+// ScaleKV end to end on a tiny VAR (the released scoring: raw queries, summed logits, max pooling): append,
+// window scores on the device, host top-k, compaction through the slot map, online calibration's attention
+// mass. Teacher-forced with the CPU's tokens and kept sets; the CUDA run must make the same decisions:
+// the same drafters, the same kept indices at every compression, the same store lengths, close logits.
+TEST_F(CudaOps, ScaleKVTinyVarMatchesCpu) {
+  const VarConfig c = test::tiny_var_config("skv", 3, {1, 2, 3, 4, 6, 8}, 1);
+  auto run = [&](Backend& be, const PolicyRun* teacher) {
+    auto comm = make_local_communicator();
+    VarModel model(c, WeightLoader(9, be), *comm);
+    VQVAE vae(c, WeightLoader(10, be));
+    auto p = test::make_test_policy("scalekv", 20, c);  // of 66 cached tokens
+    KeptRecorder rec(*p, teacher ? &teacher->kept : nullptr);
+    PolicyRun out;
+    VarRequest req;
+    req.labels = {1, 4};
+    VarRunOptions opt;
+    opt.policy = &rec;
+    opt.observer = &out.logits;
+    opt.teacher = teacher ? &teacher->result.tokens : nullptr;
+    opt.decode = false;
+    out.result = var_generate(model, vae, req, opt);
+    out.kept = rec.kept;
+    for (const auto& t : out.result.timings) out.lengths.push_back(t.kv_store_tokens);
+    auto* s = static_cast<ScaleKVPolicy*>(p.get());
+    out.drafters = s->drafters();
+    out.asi = s->online_asi();
+    return out;
+  };
+  const PolicyRun cr = run(cpu(), nullptr);
+  ASSERT_EQ(cr.lengths.size(), 6u);
+  EXPECT_LT(cr.lengths[4], 3 * 66) << "ScaleKV kept everything: nothing was compacted";
+  EXPECT_EQ(cr.drafters.size(), 1u);
+  const PolicyRun gr = run(gpu(), &cr);
+  expect_same_decisions(gr, cr, 1e-9);
+  EXPECT_EQ(gr.result.tokens, cr.result.tokens);
+}
+
+// ScaleKV on a tiny Infinity with the paper's scoring (the attention's own queries, softmax mean over the
+// 4x4 grid, average pooling): the device SoftmaxMean path, cosine-attention queries, two text lengths.
+TEST_F(CudaOps, ScaleKVTinyInfinityMatchesCpu) {
+  const InfinityConfig cfg = test::tiny_infinity_config();
+  const InfinityRequest req = tiny_infinity_request(cfg);
+  auto run = [&](Backend& be, const PolicyRun* teacher) {
+    auto comm = make_local_communicator();
+    WeightLoader wm(12, be), wv(13, be);
+    InfinityModel model(cfg, wm, *comm);
+    BsqVae vae(cfg, wv);
+    ScaleKVOptions o;
+    o.budget = 40;
+    o.drafters_per_scale = 1;
+    o.scoring = ScaleKVScoring::Paper;
+    ScaleKVPolicy p(o, cfg.depth, req.schedule);
+    KeptRecorder rec(p, teacher ? &teacher->kept : nullptr);
+    PolicyRun out;
+    std::vector<std::vector<uint8_t>> bits;
+    if (teacher)
+      for (const auto& s : teacher->result.tokens) bits.emplace_back(s.begin(), s.end());
+    InfinityRunOptions opt;
+    opt.policy = &rec;
+    opt.observer = &out.logits;
+    opt.teacher = teacher ? &bits : nullptr;
+    opt.decode = false;
+    out.result = infinity_generate(model, vae, req, opt);
+    out.kept = rec.kept;
+    for (const auto& t : out.result.timings) out.lengths.push_back(t.kv_store_tokens);
+    out.drafters = p.drafters();
+    out.asi = p.online_asi();
+    return out;
+  };
+  const PolicyRun cr = run(cpu(), nullptr);
+  EXPECT_EQ(cr.drafters.size(), 1u);
+  const PolicyRun gr = run(gpu(), &cr);
+  expect_same_decisions(gr, cr, 1e-9);
+  EXPECT_EQ(gr.result.tokens, cr.result.tokens);
 }
 
 }  // namespace skv
