@@ -89,16 +89,22 @@ Tensor BsqVae::resample(const Tensor& summed, int h, int w) const {
   return y;
 }
 
+void BsqVae::set_torch_group_norm_threads(int n) {
+  SKV_CHECK(n >= 0, "BsqVae: {} torch threads for the GroupNorm emulation", n);
+  torch_gn_threads_ = n;
+}
+
 Tensor BsqVae::decode(const Tensor& summed) const {
+  const int tg = torch_gn_threads_;
   Tensor h = conv_in_.forward(be_, summed);
-  h = mid_block_1_.forward(be_, h);
-  h = mid_block_2_.forward(be_, h);
+  h = mid_block_1_.forward(be_, h, tg);
+  h = mid_block_2_.forward(be_, h, tg);
   for (int lvl = static_cast<int>(up_.size()) - 1; lvl >= 0; --lvl) {
     const auto& L = up_[lvl];
-    for (const auto& blk : L.blocks) h = blk.forward(be_, h);
+    for (const auto& blk : L.blocks) h = blk.forward(be_, h, tg);
     if (L.has_upsample) h = L.upsample.forward(be_, h);
   }
-  h = conv_out_.forward(be_, norm_out_.forward(be_, h, true));
+  h = conv_out_.forward(be_, norm_out_.forward(be_, h, true, tg));
   Tensor host = be_.device() == Device::CPU ? h : be_.download(h);
   float* p = host.f32();
   for (int64_t i = 0, n = host.numel(); i < n; ++i) p[i] = std::fmin(std::fmax(p[i], -1.0f), 1.0f);

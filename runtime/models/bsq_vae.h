@@ -34,6 +34,13 @@ class BsqVae {
   // summed [B, d, H, W] -> decoder output clamped to [-1, 1], [B, 3, H * patch, W * patch] (host).
   Tensor decode(const Tensor& summed) const;
 
+  // n > 0: the decoder's GroupNorms reproduce PyTorch 1.13's channels-last CPU kernel as run with n
+  // torch threads (runtime/models/torch_group_norm.h), so that an image decoded from a golden's codes
+  // matches the official CPU run that made it (the config's `torch_num_threads`). 0 (the default, for
+  // generation): the backend's exact GroupNorm.
+  void set_torch_group_norm_threads(int n);
+  int torch_group_norm_threads() const { return torch_gn_threads_; }
+
  private:
   void interp(const Tensor& x, Tensor& y) const;  // x [B, d, h, w] -> y [B, d, h', w'] with the VAE's mode
   const InfinityConfig& cfg_;
@@ -48,6 +55,7 @@ class BsqVae {
   };
   std::vector<Level> up_;  // index = level
   GroupNorm32 norm_out_;
+  int torch_gn_threads_ = 0;
 };
 
 }  // namespace skv

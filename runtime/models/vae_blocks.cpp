@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "runtime/models/torch_group_norm.h"
+
 namespace skv {
 
 void Conv2d::load(const WeightLoader& wl, const std::string& prefix, const KeyStyle& style, int in_ch, int out_ch,
@@ -29,9 +31,14 @@ void GroupNorm32::load(const WeightLoader& wl, const std::string& prefix, const 
   b = wl.get(prefix + style.norm + ".bias", {ch});
 }
 
-Tensor GroupNorm32::forward(Backend& be, const Tensor& x, bool then_silu) const {
-  Tensor y = be.empty(x.shape());
-  be.group_norm(x, groups, &w, &b, 1e-6f, y);
+Tensor GroupNorm32::forward(Backend& be, const Tensor& x, bool then_silu, int torch_threads) const {
+  Tensor y;
+  if (torch_threads > 0) {
+    y = torch_group_norm(be, x, groups, &w, &b, 1e-6f, torch_threads);
+  } else {
+    y = be.empty(x.shape());
+    be.group_norm(x, groups, &w, &b, 1e-6f, y);
+  }
   if (then_silu) be.silu(y, y);
   return y;
 }
@@ -46,9 +53,9 @@ void ResnetBlock::load(const WeightLoader& wl, const std::string& prefix, const 
   if (has_shortcut) nin_shortcut.load(wl, prefix + ".nin_shortcut", style, in_ch, out_ch, 1);
 }
 
-Tensor ResnetBlock::forward(Backend& be, const Tensor& x) const {
-  Tensor h = conv1.forward(be, norm1.forward(be, x, true));
-  h = conv2.forward(be, norm2.forward(be, h, true));
+Tensor ResnetBlock::forward(Backend& be, const Tensor& x, int torch_gn_threads) const {
+  Tensor h = conv1.forward(be, norm1.forward(be, x, true, torch_gn_threads));
+  h = conv2.forward(be, norm2.forward(be, h, true, torch_gn_threads));
   Tensor s = has_shortcut ? nin_shortcut.forward(be, x) : x;
   Tensor y = be.empty(h.shape());
   be.add(s, h, y);

@@ -26,12 +26,14 @@ struct Conv2d {
 };
 
 // GroupNorm(32 groups, eps 1e-6); 24 groups when the channels do not divide by 32 (the BSQ-VAE's
-// Normalize rule; VAR configs always divide by 32).
+// Normalize rule; VAR configs always divide by 32). torch_threads > 0: PyTorch 1.13's channels-last
+// CPU kernel with that many torch threads instead of the backend's exact GroupNorm (golden checks of
+// CPU-made goldens only; runtime/models/torch_group_norm.h).
 struct GroupNorm32 {
   Tensor w, b;
   int channels = 0, groups = 32;
   void load(const WeightLoader& wl, const std::string& prefix, const KeyStyle& style, int ch);
-  Tensor forward(Backend& be, const Tensor& x, bool then_silu) const;
+  Tensor forward(Backend& be, const Tensor& x, bool then_silu, int torch_threads = 0) const;
 };
 
 struct ResnetBlock {
@@ -39,7 +41,7 @@ struct ResnetBlock {
   Conv2d conv1, conv2, nin_shortcut;
   bool has_shortcut = false;
   void load(const WeightLoader& wl, const std::string& prefix, const KeyStyle& style, int in_ch, int out_ch);
-  Tensor forward(Backend& be, const Tensor& x) const;
+  Tensor forward(Backend& be, const Tensor& x, int torch_gn_threads = 0) const;  // see GroupNorm32
 };
 
 struct AttnBlock {
