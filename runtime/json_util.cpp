@@ -1,22 +1,52 @@
 #include "runtime/json_util.h"
 
-#include <fstream>
-#include <sstream>
+#include <set>
+#include <vector>
 
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 
 namespace skv {
 
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream f(path);
-  SKV_CHECK(f.good(), "{}: cannot open", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
+nlohmann::json parse_json_strict(std::string_view text, const std::string& what, const std::string& top_noun) {
+  struct Level {
+    std::string name;  // the key that holds this object ("" for the top level)
+    std::set<std::string> keys;
+  };
+  std::vector<Level> stack;
+  std::string last_key;
+  std::string dup_key, dup_parent;
+  bool dup = false;
+  auto cb = [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (ev == E::object_start) {
+      stack.push_back({stack.empty() ? std::string() : last_key, {}});
+    } else if (ev == E::object_end) {
+      if (!stack.empty()) stack.pop_back();
+    } else if (ev == E::key) {
+      last_key = parsed.get<std::string>();
+      if (!dup && !stack.empty() && !stack.back().keys.insert(last_key).second) {
+        dup = true;
+        dup_key = last_key;
+        dup_parent = stack.size() == 1 ? std::string() : stack.back().name;
+      }
+    }
+    return true;
+  };
+  nlohmann::json j;
   try {
-    return nlohmann::json::parse(ss.str());
+    j = nlohmann::json::parse(text.begin(), text.end(), cb);
   } catch (const nlohmann::json::exception& e) {
-    SKV_FAIL("{}: not valid JSON ({})", path, e.what());
+    SKV_FAIL("{}: not valid JSON ({})", what, e.what());
   }
+  if (dup && dup_parent.empty())
+    SKV_FAIL("{}: {} '{}' appears twice (a name may appear only once)", what, top_noun, dup_key);
+  SKV_CHECK(!dup, "{}: key '{}' appears twice in '{}' (a key may appear only once)", what, dup_key, dup_parent);
+  return j;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  return parse_json_strict(read_input_file(path, 64ull << 20), path);
 }
 
 const nlohmann::json& JsonFields::at(const std::string& key) const {

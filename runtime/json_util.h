@@ -4,11 +4,17 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace skv {
 
+// Reads a JSON file (a regular file only: runtime/file_io.h) with parse_json_strict.
 nlohmann::json read_json_file(const std::string& path);  // "<path>: not valid JSON (...)" on failure
+// Parses JSON text, refusing a key that appears twice in one object (nlohmann would keep the last one
+// silently): "<what>: <top_noun> 'k' appears twice" at the top level, "<what>: key 'k' appears twice in
+// 'parent'" below it. `what` names the source in every error.
+nlohmann::json parse_json_strict(std::string_view text, const std::string& what, const std::string& top_noun = "key");
 
 class JsonFields {
  public:
