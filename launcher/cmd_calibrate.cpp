@@ -4,7 +4,7 @@
 // on the schedule of --resolution / --h-div-w.
 #include <fmt/core.h>
 
-#include <fstream>
+#include <sstream>
 
 #include "launcher/calibrate.h"
 #include "launcher/commands.h"
@@ -13,14 +13,15 @@
 #include "launcher/progress.h"
 #include "launcher/var_bundle.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 #include "runtime/models/infinity_generate.h"
 #include "runtime/models/infinity_text.h"
 
 namespace skv {
 
 std::vector<std::string> read_prompt_lines(const std::string& path) {
-  std::ifstream f(path);
-  SKV_CHECK(f.good(), "--prompts {}: cannot read the file", path);
+  SKV_CHECK(!path.empty(), "--prompts is empty: give a file of class labels, one request per line");
+  std::istringstream f(read_input_file(path, 64ull << 20));
   std::vector<std::string> out;
   std::string line;
   while (std::getline(f, line)) {
