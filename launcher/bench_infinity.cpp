@@ -10,6 +10,7 @@
 
 #include "parallel/communicator.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 #include "runtime/models/infinity_generate.h"
 
 namespace skv {
@@ -139,11 +140,8 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
              mib(peak.total_peak));
   md += fmt::format("\nKV measured peak: {} bytes (store capacity {} bytes)\n", kv_peak, kv_store);
   fmt::print("{}", md);
-  if (!o.md_out.empty()) {
-    std::ofstream f(o.md_out, std::ios::app);
-    SKV_CHECK(f.good(), "--md {}: cannot write", o.md_out);
-    f << md;
-  }
+  if (o.md_collect) *o.md_collect += md;
+  else if (!o.md_out.empty()) write_file_atomic(o.md_out, md);
   return median(totals);
 }
 

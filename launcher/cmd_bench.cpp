@@ -19,6 +19,7 @@
 #include "launcher/kv_bench.h"
 #include "launcher/commands.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 #include "runtime/models/infinity_config.h"
 #include "runtime/models/var_generate.h"
 
@@ -56,7 +57,7 @@ void run_infinity_benches(const BenchArgs& a) {
   SKV_CHECK(a.ctx.tp == 1, "bench --model {}: the Infinity benchmark runs on one rank (--tp 1)", a.model);
   SKV_CHECK(a.repeats >= 1, "--repeats {} must be >= 1", a.repeats);
   const InfinityConfig cfg = InfinityConfig::load(a.model);
-  if (!a.md_out.empty()) std::ofstream(a.md_out, std::ios::trunc);
+  std::string md;  // every batch's table, written once at the end (atomically)
   for (int B : a.batches) {
     InfinityBenchOptions o;
     o.config = a.model;
@@ -71,12 +72,14 @@ void run_infinity_benches(const BenchArgs& a) {
     o.device = a.ctx.device;
     o.kv = a.kv;
     o.command = a.command;
-    o.md_out = a.md_out;
+    o.md_collect = &md;
     run_infinity_bench(o);
   }
+  if (!a.md_out.empty()) write_file_atomic(a.md_out, md);
 }
 
 void run_bench(const BenchArgs& a) {
+  if (!a.md_out.empty()) check_output_file(a.md_out, "--md");  // before the work, not after it
   if (model_family(a.model) == "infinity") return run_infinity_benches(a);
   RunContext ctx = make_context(a.ctx);
   Backend& be = *ctx.backend;
@@ -180,9 +183,7 @@ void run_bench(const BenchArgs& a) {
   if (gpu) out(gpu->markdown());
   fmt::print("{}", md);
   if (!a.md_out.empty()) {
-    std::ofstream f(a.md_out);
-    SKV_CHECK(f.good(), "{}: cannot write", a.md_out);
-    f << md;
+    write_file_atomic(a.md_out, md);
   }
 }
 

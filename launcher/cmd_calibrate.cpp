@@ -136,7 +136,7 @@ void run_calibrate_infinity(const CalibrateArgs& a, const std::string& config) {
 }
 
 void run_calibrate(const CalibrateArgs& a) {
-  SKV_CHECK(!a.out.empty(), "--out budgets.json is required");
+  check_output_file(a.out, "--out");  // a table that cannot be written fails now, not after the run
   const std::string config = a.files.config.empty() ? resolve_model_files(a.files).config : a.files.config;
   const std::string family = model_family(config);
   if (family == "infinity") return run_calibrate_infinity(a, config);

@@ -14,6 +14,7 @@
 #include "launcher/golden.h"
 #include "parallel/communicator.h"
 #include "runtime/check.h"
+#include "runtime/json_util.h"
 #include "runtime/models/var_generate.h"
 
 namespace skv {
@@ -57,7 +58,7 @@ GoldenOutcome verify_var_golden(const std::string& dir, const std::string& name,
   VarRequest req;
   req.labels = exp.contains("labels") ? as_i64(exp.load_raw("labels")) : std::vector<int64_t>{};
   if (req.labels.empty()) {
-    const auto j = nlohmann::json::parse(std::ifstream(base + ".config.json"));
+    const auto j = read_json_file(base + ".config.json");
     for (const auto& v : j.at("labels")) req.labels.push_back(v.get<int64_t>());
   }
   const int B = static_cast<int>(req.labels.size());
