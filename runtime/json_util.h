@@ -20,9 +20,14 @@ class JsonFields {
  public:
   JsonFields(const nlohmann::json& j, std::string where) : j_(j), where_(std::move(where)) {}
   bool has(const std::string& key) const { return j_.contains(key) && !j_[key].is_null(); }
+  // Integers are read as 64-bit (a value beyond int64, or a float that is not a whole number, is an
+  // error); int_in also range-checks and returns an int, so nothing is truncated on the way to a field.
   int64_t integer(const std::string& key) const;
   int64_t integer(const std::string& key, int64_t dflt) const;
-  double number(const std::string& key) const;
+  int int_in(const std::string& key, int64_t lo, int64_t hi) const;
+  int int_in(const std::string& key, int64_t dflt, int64_t lo, int64_t hi) const;
+  std::vector<int> ints_in(const std::string& key, int64_t lo, int64_t hi, size_t max_count = 4096) const;
+  double number(const std::string& key) const;  // finite only
   double number(const std::string& key, double dflt) const;
   bool boolean(const std::string& key) const;  // accepts true/false and 0/1
   bool boolean(const std::string& key, bool dflt) const;
@@ -36,6 +41,10 @@ class JsonFields {
   const std::string& where() const { return where_; }
   // Requires `cond`, else "<where>: field '<key>' <msg>".
   void require(bool cond, const std::string& key, const std::string& msg) const;
+  // Every key of the object must be in `used` (what the loader reads) or `recorded` (kept in the file
+  // for provenance, not used). An unknown key one or two edits from a used one is an error ("did you
+  // mean"): a misspelt optional key would otherwise be ignored silently. Any other unknown key warns.
+  void check_keys(const std::vector<std::string>& used, const std::vector<std::string>& recorded) const;
 
  private:
   const nlohmann::json& at(const std::string& key) const;
