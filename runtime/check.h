@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -37,6 +38,25 @@ void set_warnings_enabled(bool on);
   do {                                                                        \
     if (!(cond)) ::skv::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__)); \
   } while (0)
+
+namespace skv {
+
+// Checked 64-bit arithmetic for sizes computed from user input (memory plans, byte counts): an overflow
+// is an error naming `what`, never a wrapped or negative figure.
+inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r))
+    throw_error(__FILE__, __LINE__, fmt::format("{}: {} x {} overflows 64 bits (more than 8 EiB)", what, a, b));
+  return r;
+}
+inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r))
+    throw_error(__FILE__, __LINE__, fmt::format("{}: {} + {} overflows 64 bits (more than 8 EiB)", what, a, b));
+  return r;
+}
+
+}  // namespace skv
 
 #define SKV_WARN(...) ::skv::warn(::fmt::format(__VA_ARGS__))
 
