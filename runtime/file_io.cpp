@@ -197,6 +197,9 @@ void check_output_file(const std::string& path, const std::string& option) {
   SKV_CHECK(!path.empty(), "{} is empty: give the file to write, e.g. {} out.json", option, option);
   std::error_code ec;
   SKV_CHECK(!std::filesystem::is_directory(path, ec), "{} {}: is a folder; give the path of a file", option, path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    SKV_FAIL("{} {}: exists and is {}; give the path of a regular file", option, path, kind_of(st.st_mode));
   const std::string dir = folder_of(path);
   SKV_CHECK(std::filesystem::is_directory(dir, ec), "{} {}: the folder {} does not exist", option, path, dir);
   probe_writable(dir, fmt::format("{} {}", option, path));
