@@ -335,6 +335,23 @@ PY
     printf '0-9\n' > "$work/p.txt"
     expect_error "--out $full/t.json: cannot write there (No space left on device)" calibrate "${M[@]}" --prompts "$work/p.txt" --out "$full/t.json"
     expect_error "--md $full/b.md: cannot write there (No space left on device)" bench --model "$cfg" --batch 1 --repeats 1 --md "$full/b.md"
+    # The converters (scripts/convert_*.py, encode_prompts.py) write through safetensors_io.atomic_write.
+    if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+      cases=$((cases + 1))
+      /usr/bin/python3 - "$src/scripts" "$full/conv.safetensors" > "$work/out" 2> "$work/err" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch, safetensors_io
+safetensors_io.save(sys.argv[2], {"w": torch.zeros(50000)})
+PY
+      rc=$?
+      if [ $rc -ne 0 ] && grep -q "conv.safetensors: write failed (No space left on device)" "$work/err" && \
+         [ "$(ls -A "$full" | grep -v '^filler$' | wc -l)" -eq 0 ]; then
+        echo "ok: converter output: $(tail -1 "$work/err"); nothing left behind"
+      else
+        bad "(rc=$rc) a converter write to a full disk"; tail -2 "$work/err"; ls -A "$full"
+      fi
+    fi
     umount "$full"; mnt=""
   fi
   expect_error "--out /dev/full: exists and is a character device; give the path of a regular file" calibrate "${M[@]}" --prompts /dev/null --out /dev/full
