@@ -18,6 +18,7 @@ InfinityText load_infinity_text(const std::string& path, int text_channels, std:
             "(the model's text_channels)", path, shape_str(ke.shape), text_channels);
   st.expect_float("kv_compact");
   t.kv_compact = st.load("kv_compact", MemCategory::Activations);
+  check_finite(t.kv_compact, fmt::format("{}: tensor 'kv_compact' (the prompt embeddings)", st.path()));
   const Tensor lens = st.load_raw("lens", MemCategory::Workspace);
   SKV_CHECK(lens.ndim() == 1 && (lens.dtype() == DType::I64 || lens.dtype() == DType::I32),
             "{}: 'lens' must be a 1-D I64 or I32 tensor, got {}", path, lens.describe());

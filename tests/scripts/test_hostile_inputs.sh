@@ -111,6 +111,28 @@ if want 1; then
   fi
 fi
 
+if want 2; then
+  section 2 "NaN and Inf in weights, inputs and activations stop the run naming the tensor, block or scale"
+  st_edit "$w" "$work/nan.safetensors" 'import struct; dt, sh, b = t["blocks.3.attn.proj.weight"]; t["blocks.3.attn.proj.weight"] = (dt, sh, struct.pack("<H", 0x7e00) * (len(b) // 2))'
+  expect_error "nan.safetensors: tensor 'blocks.3.attn.proj.weight' holds 65536 non-finite values (first: nan" generate --model "$cfg" --weights "$work/nan.safetensors" --vae "$v" --labels 0-3 --out "$work/o2"
+  st_edit "$v" "$work/infvae.safetensors" 'import struct; k = [n for n in t if n.endswith("conv_out.weight")][0]; dt, sh, b = t[k]; t[k] = (dt, sh, struct.pack("<H", 0x7c00) + b[2:])'
+  expect_error "infvae.safetensors: tensor '.*conv_out.weight' holds 1 non-finite value (first: inf" generate --model "$cfg" --weights "$w" --vae "$work/infvae.safetensors" --labels 0 --out "$work/o2"
+  if [ -f "$golden/infinity-tiny.config.json" ]; then
+    python3 - "$work/nantext.safetensors" <<'PY'
+import json, struct, sys
+n, length, ch = 1, 3, 512
+vals = [0.01] * (n * length * ch); vals[700] = float("nan")
+kv = struct.pack(f"<{len(vals)}f", *vals)
+lens = struct.pack("<q", length)
+hdr = {"kv_compact": {"dtype": "F32", "shape": [n * length, ch], "data_offsets": [0, len(kv)]},
+       "lens": {"dtype": "I64", "shape": [n], "data_offsets": [len(kv), len(kv) + len(lens)]}}
+h = json.dumps(hdr).encode(); h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + kv + lens)
+PY
+    expect_error "nantext.safetensors: tensor 'kv_compact' (the prompt embeddings) holds 1 non-finite value (first: nan at element 700" generate --model "$golden/infinity-tiny.config.json" --weights "$golden/infinity-tiny.model.safetensors" --vae "$golden/infinity-tiny.vae.safetensors" --text-embeddings "$work/nantext.safetensors" --resolution 256 --out "$work/o2"
+  fi
+fi
+
 if want 3; then
   section 3 "config integers are 64-bit, range-checked; misspelt keys are named"
   json_set "$cfg" "$work/depth.json" depth 4294967302
