@@ -15,6 +15,7 @@
 #include "launcher/model_files.h"
 #include "kvcache/planner.h"
 #include "launcher/progress.h"
+#include "launcher/request_check.h"
 #include "parallel/communicator.h"
 #include "runtime/check.h"
 #include "runtime/file_io.h"
@@ -84,6 +85,16 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
                    cfg.num_heads / std::max(1, a.ctx.tp), cfg.head_dim(), a.has("--batch"));
 
   RunContext ctx = make_context(a.ctx);
+  // Ranks given different requests would meet in mismatched collectives (MPI_ERR_TRUNCATE): compare first.
+  check_same_request(ctx, {{"--labels", fmt::format("{}", fmt::join(req.labels, ","))},
+                           {"--seed", std::to_string(req.seed)},
+                           {"--cfg", fmt::format("{}", req.cfg)},
+                           {"--top-k", std::to_string(req.sampling.top_k)},
+                           {"--top-p", fmt::format("{}", req.sampling.top_p)},
+                           {"--batch", std::to_string(a.batch)},
+                           {"--kv-policy", policy->name()},
+                           {"--kv-budget / --kv-window / --kv-budget-table",
+                            fmt::format("{} {} {}", a.kv.budget, a.kv.window, a.kv.budget_table)}});
   Backend& be = *ctx.backend;
   SafeTensors wst(f.weights), vst(f.vae);
   VarModel model(cfg, wst, be, *ctx.tp);

@@ -6,6 +6,7 @@
 
 #include "launcher/generate_output.h"
 #include "launcher/progress.h"
+#include "launcher/request_check.h"
 #include "runtime/check.h"
 #include "runtime/image_io.h"
 #include "runtime/models/infinity_generate.h"
@@ -38,6 +39,15 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, f
   check_batch_fits(*policy, sched, cfg.depth, batch > 0 ? std::min(batch, n) : n,
                    cfg.num_heads / std::max(1, ctx_args.tp), cfg.head_dim(), batch > 0);
   RunContext ctx = make_context(ctx_args);
+  check_same_request(ctx, {{"--text-embeddings (prompts)", fmt::format("{} prompts, lengths {}", n,
+                                                                       fmt::join(text.lens, ","))},
+                           {"--resolution / --h-div-w", sched.describe()},
+                           {"--seed", std::to_string(seed)},
+                           {"--cfg / --tau / --top-k / --top-p", fmt::format("{} {} {} {}", cfg_scale, a.tau, top_k, top_p)},
+                           {"--batch", std::to_string(batch)},
+                           {"--kv-policy", policy->name()},
+                           {"--kv-budget / --kv-window / --kv-budget-table",
+                            fmt::format("{} {} {}", kv.budget, kv.window, kv.budget_table)}});
   Backend& be = *ctx.backend;
   SafeTensors wst(f.weights), vst(f.vae);
   InfinityModel model(cfg, wst, be, *ctx.tp);
