@@ -20,8 +20,9 @@ std::string InfinityConfig::block_prefix(int i) const {
   return fmt::format("block_chunks.{}.module.{}.", i / n, i % n);
 }
 
-InfinityConfig InfinityConfig::load(const std::string& path) {
-  const auto j = read_json_file(path);
+InfinityConfig InfinityConfig::load(const std::string& path) { return from_json(read_json_file(path), path); }
+
+InfinityConfig InfinityConfig::from_json(const nlohmann::json& j, const std::string& path) {
   SKV_CHECK(j.is_object(), "{}: a model config must be a JSON object", path);
   JsonFields top(j, path);
   SKV_CHECK(top.has("infinity_kwargs"), "{}: an Infinity config needs the object 'infinity_kwargs' (the official "

@@ -26,8 +26,9 @@ std::string model_family(const std::string& config_path) {
   return "var";
 }
 
-VarConfig VarConfig::load(const std::string& path) {
-  const auto j = read_json_file(path);
+VarConfig VarConfig::load(const std::string& path) { return from_json(read_json_file(path), path); }
+
+VarConfig VarConfig::from_json(const nlohmann::json& j, const std::string& path) {
   SKV_CHECK(j.is_object(), "{}: a model config must be a JSON object", path);
   JsonFields f(j, path);
   // Every key the loader reads, and those the converters and goldens record without being used; a
