@@ -8,6 +8,7 @@
 #include <fmt/core.h>
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <map>
 
@@ -78,7 +79,25 @@ void run_infinity_benches(const BenchArgs& a) {
   if (!a.md_out.empty()) write_file_atomic(a.md_out, md);
 }
 
+// Values out of range are errors, never replaced by defaults (issue 15, class 5).
+void check_bench_args(const BenchArgs& a) {
+  auto given = [&](const char* o) { return a.given.count(o) != 0; };
+  SKV_CHECK(!a.batches.empty(), "--batch needs at least one batch size (e.g. --batch 1,8)");
+  for (int b : a.batches) SKV_CHECK(b >= 1, "--batch {} must hold sizes >= 1 (e.g. --batch 1,8)", fmt::join(a.batches, ","));
+  SKV_CHECK(a.repeats >= 1, "--repeats {} must be >= 1", a.repeats);
+  SKV_CHECK(a.warmup >= 0, "--warmup {} must be >= 0", a.warmup);
+  SKV_CHECK(!given("--depth") || a.depth >= 1, "--depth {} must be >= 1 (blocks to run; leave it out for the config's)",
+            a.depth);
+  SKV_CHECK(!given("--resolution") || a.resolution > 0, "--resolution {} must be one of 256, 512, 768, 1024",
+            a.resolution);
+  SKV_CHECK(!given("--h-div-w") || (std::isfinite(a.h_div_w) && a.h_div_w > 0), "--h-div-w {} must be a positive "
+            "aspect ratio (height / width) from Infinity's table, e.g. 1.0, 0.5 or 2.0", a.h_div_w);
+  SKV_CHECK(a.text_len >= 1, "--text-len {} must be >= 1", a.text_len);
+  check_kv_options(a.kv);
+}
+
 void run_bench(const BenchArgs& a) {
+  check_bench_args(a);
   if (!a.md_out.empty()) check_output_file(a.md_out, "--md");  // before the work, not after it
   if (model_family(a.model) == "infinity") return run_infinity_benches(a);
   RunContext ctx = make_context(a.ctx);
@@ -224,6 +243,8 @@ void register_bench(CLI::App& app) {
   cmd->callback([a, &app, cmd] {
     if (!cmd->get_subcommands().empty()) return;  // fidelity / kv-memory ran instead
     BenchArgs args = *a;
+    for (const auto* o : cmd->get_options())
+      if (o->count() > 0) args.given.insert(o->get_name());
     args.command = "scalekv bench";
     for (auto* o : app.get_subcommand("bench")->get_options())
       if (o->count() > 0 && !o->get_lnames().empty())

@@ -210,6 +210,10 @@ PY
     expect_error "--h-div-w nan must be a positive aspect ratio" generate "${IM[@]}" --h-div-w nan --out "$work/o5"
     expect_error "--labels is for class-conditional VAR models" generate "${IM[@]}" --labels 3 --out "$work/o5"
   fi
+  expect_error "--depth -1 must be >= 1" bench --model "$cfg" --depth -1
+  expect_error "--batch 1,0 must hold sizes >= 1" bench --model "$cfg" --batch 1,0
+  expect_error "--warmup -1 must be >= 0" bench --model "$cfg" --warmup -1
+  expect_error "--resolution 0 must be one of 256, 512, 768, 1024" bench --model "$src/configs/infinity-2b.json" --resolution 0
   expect_warning "--kv-window 3 has no effect with --kv-policy sliding-window" plan --model "$cfg" --kv-policy sliding-window --kv-window 3
   expect_warning "--kv-sinks 2 has no effect with --kv-policy snapkv" plan --model "$cfg" --kv-policy snapkv --kv-sinks 2
   expect_error "Could not convert: --top-k = abc" generate "${M[@]}" --top-k abc --out "$work/o5"
