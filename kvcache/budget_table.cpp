@@ -2,11 +2,14 @@
 #include "kvcache/budget_table.h"
 
 #include <algorithm>
-#include <fstream>
+#include <cctype>
+#include <climits>
+#include <cmath>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "runtime/check.h"
+#include "runtime/file_io.h"
+#include "runtime/json_util.h"
 
 namespace skv {
 
@@ -30,9 +33,50 @@ int first_compressed_scale(const Schedule& schedule, int64_t base) {
 
 namespace {
 
-int64_t get_int(const json& o, const std::string& key, const std::string& where) {
-  SKV_CHECK(o.contains(key) && o[key].is_number_integer(), "{}: '{}' must be an integer", where, key);
-  return o[key].get<int64_t>();
+// Budgets, scales and counts are read as 64-bit integers and range-checked: nothing wraps.
+constexpr int64_t kMaxTokens = int64_t{1} << 40;
+
+int64_t as_int(const json& v, const std::string& key, const std::string& where, int64_t lo, int64_t hi) {
+  const bool in64 = v.is_number_integer() && (!v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t(INT64_MAX));
+  SKV_CHECK(in64, "{}: '{}' must be an integer, not {}", where, key, v.dump());
+  const int64_t x = v.get<int64_t>();
+  SKV_CHECK(x >= lo && x <= hi, "{}: '{}' is {}, outside [{}, {}]", where, key, x, lo, hi);
+  return x;
+}
+
+int64_t get_int(const json& o, const std::string& key, const std::string& where, int64_t lo = 0,
+                int64_t hi = kMaxTokens) {
+  SKV_CHECK(o.is_object() && o.contains(key), "{}: missing '{}'", where, key);
+  return as_int(o[key], key, where, lo, hi);
+}
+
+std::vector<int64_t> get_ints(const json& o, const std::string& key, const std::string& where, int64_t lo, int64_t hi) {
+  SKV_CHECK(o.contains(key) && o[key].is_array(), "{}: '{}' must be an array of integers", where, key);
+  std::vector<int64_t> out;
+  for (const auto& v : o[key]) out.push_back(as_int(v, key, where, lo, hi));
+  return out;
+}
+
+std::vector<double> get_numbers(const json& o, const std::string& key, const std::string& where) {
+  SKV_CHECK(o[key].is_array(), "{}: '{}' must be an array of numbers", where, key);
+  std::vector<double> out;
+  for (const auto& v : o[key]) {
+    SKV_CHECK(v.is_number() && std::isfinite(v.get<double>()), "{}: '{}' must hold finite numbers, not {}", where,
+              key, v.dump());
+    out.push_back(v.get<double>());
+  }
+  return out;
+}
+
+// "Scale N" with N a decimal integer in [2, 4096]; -1 otherwise.
+int published_scale(const std::string& key) {
+  if (key.rfind("Scale ", 0) != 0 || key.size() == 6 || key.size() > 10) return -1;
+  int n = 0;
+  for (size_t i = 6; i < key.size(); ++i) {
+    if (!std::isdigit(static_cast<unsigned char>(key[i]))) return -1;
+    n = n * 10 + (key[i] - '0');
+  }
+  return n >= 2 && n <= 4096 ? n : -1;
 }
 
 // The range of scales a table for (schedule, base) must cover: [k0, S - 2] (the last scale is never stored).
@@ -56,10 +100,10 @@ BudgetTable parse_published(const json& bt, const std::string& where, int depth,
   t.source = where;
   std::vector<std::pair<int, const json*>> entries;
   for (auto it = bt.begin(); it != bt.end(); ++it) {
-    int n = -1;
-    SKV_CHECK(std::sscanf(it.key().c_str(), "Scale %d", &n) == 1 && n >= 2 && it.value().is_object(),
-              "{}: unexpected entry '{}' (a published budget table has only \"Scale N\" objects, N >= 2)", where,
-              it.key());
+    const int n = published_scale(it.key());
+    SKV_CHECK(n >= 2 && it.value().is_object(),
+              "{}: unexpected entry '{}' (a published budget table has only \"Scale N\" objects, 2 <= N <= 4096)",
+              where, it.key());
     entries.emplace_back(n - 2, &it.value());
   }
   std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -118,14 +162,17 @@ BudgetTable parse_published(const json& bt, const std::string& where, int depth,
 BudgetTable parse_ours(const json& j, const std::string& where, int depth, const Schedule& schedule, int64_t base) {
   BudgetTable t;
   t.source = where;
-  t.depth = static_cast<int>(get_int(j, "depth", where));
+  t.depth = static_cast<int>(get_int(j, "depth", where, 1, 1 << 20));
   SKV_CHECK(t.depth == depth, "{}: budget table for another depth: {} layers, the model has {}", where, t.depth, depth);
   t.base_capacity = base > 0 ? base : get_int(j, "base_capacity", where);
-  if (j.contains("window")) t.window = static_cast<int>(get_int(j, "window", where));
+  if (j.contains("window")) t.window = static_cast<int>(get_int(j, "window", where, 1, 1 << 20));
   if (j.contains("schedule")) {
+    SKV_CHECK(j["schedule"].is_array(), "{}: 'schedule' must be an array of [t, h, w]", where);
     for (const auto& s : j["schedule"]) {
       SKV_CHECK(s.is_array() && s.size() == 3, "{}: 'schedule' entries must be [t, h, w]", where);
-      t.schedule.push_back({s[0].get<int>(), s[1].get<int>(), s[2].get<int>()});
+      t.schedule.push_back({static_cast<int>(as_int(s[0], "schedule", where, 1, 1 << 16)),
+                            static_cast<int>(as_int(s[1], "schedule", where, 1, 1 << 16)),
+                            static_cast<int>(as_int(s[2], "schedule", where, 1, 1 << 16))});
     }
     std::vector<std::string> a, b;
     for (const auto& s : t.schedule) a.push_back(fmt::format("{}x{}x{}", s.t, s.h, s.w));
@@ -135,22 +182,20 @@ BudgetTable parse_ours(const json& j, const std::string& where, int depth, const
   }
   SKV_CHECK(j.contains("scales") && j["scales"].is_array(), "{}: 'scales' must be an array", where);
   for (const auto& e : j["scales"]) {
-    const int si = static_cast<int>(get_int(e, "scale", where));
+    SKV_CHECK(e.is_object(), "{}: 'scales' entries must be objects", where);
+    const int si = static_cast<int>(get_int(e, "scale", where, 0, 4096));
     const std::string w = fmt::format("{}: scale {}", where, si);
     SKV_CHECK(e.contains("budgets") && e["budgets"].is_array() && static_cast<int>(e["budgets"].size()) == depth,
               "{}: 'budgets' must list {} layers", w, depth);
-    std::vector<int64_t> b = e["budgets"].get<std::vector<int64_t>>();
+    std::vector<int64_t> b = get_ints(e, "budgets", w, 0, kMaxTokens);
     std::vector<uint8_t> d(depth, 0);
     if (e.contains("drafters"))
-      for (int l : e["drafters"].get<std::vector<int>>()) {
-        SKV_CHECK(l >= 0 && l < depth, "{}: drafter layer {} outside [0, {})", w, l, depth);
-        d[l] = 1;
-      }
+      for (int64_t l : get_ints(e, "drafters", w, 0, depth - 1)) d[l] = 1;
     t.scales.push_back(si);
     t.budgets.push_back(b);
     t.drafter.push_back(d);
-    if (e.contains("asi")) t.asi.push_back(e["asi"].get<std::vector<double>>());
-    if (e.contains("z")) t.z.push_back(e["z"].get<std::vector<double>>());
+    if (e.contains("asi")) t.asi.push_back(get_numbers(e, "asi", w));
+    if (e.contains("z")) t.z.push_back(get_numbers(e, "z", w));
   }
   for (size_t i = 1; i < t.scales.size(); ++i)
     SKV_CHECK(t.scales[i] == t.scales[i - 1] + 1, "{}: scales must be consecutive ({} after {})", where, t.scales[i],
@@ -158,17 +203,7 @@ BudgetTable parse_ours(const json& j, const std::string& where, int depth, const
   return t;
 }
 
-}  // namespace
-
-BudgetTable parse_budget_table(const std::string& text, const std::string& where, int depth, const Schedule& schedule,
-                               int64_t base) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const std::exception& e) {
-    SKV_FAIL("{}: not valid JSON ({})", where, e.what());
-  }
-  SKV_CHECK(j.is_object(), "{}: a budget table must be a JSON object", where);
+BudgetTable parse_checked(const json& j, const std::string& where, int depth, const Schedule& schedule, int64_t base) {
   BudgetTable t;
   if (j.contains("format")) {
     SKV_CHECK(j["format"] == "scalekv-budget-table", "{}: unknown format {} (expected \"scalekv-budget-table\" or a "
@@ -179,10 +214,14 @@ BudgetTable parse_budget_table(const std::string& text, const std::string& where
     if (j.contains("budget_table")) bt = &j["budget_table"];
     else if (j.contains("scalekv") && j["scalekv"].contains("budget")) bt = &j["scalekv"]["budget"];
     if (base == 0 && j.contains("scalekv") && j["scalekv"].contains("enable_scale_kv_args"))
-      base = j["scalekv"]["enable_scale_kv_args"].value("max_capacity", int64_t{0});
+      base = j["scalekv"]["enable_scale_kv_args"].contains("max_capacity")
+               ? get_int(j["scalekv"]["enable_scale_kv_args"], "max_capacity", where, 0, kMaxTokens)
+               : 0;
     t = parse_published(*bt, where, depth, schedule, base);
     if (j.contains("scalekv") && j["scalekv"].contains("enable_scale_kv_args"))
-      t.window = j["scalekv"]["enable_scale_kv_args"].value("window_size", 16);
+      t.window = j["scalekv"]["enable_scale_kv_args"].contains("window_size")
+                     ? static_cast<int>(get_int(j["scalekv"]["enable_scale_kv_args"], "window_size", where, 1, 1 << 20))
+                     : 16;
   }
   SKV_CHECK(t.base_capacity >= t.window, "{}: base capacity {} is below the observation window of {} tokens", where,
             t.base_capacity, t.window);
@@ -194,12 +233,21 @@ BudgetTable parse_budget_table(const std::string& text, const std::string& where
   return t;
 }
 
+}  // namespace
+
+BudgetTable parse_budget_table(const std::string& text, const std::string& where, int depth, const Schedule& schedule,
+                               int64_t base) {
+  const json j = parse_json_strict(text, where);
+  SKV_CHECK(j.is_object(), "{}: a budget table must be a JSON object", where);
+  try {
+    return parse_checked(j, where, depth, schedule, base);
+  } catch (const json::exception& e) {  // a value of the wrong JSON type the checks above did not name
+    SKV_FAIL("{}: unexpected value ({})", where, e.what());
+  }
+}
+
 BudgetTable read_budget_table(const std::string& path, int depth, const Schedule& schedule, int64_t base) {
-  std::ifstream f(path);
-  SKV_CHECK(f.good(), "cannot read the budget table '{}'", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_budget_table(ss.str(), path, depth, schedule, base);
+  return parse_budget_table(read_input_file(path, 64ull << 20), path, depth, schedule, base);
 }
 
 void write_budget_table(const std::string& path, const BudgetTable& t, const std::string& model_name) {
@@ -226,10 +274,7 @@ void write_budget_table(const std::string& path, const BudgetTable& t, const std
     scales.push_back(e);
   }
   j["scales"] = scales;
-  std::ofstream f(path);
-  SKV_CHECK(f.good(), "cannot write the budget table '{}'", path);
-  f << j.dump(1) << "\n";
-  SKV_CHECK(f.good(), "writing the budget table '{}' failed", path);
+  write_file_atomic(path, j.dump(1) + "\n");  // temporary name, checked writes, renamed when complete
 }
 
 }  // namespace skv

@@ -3,9 +3,12 @@
 
 #include <algorithm>
 
+#include "runtime/check.h"
+
 namespace skv {
 
 KVPlan plan_kv(const KVPolicy& policy, const Schedule& schedule, int depth, int64_t token_bytes) {
+  SKV_CHECK(depth >= 0 && token_bytes >= 0, "KV plan: depth {} and token bytes {} must be >= 0", depth, token_bytes);
   KVPlan p;
   p.token_bytes = token_bytes;
   p.layer_max.assign(depth, 0);
@@ -22,7 +25,7 @@ KVPlan plan_kv(const KVPolicy& policy, const Schedule& schedule, int depth, int6
       for (int l = 0; l < depth; ++l) {
         const int64_t total = len[l] + ps.tokens;
         const int64_t n = std::min(total, std::max<int64_t>(0, policy.planned_budget(l, s, total)));
-        live += n - len[l];  // grows before the gather, shrinks after: the larger state is the live one
+        live = checked_add(live, n - len[l], "KV plan tokens");  // grows before the gather, shrinks after: the larger state is the live one
         ps.live_peak = std::max(ps.live_peak, live);
         len[l] = n;
         p.layer_max[l] = std::max(p.layer_max[l], n);

@@ -14,6 +14,7 @@
 
 #include "kvcache/policy.h"
 #include "kvcache/schedule.h"
+#include "runtime/check.h"
 
 namespace skv {
 
@@ -32,10 +33,11 @@ struct KVPlan {
   int64_t transient_tokens = 0;      // the largest scale (one layer's current K/V)
   // Bytes of one token in one layer on this rank: rows * heads * head_dim * (bytes of K + bytes of V).
   int64_t token_bytes = 0;
-  int64_t store_peak_bytes() const { return store_peak_tokens * token_bytes; }
-  int64_t pool_bytes() const { return pool_tokens * token_bytes; }
-  int64_t transient_bytes() const { return transient_tokens * token_bytes; }
-  int64_t peak_bytes() const { return pool_bytes() + transient_bytes(); }
+  // Checked: a plan past 2^63 bytes (a huge batch) is an error, never a wrapped or negative figure.
+  int64_t store_peak_bytes() const { return checked_mul(store_peak_tokens, token_bytes, "KV store bytes"); }
+  int64_t pool_bytes() const { return checked_mul(pool_tokens, token_bytes, "KV pool bytes"); }
+  int64_t transient_bytes() const { return checked_mul(transient_tokens, token_bytes, "KV transient bytes"); }
+  int64_t peak_bytes() const { return checked_add(pool_bytes(), transient_bytes(), "KV peak bytes"); }
 };
 
 // `token_bytes` as above; pass rows * local heads * head_dim * (k + v element size).

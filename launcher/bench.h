@@ -3,6 +3,7 @@
 // runs; they never assert times.
 #pragma once
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ struct BenchArgs {
   std::string command;    // the command line, for the report
   ContextArgs ctx;
   KVOptions kv;
+  std::set<std::string> given;  // options given on the command line (checked before any work)
 };
 
 std::string machine_description();  // CPU model, cores, BLAS, build type

@@ -10,6 +10,7 @@
 #include "launcher/image_metrics.h"
 #include "launcher/progress.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 
 namespace skv {
 
@@ -136,6 +137,7 @@ std::string fidelity_markdown(const std::vector<FidelityRow>& rows, const std::s
 }
 
 int run_fidelity_bench(const FidelityOptions& o, const std::string& command) {
+  if (!o.out.empty()) check_output_file(o.out, "--out");  // before the work, not after it
   auto h = make_var_kv_bench_model(o.model);
   std::vector<uint64_t> seeds;
   for (const auto& s : split_list(o.seeds)) {
@@ -154,9 +156,7 @@ int run_fidelity_bench(const FidelityOptions& o, const std::string& command) {
   const std::string md = fidelity_markdown(rows, h->model.description, command, seeds.size());
   fmt::print("{}", md);
   if (!o.out.empty()) {
-    std::ofstream f(o.out);
-    SKV_CHECK(f.good(), "--out {}: cannot write", o.out);
-    f << md;
+    write_file_atomic(o.out, md);
   }
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "launcher/bench_cuda.h"
 #include "parallel/communicator.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 #include "runtime/models/infinity_generate.h"
 
 namespace skv {
@@ -74,6 +75,7 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
   // One model for every batch size (building 2B random weights takes ~35 s of host time).
   const std::vector<int> batches = o.batches.empty() ? std::vector<int>{o.batch} : o.batches;
   double last_total = 0;
+  std::string all_md;  // every batch's tables (and the GPU figures), collected or written once at the end
   // GPU-only figures, as the VAR bench: per-op kernel times (GEMM vs the cuBLAS peak) and the attention
   // kernel alone per scale (bandwidth vs HBM peak).
   std::unique_ptr<CudaBenchReport> gpu;
@@ -149,11 +151,7 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
                mib(peak.total_peak));
     md += fmt::format("\nKV measured peak: {} bytes (store capacity {} bytes)\n", kv_peak, kv_store);
     fmt::print("{}", md);
-    if (!o.md_out.empty()) {
-      std::ofstream f(o.md_out, std::ios::app);
-      SKV_CHECK(f.good(), "--md {}: cannot write", o.md_out);
-      f << md;
-    }
+    all_md += md;
     last_total = median(totals);
     if (gpu) {
       InfinityRunOptions popt;
@@ -167,12 +165,10 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
   if (gpu) {
     const std::string g = gpu->markdown();
     fmt::print("{}", g);
-    if (!o.md_out.empty()) {
-      std::ofstream f(o.md_out, std::ios::app);
-      SKV_CHECK(f.good(), "--md {}: cannot write", o.md_out);
-      f << g;
-    }
+    all_md += g;
   }
+  if (o.md_collect) *o.md_collect += all_md;
+  else if (!o.md_out.empty()) write_file_atomic(o.md_out, all_md);
   return last_total;
 }
 

@@ -32,7 +32,8 @@ struct InfinityBenchOptions {
   KVOptions kv;                                     // the policy under test (default full)
   uint64_t seed = 0;
   std::string command;                              // the command line, printed with the table
-  std::string md_out;                               // also append the tables to this file
+  std::string md_out;                               // also write the table to this file (atomically)
+  std::string* md_collect = nullptr;                // or append it here (the caller writes one file)
 };
 
 // Prints one table per batch size to stdout; returns the median total transformer seconds of the last.

@@ -8,6 +8,7 @@
 #include "kvcache/planner.h"
 #include "launcher/progress.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 
 namespace skv {
 
@@ -87,6 +88,7 @@ bool kv_memory_criterion(const std::vector<KVMemoryRow>& rows, std::string* verd
 }
 
 int run_kv_memory_bench(const KVMemoryOptions& o, const std::string& command) {
+  if (!o.out.empty()) check_output_file(o.out, "--out");  // before the work, not after it
   auto h = make_var_kv_bench_model(o.model);
   const auto rows = measure_kv_memory(h->model, split_list(o.policies), o.budget, o.kv, o.seed);
   std::string verdict;
@@ -95,9 +97,7 @@ int run_kv_memory_bench(const KVMemoryOptions& o, const std::string& command) {
   const std::string md = kv_memory_markdown(rows, h->model.description, command) + "\n" + verdict + "\n";
   fmt::print("{}", md);
   if (!o.out.empty()) {
-    std::ofstream f(o.out);
-    SKV_CHECK(f.good(), "--out {}: cannot write", o.out);
-    f << md;
+    write_file_atomic(o.out, md);
   }
   return ok || !o.check ? 0 : 1;
 }

@@ -8,6 +8,7 @@
 #include <fmt/core.h>
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <map>
 
@@ -19,6 +20,7 @@
 #include "launcher/kv_bench.h"
 #include "launcher/commands.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 #include "runtime/models/infinity_config.h"
 #include "runtime/models/var_generate.h"
 
@@ -58,8 +60,8 @@ void run_infinity_benches(const BenchArgs& a) {
   const InfinityConfig cfg = InfinityConfig::load(a.model);
   // The same context set-up as every other command (device, weight dtype), not a backend of its own.
   RunContext ctx = make_context(a.ctx);
-  if (!a.md_out.empty()) std::ofstream(a.md_out, std::ios::trunc);
-  {  // one model for every batch size
+  std::string md;  // every batch's table, written once at the end (atomically)
+  {                // one model for every batch size
     InfinityBenchOptions o;
     o.config = a.model;
     o.resolution = a.resolution > 0 ? a.resolution : cfg.resolution;
@@ -74,12 +76,32 @@ void run_infinity_benches(const BenchArgs& a) {
     o.backend = ctx.backend;
     o.kv = a.kv;
     o.command = a.command;
-    o.md_out = a.md_out;
+    o.md_collect = &md;
     run_infinity_bench(o);
   }
+  if (!a.md_out.empty()) write_file_atomic(a.md_out, md);
+}
+
+// Values out of range are errors, never replaced by defaults (issue 15, class 5).
+void check_bench_args(const BenchArgs& a) {
+  auto given = [&](const char* o) { return a.given.count(o) != 0; };
+  SKV_CHECK(!a.batches.empty(), "--batch needs at least one batch size (e.g. --batch 1,8)");
+  for (int b : a.batches) SKV_CHECK(b >= 1, "--batch {} must hold sizes >= 1 (e.g. --batch 1,8)", fmt::join(a.batches, ","));
+  SKV_CHECK(a.repeats >= 1, "--repeats {} must be >= 1", a.repeats);
+  SKV_CHECK(a.warmup >= 0, "--warmup {} must be >= 0", a.warmup);
+  SKV_CHECK(!given("--depth") || a.depth >= 1, "--depth {} must be >= 1 (blocks to run; leave it out for the config's)",
+            a.depth);
+  SKV_CHECK(!given("--resolution") || a.resolution > 0, "--resolution {} must be one of 256, 512, 768, 1024",
+            a.resolution);
+  SKV_CHECK(!given("--h-div-w") || (std::isfinite(a.h_div_w) && a.h_div_w > 0), "--h-div-w {} must be a positive "
+            "aspect ratio (height / width) from Infinity's table, e.g. 1.0, 0.5 or 2.0", a.h_div_w);
+  SKV_CHECK(a.text_len >= 1, "--text-len {} must be >= 1", a.text_len);
+  check_kv_options(a.kv);
 }
 
 void run_bench(const BenchArgs& a) {
+  check_bench_args(a);
+  if (!a.md_out.empty()) check_output_file(a.md_out, "--md");  // before the work, not after it
   if (model_family(a.model) == "infinity") return run_infinity_benches(a);
   RunContext ctx = make_context(a.ctx);
   Backend& be = *ctx.backend;
@@ -183,9 +205,7 @@ void run_bench(const BenchArgs& a) {
   if (gpu) out(gpu->markdown());
   fmt::print("{}", md);
   if (!a.md_out.empty()) {
-    std::ofstream f(a.md_out);
-    SKV_CHECK(f.good(), "{}: cannot write", a.md_out);
-    f << md;
+    write_file_atomic(a.md_out, md);
   }
 }
 
@@ -226,6 +246,8 @@ void register_bench(CLI::App& app) {
   cmd->callback([a, &app, cmd] {
     if (!cmd->get_subcommands().empty()) return;  // fidelity / kv-memory ran instead
     BenchArgs args = *a;
+    for (const auto* o : cmd->get_options())
+      if (o->count() > 0) args.given.insert(o->get_name());
     args.command = "scalekv bench";
     for (auto* o : app.get_subcommand("bench")->get_options())
       if (o->count() > 0 && !o->get_lnames().empty())

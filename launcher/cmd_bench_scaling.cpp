@@ -22,6 +22,7 @@
 #include "launcher/context.h"
 #include "launcher/model_files.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 #include "runtime/models/var_generate.h"
 #include "runtime/safetensors.h"
 
@@ -98,6 +99,7 @@ int64_t sharded_weight_bytes(const VarConfig& c) {
 void run_scaling(const ScalingArgs& a) {
   const ModelFiles f = resolve_model_files(a.files);
   SKV_CHECK(model_family(f.config) == "var", "{}: bench-scaling runs VAR models", f.config);
+  if (!a.json.empty()) check_output_file(a.json, "--json");  // before the work, not after it
   const VarConfig cfg = VarConfig::load(f.config);
   RunContext ctx = make_context(a.ctx);
   SKV_CHECK(ctx.replicas == 1, "bench-scaling measures one model: start exactly --tp {} ranks (this job has {})",
@@ -256,7 +258,7 @@ void run_scaling(const ScalingArgs& a) {
     j["vae_weights_bytes"] = vae_weights;
     j["weights_bytes_sharded_total"] = sharded;
     j["kv_peak_bytes_rank0"] = all[4];
-    std::ofstream(a.json) << j.dump(1) << "\n";
+    write_file_atomic(a.json, j.dump(1) + "\n");
   }
 }
 

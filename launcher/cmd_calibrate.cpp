@@ -4,7 +4,7 @@
 // on the schedule of --resolution / --h-div-w.
 #include <fmt/core.h>
 
-#include <fstream>
+#include <sstream>
 
 #include "launcher/calibrate.h"
 #include "launcher/commands.h"
@@ -13,14 +13,15 @@
 #include "launcher/progress.h"
 #include "launcher/var_bundle.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 #include "runtime/models/infinity_generate.h"
 #include "runtime/models/infinity_text.h"
 
 namespace skv {
 
 std::vector<std::string> read_prompt_lines(const std::string& path) {
-  std::ifstream f(path);
-  SKV_CHECK(f.good(), "--prompts {}: cannot read the file", path);
+  SKV_CHECK(!path.empty(), "--prompts is empty: give a file of class labels, one request per line");
+  std::istringstream f(read_input_file(path, 64ull << 20));
   std::vector<std::string> out;
   std::string line;
   while (std::getline(f, line)) {
@@ -135,7 +136,7 @@ void run_calibrate_infinity(const CalibrateArgs& a, const std::string& config) {
 }
 
 void run_calibrate(const CalibrateArgs& a) {
-  SKV_CHECK(!a.out.empty(), "--out budgets.json is required");
+  check_output_file(a.out, "--out");  // a table that cannot be written fails now, not after the run
   const std::string config = a.files.config.empty() ? resolve_model_files(a.files).config : a.files.config;
   const std::string family = model_family(config);
   if (family == "infinity") return run_calibrate_infinity(a, config);

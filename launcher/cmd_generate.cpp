@@ -3,19 +3,22 @@
 // decoder time, measured KV peak. With no model arguments it runs the shipped demo model.
 #include <fmt/core.h>
 
-#include <filesystem>
-#include <fstream>
+#include <cmath>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "launcher/commands.h"
 #include "launcher/context.h"
 #include "launcher/generate_infinity.h"
+#include "launcher/generate_output.h"
 #include "launcher/kv_options.h"
 #include "launcher/model_files.h"
 #include "kvcache/planner.h"
 #include "launcher/progress.h"
+#include "launcher/request_check.h"
 #include "parallel/communicator.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 #include "runtime/image_io.h"
 #include "runtime/models/var_generate.h"
 
@@ -29,36 +32,78 @@ struct GenerateArgs {
   double cfg = -1;
   float top_p = -1;
   int top_k = -1;
+  std::string seed_text = "0";
   uint64_t seed = 0;
   std::string out = "out";
   int batch = 0;
   ContextArgs ctx;
   KVOptions kv;
   InfinityGenerateArgs inf;
+  std::set<std::string> given;  // the options given on the command line
+  bool has(const char* o) const { return given.count(o) != 0; }
 };
+
+// Every option is checked before anything is loaded or allocated: a value out of range is an error
+// naming the option and what would work - never silently replaced by the config's default.
+void check_generate_args(GenerateArgs& a, const std::string& family) {
+  SKV_CHECK(!a.has("--batch") || a.batch >= 1, "--batch {} must be >= 1 (images per forward pass; leave it out to "
+            "run all images of a replica at once)", a.batch);
+  SKV_CHECK(!a.has("--cfg") || (std::isfinite(a.cfg) && a.cfg >= 0), "--cfg {} must be a finite number >= 0 "
+            "(classifier-free guidance scale; leave it out for the config's)", a.cfg);
+  SKV_CHECK(!a.has("--top-k") || a.top_k >= 0, "--top-k {} must be >= 0 (0 = off, 1 = greedy)", a.top_k);
+  SKV_CHECK(!a.has("--top-p") || (a.top_p >= 0 && a.top_p <= 1), "--top-p {} must be in [0, 1]", a.top_p);
+  a.seed = parse_seed(a.seed_text, "--seed");
+  check_kv_options(a.kv);
+  if (family == "var") {
+    for (const char* o : {"--resolution", "--h-div-w", "--tau", "--text-embeddings"})
+      SKV_CHECK(!a.has(o), "{} applies to Infinity models; {} is a VAR model, whose image size and schedule are fixed "
+                "by its patch_nums (drop {})", o, a.files.config.empty() ? "the demo model" : a.files.config, o);
+  } else {
+    SKV_CHECK(!a.has("--labels"), "--labels is for class-conditional VAR models; an Infinity model's prompts come "
+              "from --text-embeddings");
+    SKV_CHECK(!a.has("--resolution") || a.inf.resolution > 0, "--resolution {} must be one of 256, 512, 768, 1024",
+              a.inf.resolution);
+    SKV_CHECK(!a.has("--h-div-w") || (std::isfinite(a.inf.h_div_w) && a.inf.h_div_w > 0), "--h-div-w {} must be a "
+              "positive aspect ratio (height / width) from Infinity's table, e.g. 1.0, 0.5 or 2.0", a.inf.h_div_w);
+    SKV_CHECK(!a.has("--tau") || (std::isfinite(a.inf.tau) && a.inf.tau > 0), "--tau {} must be a finite number > 0 "
+              "(sampling temperature)", a.inf.tau);
+  }
+  prepare_output_dir(a.out, "--out");  // a folder that cannot be written fails now, not after the run
+}
 
 void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   const VarConfig cfg = VarConfig::load(f.config);
+  VarRequest req;
+  req.labels = parse_labels(a.labels, cfg.num_classes);  // range and count checked before anything is allocated
+  req.cfg = a.has("--cfg") ? a.cfg : cfg.cfg;
+  req.sampling.top_k = a.has("--top-k") ? a.top_k : cfg.top_k;
+  req.sampling.top_p = a.has("--top-p") ? a.top_p : cfg.top_p;
+  req.seed = a.seed;
+  auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule(), cfg.kv_window});
+  auto full_policy = make_full_policy();
+  const int n = static_cast<int>(req.labels.size());
+  check_batch_fits(*policy, cfg.schedule(), cfg.depth, a.has("--batch") ? std::min(a.batch, n) : n,
+                   cfg.num_heads / std::max(1, a.ctx.tp), cfg.head_dim(), a.has("--batch"));
+
   RunContext ctx = make_context(a.ctx);
+  // Ranks given different requests would meet in mismatched collectives (MPI_ERR_TRUNCATE): compare first.
+  check_same_request(ctx, {{"--labels", fmt::format("{}", fmt::join(req.labels, ","))},
+                           {"--seed", std::to_string(req.seed)},
+                           {"--cfg", fmt::format("{}", req.cfg)},
+                           {"--top-k", std::to_string(req.sampling.top_k)},
+                           {"--top-p", fmt::format("{}", req.sampling.top_p)},
+                           {"--batch", std::to_string(a.batch)},
+                           {"--kv-policy", policy->name()},
+                           {"--kv-budget / --kv-window / --kv-budget-table",
+                            fmt::format("{} {} {}", a.kv.budget, a.kv.window, a.kv.budget_table)}});
   Backend& be = *ctx.backend;
   SafeTensors wst(f.weights), vst(f.vae);
   VarModel model(cfg, wst, be, *ctx.tp);
   VQVAE vae(cfg, vst, be);
-  auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule(), cfg.kv_window});
-  auto full_policy = make_full_policy();
 
-  VarRequest req;
-  req.labels = parse_labels(a.labels);
-  req.cfg = a.cfg >= 0 ? a.cfg : cfg.cfg;
-  req.sampling.top_k = a.top_k >= 0 ? a.top_k : cfg.top_k;
-  req.sampling.top_p = a.top_p >= 0 ? a.top_p : cfg.top_p;
-  req.seed = a.seed;
-  SKV_CHECK(req.sampling.top_p >= 0 && req.sampling.top_p <= 1, "--top-p {} must be in [0, 1]", req.sampling.top_p);
-  std::filesystem::create_directories(a.out);
-
-  const int n = static_cast<int>(req.labels.size());
   const auto [first, last] = ctx.share(n);  // this replica's images (all of them with one replica)
   const int bs = a.batch > 0 ? a.batch : std::max<int>(1, static_cast<int>(last - first));
+  ImageOutput out(a.out, last - first);
   double total_s = 0, dec_s = 0;
   int64_t kv_peak = 0, kv_planned = 0, kv_capped = 0;
   Progress prog("generate");
@@ -84,20 +129,20 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
     if (!opt.decode) continue;
     const auto rgb = images_to_rgb8(r.images);
     const int H = static_cast<int>(r.images.dim(2)), W = static_cast<int>(r.images.dim(3));
-    for (int i = b0; i < b1; ++i)
-      write_png_rgb(fmt::format("{}/{:04d}_c{}.png", a.out, i, req.labels[i]), rgb[i - b0].data(), W, H);
+    for (int i = b0; i < b1; ++i) out.write_png(fmt::format("{:04d}_c{}.png", i, req.labels[i]), rgb[i - b0].data(), W, H);
   }
   prog.done(fmt::format("{} images", last - first));
   if (ctx.is_output_rank() && ctx.replica == 0) {  // labels.json: file -> class, for scripts/eval/evaluate.py
     nlohmann::json labels = nlohmann::json::object();
     for (int i = 0; i < n; ++i) labels[fmt::format("{:04d}_c{}.png", i, req.labels[i])] = req.labels[i];
-    std::ofstream(a.out + "/labels.json") << labels.dump(1) << "\n";
+    out.write_text("labels.json", labels.dump(1) + "\n");
   }
   if (!ctx.is_output_rank() || last == first) return;
   if (ctx.replicas > 1) fmt::print("replica {}/{}: images {}-{} of {}; ", ctx.replica, ctx.replicas, first, last - 1, n);
-  fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}{} -> {}/\n",
-             last - first, cfg.image_size, cfg.image_size, total_s, total_s / (last - first), dec_s, be.name(),
-             ctx.tp->size() > 1 ? fmt::format(" x {} tensor-parallel ranks", ctx.tp->size()) : std::string(), a.out);
+  fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}{}; wrote {} PNGs{} to "
+             "{}/\n", last - first, cfg.image_size, cfg.image_size, total_s, total_s / (last - first), dec_s, be.name(),
+             ctx.tp->size() > 1 ? fmt::format(" x {} tensor-parallel ranks", ctx.tp->size()) : std::string(),
+             out.written(), ctx.replica == 0 ? " and labels.json" : "", a.out);
   // The full cache of the same batch on this rank, as the same allocator would hold it (F32 K and V).
   const int rows = 2 * std::min<int64_t>(bs, last - first);
   const int64_t token_bytes = static_cast<int64_t>(rows) * model.local_heads() * cfg.head_dim() * 2 * 4;
@@ -109,12 +154,15 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
              kv_capped ? fmt::format("; {} compressions cut to the planned pool", kv_capped) : std::string());
 }
 
-void run_generate(const GenerateArgs& a) {
+void run_generate(GenerateArgs& a) {
   const ModelFiles f = resolve_model_files(a.files);
   const std::string family = model_family(f.config);
+  if (family == "var" || family == "infinity") check_generate_args(a, family);
   if (family == "var") return run_generate_var(a, f);
   if (family == "infinity")
-    return run_generate_infinity(f, a.inf, a.cfg, a.top_k, a.top_p, a.seed, a.out, a.batch, a.ctx, a.kv);
+    return run_generate_infinity(f, a.inf, a.has("--cfg") ? a.cfg : -1, a.has("--top-k") ? a.top_k : -1,
+                                 a.has("--top-p") ? a.top_p : -1, a.seed, a.out, a.has("--batch") ? a.batch : 0,
+                                 a.ctx, a.kv);
   SKV_FAIL("{}: the '{}' family is not supported by this build's generate command", f.config, family);
 }
 
@@ -130,13 +178,17 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--cfg", a->cfg, "Classifier-free guidance scale (default: the config's)");
   cmd->add_option("--top-k", a->top_k, "Top-k sampling, 1 = greedy, 0 = off (default: the config's)");
   cmd->add_option("--top-p", a->top_p, "Top-p (nucleus) sampling, 0 = off (default: the config's)");
-  cmd->add_option("--seed", a->seed, "Random seed")->capture_default_str();
+  cmd->add_option("--seed", a->seed_text, "Random seed (0 to 2^64 - 1)")->capture_default_str();
   cmd->add_option("--out", a->out, "Output folder for PNGs")->capture_default_str();
   add_context_options(cmd, a->ctx);
   add_kv_options(cmd, a->kv);
   cmd->add_option("--batch", a->batch, "Images per forward pass (default: all at once)");
   add_infinity_generate_options(cmd, a->inf);
-  cmd->callback([a] { run_generate(*a); });
+  cmd->callback([a, cmd] {
+    for (const auto* o : cmd->get_options())
+      if (o->count() > 0) a->given.insert(o->get_name());
+    run_generate(*a);
+  });
 }
 
 }  // namespace skv

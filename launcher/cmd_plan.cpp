@@ -23,7 +23,9 @@ void register_plan(CLI::App& app) {
   cmd->add_option("--h-div-w", a->h_div_w, "Infinity: aspect ratio h/w of the schedule (default: the config's)");
   cmd->add_flag("--json", *json, "Print one JSON object");
   add_kv_options(cmd, a->kv);
-  cmd->callback([a, json] {
+  cmd->callback([a, json, cmd] {
+    for (const auto* o : cmd->get_options())
+      if (o->count() > 0) a->given.insert(o->get_name());
     const PlanResult r = make_plan(*a);
     fmt::print("{}\n", *json ? plan_json(r, *a) : plan_text(r, *a));
   });

@@ -10,6 +10,7 @@
 
 #include "launcher/commands.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 #include "runtime/models/random_checkpoint.h"
 #include "runtime/models/var_config.h"
 
@@ -35,10 +36,10 @@ void run_random_checkpoint(const RandomCheckpointArgs& a) {
             a.config, family);
   const VarConfig cfg = VarConfig::load(a.config);
   const std::string name = a.name.empty() ? stem_of(a.config) : a.name;
-  std::filesystem::create_directories(a.out);
+  prepare_output_dir(a.out, "--out");  // created and probed before the (possibly large) weights are made
   const std::string base = a.out + "/" + name;
   if (std::filesystem::absolute(a.config) != std::filesystem::absolute(base + ".config.json"))
-    std::filesystem::copy_file(a.config, base + ".config.json", std::filesystem::copy_options::overwrite_existing);
+    write_file_atomic(base + ".config.json", read_input_file(a.config, 64ull << 20));
   write_random_var_checkpoint(cfg, base + ".var.safetensors", base + ".vae.safetensors", a.seed);
   fmt::print("wrote {0}.config.json, {0}.var.safetensors ({1:.1f} MB), {0}.vae.safetensors ({2:.1f} MB)\n", base,
              std::filesystem::file_size(base + ".var.safetensors") / 1e6,

@@ -2,9 +2,11 @@
 
 #include <fmt/core.h>
 
-#include <filesystem>
+#include <algorithm>
 
+#include "launcher/generate_output.h"
 #include "launcher/progress.h"
+#include "launcher/request_check.h"
 #include "runtime/check.h"
 #include "runtime/image_io.h"
 #include "runtime/models/infinity_generate.h"
@@ -32,12 +34,24 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
   const double h_div_w = a.h_div_w > 0 ? a.h_div_w : cfg.h_div_w;
   const int resolution = a.resolution > 0 ? a.resolution : cfg.resolution;
   const Schedule sched = infinity_schedule_for(h_div_w, resolution);
+  auto policy = make_kv_policy(kv, {cfg.depth, cfg.num_heads, sched});
+  const int n = static_cast<int>(text.lens.size());
+  check_batch_fits(*policy, sched, cfg.depth, batch > 0 ? std::min(batch, n) : n,
+                   cfg.num_heads / std::max(1, ctx_args.tp), cfg.head_dim(), batch > 0);
   RunContext ctx = make_context(ctx_args);
+  check_same_request(ctx, {{"--text-embeddings (prompts)", fmt::format("{} prompts, lengths {}", n,
+                                                                       fmt::join(text.lens, ","))},
+                           {"--resolution / --h-div-w", sched.describe()},
+                           {"--seed", std::to_string(seed)},
+                           {"--cfg / --tau / --top-k / --top-p", fmt::format("{} {} {} {}", cfg_scale, a.tau, top_k, top_p)},
+                           {"--batch", std::to_string(batch)},
+                           {"--kv-policy", policy->name()},
+                           {"--kv-budget / --kv-window / --kv-budget-table",
+                            fmt::format("{} {} {}", kv.budget, kv.window, kv.budget_table)}});
   Backend& be = *ctx.backend;
   SafeTensors wst(f.weights), vst(f.vae);
   InfinityModel model(cfg, wst, be, *ctx.tp);
   BsqVae vae(cfg, vst, be);
-  auto policy = make_kv_policy(kv, {cfg.depth, cfg.num_heads, sched});
 
   InfinityRequest req = infinity_request_defaults(cfg, sched);
   if (cfg_scale >= 0) req.cfg_list = {cfg_scale};
@@ -46,9 +60,8 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
   if (top_p >= 0) req.sampling.top_p = top_p;
   req.seed = seed;
   SKV_CHECK(req.sampling.top_p >= 0 && req.sampling.top_p <= 1, "--top-p {} must be in [0, 1]", req.sampling.top_p);
-  std::filesystem::create_directories(out);
+  ImageOutput images(out, n);
 
-  const int n = static_cast<int>(text.lens.size());
   const int bs = batch > 0 ? batch : n;
   const int S = sched.num_scales();
   double total_s = 0, dec_s = 0;
@@ -74,13 +87,13 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
     H = static_cast<int>(r.images.dim(2));
     W = static_cast<int>(r.images.dim(3));
     for (int i = b0; i < b1 && ctx.is_output_rank(); ++i)
-      write_png_rgb(fmt::format("{}/{:04d}.png", out, i), rgb[i - b0].data(), W, H);
+      images.write_png(fmt::format("{:04d}.png", i), rgb[i - b0].data(), W, H);
   }
   prog.done(fmt::format("{} images", n));
   if (!ctx.is_output_rank()) return;
   fmt::print("generated {} images ({}x{}, h/w {}, {} scales: {}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}; "
-             "KV peak {} -> {}/\n", n, W, H, h_div_w, S, sched.describe(), total_s, total_s / n, dec_s, be.name(),
-             format_bytes(kv_peak), out);
+             "KV peak {}; wrote {} PNGs to {}/\n", n, W, H, h_div_w, S, sched.describe(), total_s, total_s / n, dec_s,
+             be.name(), format_bytes(kv_peak), images.written(), out);
 }
 
 }  // namespace skv

@@ -42,11 +42,33 @@ class GoldenReport {
   void fraction(const std::string& what, int64_t good, int64_t total, double need, const std::string& note = "");
   void info(const std::string& what, const std::string& text);
   void fail(const std::string& what, const std::string& why);
+  // An optional tensor the golden does not have: reported "not checked", never a silent pass.
+  void not_checked(const std::string& what, const std::string& why);
   bool ok() const { return ok_; }
+  int not_checked_count() const { return not_checked_; }
+  // "PASS" / "FAIL" plus, when some optional tensors were absent, how many were not checked.
+  std::string verdict() const;
 
  private:
   bool print_;
   bool ok_ = true;
+  int not_checked_ = 0;
 };
+
+class SafeTensors;
+
+// The tensors of a golden format. A missing required tensor fails the check (a golden that can pass
+// without checking is worse than none); absent optional ones are listed as "not checked".
+struct GoldenTensorSpec {
+  std::vector<std::string> required, optional;
+};
+// Reports every missing tensor of `spec` in `exp`; returns false when a required one is missing.
+bool check_golden_tensors(GoldenReport& rep, const SafeTensors& exp, const GoldenTensorSpec& spec,
+                          const std::string& prefix = "");
+
+// Recorded token indices, checked before they reach the model: an integer tensor of `count` values in
+// [lo, hi), else "<file>: tensor '<name>' ..." naming the golden file and tensor.
+std::vector<int64_t> golden_indices(const SafeTensors& exp, const std::string& name, int64_t count, int64_t lo,
+                                    int64_t hi, const std::string& what);
 
 }  // namespace skv

@@ -75,9 +75,14 @@ GoldenRun read_run(const nlohmann::json& j, const InfinityConfig& cfg, const Saf
   std::vector<ScaleShape> scales;
   if (top.has("scale_schedule")) {
     for (const auto& s : j.at("scale_schedule")) {
-      SKV_CHECK(s.is_array() && s.size() == 3, "{}: scale_schedule entries must be [t, h, w]", where);
+      SKV_CHECK(s.is_array() && s.size() == 3 && s[0].is_number_integer() && s[1].is_number_integer() &&
+                    s[2].is_number_integer(), "{}: scale_schedule entries must be [t, h, w]", where);
+      for (int k = 0; k < 3; ++k)
+        SKV_CHECK(s[k].get<int64_t>() >= 1 && s[k].get<int64_t>() <= 4096, "{}: scale_schedule entry {} is outside "
+                  "[1, 4096]", where, s.dump());
       scales.push_back({s[0].get<int>(), s[1].get<int>(), s[2].get<int>()});
     }
+    SKV_CHECK(!scales.empty() && scales.size() <= 256, "{}: scale_schedule must list 1 to 256 scales", where);
   } else {
     const JsonFields c = top.object("config");
     scales = infinity_schedule(c.number("h_div_w"), c.string("pn")).scales();
@@ -87,8 +92,14 @@ GoldenRun read_run(const nlohmann::json& j, const InfinityConfig& cfg, const Saf
   if (exp.contains("text.kv_compact") && exp.contains("text.cu_seqlens_k")) {
     g.req.text.kv_compact = exp.load("text.kv_compact", MemCategory::Workspace);
     const auto cu = i64_values(exp.load_raw("text.cu_seqlens_k"));
-    SKV_CHECK(cu.size() >= 2 && cu[0] == 0, "{}: text.cu_seqlens_k must start at 0", exp.path());
-    for (size_t i = 1; i < cu.size(); ++i) g.req.text.lens.push_back(cu[i] - cu[i - 1]);
+    SKV_CHECK(cu.size() >= 2 && cu[0] == 0, "{}: tensor 'text.cu_seqlens_k' must start at 0", exp.path());
+    for (size_t i = 1; i < cu.size(); ++i) {
+      SKV_CHECK(cu[i] > cu[i - 1], "{}: tensor 'text.cu_seqlens_k' must increase (prompt {} has {} tokens): corrupted "
+                "golden?", exp.path(), i - 1, cu[i] - cu[i - 1]);
+      g.req.text.lens.push_back(cu[i] - cu[i - 1]);
+    }
+    SKV_CHECK(cu.back() == g.req.text.kv_compact.dim(0), "{}: tensor 'text.cu_seqlens_k' ends at {} but "
+              "'text.kv_compact' has {} rows: corrupted golden?", exp.path(), cu.back(), g.req.text.kv_compact.dim(0));
   } else {
     const JsonFields t = top.object("text");
     g.req.text.lens = t.integers("lens");
@@ -99,13 +110,14 @@ GoldenRun read_run(const nlohmann::json& j, const InfinityConfig& cfg, const Saf
       for (int64_t c = 0; c < Ct5; ++c) g.req.text.kv_compact.f32()[r * Ct5 + c] = rows[r][c].get<float>();
   }
   g.B = static_cast<int>(g.req.text.lens.size());
+  SKV_CHECK(g.B >= 1 && g.B <= 4096, "{}: the golden's text has {} prompts, expected 1 to 4096", where, g.B);
   // sampling
   const JsonFields s = top.object("sampling");
   for (double v : s.numbers("cfg_list")) g.req.cfg_list.push_back(v);
   for (double v : s.numbers("tau_list")) g.req.tau_list.push_back(v);
   g.req.cfg_insertion_layer.clear();
   for (int64_t v : s.integers("cfg_insertion_layer")) g.req.cfg_insertion_layer.push_back(static_cast<int>(v));
-  g.req.sampling.top_k = static_cast<int>(s.integer("top_k", 0));
+  g.req.sampling.top_k = s.int_in("top_k", 0, 0, 1 << 24);
   g.req.sampling.top_p = static_cast<float>(s.number("top_p", 0.0));
   g.req.seed = static_cast<uint64_t>(s.integer("g_seed", 0));
   if (s.has("B")) SKV_CHECK(s.integer("B") == g.B, "{}: sampling.B = {} but the text has {} prompts", where, s.integer("B"), g.B);
@@ -257,7 +269,8 @@ void compare_run(GoldenReport& rep, const std::string& prefix, const SafeTensors
 // ("scalekv": budget table, enable_scale_kv_args {window_size, max_capacity, kernel_size, pooling},
 // tie rule) for `info`, with --scalekv-scoring=reference, and return it.
 std::unique_ptr<KVPolicy> make_golden_scalekv_policy(const nlohmann::json& skv_json, int depth, int num_heads,
-                                                     const Schedule& schedule, std::string* why) {
+                                                     const Schedule& schedule, std::string* why,
+                                                     const std::string& where = "NAME.scalekv.json") {
   (void)num_heads;
   (void)why;
   // The recorded settings: the budget table (official format), window, pooling kernel; reference scoring
@@ -265,14 +278,14 @@ std::unique_ptr<KVPolicy> make_golden_scalekv_policy(const nlohmann::json& skv_j
   ScaleKVOptions o;
   o.calibration = ScaleKVCalibration::Table;
   o.scoring = ScaleKVScoring::Reference;
-  o.table = std::make_shared<BudgetTable>(parse_budget_table(skv_json.dump(), "NAME.scalekv.json", depth, schedule));
+  o.table = std::make_shared<BudgetTable>(parse_budget_table(skv_json.dump(), where, depth, schedule));
   o.budget = o.table->base_capacity;
   o.window = o.table->window;
   if (skv_json.contains("scalekv") && skv_json["scalekv"].contains("enable_scale_kv_args")) {
     const auto& args = skv_json["scalekv"]["enable_scale_kv_args"];
-    o.kernel = args.value("kernel_size", 5);
-    SKV_CHECK(args.value("pooling", std::string("maxpool")) == "maxpool",
-              "NAME.scalekv.json: pooling '{}' is not the released code's maxpool", args.value("pooling", std::string()));
+    const JsonFields a(args, where + ": scalekv.enable_scale_kv_args");
+    o.kernel = a.int_in("kernel_size", 5, 1, 255);
+    a.require(a.string("pooling", "maxpool") == "maxpool", "pooling", "is not the released code's maxpool");
   }
   o.select_at_last_scale = true;  // the released code selects after the last scale too; its records are compared
   return std::make_unique<ScaleKVPolicy>(o, depth, schedule);
@@ -366,12 +379,70 @@ void compare_selections(GoldenReport& rep, const SafeTensors& exp, const Teacher
              fmt::format("policy keeps {}, the official code kept {}", b.first, b.second));
 }
 
+// The Infinity golden format (README-infinity.md). Full-cache run: every scale's bits, logits and raw
+// logits, the VAE-space inputs, the summed codes, the image, the text path and the teacher-forced
+// training graph are required; x_in / block_out (pruned to the first scales) and the text tensors (the
+// config holds a copy) are optional.
+GoldenTensorSpec infinity_golden_spec(const Schedule& sched, int depth) {
+  GoldenTensorSpec s;
+  const int S = sched.num_scales();
+  for (int si = 0; si < S; ++si) {
+    for (const char* n : {"bits", "logits", "logits_raw"}) s.required.push_back(fmt::format("{}.{}", n, si));
+    if (si >= 1) s.required.push_back(fmt::format("codes_in.{}", si));
+    s.optional.push_back(fmt::format("x_in.{}", si));
+    for (int l = 0; l < depth; ++l) s.optional.push_back(fmt::format("block_out.{}.{}", si, l));
+  }
+  for (const char* n : {"summed_codes", "image_u8", "cond.text_norm", "cond.sos", "cond.ca_kv", "cond.gss", "tf.logits",
+                        "tf.input"})
+    s.required.push_back(n);
+  s.optional.push_back("text.kv_compact");
+  s.optional.push_back("text.cu_seqlens_k");
+  return s;
+}
+
+// The ScaleKV run (first compressed scale k0 from the budget table): bits and VAE inputs of every
+// scale; logits and the compression records (kept, window, scores, pooled) of every layer from k0 on.
+GoldenTensorSpec infinity_scalekv_golden_spec(const Schedule& sched, int depth, int k0) {
+  GoldenTensorSpec s;
+  const int S = sched.num_scales();
+  for (int si = 0; si < S; ++si) {
+    s.required.push_back(fmt::format("bits.{}", si));
+    if (si >= 1) s.required.push_back(fmt::format("codes_in.{}", si));
+    if (si < k0) continue;
+    s.required.push_back(fmt::format("logits.{}", si));
+    s.required.push_back(fmt::format("logits_raw.{}", si));
+    s.optional.push_back(fmt::format("x_in.{}", si));
+    for (int l = 0; l < depth; ++l)
+      for (const char* r : {"kept", "window", "scores", "pooled"}) s.required.push_back(fmt::format("kv.{}.{}.{}", si, l, r));
+  }
+  for (const char* n : {"summed_codes", "image_u8", "cond.text_norm", "cond.sos", "cond.ca_kv", "cond.gss"})
+    s.required.push_back(n);
+  return s;
+}
+
+// Recorded kept indices of one compression: [rows, heads, n], each in [0, tokens so far), distinct per
+// (row, head) - checked before the replay so a corrupted record is named with its file and tensor.
+std::vector<int32_t> golden_kept(const SafeTensors& exp, const std::string& k, const Tensor& t, int64_t total) {
+  const auto v = golden_indices(exp, k, t.numel(), 0, total, fmt::format("kept token positions, {} tokens so far", total));
+  const int64_t n = t.dim(2);
+  for (int64_t rh = 0; rh < t.dim(0) * t.dim(1); ++rh) {
+    std::set<int64_t> seen(v.begin() + rh * n, v.begin() + (rh + 1) * n);
+    SKV_CHECK(static_cast<int64_t>(seen.size()) == n, "{}: tensor '{}' keeps a token twice in row/head {}: corrupted "
+              "golden?", exp.path(), k, rh);
+  }
+  return std::vector<int32_t>(v.begin(), v.end());
+}
+
 }  // namespace
 
 GoldenOutcome verify_infinity_golden(const std::string& dir, const std::string& name, const GoldenOptions& opt) {
   const std::string base = dir + "/" + name;
+  // A golden whose config is there but whose weights or records are not is broken, not skipped.
   for (const char* suffix : {".model.safetensors", ".vae.safetensors", ".expected.safetensors"})
-    if (!std::filesystem::exists(base + suffix)) return {GoldenStatus::Skip, fmt::format("{}{} is missing", base, suffix)};
+    if (!std::filesystem::exists(base + suffix)) {
+      fmt::print("FAIL {}: {}{} is missing\n", name, base, suffix);
+      return {GoldenStatus::Fail, fmt::format("{}{} is missing", base, suffix)};
+    }
   const std::string cfg_path = base + ".config.json";
   const InfinityConfig cfg = InfinityConfig::load(cfg_path);
   const nlohmann::json j = read_json_file(cfg_path);
@@ -396,9 +467,6 @@ GoldenOutcome verify_infinity_golden(const std::string& dir, const std::string& 
   const GoldenRun g = read_run(j, cfg, exp, cfg_path);
   const Schedule& sched = g.req.schedule;
   const int S = sched.num_scales();
-  const auto bits = read_bits(exp, cfg, sched, g.B);
-  int block_scales = 0;
-  while (block_scales < S && exp.contains(fmt::format("block_out.{}.0", block_scales))) ++block_scales;
 
   if (print)
     fmt::print("golden {} (infinity: depth {} in {} chunks, width {}, heads {}, text {}, {} scales, {} tokens, B={}, "
@@ -408,6 +476,15 @@ GoldenOutcome verify_infinity_golden(const std::string& dir, const std::string& 
     fmt::print("decoder GroupNorm: PyTorch 1.13 channels-last CPU kernel as with {} torch thread(s) (config "
                "torch_num_threads)\n", vae.torch_group_norm_threads());
   GoldenReport rep(print);
+  check_golden_tensors(rep, exp, infinity_golden_spec(sched, cfg.depth));
+  for (int si = 0; si < S; ++si)
+    if (!exp.contains(fmt::format("bits.{}", si))) {
+      if (print) fmt::print("FAIL {}: the teacher-forced run needs every bits.N\n", name);
+      return {GoldenStatus::Fail, "required tensors missing"};
+    }
+  const auto bits = read_bits(exp, cfg, sched, g.B);
+  int block_scales = 0;
+  while (block_scales < S && exp.contains(fmt::format("block_out.{}.0", block_scales))) ++block_scales;
   {
     Recorder rec(block_scales);
     InfinityRunOptions o;
@@ -435,13 +512,18 @@ GoldenOutcome verify_infinity_golden(const std::string& dir, const std::string& 
   if (std::filesystem::exists(base + ".scalekv.json")) {
     const std::string sexp_path = base + ".scalekv.expected.safetensors";
     if (!std::filesystem::exists(sexp_path)) {
-      skv_note = sexp_path + " is missing";
+      rep.fail("scalekv", fmt::format("{}.scalekv.json is there but {} is missing", base, sexp_path));
     } else {
       const nlohmann::json sj = read_json_file(base + ".scalekv.json");
       SafeTensors sexp(sexp_path);
-      const auto sbits = read_bits(sexp, cfg, sched, g.B);
       std::string why;
-      auto inner = make_golden_scalekv_policy(sj, cfg.depth, cfg.num_heads, sched, &why);
+      auto inner = make_golden_scalekv_policy(sj, cfg.depth, cfg.num_heads, sched, &why, base + ".scalekv.json");
+      const int k0 = first_compressed_scale(sched, parse_budget_table(sj.dump(), base + ".scalekv.json", cfg.depth,
+                                                                      sched).base_capacity);
+      check_golden_tensors(rep, sexp, infinity_scalekv_golden_spec(sched, cfg.depth, k0), "scalekv ");
+      for (int si = 0; si < S; ++si)
+        SKV_CHECK(sexp.contains(fmt::format("bits.{}", si)), "{}: required tensor 'bits.{}' is missing", sexp_path, si);
+      const auto sbits = read_bits(sexp, cfg, sched, g.B);
       TeacherKeptPolicy tk(inner.get(), cfg.num_heads);
       int compressions = 0;
       for (int si = 0; si < S; ++si)
@@ -451,8 +533,7 @@ GoldenOutcome verify_infinity_golden(const std::string& dir, const std::string& 
           const Tensor t = sexp.load_raw(k, MemCategory::Workspace);  // [R, H, n]
           SKV_CHECK(t.ndim() == 3 && t.dim(1) == cfg.num_heads, "{}: {} is {}, expected [rows, {}, n]", sexp_path, k,
                     t.describe(), cfg.num_heads);
-          const auto v = i64_values(t);
-          tk.set_kept(si, l, static_cast<int>(t.dim(0)), t.dim(2), std::vector<int32_t>(v.begin(), v.end()));
+          tk.set_kept(si, l, static_cast<int>(t.dim(0)), t.dim(2), golden_kept(sexp, k, t, sched.offset(si + 1)));
           ++compressions;
         }
       if (print)
@@ -471,11 +552,11 @@ GoldenOutcome verify_infinity_golden(const std::string& dir, const std::string& 
     }
   }
   if (print) {
-    fmt::print("{} {}\n", rep.ok() ? "PASS" : "FAIL", name);
+    fmt::print("{} {}\n", rep.verdict(), name);
     if (!skv_note.empty())
       fmt::print("SKIP {} (ScaleKV scores, pooled scores, kept tokens): {}\n", name, skv_note);
   }
-  return {rep.ok() ? GoldenStatus::Pass : GoldenStatus::Fail, rep.ok() ? "" : "beyond tolerance"};
+  return {rep.ok() ? GoldenStatus::Pass : GoldenStatus::Fail, rep.ok() ? "" : "beyond tolerance or tensors missing"};
 }
 
 }  // namespace skv

@@ -12,6 +12,7 @@
 #include "kvcache/scalekv.h"
 #include "kvcache/selection.h"
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 #include "runtime/safetensors.h"
 
 namespace skv {
@@ -20,13 +21,7 @@ namespace {
 
 const std::string kJson = ".scalekv.json", kExpected = ".scalekv.expected.safetensors";
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  SKV_CHECK(f.good(), "cannot read {}", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string slurp(const std::string& path) { return read_input_file(path, 64ull << 20); }
 
 Schedule schedule_from_config(const nlohmann::json& cfg, const std::string& where) {
   SKV_CHECK(cfg.contains("scale_schedule") && cfg["scale_schedule"].is_array(), "{}: no 'scale_schedule'", where);

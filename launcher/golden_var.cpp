@@ -14,6 +14,7 @@
 #include "launcher/golden.h"
 #include "parallel/communicator.h"
 #include "runtime/check.h"
+#include "runtime/json_util.h"
 #include "runtime/models/var_generate.h"
 
 namespace skv {
@@ -29,17 +30,28 @@ class Recorder final : public GenerationObserver {
   void on_vae_input(int si, const Tensor& x) override { vae_in[si] = x.clone(); }
 };
 
-std::vector<int64_t> as_i64(const Tensor& t) {
-  SKV_CHECK(t.dtype() == DType::I64, "expected an I64 tensor, got {}", t.describe());
-  return std::vector<int64_t>(t.data<int64_t>(), t.data<int64_t>() + t.numel());
-}
-
 }  // namespace
+
+// The VAR golden format (../shared/golden/README.md): what a golden must record for the check to mean
+// anything, and what it may leave out (reported "not checked").
+GoldenTensorSpec var_golden_spec(int S) {
+  GoldenTensorSpec s;
+  for (int si = 0; si < S; ++si)
+    for (const char* n : {"idx", "logits", "x_in"}) s.required.push_back(fmt::format("{}.{}", n, si));
+  s.required.push_back("image");
+  s.required.push_back("tf_input");
+  s.optional = {"tf_logits", "labels"};  // labels: the config's "labels" otherwise
+  return s;
+}
 
 GoldenOutcome verify_var_golden(const std::string& dir, const std::string& name, const GoldenOptions& opt) {
   const std::string base = dir + "/" + name;
+  // A golden whose config is there but whose weights or records are not is broken, not skipped.
   for (const char* suffix : {".var.safetensors", ".vae.safetensors", ".expected.safetensors"})
-    if (!std::filesystem::exists(base + suffix)) return {GoldenStatus::Skip, fmt::format("{}{} is missing", base, suffix)};
+    if (!std::filesystem::exists(base + suffix)) {
+      fmt::print("FAIL {}: {}{} is missing\n", name, base, suffix);
+      return {GoldenStatus::Fail, fmt::format("{}{} is missing", base, suffix)};
+    }
   const VarConfig cfg = VarConfig::load(base + ".config.json");
   std::unique_ptr<Communicator> local;
   Communicator* comm = opt.comm;
@@ -54,23 +66,41 @@ GoldenOutcome verify_var_golden(const std::string& dir, const std::string& name,
   VQVAE vae(cfg, vst, be);
   const int S = static_cast<int>(cfg.patch_nums.size());
 
+  // Labels and recorded tokens are checked before they reach the model: a corrupted index is named
+  // with the golden file and tensor, not reported from deep inside an embedding.
   VarRequest req;
-  req.labels = exp.contains("labels") ? as_i64(exp.load_raw("labels")) : std::vector<int64_t>{};
-  if (req.labels.empty()) {
-    const auto j = nlohmann::json::parse(std::ifstream(base + ".config.json"));
-    for (const auto& v : j.at("labels")) req.labels.push_back(v.get<int64_t>());
+  if (exp.contains("labels")) {
+    const int64_t n = shape_numel(exp.entry("labels").shape);
+    SKV_CHECK(n >= 1 && n <= 4096, "{}: tensor 'labels' has {} values, expected 1 to 4096", exp.path(), n);
+    req.labels = golden_indices(exp, "labels", n, 0, cfg.num_classes, "class labels");
+  } else {
+    const JsonFields j(read_json_file(base + ".config.json"), base + ".config.json");
+    for (int64_t v : j.integers("labels")) {
+      j.require(v >= 0 && v < cfg.num_classes, "labels", fmt::format("holds {}, outside [0, {})", v, cfg.num_classes));
+      req.labels.push_back(v);
+    }
+    j.require(!req.labels.empty() && req.labels.size() <= 4096, "labels", "must hold 1 to 4096 class labels");
   }
   const int B = static_cast<int>(req.labels.size());
   req.cfg = cfg.cfg;
   req.sampling.top_k = cfg.top_k;
   req.sampling.top_p = cfg.top_p;
-  std::vector<std::vector<int64_t>> teacher;
-  for (int si = 0; si < S; ++si) teacher.push_back(as_i64(exp.load_raw(fmt::format("idx.{}", si))));
 
   if (print)
     fmt::print("golden {} (var: depth {}, width {}, heads {}, {} scales, {} tokens, B={}) on {}, tp {}\n", name,
                cfg.depth, cfg.embed_dim, cfg.num_heads, S, cfg.schedule().total(), B, be.name(), comm->size());
   GoldenReport rep(print);
+  check_golden_tensors(rep, exp, var_golden_spec(S));
+  for (int si = 0; si < S; ++si)
+    if (!exp.contains(fmt::format("idx.{}", si)) || !exp.contains(fmt::format("logits.{}", si))) {
+      if (print) fmt::print("FAIL {}: the teacher-forced run needs every idx.N and logits.N\n", name);
+      return {GoldenStatus::Fail, "required tensors missing"};
+    }
+  std::vector<std::vector<int64_t>> teacher;
+  for (int si = 0; si < S; ++si)
+    teacher.push_back(golden_indices(exp, fmt::format("idx.{}", si),
+                                     static_cast<int64_t>(B) * cfg.patch_nums[si] * cfg.patch_nums[si], 0, cfg.V,
+                                     fmt::format("token indices of scale {}, vocabulary {}", si, cfg.V)));
   Recorder rec;
   VarRunOptions o;
   o.teacher = &teacher;
@@ -164,8 +194,8 @@ GoldenOutcome verify_var_golden(const std::string& dir, const std::string& name,
     }
   rep.fraction("free-running tokens", fa, ft, req.sampling.top_k == 1 ? 0.0 : 0.0,
                req.sampling.top_k == 1 ? "greedy, informational" : "sampled, informational");
-  if (print) fmt::print("{} {}\n", rep.ok() ? "PASS" : "FAIL", name);
-  return {rep.ok() ? GoldenStatus::Pass : GoldenStatus::Fail, rep.ok() ? "" : "beyond tolerance"};
+  if (print) fmt::print("{} {}\n", rep.verdict(), name);
+  return {rep.ok() ? GoldenStatus::Pass : GoldenStatus::Fail, rep.ok() ? "" : "beyond tolerance or tensors missing"};
 }
 
 }  // namespace skv

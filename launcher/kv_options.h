@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "kvcache/policy.h"
@@ -22,8 +23,15 @@ struct KVOptions {
   int drafters = 0;            // ScaleKV drafters per scale (0: ceil(depth / 16))
   int sinks = 4;               // streamingllm
   double pyramid_beta = 20.0;  // pyramidkv
+  // The options given on the command line (add_kv_options fills it): an option that the chosen policy
+  // would ignore is an error where ignoring it changes what the user gets (--kv-budget with full), a
+  // warning where it is harmless (--kv-window with sliding-window).
+  std::set<std::string> given;
 };
 void add_kv_options(CLI::App* cmd, KVOptions& o);
+// Checks the options on their own (no model needed): the policy name, values out of range, options the
+// policy would ignore. make_kv_policy calls it; commands call it first to fail before loading anything.
+void check_kv_options(const KVOptions& o);
 
 // What a policy needs to know about the model it serves.
 struct KVModelInfo {

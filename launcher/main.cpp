@@ -25,9 +25,16 @@ int main(int argc, char** argv) {
   skv::register_plan(app);
   skv::register_calibrate(app);
   skv::rewrite_bench_flags(argc, argv);
+  skv::set_warnings_enabled(skv::job_topology().world_rank == 0);  // one copy of each warning per job
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() != 0) {  // a bad option or value: one line, like every other error
+      if (skv::job_topology().world_rank == 0)
+        fmt::print(stderr, "error: {} (see `scalekv {} --help`)\n", e.what(),
+                   app.get_subcommands().empty() ? std::string("") : app.get_subcommands().front()->get_name());
+      return e.get_exit_code();
+    }
     if (skv::job_topology().world_rank == 0) return app.exit(e);
     std::ostringstream quiet;  // every rank parses the same arguments: one copy of help/errors is enough
     return app.exit(e, quiet, quiet);

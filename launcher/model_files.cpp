@@ -34,8 +34,12 @@ ModelFiles resolve_model_files(ModelFiles f) {
   return f;
 }
 
-std::vector<int64_t> parse_labels(const std::string& spec) {
-  std::vector<int64_t> out;
+std::vector<int64_t> parse_labels(const std::string& spec, int64_t num_classes, int64_t max_images) {
+  struct Run {
+    int64_t a, b, rep;
+  };
+  std::vector<Run> runs;
+  int64_t count = 0;
   size_t i = 0;
   auto num = [&](size_t& p) {
     SKV_CHECK(p < spec.size() && std::isdigit(static_cast<unsigned char>(spec[p])),
@@ -60,14 +64,26 @@ std::vector<int64_t> parse_labels(const std::string& spec) {
       rep = num(i);
       SKV_CHECK(rep >= 1 && rep <= 100000, "--labels '{}': repeat count {} out of range", spec, rep);
     }
-    for (int64_t r = 0; r < rep; ++r)
-      for (int64_t v = a; v <= b; ++v) out.push_back(v);
+    // Validated before anything is allocated: a label range of a billion is refused here, not after
+    // the list has grown to gigabytes.
+    if (num_classes > 0)
+      SKV_CHECK(b < num_classes, "--labels '{}': class label {} outside [0, {}) (the model has {} classes)", spec, b,
+                num_classes, num_classes);
+    count += (b - a + 1) * rep;  // <= 2^40 * 10^5 per run: no overflow before the check below
+    SKV_CHECK(count <= max_images, "--labels '{}' asks for {} images; one run takes at most {} (split the labels over "
+              "several runs)", spec, count, max_images);
+    runs.push_back({a, b, rep});
     if (i < spec.size()) {
       SKV_CHECK(spec[i] == ',', "--labels '{}': unexpected '{}' (use e.g. 3,7 or 0-9 or 0-9x4)", spec, spec[i]);
       ++i;
     }
   }
-  SKV_CHECK(!out.empty(), "--labels is empty");
+  SKV_CHECK(count > 0, "--labels is empty: give class labels such as 3,7 or 0-9 or 0-9x4");
+  std::vector<int64_t> out;
+  out.reserve(static_cast<size_t>(count));
+  for (const Run& r : runs)
+    for (int64_t k = 0; k < r.rep; ++k)
+      for (int64_t v = r.a; v <= r.b; ++v) out.push_back(v);
   return out;
 }
 

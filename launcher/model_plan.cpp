@@ -9,6 +9,7 @@
 #include "kvcache/scalekv.h"
 #include "runtime/check.h"
 #include "runtime/json_util.h"
+#include "runtime/models/infinity_config.h"
 #include "runtime/models/var_config.h"
 
 namespace skv {
@@ -92,30 +93,29 @@ ModelShape load_model_shape(const std::string& config, int resolution, double h_
     s.name = j.value("name", config);
     return s;
   }
+  // The full loader checks every field (64-bit reads, ranges, unknown keys) before the plan reads any.
+  const InfinityConfig c = InfinityConfig::load(config);
   const auto j = read_json_file(config);
-  SKV_CHECK(j.contains("infinity_kwargs") && j["infinity_kwargs"].is_object(), "{}: an Infinity config needs "
-            "'infinity_kwargs' (depth, embed_dim, num_heads)", config);
   JsonFields k(j["infinity_kwargs"], config + ": infinity_kwargs");
-  s.name = j.value("name", config);
-  s.depth = static_cast<int>(k.integer("depth"));
-  s.embed_dim = static_cast<int>(k.integer("embed_dim"));
-  s.num_heads = static_cast<int>(k.integer("num_heads"));
-  k.require(s.depth > 0, "depth", "must be positive");
-  k.require(s.num_heads > 0 && s.embed_dim % s.num_heads == 0, "num_heads", "must divide embed_dim");
+  s.name = c.name;
+  s.depth = c.depth;
+  s.embed_dim = c.embed_dim;
+  s.num_heads = c.num_heads;
   s.head_dim = s.embed_dim / s.num_heads;
   s.ffn_hidden = static_cast<int>(std::lround(s.embed_dim * k.number("mlp_ratio", 4.0)));
   double hw = h_div_w;
   int res = resolution;
-  if (j.contains("sampling") && j["sampling"].is_object()) {
-    if (hw == 0) hw = j["sampling"].value("h_div_w", 1.0);
-    if (res == 0) res = j["sampling"].value("resolution", 0);
+  if (j.contains("sampling")) {
+    const JsonFields sm(j["sampling"], config + ": sampling");
+    if (hw == 0) hw = sm.number("h_div_w", 1.0);
+    if (res == 0) res = sm.int_in("resolution", 0, 1, 1 << 16);
   }
   if (hw == 0) hw = 1.0;
   const std::string pixels = res > 0 ? infinity_pixels_for_resolution(res) : k.string("pn", "1M");
   s.schedule = infinity_schedule(hw, pixels);
   s.schedule_name = fmt::format("{} h/w {:.3f}", pixels, hw);
   int64_t cdim = 32;
-  if (j.contains("vae") && j["vae"].is_object()) cdim = j["vae"].value("codebook_dim", int64_t{32});
+  if (j.contains("vae")) cdim = c.vae.codebook_dim;
   const int64_t V = k.integer("use_bit_label", 1) ? 2 * cdim : cdim;
   infinity_params(k, V, s);
   return s;
@@ -129,7 +129,8 @@ int64_t parse_memory_size(const std::string& in) {
   } catch (const std::exception&) {
     used = 0;
   }
-  SKV_CHECK(used > 0 && v >= 0, "--device-memory '{}' is not a size (e.g. 80GiB, 24GB, 81920MiB)", in);
+  SKV_CHECK(used > 0 && std::isfinite(v) && v >= 0, "--device-memory '{}' is not a size (e.g. 80GiB, 24GB, 81920MiB)",
+            in);
   std::string unit = in.substr(used);
   for (auto& c : unit) c = static_cast<char>(std::tolower(c));
   const std::vector<std::pair<std::string, double>> units = {
@@ -137,22 +138,36 @@ int64_t parse_memory_size(const std::string& in) {
       {"tib", 1024.0 * 1024 * 1024 * 1024}, {"k", 1024.0}, {"m", 1024.0 * 1024}, {"g", 1024.0 * 1024 * 1024},
       {"t", 1024.0 * 1024 * 1024 * 1024}, {"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}};
   for (const auto& [u, f] : units)
-    if (unit == u) return static_cast<int64_t>(v * f);
+    if (unit == u) {
+      SKV_CHECK(v * f < 0x1p62, "--device-memory '{}' is more than 4 EiB; give the memory of one device (e.g. 80GiB)",
+                in);
+      return static_cast<int64_t>(v * f);
+    }
   SKV_FAIL("--device-memory '{}': unknown unit '{}' (use B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB)", in, unit);
 }
 
 PlanResult make_plan(const PlanArgs& a) {
   SKV_CHECK(a.batch >= 1, "--batch {} must be >= 1", a.batch);
+  auto given = [&](const char* o) { return a.given.count(o) != 0; };
+  SKV_CHECK(!given("--resolution") || a.resolution > 0, "--resolution {} must be one of 256, 512, 768, 1024 (leave it "
+            "out for the config's)", a.resolution);
+  SKV_CHECK(!given("--h-div-w") || (std::isfinite(a.h_div_w) && a.h_div_w > 0), "--h-div-w {} must be a positive "
+            "aspect ratio (height / width) from Infinity's table, e.g. 1.0, 0.5 or 2.0", a.h_div_w);
+  SKV_CHECK(a.tp >= 1, "--tp {} must be >= 1", a.tp);
+  check_kv_options(a.kv);
   PlanResult r;
   r.shape = load_model_shape(a.model, a.resolution, a.h_div_w);
   const ModelShape& s = r.shape;
   SKV_CHECK(a.tp >= 1 && s.num_heads % a.tp == 0, "--tp {} does not divide the {} heads of {}; valid: {}", a.tp,
             s.num_heads, a.model, valid_tp(s.num_heads));
-  r.rows = 2 * a.batch;
+  r.rows = 2 * static_cast<int64_t>(a.batch);
   r.local_heads = s.num_heads / a.tp;
   const int64_t kb = dtype_bytes(a.k_dtype, "--k-dtype"), vb = dtype_bytes(a.v_dtype, "--v-dtype");
   const int64_t wb = dtype_bytes(a.weight_dtype, "--weight-dtype");
-  const int64_t token_bytes = static_cast<int64_t>(r.rows) * r.local_heads * s.head_dim * (kb + vb);
+  // Every size below is checked 64-bit arithmetic: past 2^63 bytes the plan is an error naming the
+  // figure, never a wrapped or negative number.
+  const int64_t image_token_bytes = 2 * static_cast<int64_t>(r.local_heads) * s.head_dim * (kb + vb);
+  const int64_t token_bytes = checked_mul(a.batch, image_token_bytes, "KV bytes per token (--batch too large)");
   auto policy = make_kv_policy(a.kv, {s.depth, s.num_heads, s.schedule, s.kv_window});
   r.kv = plan_kv(*policy, s.schedule, s.depth, token_bytes);
   r.full = plan_kv(*make_full_policy(), s.schedule, s.depth, token_bytes);
@@ -166,14 +181,27 @@ PlanResult make_plan(const PlanArgs& a) {
                           ? resolve_kv_budget(a.kv.budget, s.schedule)
                           : read_budget_table(a.kv.budget_table, s.depth, s.schedule).base_capacity;
   }
-  r.weight_bytes = (s.params_replicated + s.params_sharded / a.tp) * wb;
+  r.weight_bytes = checked_mul(s.params_replicated + s.params_sharded / a.tp, wb, "weight bytes");
   const int64_t C = s.embed_dim, Cl = C / a.tp, Fl = s.ffn_hidden / a.tp, T = s.schedule.max_scale_tokens();
   // hidden state, norm output, residual branch and logits-side copies (~6C), q/k/v/attention (4 Cl), FFN (Fl)
-  r.activation_bytes = static_cast<int64_t>(r.rows) * T * (6 * C + 4 * Cl + Fl) * 4;
+  const int64_t image_activation_bytes = 2 * T * (6 * C + 4 * Cl + Fl) * 4;
+  r.activation_bytes = checked_mul(a.batch, image_activation_bytes, "activation bytes (--batch too large)");
+  // What one more image costs: the plan is linear in the batch (the KV tokens do not depend on it).
+  r.bytes_per_image = checked_add(checked_mul(r.kv.pool_tokens + r.kv.transient_tokens, image_token_bytes,
+                                              "KV bytes per image"), image_activation_bytes, "bytes per image");
+  try {  // the figures printed below, checked once here
+    r.kv.peak_bytes();
+    r.kv.store_peak_bytes();
+    r.full.peak_bytes();
+    r.full.store_peak_bytes();
+  } catch (const Error& e) {
+    SKV_FAIL("{}: --batch {} is past what a 64-bit plan can count; use a smaller --batch", e.message(), a.batch);
+  }
   if (!a.device_memory.empty()) {
     r.device_memory = parse_memory_size(a.device_memory);
-    const int64_t per_batch = (r.kv.peak_bytes() + r.activation_bytes) / a.batch;
-    r.max_batch = r.device_memory > r.weight_bytes ? static_cast<int>((r.device_memory - r.weight_bytes) / per_batch) : 0;
+    // 64-bit throughout (a static_cast<int> here once made the largest batch shrink as memory grew).
+    r.max_batch = r.device_memory > r.weight_bytes ? (r.device_memory - r.weight_bytes) / std::max<int64_t>(1, r.bytes_per_image)
+                                                   : 0;
   }
   return r;
 }
@@ -221,6 +249,7 @@ std::string plan_json(const PlanResult& r, const PlanArgs& a) {
   if (r.max_batch >= 0) {
     j["device_memory"] = r.device_memory;
     j["max_batch"] = r.max_batch;
+    j["bytes_per_image"] = r.bytes_per_image;
   }
   return j.dump(1);
 }
@@ -257,7 +286,8 @@ std::string plan_text(const PlanResult& r, const PlanArgs& a) {
                    mib(r.weight_bytes));
   o += fmt::format("activations per rank (estimate, largest scale)                   {:>10} MiB\n", mib(r.activation_bytes));
   if (r.max_batch >= 0)
-    o += fmt::format("device memory {}: largest batch that fits: {}\n", a.device_memory, r.max_batch);
+    o += fmt::format("device memory {}: largest batch that fits: {} ({} MiB per image)\n", a.device_memory, r.max_batch,
+                     mib(r.bytes_per_image));
   return o;
 }
 

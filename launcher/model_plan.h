@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,18 +39,21 @@ struct PlanArgs {
   int resolution = 0;
   double h_div_w = 0;
   KVOptions kv;
+  std::set<std::string> given;  // options given on the command line (cmd_plan.cpp fills it)
 };
 
 struct PlanResult {
   ModelShape shape;
-  int rows = 0, local_heads = 0;
+  int64_t rows = 0;
+  int local_heads = 0;
   int64_t budget_tokens = 0;  // 0 for full
   std::string policy_desc;
   KVPlan kv, full;            // per rank
   int64_t weight_bytes = 0;   // per rank
   int64_t activation_bytes = 0;  // estimate, per rank
   int64_t device_memory = 0;
-  int max_batch = -1;         // -1: no --device-memory
+  int64_t max_batch = -1;     // -1: no --device-memory (64-bit: a large device must not wrap it)
+  int64_t bytes_per_image = 0;  // KV peak + activations of one image (what each extra image of a batch costs)
 };
 
 PlanResult make_plan(const PlanArgs& a);

@@ -6,32 +6,47 @@
 #include <memory>
 
 #include "runtime/check.h"
+#include "runtime/file_io.h"
 
 namespace skv {
 
+namespace {
+
+void append_png_bytes(png_structp png, png_bytep data, png_size_t n) {
+  auto* out = static_cast<std::string*>(png_get_io_ptr(png));
+  out->append(reinterpret_cast<const char*>(data), n);
+}
+
+void flush_nothing(png_structp) {}
+
+}  // namespace
+
+// Encodes in memory, then writes through file_io.h: a temporary name, every write checked, renamed into
+// place when complete - a PNG under its final name is never empty or cut short.
 void write_png_rgb(const std::string& path, const uint8_t* rgb, int w, int h) {
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
-  SKV_CHECK(f != nullptr, "{}: cannot open for writing", path);
+  std::string bytes;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   SKV_CHECK(png && info, "{}: libpng initialisation failed", path);
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
-    SKV_FAIL("{}: libpng failed while writing", path);
+    SKV_FAIL("{}: libpng failed while encoding", path);
   }
-  png_init_io(png, f.get());
+  png_set_write_fn(png, &bytes, &append_png_bytes, &flush_nothing);
   png_set_IHDR(png, info, static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), 8, PNG_COLOR_TYPE_RGB,
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
   for (int y = 0; y < h; ++y) png_write_row(png, const_cast<png_bytep>(rgb + static_cast<size_t>(y) * w * 3));
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
+  write_file_atomic(path, bytes);
 }
 
 std::vector<uint8_t> read_png_rgb(const std::string& path, int* w, int* h) {
+  const std::string bytes = read_input_file(path, 1ull << 30);  // regular files only (file_io.h)
   png_image img{};
   img.version = PNG_IMAGE_VERSION;
-  SKV_CHECK(png_image_begin_read_from_file(&img, path.c_str()), "{}: not a readable PNG", path);
+  SKV_CHECK(png_image_begin_read_from_memory(&img, bytes.data(), bytes.size()), "{}: not a readable PNG", path);
   img.format = PNG_FORMAT_RGB;
   std::vector<uint8_t> buf(PNG_IMAGE_SIZE(img));
   if (!png_image_finish_read(&img, nullptr, buf.data(), 0, nullptr)) {

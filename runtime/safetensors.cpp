@@ -8,10 +8,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "runtime/check.h"
+#include "runtime/file_io.h"
+#include "runtime/json_util.h"
 #include "runtime/hostdevice.h"
 
 namespace skv {
@@ -55,12 +56,10 @@ void parse_safetensors(const uint8_t* data, uint64_t size, const std::string& wh
             n);
   SKV_CHECK(n <= size - 8, "{}: header length {} runs past the end of the file ({} bytes): truncated file?", what,
             n, size);
-  nlohmann::json h;
-  try {
-    h = nlohmann::json::parse(data + 8, data + 8 + n);
-  } catch (const nlohmann::json::exception& e) {
-    SKV_FAIL("{}: header is not valid JSON ({})", what, e.what());
-  }
+  // Strict: a tensor name (or any key) that appears twice is refused, as the reference implementation
+  // does - nlohmann alone would keep the last one silently.
+  const nlohmann::json h = parse_json_strict(
+      std::string_view(reinterpret_cast<const char*>(data) + 8, static_cast<size_t>(n)), what + ": header", "tensor");
   SKV_CHECK(h.is_object(), "{}: header must be a JSON object", what);
   const uint64_t data_size = size - 8 - n;
   entries->clear();
@@ -121,14 +120,7 @@ void parse_safetensors(const uint8_t* data, uint64_t size, const std::string& wh
 }
 
 SafeTensors::SafeTensors(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  SKV_CHECK(fd >= 0, "{}: cannot open ({})", path, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    SKV_FAIL("{}: not a regular file", path);
-  }
-  file_size_ = static_cast<uint64_t>(st.st_size);
+  const int fd = open_input_file(path, &file_size_);  // regular files only; never blocks on a FIFO
   if (file_size_ > 0) {
     void* p = ::mmap(nullptr, file_size_, PROT_READ, MAP_PRIVATE, fd, 0);
     ::close(fd);
@@ -240,15 +232,14 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   }
   std::string header = h.dump();
   while (header.size() % 8 != 0) header.push_back(' ');
-  std::ofstream f(path, std::ios::binary);
-  SKV_CHECK(f.good(), "{}: cannot open for writing", path);
+  AtomicFile f(path);  // a temporary name until every byte is written: no half checkpoint under `path`
   uint64_t n = header.size();
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
-  f.write(reinterpret_cast<const char*>(len), 8);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
-  for (const auto& [name, t] : tensors) f.write(static_cast<const char*>(t.raw()), static_cast<std::streamsize>(t.nbytes()));
-  SKV_CHECK(f.good(), "{}: write failed", path);
+  f.write(len, 8);
+  f.write(header);
+  for (const auto& [name, t] : tensors) f.write(t.raw(), t.nbytes());
+  f.commit();
 }
 
 }  // namespace skv

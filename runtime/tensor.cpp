@@ -1,5 +1,8 @@
 #include "runtime/tensor.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "runtime/check.h"
@@ -154,5 +157,42 @@ std::vector<float> Tensor::to_vector() const {
 }
 
 std::string Tensor::describe() const { return fmt::format("{}{}", dtype_name(dtype_), shape_str(shape_)); }
+
+int64_t first_non_finite(const float* p, int64_t n) {
+  constexpr int64_t kChunk = 4096;
+  for (int64_t c = 0; c < n; c += kChunk) {
+    const int64_t e = std::min(n, c + kChunk);
+    uint32_t any = 0;
+    for (int64_t i = c; i < e; ++i) {
+      uint32_t b;
+      std::memcpy(&b, p + i, 4);
+      any |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+    }
+    if (any)
+      for (int64_t i = c; i < e; ++i)
+        if (!std::isfinite(p[i])) return i;
+  }
+  return -1;
+}
+
+void check_finite(const Tensor& t, const std::string& what) {
+  if (!t.defined() || t.dtype() != DType::F32 || t.device() != Device::CPU) return;
+  const float* p = t.f32();
+  const int64_t n = t.numel();
+  const int64_t first = first_non_finite(p, n);
+  if (first < 0) return;
+  int64_t count = 0;
+  for (int64_t i = first; i < n; ++i) count += !std::isfinite(p[i]);
+  SKV_FAIL("{} holds {} non-finite value{} (first: {} at element {} of {})", what, count, count > 1 ? "s" : "", p[first],
+           first, shape_str(t.shape()));
+}
+
+bool activation_checks_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("SKV_CHECK_FINITE");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
 
 }  // namespace skv

@@ -81,4 +81,14 @@ class Tensor {
   Shape shape_;
 };
 
+// Non-finite numbers (issue 15, class 2). first_non_finite: the index of the first NaN or Inf among n
+// floats, -1 when all are finite (an exponent-bit test that vectorises; the index is searched only
+// after a hit). check_finite throws "<what> holds N non-finite values (first: nan at element i)" for a
+// host F32 tensor; tensors of other dtypes or on a device are not checked.
+int64_t first_non_finite(const float* p, int64_t n);
+void check_finite(const Tensor& t, const std::string& what);
+// Whether activations are checked block by block (SKV_CHECK_FINITE=0 turns it off; weights, logits
+// and images are always checked).
+bool activation_checks_enabled();
+
 }  // namespace skv

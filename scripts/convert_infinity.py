@@ -320,9 +320,7 @@ def convert(model_path, vae_path, out_dir, name, preset=None, dtype="keep"):
                         {"format": "pt", "source": f"scripts/convert_infinity.py {os.path.basename(model_path)}"})
     safetensors_io.save(vp, {k: cast(t) for k, t in map_vae_keys(vsd, v, vae_path).items()},
                         {"format": "pt", "source": f"scripts/convert_infinity.py {os.path.basename(vae_path)}"})
-    with open(cp, "w") as f:
-        json.dump(cfg, f, indent=1)
-        f.write("\n")
+    safetensors_io.write_text(cp, json.dumps(cfg, indent=1) + "\n")
     return mp, vp, cp
 
 

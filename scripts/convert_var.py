@@ -24,6 +24,9 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("convert_var.py: needs PyTorch - run it with Debian's /usr/bin/python3 (apt-get install python3-torch)")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402  (atomic_write, write_text)
+
 KNOWN_SCHEDULES = [
     [1, 2, 3, 4, 5, 6, 8, 10, 13, 16],      # 256 x 256
     [1, 2, 3, 4, 6, 9, 13, 18, 24, 32],     # 512 x 512 (d36)
@@ -46,7 +49,7 @@ def write_safetensors(path, tensors, metadata=None):
         blobs.append(raw)
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
+    with safetensors_io.atomic_write(path) as f:  # temporary name, fsync, rename: never half a checkpoint
         f.write(struct.pack("<Q", len(h)))
         f.write(h)
         for b in blobs:
@@ -145,8 +148,7 @@ def convert(var_path, vae_path, out_dir, name, patch_nums=None, dtype=None):
     meta = {"format": "pt", "converted_by": "scalekv scripts/convert_var.py"}
     write_safetensors(os.path.join(out_dir, f"{name}.var.safetensors"), var_sd, dict(meta, source=os.path.basename(var_path)))
     write_safetensors(os.path.join(out_dir, f"{name}.vae.safetensors"), vae_sd, dict(meta, source=os.path.basename(vae_path)))
-    with open(os.path.join(out_dir, f"{name}.config.json"), "w") as f:
-        json.dump(cfg, f, indent=1)
+    safetensors_io.write_text(os.path.join(out_dir, f"{name}.config.json"), json.dumps(cfg, indent=1))
     return cfg
 
 

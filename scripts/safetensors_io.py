@@ -4,9 +4,14 @@ Debian's PyTorch (python3-torch) ships without the `safetensors` package, so the
 use this ~80-line implementation of the format: 8-byte little-endian header length, a JSON header
 {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}}, then the raw little-endian data.
 Tensors keep their dtype (bfloat16 included: written through a same-size int16 view).
+Outputs are written atomically (atomic_write): a temporary name in the same folder, fsync, then a rename,
+so a file under its final name is complete; a failed write exits naming the file and the OS error.
 """
+import contextlib
 import json
+import os
 import struct
+import tempfile
 
 import torch
 
@@ -25,6 +30,41 @@ def _raw_bytes(t):
     return t.numpy().tobytes()
 
 
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """`with atomic_write(p) as f:` writes p under a temporary name in its folder and renames it into place
+    only when the block completes (after flush and fsync). On an OS error (full disk, read-only folder) the
+    temporary is removed and SystemExit names the file and the error; on any other error it is removed too."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp.", dir=folder)
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot create a file in {folder} ({e.strerror or e})") from e
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make converted models unreadable to others
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise SystemExit(f"{path}: write failed ({e.strerror or e})") from e
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path, text):
+    """Writes a text file (a config, a report) atomically."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
 def save(path, tensors, metadata=None):
     """Writes {name: tensor} (any order; stored sorted by name) with optional {str: str} metadata."""
     header, blobs, offset = {}, [], 0
@@ -40,7 +80,7 @@ def save(path, tensors, metadata=None):
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     h = json.dumps(header, separators=(",", ":")).encode("utf-8")
     h += b" " * ((8 - len(h) % 8) % 8)  # keep the data region 8-byte aligned
-    with open(path, "wb") as f:
+    with atomic_write(path) as f:
         f.write(struct.pack("<Q", len(h)))
         f.write(h)
         for b in blobs:

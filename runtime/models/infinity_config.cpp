@@ -20,30 +20,46 @@ std::string InfinityConfig::block_prefix(int i) const {
   return fmt::format("block_chunks.{}.module.{}.", i / n, i % n);
 }
 
-InfinityConfig InfinityConfig::load(const std::string& path) {
-  const auto j = read_json_file(path);
+InfinityConfig InfinityConfig::load(const std::string& path) { return from_json(read_json_file(path), path); }
+
+InfinityConfig InfinityConfig::from_json(const nlohmann::json& j, const std::string& path) {
   SKV_CHECK(j.is_object(), "{}: a model config must be a JSON object", path);
   JsonFields top(j, path);
   SKV_CHECK(top.has("infinity_kwargs"), "{}: an Infinity config needs the object 'infinity_kwargs' (the official "
             "Infinity constructor arguments; scripts/convert_infinity.py writes it)", path);
   const JsonFields k = top.object("infinity_kwargs");
+  // What the loader reads and what the official builders record but inference never uses: a misspelt
+  // key is an error ("did you mean"), any other unknown key a warning.
+  top.check_keys({"family", "name", "infinity_kwargs", "vae", "sampling", "config"},
+                 {"note", "checkpoint", "source", "generator", "derived", "deviations", "diagnostics", "init",
+                  "blas", "greedy_logit_margin_per_scale", "model_file", "vae_file", "scale_schedule",
+                  "scale_token_offsets", "vae_scale_schedule", "text", "torch_num_threads"});
+  k.check_keys({"depth", "embed_dim", "num_heads", "mlp_ratio", "norm_eps", "text_channels", "text_maxlen",
+                "shared_aln", "cross_attn_layer_scale", "cos_attn", "tau", "block_chunks",
+                "add_lvl_embeding_only_first_block", "rope2d_normalized_by_hw", "apply_spatial_patchify", "rms_norm",
+                "swiglu", "nm0", "head_aln", "head_depth", "use_bit_label", "rope2d_each_sa_layer", "fused_norm",
+                "video_frames", "pn"},
+               {"selecting_idx", "drop_rate", "cond_drop_rate", "rand_uncond", "top_p", "top_k", "pad_to_multiplier",
+                "train_h_div_w_list", "always_training_scales", "inference_mode", "drop_path_rate", "batch_size",
+                "checkpointing", "customized_flash_attn", "fused_mlp", "raw_scale_schedule", "use_flex_attn"});
   InfinityConfig c;
   c.path = path;
   c.name = top.string("name", path);
-  c.depth = static_cast<int>(k.integer("depth"));
-  c.embed_dim = static_cast<int>(k.integer("embed_dim"));
-  c.num_heads = static_cast<int>(k.integer("num_heads"));
+  // 64-bit reads, range-checked before they become ints (embed_dim 2^32 + 256 is an error, not 256).
+  c.depth = k.int_in("depth", 1, 4096);
+  c.embed_dim = k.int_in("embed_dim", 1, 1 << 16);
+  c.num_heads = k.int_in("num_heads", 1, 1 << 12);
   c.mlp_ratio = k.number("mlp_ratio", 4.0);
   c.norm_eps = static_cast<float>(k.number("norm_eps", 1e-6));
-  c.text_channels = static_cast<int>(k.integer("text_channels"));
-  c.text_maxlen = static_cast<int>(k.integer("text_maxlen", 512));
+  c.text_channels = k.int_in("text_channels", 0, 1 << 16);
+  c.text_maxlen = k.int_in("text_maxlen", 512, 1, 1 << 20);
   c.shared_aln = k.boolean("shared_aln", true);
   c.cross_attn_layer_scale = static_cast<float>(k.number("cross_attn_layer_scale", -1.0));
   c.cos_attn = k.boolean("cos_attn", true);
   c.attn_tau = static_cast<float>(k.number("tau", 1.0));
-  c.block_chunks = static_cast<int>(k.integer("block_chunks", 1));
+  c.block_chunks = k.int_in("block_chunks", 1, 1, 4096);
   c.lvl_embed_only_first_block = k.boolean("add_lvl_embeding_only_first_block", true);
-  c.rope2d_normalized_by_hw = static_cast<int>(k.integer("rope2d_normalized_by_hw", 2));
+  c.rope2d_normalized_by_hw = k.int_in("rope2d_normalized_by_hw", 2, 0, 2);
   c.spatial_patchify = k.boolean("apply_spatial_patchify", false);
 
   k.require(c.depth > 0, "depth", "must be positive");
@@ -51,8 +67,9 @@ InfinityConfig InfinityConfig::load(const std::string& path) {
   k.require(c.num_heads > 0 && c.embed_dim % c.num_heads == 0, "num_heads",
             fmt::format("must be positive and divide embed_dim ({})", c.embed_dim));
   k.require(c.head_dim() % 4 == 0, "num_heads", "must leave a head_dim divisible by 4 (2-D RoPE)");
-  k.require(c.mlp_ratio > 0 && c.ffn_hidden() > 0, "mlp_ratio", "must give a positive FFN width");
-  k.require(c.norm_eps > 0, "norm_eps", "must be positive");
+  k.require(c.mlp_ratio > 0 && c.mlp_ratio <= 64 && c.ffn_hidden() > 0, "mlp_ratio",
+            "must be in (0, 64] and give a positive FFN width");
+  k.require(c.norm_eps > 0 && c.norm_eps < 1, "norm_eps", "must be in (0, 1)");
   k.require(c.text_channels != 0, "text_channels", "0 means class-conditional Infinity, which scalekv does not run");
   k.require(c.text_channels > 0 && c.pool_heads() > 0, "text_channels",
             fmt::format("must be a positive multiple of {} (the attentive text pool's head width)",
@@ -78,18 +95,19 @@ InfinityConfig InfinityConfig::load(const std::string& path) {
 
   if (top.has("vae")) {
     const JsonFields v = top.object("vae");
-    c.vae.codebook_dim = static_cast<int>(v.integer("codebook_dim", v.integer("embed_dim", 32)));
-    c.vae.patch_size = static_cast<int>(v.integer("patch_size", 16));
-    c.vae.base_ch = static_cast<int>(v.integer("base_ch", 128));
-    c.vae.num_res_blocks = static_cast<int>(v.integer("num_res_blocks", 2));
-    if (v.has("decoder_ch_mult")) {
-      c.vae.decoder_ch_mult.clear();
-      for (int64_t m : v.integers("decoder_ch_mult")) c.vae.decoder_ch_mult.push_back(static_cast<int>(m));
-    }
+    v.check_keys({"codebook_dim", "embed_dim", "patch_size", "base_ch", "num_res_blocks", "decoder_ch_mult",
+                  "z_interplote_up", "autoencoder_args", "cnn_attention"},
+                 {"builder", "schedule_mode", "codebook_size", "encoder_ch_mult", "test_mode", "vae_type", "checkpoint",
+                  "codebook_scale", "lfq_mask", "vqgan_ckpt"});
+    c.vae.codebook_dim = v.has("codebook_dim") ? v.int_in("codebook_dim", 1, 1 << 12) : v.int_in("embed_dim", 32, 1, 1 << 12);
+    c.vae.patch_size = v.int_in("patch_size", 16, 1, 1 << 12);
+    c.vae.base_ch = v.int_in("base_ch", 128, 1, 1 << 16);
+    c.vae.num_res_blocks = v.int_in("num_res_blocks", 2, 0, 64);
+    if (v.has("decoder_ch_mult")) c.vae.decoder_ch_mult = v.ints_in("decoder_ch_mult", 1, 64, 16);
     c.vae.interp = v.string("z_interplote_up", "trilinear");
     if (v.has("autoencoder_args")) {  // the golden records the full builder namespace
       const JsonFields a = v.object("autoencoder_args");
-      c.vae.num_res_blocks = static_cast<int>(a.integer("num_res_blocks", c.vae.num_res_blocks));
+      c.vae.num_res_blocks = a.int_in("num_res_blocks", c.vae.num_res_blocks, 0, 64);
       a.require(a.string("cnn_attention", "no") == "no", "cnn_attention", "must be \"no\" (released VAEs)");
       a.require(a.string("cnn_type", "2d") == "2d", "cnn_type", "must be \"2d\" (images)");
       a.require(!a.boolean("use_pxsf", false), "use_pxsf", "must be false");
@@ -127,18 +145,22 @@ InfinityConfig InfinityConfig::load(const std::string& path) {
   }
   if (top.has("sampling")) {
     const JsonFields s = top.object("sampling");
+    s.check_keys({"cfg", "cfg_list", "tau", "tau_list", "top_k", "top_p", "cfg_insertion_layer", "h_div_w", "resolution"},
+                 {"B", "call", "cfg_sc", "g_seed", "gt_leak", "inference_mode", "negative_label_B_or_BLT",
+                  "sampling_per_bits", "vae_type"});
+    s.require(!s.has("cfg_list") || !s.numbers("cfg_list").empty(), "cfg_list", "must not be empty");
+    s.require(!s.has("tau_list") || !s.numbers("tau_list").empty(), "tau_list", "must not be empty");
     if (s.has("cfg")) c.cfg = s.number("cfg");
     else if (s.has("cfg_list")) c.cfg = s.numbers("cfg_list").at(0);
     if (s.has("tau")) c.tau = s.number("tau");
     else if (s.has("tau_list")) c.tau = s.numbers("tau_list").at(0);
-    c.top_k = static_cast<int>(s.integer("top_k", c.top_k));
+    c.top_k = s.int_in("top_k", c.top_k, 0, 1 << 24);
     c.top_p = static_cast<float>(s.number("top_p", c.top_p));
-    if (s.has("cfg_insertion_layer")) {
-      c.cfg_insertion_layer.clear();
-      for (int64_t v : s.integers("cfg_insertion_layer")) c.cfg_insertion_layer.push_back(static_cast<int>(v));
-    }
+    if (s.has("cfg_insertion_layer")) c.cfg_insertion_layer = s.ints_in("cfg_insertion_layer", -4096, 4096, 4096);
     c.h_div_w = s.number("h_div_w", c.h_div_w);
-    c.resolution = static_cast<int>(s.integer("resolution", c.resolution));
+    c.resolution = s.int_in("resolution", c.resolution, 1, 1 << 16);
+    s.require(c.h_div_w > 0, "h_div_w", "must be positive");
+    s.require(c.cfg >= 0, "cfg", "must be >= 0");
     s.require(c.tau > 0, "tau", "must be positive");
     s.require(c.top_k >= 0, "top_k", "must be >= 0");
     s.require(c.top_p >= 0 && c.top_p <= 1, "top_p", "must be in [0, 1]");

@@ -5,6 +5,7 @@
 // code; options the official inference path never uses are rejected with a message, not ignored.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -60,6 +61,8 @@ struct InfinityConfig {
   int patch_factor() const { return spatial_patchify ? 2 : 1; }
 
   static InfinityConfig load(const std::string& path);
+  // The same checks on parsed JSON; `where` names the source in errors (the fuzzer's entry point).
+  static InfinityConfig from_json(const nlohmann::json& j, const std::string& where);
 };
 
 // The (h, w) grid RoPE positions are normalised to (rope2d_normalized_by_hw = 2): the last scale of the

@@ -162,6 +162,7 @@ GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, 
 
     const bool mix = cfgs[si] != 1.0 && cfg_on_logits && R == 2 * B;
     Tensor raw = be.download(model.logits(x, cond, mix ? R : B));  // [rows, l, V]
+    check_finite(raw, fmt::format("scale {} ({}x{}): the logits", si, h, w));  // on every backend
     if (opt.observer) opt.observer->on_logits_raw(si, raw);
     // logits * (1 / tau), then cfg * cond + (1 - cfg) * uncond (PyTorch: float32 with float scalars)
     const float inv_tau = static_cast<float>(1.0 / static_cast<double>(taus[si]));
@@ -245,6 +246,7 @@ GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, 
   if (opt.decode) {
     const double t0 = now_seconds();
     Tensor img = vae.decode(summed);
+    check_finite(img, "the decoded images");
     float* p = img.f32();
     for (int64_t i = 0, n = img.numel(); i < n; ++i) p[i] = (p[i] + 1.0f) / 2.0f;
     res.images = img;

@@ -324,6 +324,8 @@ void InfinityModel::forward_scale(Tensor& x, const Cond& cond, int si, const Sca
   const int64_t R = x.dim(0), B = cond.batch;
   const Tensor lvl = lvl_embed_.slice0(si, si + 1);
   GenerationObserver* obs = a.observer;
+  const bool check = activation_checks_enabled() && x.device() == Device::CPU;
+  if (check) check_finite(x, fmt::format("scale {}: the transformer input", si));
   for (int i = 0; i < cfg_.depth; ++i) {
     if (i % cfg_.blocks_per_chunk() == 0 && (i == 0 || !cfg_.lvl_embed_only_first_block)) {
       be_.add(x, lvl, x);
@@ -333,6 +335,7 @@ void InfinityModel::forward_scale(Tensor& x, const Cond& cond, int si, const Sca
     self_attention(x, b, cond.ada[i], i, si, a);
     cross_attention(x, b, i, cond);
     ffn(x, b, cond.ada[i]);
+    if (check) check_finite(x, fmt::format("scale {}, block {}: the hidden state", si, i));
     if (obs && obs->wants_block_outputs()) obs->on_block_output(si, i, be_.download(x));
     if (a.cfg != 1.0 && R == 2 * B &&
         std::find(a.cfg_layers.begin(), a.cfg_layers.end(), i) != a.cfg_layers.end()) {

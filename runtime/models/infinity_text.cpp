@@ -18,13 +18,17 @@ InfinityText load_infinity_text(const std::string& path, int text_channels, std:
             "(the model's text_channels)", path, shape_str(ke.shape), text_channels);
   st.expect_float("kv_compact");
   t.kv_compact = st.load("kv_compact", MemCategory::Activations);
+  check_finite(t.kv_compact, fmt::format("{}: tensor 'kv_compact' (the prompt embeddings)", st.path()));
   const Tensor lens = st.load_raw("lens", MemCategory::Workspace);
   SKV_CHECK(lens.ndim() == 1 && (lens.dtype() == DType::I64 || lens.dtype() == DType::I32),
             "{}: 'lens' must be a 1-D I64 or I32 tensor, got {}", path, lens.describe());
+  SKV_CHECK(lens.numel() <= (int64_t{1} << 20), "{}: 'lens' lists {} prompts; one run takes at most {}", path,
+            lens.numel(), int64_t{1} << 20);
   int64_t sum = 0;
   for (int64_t i = 0; i < lens.numel(); ++i) {
     const int64_t v = lens.dtype() == DType::I64 ? lens.data<int64_t>()[i] : lens.data<int32_t>()[i];
-    SKV_CHECK(v >= 1, "{}: prompt {} has {} tokens ('lens' entries must be >= 1)", path, i, v);
+    SKV_CHECK(v >= 1 && v <= ke.shape[0], "{}: prompt {} has {} tokens ('lens' entries must be in [1, {}], the rows "
+              "of 'kv_compact')", path, i, v, ke.shape[0]);
     t.lens.push_back(v);
     sum += v;
   }

@@ -26,47 +26,55 @@ std::string model_family(const std::string& config_path) {
   return "var";
 }
 
-VarConfig VarConfig::load(const std::string& path) {
-  const auto j = read_json_file(path);
+VarConfig VarConfig::load(const std::string& path) { return from_json(read_json_file(path), path); }
+
+VarConfig VarConfig::from_json(const nlohmann::json& j, const std::string& path) {
   SKV_CHECK(j.is_object(), "{}: a model config must be a JSON object", path);
   JsonFields f(j, path);
+  // Every key the loader reads, and those the converters and goldens record without being used; a
+  // misspelt key is an error, any other unknown key a warning.
+  f.check_keys({"depth", "embed_dim", "num_heads", "mlp_ratio", "norm_eps", "shared_aln", "attn_l2_norm", "patch_nums",
+                "V", "Cvae", "num_classes", "ch", "vae_ch_mult", "vae_num_res_blocks", "vae_using_sa",
+                "vae_using_mid_sa", "quant_resi", "share_quant_resi", "image_size", "cfg", "top_k", "top_p", "kv_window",
+                "class_names"},
+               {"family", "name", "note", "checkpoint", "vae_checkpoint", "seed", "labels", "beta", "source",
+                "generator"});
   VarConfig c;
   c.path = path;
-  c.depth = static_cast<int>(f.integer("depth"));
-  c.embed_dim = static_cast<int>(f.integer("embed_dim"));
-  c.num_heads = static_cast<int>(f.integer("num_heads"));
+  // Integers are read as 64-bit and range-checked before they become ints: depth 2^32 + 6 is an error,
+  // not depth 6. The bounds are far above any released model and keep every derived size in range.
+  c.depth = f.int_in("depth", 1, 4096);
+  c.embed_dim = f.int_in("embed_dim", 1, 1 << 16);
+  c.num_heads = f.int_in("num_heads", 1, 1 << 12);
   c.mlp_ratio = f.number("mlp_ratio", 4.0);
   c.norm_eps = static_cast<float>(f.number("norm_eps", 1e-6));
   c.shared_aln = f.boolean("shared_aln", false);
   c.attn_l2_norm = f.boolean("attn_l2_norm", true);
-  c.patch_nums.clear();
-  for (int64_t p : f.integers("patch_nums")) c.patch_nums.push_back(static_cast<int>(p));
-  c.V = static_cast<int>(f.integer("V"));
-  c.Cvae = static_cast<int>(f.integer("Cvae"));
-  c.num_classes = static_cast<int>(f.integer("num_classes"));
-  c.ch = static_cast<int>(f.integer("ch"));
-  if (f.has("vae_ch_mult")) {
-    c.vae_ch_mult.clear();
-    for (int64_t m : f.integers("vae_ch_mult")) c.vae_ch_mult.push_back(static_cast<int>(m));
-  }
-  c.vae_num_res_blocks = static_cast<int>(f.integer("vae_num_res_blocks", 2));
+  c.patch_nums = f.ints_in("patch_nums", 1, 1 << 12, 256);
+  c.V = f.int_in("V", 1, 1 << 24);
+  c.Cvae = f.int_in("Cvae", 1, 1 << 16);
+  c.num_classes = f.int_in("num_classes", 1, 1 << 24);
+  c.ch = f.int_in("ch", 1, 1 << 16);
+  if (f.has("vae_ch_mult")) c.vae_ch_mult = f.ints_in("vae_ch_mult", 1, 64, 16);
+  c.vae_num_res_blocks = f.int_in("vae_num_res_blocks", 2, 0, 64);
   c.vae_using_sa = f.boolean("vae_using_sa", true);
   c.vae_using_mid_sa = f.boolean("vae_using_mid_sa", true);
   c.quant_resi = static_cast<float>(f.number("quant_resi", 0.5));
-  c.share_quant_resi = static_cast<int>(f.integer("share_quant_resi", 4));
-  c.image_size = static_cast<int>(f.integer("image_size", 0));
+  c.share_quant_resi = f.int_in("share_quant_resi", 4, 0, 64);
+  c.image_size = f.int_in("image_size", 0, 0, 1 << 20);
   c.cfg = f.number("cfg", 1.5);
-  c.top_k = static_cast<int>(f.integer("top_k", 900));
+  c.top_k = f.int_in("top_k", 900, 0, 1 << 24);
   c.top_p = static_cast<float>(f.number("top_p", 0.96));
-  c.kv_window = static_cast<int>(f.integer("kv_window", 16));
+  c.kv_window = f.int_in("kv_window", 16, 1, 1 << 20);
   if (f.has("class_names")) c.class_names = f.strings("class_names");
 
   f.require(c.depth > 0, "depth", "must be positive");
   f.require(c.embed_dim > 0, "embed_dim", "must be positive");
   f.require(c.num_heads > 0 && c.embed_dim % c.num_heads == 0, "num_heads",
             fmt::format("must be positive and divide embed_dim ({})", c.embed_dim));
-  f.require(c.mlp_ratio > 0, "mlp_ratio", "must be positive");
-  f.require(c.norm_eps > 0, "norm_eps", "must be positive");
+  f.require(c.mlp_ratio > 0 && c.mlp_ratio <= 64, "mlp_ratio", "must be in (0, 64]");
+  f.require(c.norm_eps > 0 && c.norm_eps < 1, "norm_eps", "must be in (0, 1)");
+  f.require(c.cfg >= 0, "cfg", "must be >= 0");
   f.require(!c.patch_nums.empty(), "patch_nums", "must not be empty");
   for (size_t i = 0; i < c.patch_nums.size(); ++i)
     f.require(c.patch_nums[i] > 0 && (i == 0 || c.patch_nums[i] > c.patch_nums[i - 1]), "patch_nums",

@@ -3,6 +3,7 @@
 // scripts/convert_var.py, so a golden's config file is a valid model config as it is.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,8 @@ struct VarConfig {
   Schedule schedule() const { return Schedule::square(patch_nums); }
 
   static VarConfig load(const std::string& path);
+  // The same checks on parsed JSON; `where` names the source in errors (the fuzzer's entry point).
+  static VarConfig from_json(const nlohmann::json& j, const std::string& where);
 };
 
 // "var" or "infinity" for a config file (the "family" key, or inferred from the keys present).

@@ -59,6 +59,7 @@ GenerateResult var_generate(const VarModel& model, const VQVAE& vae, const VarRe
     cache.end_scale();
     policy->end_scale(si);
     Tensor logits = be.download(model.logits(x, cond));  // [2B, l, V]
+    check_finite(logits, fmt::format("scale {} ({}x{}): the logits", si, pn, pn));  // on every backend
     if (opt.observer) opt.observer->on_logits_raw(si, logits);
     // CFG: (1 + t) * cond - t * uncond, t = cfg * si / (S - 1)
     const double ratio = S == 1 ? 0.0 : static_cast<double>(si) / (S - 1);
@@ -113,6 +114,7 @@ GenerateResult var_generate(const VarModel& model, const VQVAE& vae, const VarRe
   if (opt.decode) {
     const double t0 = now_seconds();
     res.images = vae.decode(f_hat);
+    check_finite(res.images.device() == Device::CPU ? res.images : be.download(res.images), "the decoded images");
     res.decode_seconds = now_seconds() - t0;
   }
   return res;

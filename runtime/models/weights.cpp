@@ -82,16 +82,24 @@ Tensor WeightLoader::place(Tensor host, WeightUse use) const {
   return be_.upload(host, MemCategory::Weights);
 }
 
+// Every weight read from a file is checked for NaN and Inf once, at load (one pass over memory the
+// conversion has just written): a broken checkpoint stops here, naming the file and tensor, instead of
+// producing the same image for every label.
+Tensor WeightLoader::finite(Tensor t, const std::string& name) const {
+  check_finite(t, fmt::format("{}: tensor '{}'", st_->path(), name));
+  return t;
+}
+
 Tensor WeightLoader::host(const std::string& name, const Shape& shape) const {
   if (!st_) return random_full(name, shape);
   st_->expect_shape(name, shape, why_);
-  return st_->load(name, MemCategory::Workspace);
+  return finite(st_->load(name, MemCategory::Workspace), name);
 }
 
 Tensor WeightLoader::get(const std::string& name, const Shape& shape, WeightUse use) const {
   if (!st_) return place(random_full(name, shape), use);
   st_->expect_shape(name, shape, why_);
-  return place(st_->load(name, MemCategory::Weights), use);
+  return place(finite(st_->load(name, MemCategory::Weights), name), use);
 }
 
 Tensor WeightLoader::rows(const std::string& name, const Shape& full_shape,
@@ -112,7 +120,7 @@ Tensor WeightLoader::rows(const std::string& name, const Shape& full_shape,
     return place(out, use);
   }
   st_->expect_shape(name, full_shape, why_);
-  return place(st_->load_rows(name, ranges, MemCategory::Weights), use);
+  return place(finite(st_->load_rows(name, ranges, MemCategory::Weights), name), use);
 }
 
 Tensor WeightLoader::cols(const std::string& name, const Shape& full_shape, int64_t c0, int64_t c1,
@@ -125,7 +133,7 @@ Tensor WeightLoader::cols(const std::string& name, const Shape& full_shape, int6
     return place(out, use);
   }
   st_->expect_shape(name, full_shape, why_);
-  return place(st_->load_cols(name, c0, c1, MemCategory::Weights), use);
+  return place(finite(st_->load_cols(name, c0, c1, MemCategory::Weights), name), use);
 }
 
 }  // namespace skv

@@ -49,6 +49,7 @@ class WeightLoader {
 
  private:
   Tensor place(Tensor host, WeightUse use) const;
+  Tensor finite(Tensor t, const std::string& name) const;  // throws on NaN/Inf, naming the file and tensor
   Tensor random_full(const std::string& name, const Shape& shape) const;
   const SafeTensors* st_ = nullptr;
   uint64_t seed_ = 0;

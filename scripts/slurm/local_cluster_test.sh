@@ -178,7 +178,8 @@ n=$(ls "$T/out"/*.png 2> /dev/null | wc -l)
 # --- a job that must fail: rank 1 cannot read its weights --------------------------------------
 # Both ranks get the same corrupt file; the first to fail calls MPI_Abort and srun ends the step.
 head -c 300 "$T/tiny.var.safetensors" > "$T/corrupt.safetensors"
-jid2=$(sbatch --parsable --ntasks=2 --time=5 --export="ALL,$MODEL_ENV,WEIGHTS=$T/corrupt.safetensors,OUT=$T/out2,LOG_DIR=$T/logs" \
+# (Valid labels: a request is checked before any file is loaded, so bad labels would fail first.)
+jid2=$(sbatch --parsable --ntasks=2 --time=5 --export="ALL,$MODEL_ENV,WEIGHTS=$T/corrupt.safetensors,LABELS=0-4,OUT=$T/out2,LOG_DIR=$T/logs" \
   "$ROOT/scripts/slurm/generate.sbatch") || fail "sbatch refused the second job"
 JOBS+=("$jid2")
 st2=$(wait_job "$jid2")

@@ -99,6 +99,56 @@ TEST(ModelPlan, VarConfigsPlanToo) {
   EXPECT_THROW(make_plan(a), Error);
 }
 
+// Hostile input, class 6: checked arithmetic - a wrapped, negative or shrinking figure is never printed.
+TEST(ModelPlan, OverflowIsAnErrorAndTheLargestBatchGrowsWithMemory) {
+  PlanArgs a = paper_args("infinity-2b.json", "full");
+  a.batch = 2000000000;
+  std::string e;
+  try {
+    make_plan(a);
+  } catch (const Error& x) {
+    e = x.what();
+  }
+  EXPECT_NE(e.find("overflows 64 bits"), std::string::npos) << e;
+  EXPECT_NE(e.find("use a smaller --batch"), std::string::npos) << e;
+  a.batch = 8;
+  int64_t last = -1;
+  for (const char* m : {"40GiB", "80GiB", "1TiB", "100TiB", "1000TiB", "4000PiB"}) {
+    a.device_memory = m;
+    if (std::string(m) == "4000PiB") {
+      EXPECT_THROW(make_plan(a), Error);  // unknown unit PiB: refused, not misread
+      continue;
+    }
+    const PlanResult r = make_plan(a);
+    EXPECT_GE(r.max_batch, last) << m;
+    EXPECT_GT(r.bytes_per_image, 0);
+    last = r.max_batch;
+  }
+  EXPECT_GT(last, int64_t{1} << 17) << "1000 TiB holds more than 2^17 images of 7.3 GiB";
+  a.device_memory = "1e15GiB";
+  EXPECT_THROW(make_plan(a), Error);
+  a.device_memory = "inf";
+  EXPECT_THROW(make_plan(a), Error);
+}
+
+// Class 5: a value given on the command line is never replaced by the config's default.
+TEST(ModelPlan, GivenValuesOutOfRangeAreErrors) {
+  PlanArgs a = paper_args("infinity-2b.json", "scalekv");
+  a.resolution = 0;
+  a.given = {"--resolution"};
+  EXPECT_THROW(make_plan(a), Error);
+  a.given = {"--h-div-w"};
+  a.h_div_w = -1;
+  EXPECT_THROW(make_plan(a), Error);
+  a.h_div_w = std::nan("");
+  EXPECT_THROW(make_plan(a), Error);
+  a.given.clear();
+  a.h_div_w = 0;
+  a.kv.policy = "full";
+  a.kv.given = {"--kv-budget"};
+  EXPECT_THROW(make_plan(a), Error);
+}
+
 TEST(ModelPlan, MemorySizes) {
   EXPECT_EQ(parse_memory_size("80GiB"), 80LL << 30);
   EXPECT_EQ(parse_memory_size("24GB"), 24000000000LL);

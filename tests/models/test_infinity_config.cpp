@@ -68,12 +68,35 @@ TEST(InfinityConfig, ShippedConfigsHaveTheOfficialShapes) {
 
 TEST(InfinityConfig, BadFieldsAreNamed) {
   const std::string k = R"("depth":4,"embed_dim":256,"num_heads":2,"text_channels":512,"block_chunks":2)";
+  // The kwargs with one field replaced (a key may appear only once).
+  auto with = [&](const std::string& key, const std::string& value) {
+    std::string body = k;
+    const size_t a = body.find("\"" + key + "\":");
+    if (a == std::string::npos) return R"({"infinity_kwargs":{)" + k + ",\"" + key + "\":" + value + "}}";
+    const size_t v = a + key.size() + 3, e = body.find(',', v);
+    body.replace(v, (e == std::string::npos ? body.size() : e) - v, value);
+    return R"({"infinity_kwargs":{)" + body + "}}";
+  };
   EXPECT_EQ(load_error(R"({"infinity_kwargs":{)" + k + "}}"), "");
   EXPECT_NE(load_error(R"({"depth":4})").find("'infinity_kwargs'"), std::string::npos);
-  EXPECT_NE(load_error(R"({"infinity_kwargs":{)" + k + R"(,"block_chunks":3}})").find("field 'block_chunks'"),
+  EXPECT_NE(load_error(with("block_chunks", "3")).find("field 'block_chunks'"), std::string::npos);
+  EXPECT_NE(load_error(with("swiglu", "true")).find("field 'swiglu'"), std::string::npos);
+  EXPECT_NE(load_error(with("text_channels", "500")).find("field 'text_channels'"), std::string::npos);
+  // Hostile input, class 3: integers beyond 32 bits are errors, not truncated (2^32 + 256 once ran as 256).
+  EXPECT_NE(load_error(with("embed_dim", "4294967552")).find("field 'embed_dim' is 4294967552, outside [1, 65536]"),
+            std::string::npos) << load_error(with("embed_dim", "4294967552"));
+  EXPECT_NE(load_error(with("depth", "18446744073709551615")).find("field 'depth' is 18446744073709551615, which is "
+                                                                    "not a 64-bit integer"),
             std::string::npos);
-  EXPECT_NE(load_error(R"({"infinity_kwargs":{)" + k + R"(,"swiglu":true}})").find("field 'swiglu'"), std::string::npos);
-  EXPECT_NE(load_error(R"({"infinity_kwargs":{)" + k + R"(,"text_channels":500}})").find("field 'text_channels'"),
+  EXPECT_NE(load_error(with("depth", "4.5")).find("field 'depth' is 4.5"), std::string::npos);
+  // Duplicates and misspelt optional keys (class 5) are errors; unknown keys elsewhere warn.
+  EXPECT_NE(load_error(R"({"infinity_kwargs":{)" + k + R"(,"depth":6}})").find("key 'depth' appears twice in "
+                                                                                 "'infinity_kwargs'"),
+            std::string::npos);
+  EXPECT_NE(load_error(with("rope2d_normalised_by_hw", "2")).find("unknown field 'rope2d_normalised_by_hw': did you "
+                                                                  "mean 'rope2d_normalized_by_hw'?"),
+            std::string::npos);
+  EXPECT_NE(load_error(R"({"infinity_kwargs":{)" + k + R"(},"sampling":{"top_kk":5}})").find("did you mean 'top_k'"),
             std::string::npos);
   EXPECT_NE(load_error(R"({"infinity_kwargs":{)" + k + R"(,"fused_norm":false}})").find("scale_ind"), std::string::npos);
   EXPECT_NE(load_error(R"({"infinity_kwargs":{)" + k + R"(},"vae":{"patch_size":32,"decoder_ch_mult":[1,2,4,4,4]}})")

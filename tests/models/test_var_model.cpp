@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "parallel/communicator.h"
 #include "runtime/check.h"
@@ -116,9 +117,28 @@ TEST(VarConfig, BadFieldsAreNamed) {
   const std::string ok = R"("depth":2,"embed_dim":64,"num_heads":4,"patch_nums":[1,2],"V":8,"Cvae":4,"num_classes":3,"ch":32,"vae_ch_mult":[1,2])";
   EXPECT_EQ(err("{" + ok + "}"), "");
   EXPECT_NE(err(R"({"depth":2})").find("missing field 'embed_dim'"), std::string::npos);
-  EXPECT_NE(err("{" + ok + R"(,"num_heads":5})").find("field 'num_heads'"), std::string::npos);
+  // The config with one field replaced (a key may appear only once).
+  auto with = [&](const std::string& key, const std::string& value) {
+    nlohmann::json j = nlohmann::json::parse("{" + ok + "}");
+    j[key] = nlohmann::json::parse(value);
+    return j.dump();
+  };
+  EXPECT_NE(err(with("num_heads", "5")).find("field 'num_heads'"), std::string::npos);
   EXPECT_NE(err(R"({"depth":"x","embed_dim":64})").find("field 'depth' must be an integer"), std::string::npos);
-  EXPECT_NE(err("{" + ok + R"(,"patch_nums":[2,1]})").find("strictly increasing"), std::string::npos);
+  EXPECT_NE(err(with("patch_nums", "[2,1]")).find("strictly increasing"), std::string::npos);
+  // Hostile input, class 3: depth 2^32 + 6 once ran as depth 6.
+  EXPECT_NE(err(with("depth", "4294967302")).find("field 'depth' is 4294967302, outside [1, 4096]"), std::string::npos)
+      << err(with("depth", "4294967302"));
+  EXPECT_NE(err(with("patch_nums", "[1, 4294967298]")).find("field 'patch_nums' holds 4294967298"), std::string::npos);
+  EXPECT_NE(err(with("top_k", "1e300")).find("field 'top_k' is 1e+300"), std::string::npos)
+      << err(with("top_k", "1e300"));
+  EXPECT_NE(err(with("vae_ch_mult", "[1,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2,2]"))
+                .find("field 'vae_ch_mult' must be an array of at most 16"),
+            std::string::npos);
+  // Class 5: a duplicate key is an error, a misspelt optional key too ("did you mean").
+  EXPECT_NE(err("{" + ok + R"(,"depth":6})").find("key 'depth' appears twice"), std::string::npos);
+  EXPECT_NE(err(with("kv_windw", "4")).find("unknown field 'kv_windw': did you mean 'kv_window'?"), std::string::npos);
+  EXPECT_EQ(err(with("trained_on", "\"fmnist\"")), "") << "an unknown key far from every known one only warns";
   EXPECT_NE(err("{not json").find("not valid JSON"), std::string::npos);
   std::filesystem::remove(p);
 }

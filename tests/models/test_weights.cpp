@@ -3,13 +3,18 @@
 // with half the bytes of those weights.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
+#include <functional>
 
 #include "parallel/communicator.h"
 #include "runtime/check.h"
 #include "runtime/hostdevice.h"
 #include "runtime/models/var_generate.h"
 #include "models/var_test_util.h"
+#include "test_util.h"
 
 namespace skv {
 
@@ -82,6 +87,41 @@ TEST(Weights, Bf16LinearWeightsKeepTheModelClose) {
     EXPECT_LT(num / den, 1e-3) << "scale " << si;  // bf16 keeps ~3 significant digits
     EXPECT_GT(num, 0.0) << "the weights really are rounded";
   }
+}
+
+}  // namespace skv
+
+namespace skv {
+
+// Hostile input, class 2: NaN or Inf in a checkpoint stops the load naming the file and the tensor
+// (before: every label produced the same image and the run exited 0); activations are checked with
+// the same function, which names what it was given.
+TEST(Weights, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  const std::string p = (std::filesystem::temp_directory_path() / ("skv_nan_" + std::to_string(::getpid()) +
+                                                                   ".safetensors")).string();
+  Tensor good = Tensor::from_vector({1, 2, 3, 4}, {2, 2});
+  Tensor bad = Tensor::from_vector({1, NAN, 3, INFINITY}, {2, 2});
+  write_safetensors(p, {{"good", good}, {"bad", bad}});
+  SafeTensors st(p);
+  WeightLoader wl(st, cpu_backend());
+  EXPECT_NO_THROW(wl.get("good", {2, 2}));
+  for (auto load : std::vector<std::function<void()>>{[&] { wl.get("bad", {2, 2}); },
+                                                      [&] { wl.rows("bad", {2, 2}, {{0, 2}}); },
+                                                      [&] { wl.cols("bad", {2, 2}, 1, 2); },
+                                                      [&] { wl.host("bad", {2, 2}); }}) {
+    const std::string e = test::error_of(load);
+    EXPECT_NE(e.find(p + ": tensor 'bad' holds"), std::string::npos) << e;
+    EXPECT_NE(e.find("non-finite value"), std::string::npos) << e;
+  }
+  std::filesystem::remove(p);
+  EXPECT_EQ(first_non_finite(bad.f32(), 4), 1);
+  EXPECT_EQ(first_non_finite(good.f32(), 4), -1);
+  std::vector<float> big(100000, 1.0f);
+  big[77777] = -INFINITY;
+  EXPECT_EQ(first_non_finite(big.data(), static_cast<int64_t>(big.size())), 77777);
+  const std::string e = test::error_of([&] { check_finite(bad, "scale 3, block 2: the hidden state"); });
+  EXPECT_NE(e.find("scale 3, block 2: the hidden state holds 2 non-finite values (first: nan at element 1 of [2, 2])"),
+            std::string::npos) << e;
 }
 
 }  // namespace skv

@@ -7,6 +7,8 @@
 #                the first all-reduce when rank 1 fails
 #   hang         rank 1 is stopped (SIGSTOP) in the middle of generation; rank 0's collective
 #                watchdog (SKV_COLLECTIVE_TIMEOUT=3) must end the job
+#   mismatch     the ranks are given different --labels (a valid request each); they must compare
+#                their requests and name the option and both values (not MPI_ERR_TRUNCATE later)
 set -uo pipefail
 MODE=$1
 shift
@@ -27,6 +29,11 @@ case "$MODE" in
   bad_request)
     "$MPIEXEC" "$NP" 1 $OVERSUB "$SCALEKV" "${base[@]}" "${MODEL_ARGS[@]}" --labels 1 --out "$WORK/o" : \
       "$NP" 1 "$SCALEKV" "${base[@]}" "${MODEL_ARGS[@]}" --labels 99 --out "$WORK/o" > "$WORK/log" 2>&1
+    rc=$?
+    ;;
+  mismatch)
+    "$MPIEXEC" "$NP" 1 $OVERSUB "$SCALEKV" "${base[@]}" "${MODEL_ARGS[@]}" --labels 1 --out "$WORK/o" : \
+      "$NP" 1 "$SCALEKV" "${base[@]}" "${MODEL_ARGS[@]}" --labels 2,3 --out "$WORK/o" > "$WORK/log" 2>&1
     rc=$?
     ;;
   hang)
@@ -61,5 +68,6 @@ echo "mode $MODE: exit status $rc after $elapsed s"
 case "$MODE" in
   bad_file|bad_request) grep -q "error: \[rank 1/2\]" "$WORK/log" || fail "no error line names rank 1" ;;
   hang) grep -q "error: \[rank 0/2\].*waited" "$WORK/log" || fail "rank 0's watchdog did not report the wait" ;;
+  mismatch) grep -q "different --labels (rank 0: '1', rank 1: '2,3')" "$WORK/log" || fail "no error names --labels and both values" ;;
 esac
 echo "PASS"

@@ -5,6 +5,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "runtime/check.h"
 #include "runtime/safetensors.h"
 
@@ -126,7 +129,43 @@ TEST(SafeTensors, ShapeAndDtypeExpectationsNameTheTensor) {
 }
 
 TEST(SafeTensors, MissingFileIsAClearError) {
-  EXPECT_NE(error_of("/nonexistent/x.safetensors").find("cannot open"), std::string::npos);
+  EXPECT_NE(error_of("/nonexistent/x.safetensors").find("/nonexistent/x.safetensors: no such file"), std::string::npos);
+}
+
+// Hostile input, class 9: a name that appears twice is refused (the reference implementation does;
+// nlohmann alone keeps the last one), naming the file and the tensor.
+TEST(SafeTensors, RejectsDuplicateTensorNames) {
+  const std::string p = tmp_path("dup.safetensors");
+  write_raw(p,
+            R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+            std::string(8, '\0'));
+  std::string e = error_of(p);
+  EXPECT_NE(e.find(p), std::string::npos) << e;
+  EXPECT_NE(e.find("tensor 'w' appears twice"), std::string::npos) << e;
+  write_raw(p, R"({"w":{"dtype":"F32","dtype":"F16","shape":[1],"data_offsets":[0,4]}})", std::string(4, '\0'));
+  e = error_of(p);
+  EXPECT_NE(e.find("key 'dtype' appears twice in 'w'"), std::string::npos) << e;
+  write_raw(p, R"({"__metadata__":{"a":"1","a":"2"}})", "");
+  EXPECT_NE(error_of(p).find("key 'a' appears twice in '__metadata__'"), std::string::npos);
+  std::remove(p.c_str());
+}
+
+// Hostile input, class 1: a FIFO, a directory or a device is refused at once, never read (a FIFO would
+// block forever in open()).
+TEST(SafeTensors, RefusesSpecialFilesWithoutBlocking) {
+  const std::string fifo = tmp_path("fifo.safetensors");
+  std::remove(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::string e = error_of(fifo);
+  EXPECT_NE(e.find(fifo + ": is a FIFO (named pipe), not a regular file"), std::string::npos) << e;
+  std::remove(fifo.c_str());
+  const std::string dir = tmp_path("dir.safetensors");
+  std::filesystem::create_directories(dir);
+  e = error_of(dir);
+  EXPECT_NE(e.find(dir + ": is a directory, not a regular file"), std::string::npos) << e;
+  std::filesystem::remove(dir);
+  e = error_of("/dev/zero");
+  EXPECT_NE(e.find("/dev/zero: is a character device, not a regular file"), std::string::npos) << e;
 }
 
 }  // namespace skv
