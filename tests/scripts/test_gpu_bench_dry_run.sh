@@ -4,7 +4,7 @@
 # is invalid or an input is missing. Each failure case below breaks one thing:
 #   an option scalekv does not have          -> both bench steps, caught by the parser
 #   a value the bench rejects                -> both bench steps, caught by the exact command or the twin
-#   a value only the model rejects           -> bench-scalekv only, caught by its CPU twin
+#   a value only the run rejects (h/w 0.6)   -> both bench steps, caught by the CPU twin
 #   a golden folder with a file missing      -> golden-memcheck
 #   a model config that is not there         -> both bench steps
 #   test_gpu_bench_dry_run.sh BINARY_DIR [GOLDEN_DIR]   (BINARY_DIR/bin/scalekv must exist; GOLDEN_DIR
@@ -71,10 +71,11 @@ expect_fail unknown_option_2 bench-scalekv 'kv-budjet' GPU_BENCH_DRY_QUICK=1 'GP
 
 # 3. A value the parser takes but the bench refuses (before or after it asks for the GPU, depending on
 #    the build: the exact command or the CPU twin must catch it).
-expect_fail bad_text_len bench-full 'text length' 'GPU_BENCH_EXTRA_BENCH_ARGS=--text-len 0' --
+expect_fail bad_text_len bench-full 'text-len 0' 'GPU_BENCH_EXTRA_BENCH_ARGS=--text-len 0' --
 
-# 4. A value only the ScaleKV policy checks (after the model is built): only the CPU twin sees it.
-ok_step=bench-full expect_fail bad_window bench-scalekv 'kv-window -3' 'GPU_BENCH_EXTRA_BENCH_ARGS=--kv-window -3' --
+# 4. A value only the run itself checks (an aspect ratio outside Infinity's table, found when the
+#    schedule is built, after the device check): only the CPU twin sees it.
+expect_fail bad_ratio bench-full 'dynamic-resolution table' 'GPU_BENCH_EXTRA_BENCH_ARGS=--h-div-w 0.6' --
 
 # 5. A copy of the golden folder with one file missing, and one with a truncated file.
 mkdir -p "$work/golden" "$work/golden_trunc"
