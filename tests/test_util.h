@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <utility>
@@ -48,6 +51,36 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
 inline double max_abs_diff(const Tensor& a, const std::vector<float>& b) {
   EXPECT_EQ(a.numel(), static_cast<int64_t>(b.size()));
   return max_abs_diff(a.f32(), b.data(), std::min<int64_t>(a.numel(), b.size()));
+}
+
+// Runs a shell command (stderr folded into stdout) and returns its output; *status is pclose's.
+// The reference checks run Debian's PyTorch/numpy this way at test time.
+inline std::string run_captured(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return *status = -1, out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  *status = ::pclose(p);
+  return out;
+}
+
+// A raw little-endian float32 file (numpy's tofile); empty when it cannot be read.
+inline std::vector<float> read_floats(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) return {};
+  std::vector<float> v(static_cast<size_t>(f.tellg()) / sizeof(float));
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+  return v;
+}
+
+// How many floats differ bit for bit.
+inline int64_t count_bit_differences(const float* a, const float* b, int64_t n) {
+  int64_t d = 0;
+  for (int64_t i = 0; i < n; ++i) d += std::memcmp(a + i, b + i, sizeof(float)) != 0;
+  return d;
 }
 
 // A layer's store as the slot pool carves it when layers interleave: `n` extents of 1..4 tokens at

@@ -810,17 +810,6 @@ void expect_same_decisions(const PolicyRun& g, const PolicyRun& c, double logit_
   for (const auto& [si, want] : c.logits.raw) EXPECT_LT(nmse(g.logits.raw.at(si), want), logit_tol) << "scale " << si;
 }
 
-InfinityRequest tiny_infinity_request(const InfinityConfig& cfg) {
-  InfinityRequest r;
-  r.text = test::random_text({6, 2}, cfg.text_channels, 3);  // two prompts of different lengths (row_len)
-  r.schedule = infinity_schedule(1.0, "0.06M");
-  r.cfg_list = {3.0};
-  r.tau_list = {1.0};
-  r.sampling.top_k = 0;
-  r.sampling.top_p = 0.0f;
-  r.seed = 42;
-  return r;
-}
 
 }  // namespace
 
@@ -1119,7 +1108,7 @@ TEST_F(CudaOps, LargeUploadsAndTheStagingRingWrap) {
 // logits per scale and the image.
 TEST_F(CudaOps, TinyInfinityModelMatchesCpu) {
   const InfinityConfig cfg = test::tiny_infinity_config();
-  const InfinityRequest req = tiny_infinity_request(cfg);
+  const InfinityRequest req = test::tiny_infinity_request(cfg);
   auto run = [&](Backend& be, const std::vector<std::vector<uint8_t>>* teacher, RawLogits* obs) {
     auto comm = make_local_communicator();
     WeightLoader wm(12, be), wv(13, be);
@@ -1183,7 +1172,7 @@ TEST_F(CudaOps, ScaleKVTinyVarMatchesCpu) {
 // 4x4 grid, average pooling): the device SoftmaxMean path, cosine-attention queries, two text lengths.
 TEST_F(CudaOps, ScaleKVTinyInfinityMatchesCpu) {
   const InfinityConfig cfg = test::tiny_infinity_config();
-  const InfinityRequest req = tiny_infinity_request(cfg);
+  const InfinityRequest req = test::tiny_infinity_request(cfg);
   auto run = [&](Backend& be, const PolicyRun* teacher) {
     auto comm = make_local_communicator();
     WeightLoader wm(12, be), wv(13, be);

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "runtime/models/infinity_config.h"
+#include "runtime/models/infinity_generate.h"
 #include "runtime/models/infinity_model.h"
 
 namespace skv::test {
@@ -42,6 +43,21 @@ inline InfinityText random_text(const std::vector<int64_t>& lens, int channels, 
   std::normal_distribution<float> d(0.0f, 0.3f);
   for (int64_t i = 0; i < t.kv_compact.numel(); ++i) t.kv_compact.f32()[i] = d(g);
   return t;
+}
+
+// A request on the 0.06M square schedule: prompts of the given lengths (different lengths exercise the
+// per-row text lengths), cfg 3, tau 1, unfiltered sampling, seed 42.
+inline InfinityRequest tiny_infinity_request(const InfinityConfig& cfg, const std::vector<int64_t>& lens = {6, 2},
+                                             uint32_t text_seed = 3) {
+  InfinityRequest r;
+  r.text = random_text(lens, cfg.text_channels, text_seed);
+  r.schedule = infinity_schedule(1.0, "0.06M");
+  r.cfg_list = {3.0};
+  r.tau_list = {1.0};
+  r.sampling.top_k = 0;
+  r.sampling.top_p = 0.0f;
+  r.seed = 42;
+  return r;
 }
 
 }  // namespace skv::test

@@ -22,18 +22,6 @@ namespace skv {
 
 namespace {
 
-InfinityRequest tiny_request(const InfinityConfig& cfg, const std::vector<int64_t>& lens, uint32_t text_seed = 3) {
-  InfinityRequest r;
-  r.text = test::random_text(lens, cfg.text_channels, text_seed);
-  r.schedule = infinity_schedule(1.0, "0.06M");
-  r.cfg_list = {3.0f};
-  r.tau_list = {1.0f};
-  r.sampling.top_k = 0;
-  r.sampling.top_p = 0.0f;
-  r.seed = 42;
-  return r;
-}
-
 struct TempDir {
   std::string dir;
   TempDir() {
@@ -68,7 +56,7 @@ TEST(InfinityModel, RandomCheckpointMatchesRandomWeightsAndIsDeterministic) {
   InfinityModel rnd_model(cfg, wm, *comm);
   BsqVae rnd_vae(cfg, wv);
 
-  const InfinityRequest req = tiny_request(cfg, {5, 9, 3});
+  const InfinityRequest req = test::tiny_infinity_request(cfg, {5, 9, 3});
   InfinityRunOptions opt;
   const GenerateResult a = infinity_generate(file_model, file_vae, req, opt);
   const GenerateResult b = infinity_generate(rnd_model, rnd_vae, req, opt);
@@ -123,7 +111,7 @@ TEST(InfinityModel, SpatialPatchifyRoundTripsAndRuns) {
   WeightLoader wm(4, cpu_backend()), wv(5, cpu_backend());
   InfinityModel model(cfg, wm, *comm);
   BsqVae vae(cfg, wv);
-  const InfinityRequest req = tiny_request(cfg, {4});
+  const InfinityRequest req = test::tiny_infinity_request(cfg, {4});
   const GenerateResult a = infinity_generate(model, vae, req, {});
   EXPECT_EQ(a.tokens[6].size(), static_cast<size_t>(256 * 4 * cfg.vae.codebook_dim));
   EXPECT_EQ(a.images.shape(), Shape({1, 3, 128, 128}));  // 16x16 tokens, 2x2 patchify, VAE patch 4
@@ -142,7 +130,7 @@ TEST(InfinityModel, NonSquareAspectRatiosGenerate) {
   InfinityModel model(cfg, wm, *comm);
   BsqVae vae(cfg, wv);
   for (double r : {0.5, 1.333}) {
-    InfinityRequest req = tiny_request(cfg, {4});
+    InfinityRequest req = test::tiny_infinity_request(cfg, {4});
     req.schedule = infinity_schedule_for(r, 256);
     InfinityRunOptions o;
     const GenerateResult a = infinity_generate(model, vae, req, o);
@@ -159,7 +147,7 @@ TEST(InfinityModel, TensorParallelOverTwoRanksMatchesOneRank) {
   WeightLoader wm(12, cpu_backend()), wv(13, cpu_backend());
   InfinityModel model(cfg, wm, *comm);
   BsqVae vae(cfg, wv);
-  const InfinityRequest req = tiny_request(cfg, {6, 2});
+  const InfinityRequest req = test::tiny_infinity_request(cfg, {6, 2});
   LogitRecorder ref;
   InfinityRunOptions o;
   o.observer = &ref;
@@ -215,7 +203,7 @@ TEST(InfinityModel, CfgVariantsAndTextErrors) {
   WeightLoader wm(21, cpu_backend()), wv(22, cpu_backend());
   InfinityModel model(cfg, wm, *comm);
   BsqVae vae(cfg, wv);
-  InfinityRequest req = tiny_request(cfg, {3, 4});
+  InfinityRequest req = test::tiny_infinity_request(cfg, {3, 4});
   InfinityRunOptions o;
   o.decode = false;
   const GenerateResult base = infinity_generate(model, vae, req, o);
@@ -238,7 +226,7 @@ TEST(InfinityModel, CfgVariantsAndTextErrors) {
       ASSERT_EQ(g.tokens[si][p], rec.logits[si].f32()[2 * p + 1] > rec.logits[si].f32()[2 * p] ? 1 : 0);
   o.observer = nullptr;
 
-  InfinityRequest longp = tiny_request(cfg, {cfg.text_maxlen + 1});
+  InfinityRequest longp = test::tiny_infinity_request(cfg, {cfg.text_maxlen + 1});
   try {
     infinity_generate(model, vae, longp, o);
     FAIL();

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "runtime/models/official_rounding.h"
+#include "test_util.h"
 
 namespace skv {
 
@@ -23,14 +24,7 @@ std::string run_python(const std::string& code, int* status) {
   if (!f) return *status = -1, "";
   std::fputs(code.c_str(), f);
   std::fclose(f);
-  FILE* p = ::popen(("/usr/bin/python3 " + path + " 2>&1").c_str(), "r");
-  if (!p) return *status = -1, "";
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  *status = ::pclose(p);
-  return out;
+  return test::run_captured("/usr/bin/python3 " + path, status);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/models/torch_group_norm.h"
+#include "test_util.h"
 #include "runtime/tensor.h"
 
 namespace skv {
@@ -23,21 +24,6 @@ namespace {
 struct Case {
   int N, C, G, H, W;
 };
-
-std::vector<float> read_floats(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) return {};
-  std::vector<float> v(static_cast<size_t>(f.tellg()) / sizeof(float));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
-  return v;
-}
-
-int64_t count_differ(const float* a, const float* b, int64_t n) {
-  int64_t d = 0;
-  for (int64_t i = 0; i < n; ++i) d += std::memcmp(a + i, b + i, sizeof(float)) != 0;
-  return d;
-}
 
 }  // namespace
 
@@ -93,33 +79,28 @@ for k, spec in enumerate(sys.argv[3:]):
   for (const auto& c : cases)
     cmd += " " + std::to_string(c.N) + "," + std::to_string(c.C) + "," + std::to_string(c.G) + "," +
            std::to_string(c.H) + "," + std::to_string(c.W);
-  cmd += " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[1024];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  ASSERT_EQ(::pclose(p), 0) << "Debian's PyTorch (/usr/bin/python3, scripts/setup.sh --torch) is required: " << out;
+  int status = 0;
+  const std::string out = test::run_captured(cmd, &status);
+  ASSERT_EQ(status, 0) << "Debian's PyTorch (/usr/bin/python3, scripts/setup.sh --torch) is required: " << out;
 
   bool threads_matter = false;
   for (size_t k = 0; k < cases.size(); ++k) {
     const auto& c = cases[k];
     const std::string base = dir + "gn" + std::to_string(k);
-    const std::vector<float> x = read_floats(base + ".x"), w = read_floats(base + ".w"), b = read_floats(base + ".b");
+    const std::vector<float> x = test::read_floats(base + ".x"), w = test::read_floats(base + ".w"), b = test::read_floats(base + ".b");
     const int64_t numel = static_cast<int64_t>(c.N) * c.C * c.H * c.W, HxW = static_cast<int64_t>(c.H) * c.W;
     ASSERT_EQ(static_cast<int64_t>(x.size()), numel);
     ASSERT_EQ(static_cast<int>(w.size()), c.C);
     std::vector<float> prev;
     for (int t : threads) {
-      const std::vector<float> want = read_floats(base + ".y" + std::to_string(t));
+      const std::vector<float> want = test::read_floats(base + ".y" + std::to_string(t));
       ASSERT_EQ(static_cast<int64_t>(want.size()), numel);
       std::vector<float> y(numel);
       torch_group_norm_channels_last(x.data(), c.N, c.C, HxW, c.G, w.data(), b.data(), 1e-6f, t, y.data());
-      EXPECT_EQ(count_differ(y.data(), want.data(), numel), 0)
+      EXPECT_EQ(test::count_bit_differences(y.data(), want.data(), numel), 0)
           << "N " << c.N << " C " << c.C << " G " << c.G << " " << c.H << "x" << c.W << ", " << t
           << " torch thread(s): outputs differ from PyTorch";
-      if (!prev.empty() && count_differ(prev.data(), want.data(), numel) > 0) threads_matter = true;
+      if (!prev.empty() && test::count_bit_differences(prev.data(), want.data(), numel) > 0) threads_matter = true;
       prev = want;
     }
   }
@@ -131,13 +112,13 @@ for k, spec in enumerate(sys.argv[3:]):
     const size_t k = cases.size() - 1;
     const auto& c = cases[k];
     const std::string base = dir + "gn" + std::to_string(k);
-    const std::vector<float> x = read_floats(base + ".x"), w = read_floats(base + ".w"), b = read_floats(base + ".b");
-    const std::vector<float> want = read_floats(base + ".y2");
+    const std::vector<float> x = test::read_floats(base + ".x"), w = test::read_floats(base + ".w"), b = test::read_floats(base + ".b");
+    const std::vector<float> want = test::read_floats(base + ".y2");
     const Tensor xt = Tensor::from_vector(x, {c.N, c.C, c.H, c.W});
     const Tensor wt = Tensor::from_vector(w, {c.C}), bt = Tensor::from_vector(b, {c.C});
     const Tensor y = torch_group_norm(cpu_backend(), xt, c.G, &wt, &bt, 1e-6f, 2);
     ASSERT_EQ(y.numel(), static_cast<int64_t>(want.size()));
-    EXPECT_EQ(count_differ(y.f32(), want.data(), y.numel()), 0);
+    EXPECT_EQ(test::count_bit_differences(y.f32(), want.data(), y.numel()), 0);
   }
 }
 
@@ -149,7 +130,7 @@ TEST(TorchGroupNorm, NullAffineIsOnesAndZeros) {
     for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i)) * 3.0f + 1.5f;
     torch_group_norm_channels_last(x.data(), N, C, HxW, G, nullptr, nullptr, 1e-6f, 2, y0.data());
     torch_group_norm_channels_last(x.data(), N, C, HxW, G, ones.data(), zeros.data(), 1e-6f, 2, y1.data());
-    EXPECT_EQ(count_differ(y0.data(), y1.data(), static_cast<int64_t>(x.size())), 0) << "HxW " << HxW;
+    EXPECT_EQ(test::count_bit_differences(y0.data(), y1.data(), static_cast<int64_t>(x.size())), 0) << "HxW " << HxW;
   }
 }
 

@@ -19,6 +19,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/tensor.h"
+#include "test_util.h"
 
 namespace skv {
 
@@ -29,15 +30,6 @@ struct Case {
   Interp interp;
   Shape in, out;
 };
-
-std::vector<float> read_floats(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) return {};
-  std::vector<float> v(static_cast<size_t>(f.tellg()) / sizeof(float));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
-  return v;
-}
 
 std::string shape_arg(const Shape& s) {
   std::string r;
@@ -104,26 +96,20 @@ for spec in sys.argv[2:]:
     (std::string(c.mode) == "trilinear" ? native : portable) += " " + std::to_string(k) + ":" + c.mode + ":" +
                                                                 shape_arg(c.in) + ":" + shape_arg(c.out);
   }
-  const std::string cmd = "(" + portable + " && " + native + ") 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[1024];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  ASSERT_EQ(::pclose(p), 0) << "Debian's PyTorch (/usr/bin/python3, scripts/setup.sh --torch) is required: " << out;
+  int status = 0;
+  const std::string out = test::run_captured("(" + portable + " && " + native + ")", &status);
+  ASSERT_EQ(status, 0) << "Debian's PyTorch (/usr/bin/python3, scripts/setup.sh --torch) is required: " << out;
 
   for (size_t k = 0; k < cases.size(); ++k) {
     const auto& c = cases[k];
-    const std::vector<float> xin = read_floats(dir + "interp" + std::to_string(k) + ".in");
-    const std::vector<float> want = read_floats(dir + "interp" + std::to_string(k) + ".out");
+    const std::vector<float> xin = test::read_floats(dir + "interp" + std::to_string(k) + ".in");
+    const std::vector<float> want = test::read_floats(dir + "interp" + std::to_string(k) + ".out");
     Tensor x = Tensor::empty(c.in), y = Tensor::empty(c.out);
     ASSERT_EQ(static_cast<int64_t>(xin.size()), x.numel());
     ASSERT_EQ(static_cast<int64_t>(want.size()), y.numel());
     std::memcpy(x.f32(), xin.data(), xin.size() * sizeof(float));
     cpu_backend().interpolate(x, c.interp, y);
-    int64_t differ = 0;
-    for (int64_t i = 0; i < y.numel(); ++i) differ += std::memcmp(&y.f32()[i], &want[i], sizeof(float)) != 0;
+    const int64_t differ = test::count_bit_differences(y.f32(), want.data(), y.numel());
     EXPECT_EQ(differ, 0) << c.mode << " " << shape_arg(c.in) << " -> " << shape_arg(c.out) << ": " << differ << " of "
                          << y.numel() << " outputs differ from PyTorch";
   }
