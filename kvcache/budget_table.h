@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kvcache/schedule.h"
+#include "runtime/kv_select_ref.h"  // kScaleKVWindow
 
 namespace skv {
 
@@ -22,7 +23,7 @@ struct BudgetTable {
   std::string source;           // file (for errors)
   int depth = 0;
   int64_t base_capacity = 0;    // B: the uniform per-layer budget; compression starts once a scale's cumulative length exceeds it
-  int window = 16;
+  int window = kScaleKVWindow;
   std::vector<int> scales;      // compressed scale indices, ascending, consecutive
   std::vector<std::vector<int64_t>> budgets;  // [scale][layer]
   std::vector<std::vector<uint8_t>> drafter;  // [scale][layer]

@@ -15,6 +15,7 @@
 
 #include "kvcache/schedule.h"
 #include "runtime/backend.h"
+#include "runtime/kv_select_ref.h"  // kScaleKVWindow
 
 namespace skv {
 
@@ -94,8 +95,8 @@ std::unique_ptr<KVPolicy> make_full_policy();
 // falls linearly with depth from 2B - B/beta to B/beta (sum B * depth).
 std::unique_ptr<KVPolicy> make_sliding_window_policy(int64_t budget);
 std::unique_ptr<KVPolicy> make_streamingllm_policy(int64_t budget, int64_t sinks = 4);
-std::unique_ptr<KVPolicy> make_snapkv_policy(int64_t budget, int depth, int window = 16, int kernel = 5);
-std::unique_ptr<KVPolicy> make_pyramidkv_policy(int64_t budget, int depth, int window = 16, int kernel = 5,
+std::unique_ptr<KVPolicy> make_snapkv_policy(int64_t budget, int depth, int window = kScaleKVWindow, int kernel = 5);
+std::unique_ptr<KVPolicy> make_pyramidkv_policy(int64_t budget, int depth, int window = kScaleKVWindow, int kernel = 5,
                                                 double beta = 20.0);
 // PyramidKV's per-layer budgets (exposed for tests and the planner).
 std::vector<int64_t> pyramid_budgets(int64_t budget, int depth, int window, double beta);

@@ -32,6 +32,7 @@
 #include "kvcache/budget_table.h"
 #include "kvcache/policy.h"
 #include "kvcache/scoring.h"
+#include "runtime/kv_select_ref.h"  // kScaleKVWindow
 
 namespace skv {
 
@@ -40,7 +41,7 @@ enum class ScaleKVCalibration { Online, Table };
 
 struct ScaleKVOptions {
   int64_t budget = 0;  // B: tokens per layer (the base capacity)
-  int window = 16;     // observation queries (a square: 4x4 grid)
+  int window = kScaleKVWindow;  // observation queries (a square: 4x4 grid)
   int kernel = 5;      // pooling kernel
   ScaleKVScoring scoring = ScaleKVScoring::Reference;
   ScaleKVCalibration calibration = ScaleKVCalibration::Online;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "kvcache/policy.h"
+#include "runtime/kv_select_ref.h"  // kScaleKVWindow
 
 namespace skv {
 
@@ -38,7 +39,7 @@ struct KVModelInfo {
   int depth = 0;
   int num_heads = 0;
   Schedule schedule;
-  int window = 16;  // the model's default observation window (config key kv_window; 16 as released)
+  int window = kScaleKVWindow;  // the model's default observation window (config key kv_window; 16 as released)
 };
 
 // "full, sliding-window, streamingllm, snapkv, pyramidkv, scalekv"

@@ -13,13 +13,14 @@
 #include "kvcache/planner.h"
 #include "launcher/kv_options.h"
 #include "runtime/dtype.h"
+#include "runtime/kv_select_ref.h"  // kScaleKVWindow
 
 namespace skv {
 
 struct ModelShape {
   std::string name, family, config;
   int depth = 0, embed_dim = 0, num_heads = 0, head_dim = 0, ffn_hidden = 0;
-  int kv_window = 16;             // the default observation window (VAR config key kv_window)
+  int kv_window = kScaleKVWindow;             // the default observation window (VAR config key kv_window)
   Schedule schedule;
   std::string schedule_name;      // "patch_nums" or "1M h/w 1.000"
   int64_t params_replicated = 0;  // parameters every rank holds in full

@@ -16,6 +16,8 @@
 
 namespace skv {
 
+// The released observation window: 16 queries (a 4x4 grid). The one default every windowed policy,
+// config, budget table and CLI option starts from.
 constexpr int kScaleKVWindow = 16;
 
 // Observation window of an h x w map, as the released ScaleKV code picks it: for a square map with

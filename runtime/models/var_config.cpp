@@ -65,7 +65,7 @@ VarConfig VarConfig::from_json(const nlohmann::json& j, const std::string& path)
   c.cfg = f.number("cfg", 1.5);
   c.top_k = f.int_in("top_k", 900, 0, 1 << 24);
   c.top_p = static_cast<float>(f.number("top_p", 0.96));
-  c.kv_window = f.int_in("kv_window", 16, 1, 1 << 20);
+  c.kv_window = f.int_in("kv_window", kScaleKVWindow, 1, 1 << 20);
   if (f.has("class_names")) c.class_names = f.strings("class_names");
 
   f.require(c.depth > 0, "depth", "must be positive");

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kvcache/schedule.h"
+#include "runtime/kv_select_ref.h"  // kScaleKVWindow
 
 namespace skv {
 
@@ -31,7 +32,7 @@ struct VarConfig {
   double cfg = 1.5;  // float64 as the official Python scalar: t = cfg * si / (S - 1) rounds to float once
   int top_k = 900;
   float top_p = 0.96f;
-  int kv_window = 16;  // default observation window of the windowed KV policies (small models need less)
+  int kv_window = kScaleKVWindow;  // default observation window of the windowed KV policies (small models need less)
   std::vector<std::string> class_names;
 
   int head_dim() const { return embed_dim / num_heads; }
