@@ -97,12 +97,6 @@ SKV_HD void cubic_weights(float t, float w[4]) {
   w[3] = ((A * x4 - 5.0f * A) * x4 + 8.0f * A) * x4 - 4.0f * A;
 }
 
-// PyTorch's source coordinate for align_corners=False (area_pixel_compute_source_index).
-SKV_HD float source_index(float scale, int64_t dst, bool cubic) {
-  const float src = scale * (static_cast<float>(dst) + 0.5f) - 0.5f;
-  return (!cubic && src < 0.0f) ? 0.0f : src;
-}
-
 // Interpolation taps along one axis (input size `in`, output size `out`, output index `o`), exactly as
 // PyTorch computes them for align_corners=False. The CPU backend tabulates them per axis, the CUDA
 // kernels compute them per output element: the same function, so the same float arithmetic.
@@ -139,8 +133,8 @@ SKV_HD LinearTap linear_tap(int64_t in, int64_t out, int64_t o) {  // compute_in
 // combined weights (lambda_t * lambda_h) * lambda_w, evaluated x000 * w000 + (x001 * w001 + (... + x111 * w111)).
 // The x86 builds that made the goldens (AVX2 dispatch) contract it into a chain of FMAs; the portable kernel
 // (ATEN_CPU_CAPABILITY=default) computes p * w + r instead. With fmaf this reproduces infinity-tiny's codes_in and
-// summed_codes bit for bit, and PyTorch on all 1140 (in -> out) pairs of the dynamic-resolution table at t = 1
-// (C % 8 == 0; extra-golden-inf/audit/cmp_patched.py). p points at one [T, H, W] volume.
+// summed_codes bit for bit, and PyTorch at the table's ratios (C % 8 == 0; tests/runtime/test_interp_torch.cpp
+// runs PyTorch's native channels-last kernel). p points at one [T, H, W] volume.
 SKV_HD float trilinear_at(const float* p, int64_t H, int64_t W, const LinearTap& tt, const LinearTap& ty,
                           const LinearTap& tx) {
   const int64_t it[2] = {tt.i0, tt.i1}, ih[2] = {ty.i0, ty.i1}, iw[2] = {tx.i0, tx.i1};
@@ -159,7 +153,9 @@ struct CubicTap {
 };
 SKV_HD CubicTap cubic_tap(int64_t in, int64_t out, int64_t o) {  // upsample_bicubic2d, clamped borders
   const float scale = static_cast<float>(in) / static_cast<float>(out);
-  const float real = source_index(scale, o, true);
+  // area_pixel_compute_source_index(cubic = true), align_corners=False: in float, never clamped (the
+  // linear modes compute theirs in double: linear_tap).
+  const float real = scale * (static_cast<float>(o) + 0.5f) - 0.5f;
   const int64_t i = static_cast<int64_t>(floorf(real));
   CubicTap t;
   cubic_weights(real - static_cast<float>(i), t.w);

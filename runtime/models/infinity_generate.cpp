@@ -165,8 +165,8 @@ GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, 
     check_finite(raw, fmt::format("scale {} ({}x{}): the logits", si, h, w));  // on every backend
     if (opt.observer) opt.observer->on_logits_raw(si, raw);
     // logits * (1 / tau), then cfg * cond + (1 - cfg) * uncond (PyTorch: float32 with float scalars)
-    const float inv_tau = static_cast<float>(1.0 / static_cast<double>(taus[si]));
-    const float ca = static_cast<float>(cfgs[si]), cb = static_cast<float>(1.0 - static_cast<double>(cfgs[si]));
+    const float inv_tau = static_cast<float>(1.0 / taus[si]);
+    const float ca = static_cast<float>(cfgs[si]), cb = static_cast<float>(1.0 - cfgs[si]);
     Tensor mixed = Tensor::empty({B, l, V});
     {
       const float* rp = raw.f32();

@@ -650,14 +650,21 @@ TEST_F(CudaOps, AttentionHonoursSegmentStart) {
   EXPECT_LT(nmse(down(got), want), 1e-10);
 }
 
+namespace {
+
+// The raw logits of every scale of a generation (the model end-to-end tests compare them per scale).
+class RawLogits final : public GenerationObserver {
+ public:
+  std::map<int, Tensor> raw;
+  void on_logits_raw(int si, const Tensor& l) override { raw[si] = l.clone(); }
+};
+
+}  // namespace
+
 // A tiny VAR model end to end, teacher-forced with the CPU's tokens: logits per scale and the image.
 TEST_F(CudaOps, TinyVarModelMatchesCpu) {
   const VarConfig c = test::tiny_var_config("tiny", 2, {1, 2, 3, 5});
-  struct Logits final : GenerationObserver {
-    std::map<int, Tensor> raw;
-    void on_logits_raw(int si, const Tensor& l) override { raw[si] = l.clone(); }
-  };
-  auto run = [&](Backend& be, const std::vector<std::vector<int64_t>>* teacher, Logits* obs) {
+  auto run = [&](Backend& be, const std::vector<std::vector<int64_t>>* teacher, RawLogits* obs) {
     auto comm = make_local_communicator();
     WeightLoader wl(7, be), vl(8, be);
     VarModel model(c, wl, *comm);
@@ -670,7 +677,7 @@ TEST_F(CudaOps, TinyVarModelMatchesCpu) {
     opt.observer = obs;
     return var_generate(model, vae, req, opt);
   };
-  Logits lc, lg;
+  RawLogits lc, lg;
   GenerateResult rc = run(cpu(), nullptr, &lc);
   GenerateResult rg = run(gpu(), &rc.tokens, &lg);
   for (int si = 0; si < 4; ++si) EXPECT_LT(nmse(lg.raw[si], lc.raw[si]), 1e-10) << "scale " << si;
@@ -741,12 +748,6 @@ SegLists pool_segments(const Extents& ext, const Tensor& hk, const Tensor& hv, c
   }
   return s;
 }
-
-class RawLogits final : public GenerationObserver {
- public:
-  std::map<int, Tensor> raw;
-  void on_logits_raw(int si, const Tensor& l) override { raw[si] = l.clone(); }
-};
 
 // Forwards to a policy and records what it kept at every compression, (scale, layer) -> [R*H*budget].
 // With `teacher` (another run's record) the cache keeps the teacher's indices where the sizes agree, so
