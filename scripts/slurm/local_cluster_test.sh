@@ -33,7 +33,7 @@ ours() {
   for p in $(pgrep -f "$T" 2> /dev/null) $(pgrep -f '^slurmstepd: \[' 2> /dev/null); do
     [ "$p" = $$ ] && continue
     cwd=$(readlink "/proc/$p/cwd" 2> /dev/null)
-    if [[ "$cwd" == "$T"* ]] || tr '\0' ' ' < "/proc/$p/cmdline" 2> /dev/null | grep -qF "$T"; then echo "$p"; fi
+    if [[ "$cwd" == "$T"* ]] || [[ "$(tr '\0' ' ' < "/proc/$p/cmdline" 2> /dev/null)" == *"$T"* ]]; then echo "$p"; fi
   done
 }
 
@@ -132,7 +132,7 @@ for _ in $(seq 100); do
 done
 [ "$state" = idle ] || fail "node $NODE is '$state', not idle, after 20 s"
 echo "slurm: node $NODE idle (slurmctld :$CTLD_PORT, slurmd :$SLURMD_PORT, config $SLURM_CONF)"
-srun --mpi=list 2>&1 | grep -q pmix || fail "this Slurm has no pmix MPI plugin (srun --mpi=list)"
+[[ "$(srun --mpi=list 2>&1)" == *pmix* ]] || fail "this Slurm has no pmix MPI plugin (srun --mpi=list)"
 
 # --- a tiny model ---------------------------------------------------------------------------------
 cat > "$T/tiny.config.json" << EOF
@@ -186,6 +186,8 @@ st2=$(wait_job "$jid2")
 echo "job $jid2 (corrupt weights): $st2"
 cat "slurm-scalekv-generate-$jid2.out" 2> /dev/null
 grep -q "JobState=FAILED" <<< "$st2" || fail "job $jid2 should have failed: $st2"
-cat "$T/logs/scalekv-generate-$jid2"-rank*.log 2> /dev/null | grep -q "error: \[rank [01]/2\].*corrupt.safetensors" ||
+# grep reads the files itself: `cat | grep -q` under pipefail fails when grep exits before cat has written
+# everything (SIGPIPE), the flake this check once had.
+grep -qs "error: \[rank [01]/2\].*corrupt.safetensors" "$T/logs/scalekv-generate-$jid2"-rank*.log ||
   fail "no rank log of job $jid2 names the failing rank and file"
 echo "PASS"
