@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "kvcache/schedule.h"
-#include "runtime/kv_select_ref.h"  // kScaleKVWindow
+#include "kvcache/selection.h"  // kScaleKVWindow
 
 namespace skv {
 

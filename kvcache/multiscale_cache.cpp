@@ -155,28 +155,45 @@ void MultiScaleKVCache::append_current(int l) {
     be_.gather_slots(pool_k_, slot_t, 0, cur_k_, kept_t, cur_len_);
     be_.gather_slots(pool_v_, slot_t, 0, cur_v_, kept_t, cur_len_);
   }
-  const int64_t RH = static_cast<int64_t>(rows_) * heads_;
-  std::vector<int32_t> pos(static_cast<size_t>(RH * n));
-  for (int64_t rh = 0; rh < RH; ++rh) {
-    std::copy(L.pos.begin() + rh * old, L.pos.begin() + (rh + 1) * old, pos.begin() + rh * n);
-    for (int64_t i = 0; i < cur_len_; ++i) pos[rh * n + old + i] = static_cast<int32_t>(cur_offset_ + i);
+  if (track_pos_) {
+    const int64_t RH = static_cast<int64_t>(rows_) * heads_;
+    std::vector<int32_t> pos(static_cast<size_t>(RH * n));
+    for (int64_t rh = 0; rh < RH; ++rh) {
+      std::copy(L.pos.begin() + rh * old, L.pos.begin() + (rh + 1) * old, pos.begin() + rh * n);
+      for (int64_t i = 0; i < cur_len_; ++i) pos[rh * n + old + i] = static_cast<int32_t>(cur_offset_ + i);
+    }
+    L.pos.swap(pos);
   }
-  L.pos.swap(pos);
   L.len = n;
 }
 
 void MultiScaleKVCache::compact(int l, const std::vector<int32_t>& kept, int64_t n) {
+  SKV_CHECK(static_cast<int64_t>(kept.size()) == static_cast<int64_t>(rows_) * heads_ * n,
+            "KV compaction layer {}: {} indices for {} x {}", l, kept.size(), static_cast<int64_t>(rows_) * heads_, n);
+  compact(l, kept_on_backend(be_, kept, rows_, heads_, n), n);
+}
+
+void MultiScaleKVCache::compact(int l, const Tensor& kept, int64_t n) {
   auto& L = layers_[l];
   const int64_t RH = static_cast<int64_t>(rows_) * heads_, old = L.len, total = old + cur_len_;
-  SKV_CHECK(static_cast<int64_t>(kept.size()) == RH * n, "KV compaction layer {}: {} indices for {} x {}", l,
-            kept.size(), RH, n);
+  SKV_CHECK(kept.dtype() == DType::I32 && kept.numel() == RH * n && kept.device() == be_.device(),
+            "KV compaction layer {}: kept {} for {} x {} on {}", l, kept.describe(), RH, n, be_.name());
   SKV_CHECK(n <= total, "KV compaction layer {}: keeping {} of {} tokens", l, n, total);
-  for (int64_t rh = 0; rh < RH; ++rh)
-    for (int64_t j = 0; j < n; ++j) {
-      const int32_t i = kept[rh * n + j];
-      SKV_CHECK(i >= 0 && i < total && (j == 0 || i > kept[rh * n + j - 1]),
-                "KV compaction layer {}: kept indices must be ascending in [0, {})", l, total);
-    }
+  std::vector<int32_t> host;  // the indices on the host: always on the CPU, when tracking positions elsewhere
+  const int32_t* k = nullptr;
+  if (be_.device() == Device::CPU) {
+    k = kept.data<int32_t>();
+  } else if (track_pos_) {
+    host = kept_on_host(be_, kept);
+    k = host.data();
+  }
+  if (k)
+    for (int64_t rh = 0; rh < RH; ++rh)
+      for (int64_t j = 0; j < n; ++j) {
+        const int32_t i = k[rh * n + j];
+        SKV_CHECK(i >= 0 && i < total && (j == 0 || i > k[rh * n + j - 1]),
+                  "KV compaction layer {}: kept indices must be ascending in [0, {})", l, total);
+      }
   if (n > old) {
     SKV_CHECK(n - old <= free_total_, "KV compaction layer {}: keeping {} tokens needs {} more slots, {} free of {}", l,
               n, n - old, free_total_, pool_tokens_);
@@ -184,22 +201,20 @@ void MultiScaleKVCache::compact(int l, const std::vector<int32_t>& kept, int64_t
   }
   std::vector<int32_t> slots = slot_map(l, std::max(old, n));
   Tensor slot_t = Tensor::external(slots.data(), {static_cast<int64_t>(slots.size())}, DType::I32);
-  Tensor kept_t = Tensor::external(const_cast<int32_t*>(kept.data()), {rows_, heads_, n}, DType::I32);
-  if (be_.device() != Device::CPU) {
-    slot_t = be_.upload(slot_t, MemCategory::Workspace);
-    kept_t = be_.upload(kept_t, MemCategory::Workspace);
-  }
+  if (be_.device() != Device::CPU) slot_t = be_.upload(slot_t, MemCategory::Workspace);
   if (n > 0) {
-    be_.gather_slots(pool_k_, slot_t, old, cur_k_, kept_t, n);
-    be_.gather_slots(pool_v_, slot_t, old, cur_v_, kept_t, n);
+    be_.gather_slots(pool_k_, slot_t, old, cur_k_, kept, n);
+    be_.gather_slots(pool_v_, slot_t, old, cur_v_, kept, n);
   }
-  std::vector<int32_t> pos(static_cast<size_t>(RH * n));
-  for (int64_t rh = 0; rh < RH; ++rh)
-    for (int64_t j = 0; j < n; ++j) {
-      const int32_t i = kept[rh * n + j];
-      pos[rh * n + j] = i < old ? L.pos[rh * old + i] : static_cast<int32_t>(cur_offset_ + (i - old));
-    }
-  L.pos.swap(pos);
+  if (track_pos_) {
+    std::vector<int32_t> pos(static_cast<size_t>(RH * n));
+    for (int64_t rh = 0; rh < RH; ++rh)
+      for (int64_t j = 0; j < n; ++j) {
+        const int32_t i = k[rh * n + j];
+        pos[rh * n + j] = i < old ? L.pos[rh * old + i] : static_cast<int32_t>(cur_offset_ + (i - old));
+      }
+    L.pos.swap(pos);
+  }
   if (n < old) shrink(l, n);
   L.len = n;
 }
@@ -219,7 +234,6 @@ CompressionInput MultiScaleKVCache::make_input(int l, int scale, const Schedule&
   in.cur_len = cur_len_;
   in.q_raw = q_raw;
   in.q_attn = q_attn;
-  in.hist_pos = &layers_[l].pos;
   in.attn_scale = attn_scale;
   in.rows = rows_;
   in.heads = heads_;
@@ -228,16 +242,14 @@ CompressionInput MultiScaleKVCache::make_input(int l, int scale, const Schedule&
   return in;
 }
 
-std::vector<int32_t> MultiScaleKVCache::select_only(int l, int scale, KVPolicy& policy, const Schedule& schedule,
+Tensor MultiScaleKVCache::select_only(int l, int scale, KVPolicy& policy, const Schedule& schedule,
                                                     const Tensor* q_raw, const Tensor* q_attn, float attn_scale,
                                                     int head_offset) {
   const std::vector<KVSegment> hist = store_segments(l);
   const CompressionInput in = make_input(l, scale, schedule, hist, q_raw, q_attn, attn_scale, head_offset);
   const int64_t total = in.total();
   const int64_t b = std::min(total, std::max<int64_t>(0, policy.budget(l, scale, total)));
-  std::vector<int32_t> kept;
-  if (b < total) policy.select(in, b, kept);
-  return kept;
+  return b < total ? policy.select(in, b) : Tensor();
 }
 
 int64_t MultiScaleKVCache::update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
@@ -256,9 +268,7 @@ int64_t MultiScaleKVCache::update(int l, int scale, KVPolicy& policy, const Sche
     append_current(l);
     return L.len;
   }
-  std::vector<int32_t> kept;
-  policy.select(in, b, kept);
-  compact(l, kept, b);
+  compact(l, policy.select(in, b), b);
   return L.len;
 }
 

@@ -30,7 +30,7 @@ class MultiScaleKVCache {
   struct Layer {
     std::vector<Extent> extents;  // in token order
     int64_t len = 0;
-    std::vector<int32_t> pos;     // [rows * heads * len] absolute token position of each stored token (host)
+    std::vector<int32_t> pos;     // [rows * heads * len] absolute position of each stored token, when tracked
   };
 
   MultiScaleKVCache(Backend& backend, int rows, int heads, int head_dim, int num_layers, int64_t pool_tokens,
@@ -41,6 +41,9 @@ class MultiScaleKVCache {
   int heads() const { return heads_; }
   int head_dim() const { return head_dim_; }
   const Layer& layer(int l) const { return layers_[l]; }
+  // Keep Layer::pos up to date (tests and traces; off by default). On a device backend it downloads the
+  // kept indices of every compaction: a host synchronisation the production path never makes.
+  void track_positions(bool on) { track_pos_ = on; }
   int64_t len(int l) const { return layers_[l].len; }
   // The layer's store as attention segments (views into the pool), in token order.
   std::vector<KVSegment> store_segments(int l) const;
@@ -55,8 +58,10 @@ class MultiScaleKVCache {
 
   // Store the transient tokens after the layer's current ones.
   void append_current(int l);
-  // Keep `kept` ([rows*heads*n] ascending indices into [store + transient]) as the new store.
-  void compact(int l, const std::vector<int32_t>& kept, int64_t n);
+  // Keep `kept` (I32 [rows, heads, n] on this cache's backend, ascending indices into [store + transient])
+  // as the new store. On the CPU the indices are checked; on a device they stay there.
+  void compact(int l, const Tensor& kept, int64_t n);
+  void compact(int l, const std::vector<int32_t>& kept, int64_t n);  // host indices (tests): uploaded
   // Runs the policy for layer l after its attention at `scale`: observe, then append or select + compact.
   // Returns the layer's new length.
   int64_t update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
@@ -64,8 +69,8 @@ class MultiScaleKVCache {
   // The selection the policy would make for layer l now, without storing anything (parity checks run
   // the official code's selection at the last scale, whose K/V are never stored). Empty when the
   // policy keeps everything.
-  std::vector<int32_t> select_only(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
-                                   const Tensor* q_attn, float attn_scale, int head_offset);
+  Tensor select_only(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
+                     const Tensor* q_attn, float attn_scale, int head_offset);
 
   int64_t pool_tokens() const { return pool_tokens_; }
   int64_t pool_bytes() const;        // bytes of the pool (K and V)
@@ -91,6 +96,7 @@ class MultiScaleKVCache {
   std::vector<Layer> layers_;
   std::map<int64_t, int64_t> free_;  // start -> length, coalesced
   int64_t free_total_ = 0, peak_live_ = 0, capped_ = 0;
+  bool track_pos_ = false;
   Tensor cur_k_, cur_v_;
   int64_t cur_len_ = 0, cur_offset_ = 0;
 };

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kvcache/scoring.h"
 #include "runtime/check.h"
 
 namespace skv {
@@ -18,9 +17,7 @@ class FullPolicy final : public KVPolicy {
  public:
   std::string name() const override { return "full"; }
   int64_t budget(int, int, int64_t total) const override { return total; }
-  void select(const CompressionInput&, int64_t, std::vector<int32_t>&) override {
-    SKV_FAIL("internal: the full policy never selects");
-  }
+  Tensor select(const CompressionInput&, int64_t) override { SKV_FAIL("internal: the full policy never selects"); }
 };
 
 // Keeps the `sinks` oldest and the budget - sinks newest tokens of every (row, head). A store is in
@@ -33,15 +30,16 @@ class RecentPolicy final : public KVPolicy {
   }
   std::string name() const override { return name_; }
   int64_t budget(int, int, int64_t total) const override { return std::min(total, budget_); }
-  void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) override {
+  Tensor select(const CompressionInput& in, int64_t budget) override {
     const int64_t RH = static_cast<int64_t>(in.rows) * in.heads, total = in.total();
     const int64_t s = std::min(sinks_, budget);
-    kept.clear();
+    std::vector<int32_t> kept;
     kept.reserve(static_cast<size_t>(RH * budget));
     for (int64_t rh = 0; rh < RH; ++rh) {
       for (int64_t j = 0; j < s; ++j) kept.push_back(static_cast<int32_t>(j));
       for (int64_t j = total - (budget - s); j < total; ++j) kept.push_back(static_cast<int32_t>(j));
     }
+    return kept_on_backend(*in.backend, kept, in.rows, in.heads, budget);
   }
 
  private:
@@ -66,7 +64,7 @@ class SnapPolicy final : public KVPolicy {
     return std::min(total, budgets_[layer]);
   }
   QueryNeeds queries() const override { return {false, true}; }
-  void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) override {
+  Tensor select(const CompressionInput& in, int64_t budget) override {
     ScoringSpec spec;
     spec.q = in.q_attn;
     spec.window = last_tokens_window(in.cur_len, in.hist_len, window_);
@@ -74,7 +72,7 @@ class SnapPolicy final : public KVPolicy {
     spec.mode = ScoreMode::SoftmaxMean;
     spec.pool = PoolKind::Avg;
     spec.kernel = kernel_;
-    score_and_select(in, spec, budget, kept);
+    return score_and_select(in, spec, budget);
   }
 
  private:
@@ -84,6 +82,21 @@ class SnapPolicy final : public KVPolicy {
 };
 
 }  // namespace
+
+Tensor kept_on_backend(Backend& be, const std::vector<int32_t>& kept, int rows, int heads, int64_t n) {
+  SKV_CHECK(static_cast<int64_t>(kept.size()) == static_cast<int64_t>(rows) * heads * n,
+            "internal: {} kept indices for {} x {} x {}", kept.size(), rows, heads, n);
+  Tensor host = Tensor::external(const_cast<int32_t*>(kept.data()), {rows, heads, n}, DType::I32);
+  if (be.device() != Device::CPU) return be.upload(host, MemCategory::Workspace);
+  Tensor t = be.empty({rows, heads, n}, DType::I32, MemCategory::Workspace);
+  std::copy(kept.begin(), kept.end(), t.data<int32_t>());
+  return t;
+}
+
+std::vector<int32_t> kept_on_host(Backend& be, const Tensor& kept) {
+  const Tensor h = kept.device() == Device::CPU ? kept : be.download(kept);
+  return std::vector<int32_t>(h.data<int32_t>(), h.data<int32_t>() + h.numel());
+}
 
 std::unique_ptr<KVPolicy> make_full_policy() { return std::make_unique<FullPolicy>(); }
 

@@ -15,7 +15,7 @@
 
 #include "kvcache/schedule.h"
 #include "runtime/backend.h"
-#include "runtime/kv_select_ref.h"  // kScaleKVWindow
+#include "kvcache/selection.h"  // kScaleKVWindow
 
 namespace skv {
 
@@ -35,7 +35,7 @@ struct CompressionRecord {
   std::vector<int32_t> window;   // [R*H*w] observation-window positions (cache indices)
   std::vector<float> scores;     // [R*H*total] scores before pooling (-inf at the window keys)
   std::vector<float> pooled;     // [R*H*total] pooled scores (before the window is masked for top-k)
-  std::vector<int32_t> kept;     // [R*H*budget] what select() returned
+  std::vector<int32_t> kept;     // [R*H*budget] what select() returned (downloaded)
 };
 
 struct CompressionInput {
@@ -50,7 +50,6 @@ struct CompressionInput {
   int64_t cur_len = 0;
   const Tensor* q_raw = nullptr;   // [R, H, cur_len, hd] when QueryNeeds::raw
   const Tensor* q_attn = nullptr;  // [R, H, cur_len, hd] when QueryNeeds::attention
-  const std::vector<int32_t>* hist_pos = nullptr;  // absolute token position per (row, head, store index): [R*H*hist_len]
   float attn_scale = 1.0f;  // what the model's attention multiplies q.k by
   int rows = 0, heads = 0, head_dim = 0;  // heads: this rank's
   int head_offset = 0;  // global index of this rank's first head (tensor parallel)
@@ -74,9 +73,9 @@ class KVPolicy {
   virtual QueryNeeds queries() const { return {}; }
   // Called for every layer after its attention, before budget/select (statistics, e.g. the ASI).
   virtual void observe(const CompressionInput& in) {}
-  // Fill `kept` ([R * H * budget], row-major over (row, head)) with ascending indices into
+  // The kept tokens: I32 [R, H, budget] on in.backend, ascending per (row, head), indices into
   // [0, total): index i < hist_len is store slot i, otherwise token i - hist_len of this scale.
-  virtual void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) = 0;
+  virtual Tensor select(const CompressionInput& in, int64_t budget) = 0;
   // Hooks around a request and a scale (online calibration needs them).
   virtual void begin_request() {}
   virtual void begin_scale(int scale) {}
@@ -100,5 +99,11 @@ std::unique_ptr<KVPolicy> make_pyramidkv_policy(int64_t budget, int depth, int w
                                                 double beta = 20.0);
 // PyramidKV's per-layer budgets (exposed for tests and the planner).
 std::vector<int64_t> pyramid_budgets(int64_t budget, int depth, int window, double beta);
+
+// Kept indices computed on the host ([R * H * n], row-major over (row, head)) as the I32 [R, H, n]
+// tensor select() returns, on `be` (one upload on a device backend).
+Tensor kept_on_backend(Backend& be, const std::vector<int32_t>& kept, int rows, int heads, int64_t n);
+// The other way, for records and tests: select()'s tensor as a host vector (a download on a device).
+std::vector<int32_t> kept_on_host(Backend& be, const Tensor& kept);
 
 }  // namespace skv

@@ -79,7 +79,7 @@ BudgetTable make_budget_table(const std::vector<std::vector<double>>& asi, int d
   return t;
 }
 
-std::pair<double, double> measure_asi_local(const CompressionInput& in, int topk, int queries) {
+void AsiMeter::measure(const CompressionInput& in, int topk, int queries) {
   SKV_CHECK(in.q_attn != nullptr, "internal: the ASI needs the attention queries");
   const int64_t n = std::min<int64_t>(queries, in.cur_len);
   std::vector<int64_t> q_idx;
@@ -87,11 +87,19 @@ std::pair<double, double> measure_asi_local(const CompressionInput& in, int topk
   Backend& be = *in.backend;
   Tensor out = be.empty({in.rows, in.heads, 2}, DType::F32, MemCategory::Workspace);
   be.attention_mass(*in.q_attn, q_idx, in.all_segments(), in.hist_len, in.attn_scale, topk, out);
-  Tensor h = be.device() == Device::CPU ? out : be.download(out);
-  double sum = 0;
-  const int64_t RH = static_cast<int64_t>(in.rows) * in.heads;
-  for (int64_t i = 0; i < RH; ++i) sum += asi_value(h.f32()[2 * i], h.f32()[2 * i + 1]);
-  return {sum, static_cast<double>(RH)};
+  pending_.push_back({in.layer, &be, std::move(out)});
+}
+
+void AsiMeter::drain(std::vector<double>& sum, std::vector<double>& count) {
+  for (const Pending& p : pending_) {
+    const Tensor h = p.backend->device() == Device::CPU ? p.mass : p.backend->download(p.mass);
+    double s = 0;
+    const int64_t RH = h.numel() / 2;
+    for (int64_t i = 0; i < RH; ++i) s += asi_value(h.f32()[2 * i], h.f32()[2 * i + 1]);
+    sum[p.layer] += s;
+    count[p.layer] += static_cast<double>(RH);
+  }
+  pending_.clear();
 }
 
 namespace {
@@ -165,6 +173,7 @@ void ScaleKVPolicy::begin_request() {
   online_asi_.clear();
   asi_sum_.assign(depth_, 0.0);
   asi_count_.assign(depth_, 0.0);
+  asi_.clear();
   decided_ = o_.calibration == ScaleKVCalibration::Table;
   if (decided_)
     for (int c = 0; c < K; ++c)
@@ -199,13 +208,12 @@ QueryNeeds ScaleKVPolicy::queries() const {
 void ScaleKVPolicy::observe(const CompressionInput& in) {
   if (o_.calibration != ScaleKVCalibration::Online || in.scale != k0_ || decided_ || k0_ > last_) return;
   if (in.hist_len == 0) return;
-  const auto [s, c] = measure_asi_local(in, o_.asi_topk, o_.asi_queries);
-  asi_sum_[in.layer] += s;
-  asi_count_[in.layer] += c;
+  asi_.measure(in, o_.asi_topk, o_.asi_queries);
 }
 
 void ScaleKVPolicy::end_scale(int scale) {
   if (o_.calibration != ScaleKVCalibration::Online || scale != k0_ || decided_ || k0_ > last_) return;
+  asi_.drain(asi_sum_, asi_count_);
   std::vector<double> v(asi_sum_);
   v.insert(v.end(), asi_count_.begin(), asi_count_.end());
   all_reduce(comm_, v);  // one all-reduce per scale: every rank gets the same sums
@@ -226,7 +234,7 @@ void ScaleKVPolicy::end_scale(int scale) {
   decided_ = true;
 }
 
-void ScaleKVPolicy::select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) {
+Tensor ScaleKVPolicy::select(const CompressionInput& in, int64_t budget) {
   const ScoringSpec spec = make_spec(in, o_);
   SelectionTrace trace = trace_;
   if (in.record) {  // a parity check asked for what this selection computed
@@ -246,14 +254,15 @@ void ScaleKVPolicy::select(const CompressionInput& in, int64_t budget, std::vect
       if (inner) inner(ci, row, head, scores, sel);
     };
   }
-  score_and_select(in, spec, budget, kept, trace ? &trace : nullptr);
-  if (in.record) in.record->kept = kept;
+  Tensor kept = score_and_select(in, spec, budget, trace ? &trace : nullptr);
+  if (in.record) in.record->kept = kept_on_host(*in.backend, kept);
   std::vector<int32_t> forced;
   if (kept_override_ && kept_override_(in, budget, forced)) {
-    SKV_CHECK(forced.size() == kept.size(), "teacher-forced kept indices: {} for {} x {}", forced.size(),
-              static_cast<int64_t>(in.rows) * in.heads, budget);
-    kept.swap(forced);
+    SKV_CHECK(static_cast<int64_t>(forced.size()) == kept.numel(), "teacher-forced kept indices: {} for {} x {}",
+              forced.size(), static_cast<int64_t>(in.rows) * in.heads, budget);
+    return kept_on_backend(*in.backend, forced, in.rows, in.heads, budget);
   }
+  return kept;
 }
 
 AsiCollector::AsiCollector(const ScaleKVOptions& o, int depth, const Schedule& schedule)
@@ -268,19 +277,18 @@ AsiCollector::AsiCollector(const ScaleKVOptions& o, int depth, const Schedule& s
   cnt_.assign(depth_, 0.0);
 }
 
-void AsiCollector::select(const CompressionInput&, int64_t, std::vector<int32_t>&) {
+Tensor AsiCollector::select(const CompressionInput&, int64_t) {
   SKV_FAIL("internal: the ASI collector keeps the full cache");
 }
 
 void AsiCollector::observe(const CompressionInput& in) {
   if (in.scale < k0_ || in.scale > last_ || in.hist_len == 0) return;
-  const auto [s, c] = measure_asi_local(in, o_.asi_topk, o_.asi_queries);
-  sum_[in.layer] += s;
-  cnt_[in.layer] += c;
+  asi_.measure(in, o_.asi_topk, o_.asi_queries);
 }
 
 void AsiCollector::end_scale(int scale) {
   if (scale < k0_ || scale > last_) return;
+  asi_.drain(sum_, cnt_);
   std::vector<double> v(sum_);
   v.insert(v.end(), cnt_.begin(), cnt_.end());
   all_reduce(comm_, v);

@@ -31,10 +31,28 @@
 
 #include "kvcache/budget_table.h"
 #include "kvcache/policy.h"
-#include "kvcache/scoring.h"
-#include "runtime/kv_select_ref.h"  // kScaleKVWindow
+#include "kvcache/selection.h"
 
 namespace skv {
+
+// The ASI statistics of the layers a scale measures, on this rank. measure() queues layer in.layer's
+// attention mass ([R, H, 2], Backend::attention_mass) on its backend; drain() adds each queued layer's
+// (sum of the ASI over rows and heads, rows x heads) to sum[layer] and count[layer], in measure order,
+// and clears. On a device the host waits once, at the end of the scale, not after every layer.
+class AsiMeter {
+ public:
+  void measure(const CompressionInput& in, int topk, int queries);
+  void drain(std::vector<double>& sum, std::vector<double>& count);
+  void clear() { pending_.clear(); }
+
+ private:
+  struct Pending {
+    int layer;
+    Backend* backend;
+    Tensor mass;
+  };
+  std::vector<Pending> pending_;
+};
 
 enum class ScaleKVScoring { Reference, Paper };
 enum class ScaleKVCalibration { Online, Table };
@@ -82,7 +100,7 @@ class ScaleKVPolicy final : public KVPolicy {
   int64_t planned_budget(int layer, int scale, int64_t total) const override;
   QueryNeeds queries() const override;
   void observe(const CompressionInput& in) override;
-  void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) override;
+  Tensor select(const CompressionInput& in, int64_t budget) override;
   void begin_request() override;
   void end_scale(int scale) override;
   void set_communicator(Communicator* comm) override { comm_ = comm; }
@@ -107,6 +125,7 @@ class ScaleKVPolicy final : public KVPolicy {
   std::vector<std::vector<int64_t>> budgets_;  // [k - k0][layer]
   std::vector<int> drafters_;
   std::vector<double> asi_sum_, asi_count_, online_asi_;
+  AsiMeter asi_;
   bool decided_ = false;
   Communicator* comm_ = nullptr;
   SelectionTrace trace_;
@@ -122,7 +141,7 @@ class AsiCollector final : public KVPolicy {
   int64_t budget(int, int, int64_t total) const override { return total; }
   QueryNeeds queries() const override { return {false, true}; }
   void observe(const CompressionInput& in) override;
-  void select(const CompressionInput&, int64_t, std::vector<int32_t>&) override;
+  Tensor select(const CompressionInput&, int64_t) override;
   void end_scale(int scale) override;
   void set_communicator(Communicator* comm) override { comm_ = comm; }
   int first_compressed_scale() const { return k0_; }
@@ -136,11 +155,9 @@ class AsiCollector final : public KVPolicy {
   Schedule schedule_;
   int k0_ = 0, last_ = 0, requests_ = 0;
   std::vector<double> sum_, cnt_;               // this scale, per layer (local)
+  AsiMeter asi_;
   std::vector<std::vector<double>> total_;      // [k - k0][layer] sum of per-request ASI
   Communicator* comm_ = nullptr;
 };
-
-// Mean over (rows, heads) of the ASI of layer `in.layer` on this rank: returns (sum, count).
-std::pair<double, double> measure_asi_local(const CompressionInput& in, int topk, int queries);
 
 }  // namespace skv

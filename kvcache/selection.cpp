@@ -1,4 +1,5 @@
-// selection.cpp - observation windows, pooling, top-k with the lower-index tie rule (see selection.h).
+// selection.cpp - observation windows, the host selection stage, and scoring + selection of a layer
+// (see selection.h).
 #include "kvcache/selection.h"
 
 #include <algorithm>
@@ -6,7 +7,9 @@
 #include <limits>
 #include <numeric>
 
+#include "kvcache/policy.h"
 #include "runtime/check.h"
+#include "runtime/cuda/kernel_math.h"
 
 namespace skv {
 
@@ -79,19 +82,7 @@ ObsWindow last_tokens_window(int64_t cur_len, int64_t hist_len, int window) {
 
 void pool1d(const float* in, int64_t n, int kernel, PoolKind kind, float* out) {
   SKV_CHECK(kernel > 0 && kernel % 2 == 1, "pooling kernel {} must be odd and positive", kernel);
-  const int64_t pad = kernel / 2;
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t a = std::max<int64_t>(0, j - pad), b = std::min<int64_t>(n, j + pad + 1);
-    if (kind == PoolKind::Max) {
-      float m = -std::numeric_limits<float>::infinity();
-      for (int64_t t = a; t < b; ++t) m = std::max(m, in[t]);  // NaN-free inputs; -inf padding never wins
-      out[j] = m;
-    } else {
-      float s = 0.0f;
-      for (int64_t t = a; t < b; ++t) s += in[t];
-      out[j] = s / static_cast<float>(kernel);
-    }
-  }
+  for (int64_t j = 0; j < n; ++j) out[j] = kmath::pool_at(in, n, j, kernel, kind == PoolKind::Max, nullptr, 0, false);
 }
 
 void topk_lower_index(const float* v, int64_t n, int64_t k, std::vector<int64_t>& out) {
@@ -106,21 +97,109 @@ void topk_lower_index(const float* v, int64_t n, int64_t k, std::vector<int64_t>
   std::sort(out.begin(), out.end(), better);
 }
 
-void select_row(const float* scores, int64_t n, const std::vector<int64_t>& window, int64_t capacity, PoolKind pool,
-                int kernel, RowSelection& out) {
+void select_row(const float* scores, int64_t n, const KeepSpec& spec, RowSelection& out) {
+  SKV_CHECK(spec.kernel > 0 && spec.kernel % 2 == 1, "pooling kernel {} must be odd and positive", spec.kernel);
+  for (size_t i = 0; i < spec.window.size(); ++i)
+    SKV_CHECK(spec.window[i] >= 0 && spec.window[i] < n && (i == 0 || spec.window[i] > spec.window[i - 1]),
+              "observation window columns must be ascending and distinct in [0, {})", n);
+  const std::vector<int32_t> win(spec.window.begin(), spec.window.end());
   out.pooled.resize(static_cast<size_t>(n));
-  pool1d(scores, n, kernel, pool, out.pooled.data());
-  std::vector<float> masked(out.pooled);
-  for (int64_t p : window) {
-    SKV_CHECK(p >= 0 && p < n, "observation window position {} outside [0, {})", p, n);
-    masked[p] = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j)  // the pooling kernel's own function, so host and device pool alike
+    out.pooled[j] = kmath::pool_at(scores, n, j, spec.kernel, spec.pool == PoolKind::Max, win.data(),
+                                   static_cast<int>(win.size()), spec.mask_window_keys);
+  // Candidates are the non-window columns only; a window column never competes (so it is never kept twice).
+  std::vector<float> cand(out.pooled);
+  std::vector<int64_t> cols;
+  cols.reserve(static_cast<size_t>(n));
+  size_t w = 0;
+  for (int64_t c = 0; c < n; ++c) {
+    if (w < spec.window.size() && spec.window[w] == c) {
+      ++w;
+      continue;
+    }
+    cand[cols.size()] = out.pooled[c];
+    cols.push_back(c);
   }
-  const int64_t nw = static_cast<int64_t>(window.size());
-  const int64_t keep = std::max<int64_t>(0, std::min(capacity - nw, n - nw));
-  topk_lower_index(masked.data(), n, keep, out.topk);
+  const int64_t nw = static_cast<int64_t>(spec.window.size());
+  const int64_t keep = std::max<int64_t>(0, std::min(spec.budget, n) - nw);
+  std::vector<int64_t> order;
+  topk_lower_index(cand.data(), static_cast<int64_t>(cols.size()), keep, order);  // ranks among candidates
+  out.topk.resize(order.size());
+  for (size_t i = 0; i < order.size(); ++i) out.topk[i] = cols[order[i]];  // column order = candidate order
   out.kept = out.topk;
-  out.kept.insert(out.kept.end(), window.begin(), window.end());
+  out.kept.insert(out.kept.end(), spec.window.begin(), spec.window.end());
   std::sort(out.kept.begin(), out.kept.end());
+}
+
+namespace {
+
+void check_keep_spec(const Tensor& scores, const KeepSpec& spec) {
+  SKV_CHECK(scores.defined() && scores.dtype() == DType::F32 && scores.ndim() == 3,
+            "KV selection: scores must be F32 [rows, heads, keys], got {}", scores.defined() ? scores.describe() : "none");
+  const int64_t n = scores.dim(2), nw = static_cast<int64_t>(spec.window.size());
+  SKV_CHECK(n <= 0x7fffffff && scores.dim(0) * scores.dim(1) <= 0x7fffffff, "KV selection: {} is too large",
+            scores.describe());
+  SKV_CHECK(nw <= kMaxKeepWindow, "KV selection: an observation window of {} tokens; at most {}", nw, kMaxKeepWindow);
+  for (int64_t i = 0; i < nw; ++i)
+    SKV_CHECK(spec.window[i] >= 0 && spec.window[i] < n && (i == 0 || spec.window[i] > spec.window[i - 1]),
+              "KV selection: observation window columns must be ascending and distinct in [0, {})", n);
+  SKV_CHECK(spec.budget >= nw && spec.budget <= n, "KV selection: budget {} must lie in [{} (the window), {} (all tokens)]",
+            spec.budget, nw, n);
+  SKV_CHECK(spec.kernel > 0 && spec.kernel % 2 == 1, "KV selection: pooling kernel {} must be odd and positive",
+            spec.kernel);
+}
+
+}  // namespace
+
+Tensor select_kept(Backend& be, const Tensor& scores, const KeepSpec& spec) {
+  check_keep_spec(scores, spec);
+  const int64_t R = scores.dim(0), H = scores.dim(1), n = scores.dim(2);
+  Tensor kept = be.empty({R, H, spec.budget}, DType::I32, MemCategory::Workspace);
+  if (be.device() != Device::CPU) {
+    be.select_kept(scores, spec, kept);
+    return kept;
+  }
+  RowSelection sel;
+  for (int64_t rh = 0; rh < R * H; ++rh) {
+    select_row(scores.f32() + rh * n, n, spec, sel);
+    std::copy(sel.kept.begin(), sel.kept.end(), kept.data<int32_t>() + rh * spec.budget);
+  }
+  return kept;
+}
+
+Tensor score_and_select(const CompressionInput& in, const ScoringSpec& spec, int64_t budget, const SelectionTrace* trace) {
+  SKV_CHECK(spec.q != nullptr, "internal: a scoring policy got no queries");
+  const int64_t R = in.rows, H = in.heads, total = in.total();
+  SKV_CHECK(budget >= static_cast<int64_t>(spec.window.cache_pos.size()) && budget <= total,
+            "layer {} scale {}: budget {} is below the observation window of {} tokens", in.layer, in.scale, budget,
+            spec.window.cache_pos.size());
+  Backend& be = *in.backend;
+  Tensor scores = be.empty({R, H, total}, DType::F32, MemCategory::Workspace);
+  be.window_scores(*spec.q, spec.window.query_idx, in.all_segments(), spec.scale, spec.mode, scores);
+  KeepSpec keep;
+  keep.window = spec.window.cache_pos;
+  keep.mask_window_keys = spec.mask_window_keys;
+  keep.pool = spec.pool;
+  keep.kernel = spec.kernel;
+  keep.budget = budget;
+  Tensor kept = select_kept(be, scores, keep);
+  if (trace && *trace) {  // parity checks: what each (row, head) saw and chose, from the backend's own result
+    const Tensor hs = be.device() == Device::CPU ? scores : be.download(scores);
+    const Tensor hk = be.device() == Device::CPU ? kept : be.download(kept);
+    std::vector<float> row(static_cast<size_t>(total));
+    RowSelection sel;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t rh = r * H + h;
+        select_row(hs.f32() + rh * total, total, keep, sel);
+        sel.kept.assign(hk.data<int32_t>() + rh * budget, hk.data<int32_t>() + (rh + 1) * budget);
+        std::copy(hs.f32() + rh * total, hs.f32() + (rh + 1) * total, row.begin());
+        if (keep.mask_window_keys)
+          for (int64_t p : keep.window) row[p] = -std::numeric_limits<float>::infinity();
+        (*trace)(in, static_cast<int>(r), static_cast<int>(h), row, sel);
+      }
+  }
+  return kept;
 }
 
 }  // namespace skv

@@ -33,7 +33,7 @@ int64_t TeacherKeptPolicy::budget(int layer, int scale, int64_t total) const {
   return recorded;
 }
 
-void TeacherKeptPolicy::select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) {
+Tensor TeacherKeptPolicy::select(const CompressionInput& in, int64_t budget) {
   const auto it = kept_.find({in.scale, in.layer});
   SKV_CHECK(it != kept_.end(), "internal: teacher-kept select at scale {} layer {} without a recording", in.scale, in.layer);
   const Rec& rec = it->second;
@@ -56,11 +56,11 @@ void TeacherKeptPolicy::select(const CompressionInput& in, int64_t budget, std::
     if (s.budget < total) {
       CompressionInput in2 = in;
       in2.record = &s.record;
-      inner_->select(in2, s.budget, s.kept);
+      s.kept = kept_on_host(*in.backend, inner_->select(in2, s.budget));
     }
     selections_.push_back(std::move(s));
   }
-  kept.resize(static_cast<size_t>(R) * Hl * budget);
+  std::vector<int32_t> kept(static_cast<size_t>(R) * Hl * budget);
   for (int r = 0; r < R; ++r)
     for (int h = 0; h < Hl; ++h) {
       const int32_t* src = rec.kept.data() + (static_cast<int64_t>(r) * heads_ + in.head_offset + h) * rec.n;
@@ -71,6 +71,7 @@ void TeacherKeptPolicy::select(const CompressionInput& in, int64_t budget, std::
         dst[j] = src[j];
       }
     }
+  return kept_on_backend(*in.backend, kept, R, Hl, budget);
 }
 
 }  // namespace skv

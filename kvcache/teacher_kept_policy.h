@@ -53,7 +53,7 @@ class TeacherKeptPolicy final : public KVPolicy {
   void set_communicator(Communicator* comm) override {
     if (inner_) inner_->set_communicator(comm);
   }
-  void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) override;
+  Tensor select(const CompressionInput& in, int64_t budget) override;
   void begin_scale(int scale) override {
     if (inner_) inner_->begin_scale(scale);
   }

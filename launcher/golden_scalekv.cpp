@@ -165,7 +165,7 @@ GoldenOutcome verify_scalekv_selection_golden(const std::string& dir, const std:
         win_good += wok;
         ++win_total;
         const float* srow = sc.f32() + rh * n;
-        select_row(srow, n, w.cache_pos, cap, pool, kernel, sel);
+        select_row(srow, n, KeepSpec{.window = w.cache_pos, .pool = pool, .kernel = kernel, .budget = cap}, sel);
         pool_good += same_floats(sel.pooled.data(), pooled.f32() + rh * n, n);
         topk_good += static_cast<int64_t>(sel.topk.size()) == ntop &&
                      std::equal(sel.topk.begin(), sel.topk.end(), topk.begin() + rh * ntop);

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "kvcache/policy.h"
-#include "runtime/kv_select_ref.h"  // kScaleKVWindow
+#include "kvcache/selection.h"  // kScaleKVWindow
 
 namespace skv {
 

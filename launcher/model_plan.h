@@ -13,7 +13,7 @@
 #include "kvcache/planner.h"
 #include "launcher/kv_options.h"
 #include "runtime/dtype.h"
-#include "runtime/kv_select_ref.h"  // kScaleKVWindow
+#include "kvcache/selection.h"  // kScaleKVWindow
 
 namespace skv {
 

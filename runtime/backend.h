@@ -34,6 +34,24 @@ enum class ScoreMode {
   SoftmaxMean,  // mean over the queries of softmax_j(scale * q.k_j) over all keys (SnapKV, the ScaleKV paper)
 };
 
+// The selection stage of the observation-window policies (ScaleKV, SnapKV, PyramidKV), one (row, head)
+// of scores [R, H, n] at a time; kvcache/selection.h states it exactly and holds its host implementation:
+//   1. the window columns read as -inf when mask_window_keys (the released ScaleKV code);
+//   2. pool along the row (F.max_pool1d: -inf padding / F.avg_pool1d: zero padding, / kernel);
+//   3. the (budget - |window|) largest pooled values over the non-window columns (equal values: the
+//      lower column first);
+//   4. kept = those columns and the window, ascending.
+enum class PoolKind { Max, Avg };
+struct KeepSpec {
+  std::vector<int64_t> window;    // ascending, distinct columns: always kept, never candidates
+  bool mask_window_keys = false;
+  PoolKind pool = PoolKind::Max;
+  int kernel = 5;                 // odd
+  int64_t budget = 0;             // columns kept per (row, head), window included
+};
+// What one select_kept launch holds (window columns in shared memory); checked on every backend.
+constexpr int kMaxKeepWindow = 256;
+
 enum class Interp { Nearest, Bilinear, Bicubic, Area, Trilinear };
 const char* interp_name(Interp m);
 
@@ -121,6 +139,10 @@ class Backend {
   // out[r,h,0] = mean_i sum_{j >= n_hist} a_ij, out[r,h,1] = mean_i (sum of the topk largest a_ij over j < n_hist).
   virtual void attention_mass(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
                               int64_t n_hist, float scale, int64_t topk, Tensor& out);
+  // The selection stage (KeepSpec above) on this device: scores F32 [R,H,n] -> kept I32 [R,H,budget], both on
+  // this backend, with no host round trip. Reached through kvcache/selection.h's select_kept(), which checks
+  // the spec and runs its host implementation on the CPU; the default fails.
+  virtual void select_kept(const Tensor& scores, const KeepSpec& spec, Tensor& kept);
 
   // Images.
   virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int stride, int pad, Tensor& y) = 0;

@@ -60,6 +60,9 @@ void Backend::attention_mass(const Tensor&, const std::vector<int64_t>&, const s
                              int64_t, Tensor&) {
   SKV_FAIL("attention_mass is not implemented on the {} backend", name());
 }
+void Backend::select_kept(const Tensor&, const KeepSpec&, Tensor&) {
+  SKV_FAIL("select_kept is not implemented on the {} backend (the CPU runs kvcache/selection.cpp)", name());
+}
 
 namespace {
 

@@ -296,7 +296,7 @@ void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale,
     check_cuda_f32(*s.v, "attention v");
     SKV_CHECK(s.k->ndim() == 4 && s.k->dim(0) == R && s.k->dim(1) == H && s.k->dim(3) == D && s.v->shape() == s.k->shape(),
               "attention: k {} v {} for q {}", s.k->describe(), s.v->describe(), q.describe());
-    const int64_t cap = s.k->dim(2), start = segment_start(s);
+    const int64_t cap = s.k->dim(2), start = s.start;
     SKV_CHECK(start >= 0 && start <= cap, "attention: segment start {} outside capacity {}", start, cap);
     // A segment starting at `start` is the same tensor seen `start` tokens later (rows keep stride cap).
     AttnSeg g{fptr(*s.k) + start * D, fptr(*s.v) + start * D, cap, s.len, nullptr};

@@ -374,8 +374,6 @@ void launch_gather(Tensor& store, int64_t hist_len, const Tensor& cur, int64_t L
 
 }  // namespace
 
-// Not in the anonymous namespace: members that only override after a merge (see gather_slots) must not
-// count as unused internal functions.
 class CudaBackend final : public Backend {
  public:
   CudaBackend() { (void)ctx(); }
@@ -614,8 +612,8 @@ class CudaBackend final : public Backend {
     launch_gather(store, hist_len, cur, Lc, kept, n, n, nullptr);
   }
 
-  // The KV policies' device ops (slot-pool compaction, window scores, ASI attention mass); semantics in
-  // kv_select.h.
+  // The KV policies' device ops (slot-pool compaction, window scores, ASI attention mass, the selection
+  // stage); semantics in runtime/backend.h and kv_select.h.
   void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept,
                     int64_t n) override {
     cuda::gather_slots(pool, slot, hist_len, cur, kept, n);
@@ -627,6 +625,9 @@ class CudaBackend final : public Backend {
   void attention_mass(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
                       int64_t n_hist, float scale, int64_t topk, Tensor& out) override {
     cuda::attention_mass(q, q_idx, segs, n_hist, scale, topk, out);
+  }
+  void select_kept(const Tensor& scores, const KeepSpec& spec, Tensor& kept) override {
+    cuda::select_kept(scores, spec, kept);
   }
 
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int stride, int pad, Tensor& y) override {

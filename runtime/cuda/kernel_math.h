@@ -159,6 +159,33 @@ SKV_HD void radix_select_step(RadixSelect& r, const int32_t hist[256], int shift
   r.mask |= 0xffu << shift;
 }
 
+// ---- the KV selection stage (kvcache/selection.h; kv_select.cu) -------------------------------------
+// Whether v is in the ascending array a[0, n).
+SKV_HD bool in_sorted(const int32_t* a, int n, int64_t v) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (a[mid] < v)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < n && a[lo] == v;
+}
+// Pooled score of column i of a row s[0, n): F.max_pool1d (-inf padding) or F.avg_pool1d (zero padding,
+// divided by the kernel) over [i - kernel/2, i + kernel/2], the window columns win[0, nw) (ascending)
+// reading as -inf when `mask`. The host selection and the pooling kernel both call this.
+SKV_HD float pool_at(const float* s, int64_t n, int64_t i, int kernel, bool is_max, const int32_t* win, int nw, bool mask) {
+  const int64_t half = kernel / 2;
+  const int64_t lo = i - half < 0 ? 0 : i - half, hi = i + half > n - 1 ? n - 1 : i + half;
+  float v = is_max ? -INFINITY : 0.0f;
+  for (int64_t j = lo; j <= hi; ++j) {
+    const float x = mask && in_sorted(win, nw, j) ? -INFINITY : s[j];
+    v = is_max ? (x > v ? x : v) : v + x;
+  }
+  return is_max ? v : v / static_cast<float>(kernel);
+}
+
 // ---- im2col -----------------------------------------------------------------------------------------
 // Column matrix row k = (ci, dy, dx) of a kh x kw kernel, column p = (oy, ox) of the output map:
 // the input pixel it reads, or -1 for zero padding.

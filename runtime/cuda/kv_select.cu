@@ -1,7 +1,7 @@
-// kv_select.cu - observation-window scoring, 1-D pooling and top-k-keep on the device (kv_select.h).
-// Scoring: one block per (row, head), 4 warps; warp w owns window queries 4w..4w+3, lane j key j of a
-// 32-key shared-memory tile (the attention kernel's layout); the 4 warps' partial sums meet in shared
-// memory. Top-k: one block per (row, head); an MSB-first radix select (kmath::RadixSelect, 4 passes of
+// kv_select.cu - the KV policies' device ops (kv_select.h): query scores over a segment table, the
+// ASI attention mass, and the selection stage (pool + top-k-keep) of kvcache/selection.h.
+// Scoring: one block per (row, head); each listed query's logits over every key in shared memory.
+// Pooling: one thread per output column. Top-k: one block per (row, head); an MSB-first radix select (kmath::RadixSelect, 4 passes of
 // 8 bits over the row) finds the k-th largest value T, then one ordered pass with block-wide prefix
 // sums (cub::BlockScan) writes, in ascending column order, the window columns, every value > T and the
 // first `remaining` values == T: the lower column wins ties and the output is sorted without a sort.
@@ -17,124 +17,13 @@ namespace skv::cuda {
 
 namespace {
 
-constexpr int kScoreWarps = 4, kScoreQueriesPerWarp = 4, kScoreTile = 32;
-static_assert(kScoreWarps * kScoreQueriesPerWarp == kScaleKVWindow, "one block scores the whole window");
 constexpr int kTopkThreads = 256;
-constexpr int kMaxWindowCols = 256;
 
-__device__ __forceinline__ bool in_sorted(const int32_t* a, int n, int64_t v) {
-  int lo = 0, hi = n;
-  while (lo < hi) {
-    const int mid = (lo + hi) / 2;
-    if (a[mid] < v)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo < n && a[lo] == v;
-}
-
-struct ScoreArgs {
-  const float* q;       // [RH, Lc, D]
-  const float* hist_k;  // [RH, cap, D]
-  const float* cur_k;   // [RH, Lc, D]
-  float* scores;        // [RH, total]
-  int64_t hist_len, cap, Lc, D, total;
-  float scale;
-  int nw;
-  int32_t win[kScaleKVWindow];
-};
-
-// Loads the 32-key tile starting at column t0 into Ks (row stride D + 1) and returns how many are valid.
-__device__ int load_key_tile(const ScoreArgs& a, int64_t rh, int64_t t0, float* Ks) {
-  const int64_t D = a.D;
-  const int n = static_cast<int>(a.total - t0 < kScoreTile ? a.total - t0 : kScoreTile);
-  for (int64_t i = threadIdx.x; i < kScoreTile * D; i += blockDim.x) {
-    const int64_t j = i / D, d = i % D, c = t0 + j;
-    float v = 0.0f;
-    if (j < n) v = c < a.hist_len ? a.hist_k[(rh * a.cap + c) * D + d] : a.cur_k[(rh * a.Lc + (c - a.hist_len)) * D + d];
-    Ks[j * (D + 1) + d] = v;
-  }
-  return n;
-}
-
-template <bool kSoftmax>
-__global__ void __launch_bounds__(kScoreWarps * 32) window_scores_kernel(const ScoreArgs a) {
-  extern __shared__ float smem[];
-  const int64_t D = a.D;
-  float* Qs = smem;                            // [16][D] window queries
-  float* Ks = Qs + kScaleKVWindow * D;         // [32][D + 1]
-  float* part = Ks + kScoreTile * (D + 1);     // [kScoreWarps][32] per-warp partial sums
-  const int64_t rh = blockIdx.x;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int64_t i = threadIdx.x; i < kScaleKVWindow * D; i += blockDim.x) {
-    const int w = static_cast<int>(i / D);
-    Qs[i] = w < a.nw ? a.q[(rh * a.Lc + a.win[w]) * D + i % D] : 0.0f;
-  }
-  auto is_window_col = [&](int64_t c) { return c >= a.hist_len && in_sorted(a.win, a.nw, c - a.hist_len); };
-  // logits[qq] of key `lane` (column c) for this warp's queries; -inf where not a candidate.
-  auto logits = [&](int n, int64_t c, float out[kScoreQueriesPerWarp]) {
-    const float* kr = Ks + lane * (D + 1);
-    for (int qq = 0; qq < kScoreQueriesPerWarp; ++qq) out[qq] = 0.0f;
-    for (int64_t d = 0; d < D; ++d) {
-      const float kd = kr[d];
-      for (int qq = 0; qq < kScoreQueriesPerWarp; ++qq) out[qq] += Qs[(warp * kScoreQueriesPerWarp + qq) * D + d] * kd;
-    }
-    const bool valid = lane < n && !is_window_col(c);
-    for (int qq = 0; qq < kScoreQueriesPerWarp; ++qq) {
-      const bool q_ok = warp * kScoreQueriesPerWarp + qq < a.nw;
-      out[qq] = (valid && q_ok) ? a.scale * out[qq] : -INFINITY;
-    }
-  };
-
-  kmath::OnlineSoftmax st[kScoreQueriesPerWarp];
-  for (int qq = 0; qq < kScoreQueriesPerWarp; ++qq) st[qq] = kmath::online_softmax_init();
-  if (kSoftmax) {  // pass 1: each window query's max and normaliser over the candidate columns
-    for (int64_t t0 = 0; t0 < a.total; t0 += kScoreTile) {
-      __syncthreads();
-      const int n = load_key_tile(a, rh, t0, Ks);
-      __syncthreads();
-      float s[kScoreQueriesPerWarp];
-      logits(n, t0 + lane, s);
-      for (int qq = 0; qq < kScoreQueriesPerWarp; ++qq) {
-        kmath::online_softmax_enter(st[qq], warp_max(s[qq]));
-        st[qq].l += warp_sum(kmath::online_softmax_weight(st[qq], s[qq]));
-      }
-    }
-  }
-  for (int64_t t0 = 0; t0 < a.total; t0 += kScoreTile) {
-    __syncthreads();
-    const int n = load_key_tile(a, rh, t0, Ks);
-    __syncthreads();
-    const int64_t c = t0 + lane;
-    float s[kScoreQueriesPerWarp];
-    logits(n, c, s);
-    float sum = 0.0f;
-    for (int qq = 0; qq < kScoreQueriesPerWarp; ++qq) {
-      if (warp * kScoreQueriesPerWarp + qq >= a.nw) continue;
-      sum += kSoftmax ? kmath::online_softmax_finish(st[qq], kmath::online_softmax_weight(st[qq], s[qq])) : s[qq];
-    }
-    part[warp * 32 + lane] = sum;
-    __syncthreads();
-    if (warp == 0 && lane < n) {
-      float total = part[lane];
-      for (int w = 1; w < kScoreWarps; ++w) total += part[w * 32 + lane];
-      if (is_window_col(c)) total = kSoftmax ? 0.0f : -INFINITY;
-      a.scores[rh * a.total + c] = total;
-    }
-  }
-}
-
-__global__ void pool1d_kernel(const float* in, float* out, int64_t rows, int64_t n, int half, bool is_max, int kernel) {
+__global__ void pool1d_kernel(const float* in, float* out, int64_t rows, int64_t n, int kernel, bool is_max,
+                              const int32_t* win, int nw, bool mask) {
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < rows * n;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = e / n, i = e % n;
-    const float* s = in + r * n;
-    const int64_t lo = i - half < 0 ? 0 : i - half, hi = i + half > n - 1 ? n - 1 : i + half;
-    float v = is_max ? -INFINITY : 0.0f;
-    for (int64_t j = lo; j <= hi; ++j) v = is_max ? fmaxf(v, s[j]) : v + s[j];
-    out[e] = is_max ? v : v / static_cast<float>(kernel);
-  }
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[e] = kmath::pool_at(in + (e / n) * n, n, e % n, kernel, is_max, win, nw, mask);
 }
 
 // The k-th largest of v[c] over the candidates c < n (is_candidate(c)), by four 8-bit radix passes;
@@ -166,13 +55,13 @@ __global__ void __launch_bounds__(kTopkThreads) topk_keep_kernel(const float* po
   using Scan = cub::BlockScan<int, kTopkThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ int32_t hist[256];
-  __shared__ int32_t wins[kMaxWindowCols];
+  __shared__ int32_t wins[kMaxKeepWindow];
   __shared__ kmath::RadixSelect sel;
   const float* s = pooled + static_cast<int64_t>(blockIdx.x) * n;
   int32_t* out = kept + static_cast<int64_t>(blockIdx.x) * (k + nw);
   for (int i = threadIdx.x; i < nw; i += blockDim.x) wins[i] = win_cols[i];
   __syncthreads();
-  block_radix_select(s, n, k, [&](int64_t c) { return !in_sorted(wins, nw, c); }, hist, &sel);
+  block_radix_select(s, n, k, [&](int64_t c) { return !kmath::in_sorted(wins, nw, c); }, hist, &sel);
   const uint32_t T = sel.prefix;
   const int64_t take_eq = sel.remaining;
 
@@ -181,7 +70,7 @@ __global__ void __launch_bounds__(kTopkThreads) topk_keep_kernel(const float* po
     const int64_t c = base + threadIdx.x;
     bool win = false, gt = false, eq = false;
     if (c < n) {
-      win = in_sorted(wins, nw, c);
+      win = kmath::in_sorted(wins, nw, c);
       if (!win) {
         const uint32_t key = kmath::float_order_key(s[c]);
         gt = key > T;
@@ -320,7 +209,7 @@ void run_query_kernel(const Tensor& q, const std::vector<int64_t>& q_idx, const 
   std::vector<QuerySeg> table;
   for (const auto& s : segs) {
     check_cuda_f32(*s.k, what);
-    const int64_t start = segment_start(s);
+    const int64_t start = s.start;
     SKV_CHECK(s.k->ndim() == 4 && s.k->dim(0) == R && s.k->dim(1) == H && s.k->dim(3) == D && s.row_len.empty() &&
                   start >= 0 && start + s.len <= s.k->dim(2),
               "{}: segment {} [{}, +{}) for q {}", what, s.k->describe(), start, s.len, q.describe());
@@ -353,110 +242,32 @@ void run_query_kernel(const Tensor& q, const std::vector<int64_t>& q_idx, const 
   SKV_CUDA_LAUNCHED(what);
 }
 
-void check_keys(const Tensor& t, const char* what) {
-  check_cuda_f32(t, what);
-  SKV_CHECK(t.ndim() == 4, "{}: expected [R, H, L, D], got {}", what, t.describe());
-}
-
 }  // namespace
 
-void window_scores(const Tensor& q, const std::vector<int32_t>& win, const Tensor& hist_k, int64_t hist_len,
-                   const Tensor& cur_k, float scale, WindowScore mode, Tensor& scores) {
-  check_keys(q, "window_scores q");
-  check_keys(cur_k, "window_scores cur_k");
-  check_cuda_f32(scores, "window_scores scores");
-  const int64_t R = q.dim(0), H = q.dim(1), Lc = q.dim(2), D = q.dim(3);
-  const int64_t cap = hist_len > 0 ? hist_k.dim(2) : 0, total = hist_len + Lc;
-  if (hist_len > 0) {
-    check_keys(hist_k, "window_scores hist_k");
-    SKV_CHECK(hist_k.dim(0) == R && hist_k.dim(1) == H && hist_k.dim(3) == D && hist_len <= cap,
-              "window_scores: store {} with {} tokens for q {}", hist_k.describe(), hist_len, q.describe());
-  }
-  SKV_CHECK(cur_k.dim(0) == R && cur_k.dim(1) == H && cur_k.dim(2) == Lc && cur_k.dim(3) == D,
-            "window_scores: cur_k {} for q {}", cur_k.describe(), q.describe());
-  SKV_CHECK(scores.numel() == R * H * total, "window_scores: scores {} for {} x {} x {}", scores.describe(), R, H, total);
-  SKV_CHECK(static_cast<int>(win.size()) <= kScaleKVWindow && std::is_sorted(win.begin(), win.end()) &&
-                std::adjacent_find(win.begin(), win.end()) == win.end(),
-            "window_scores: the window must be at most {} ascending distinct query indices", kScaleKVWindow);
-  for (int32_t w : win) SKV_CHECK(w >= 0 && w < Lc, "window_scores: window query {} outside [0, {})", w, Lc);
-  if (R * H * total == 0) return;
-  ScoreArgs a{};
-  a.q = fptr(q);
-  a.hist_k = hist_len > 0 ? fptr(hist_k) : nullptr;
-  a.cur_k = fptr(cur_k);
-  a.scores = fptr(scores);
-  a.hist_len = hist_len;
-  a.cap = cap;
-  a.Lc = Lc;
-  a.D = D;
-  a.total = total;
-  a.scale = scale;
-  a.nw = static_cast<int>(win.size());
-  std::copy(win.begin(), win.end(), a.win);
-  const size_t smem = static_cast<size_t>(kScaleKVWindow * D + kScoreTile * (D + 1) + kScoreWarps * 32) * sizeof(float);
-  SKV_CHECK(D <= kmath::kAttnMaxHeadDim, "window_scores: head_dim {} above {}", D, kmath::kAttnMaxHeadDim);
-  OpTimer timer("kv_select", 2.0 * R * H * total * D * win.size(), static_cast<double>(R * H * total * D * 4));
-  const unsigned grid = static_cast<unsigned>(R * H);
-  if (mode == WindowScore::Raw) {
-    prepare_smem(reinterpret_cast<const void*>(window_scores_kernel<false>), smem, "window_scores");
-    window_scores_kernel<false><<<grid, kScoreWarps * 32, smem, stream()>>>(a);
-  } else {
-    prepare_smem(reinterpret_cast<const void*>(window_scores_kernel<true>), smem, "window_scores");
-    window_scores_kernel<true><<<grid, kScoreWarps * 32, smem, stream()>>>(a);
-  }
-  SKV_CUDA_LAUNCHED("window_scores");
-}
-
-void pool1d(const Tensor& in, int kernel, WindowPool mode, Tensor& out) {
-  check_cuda_f32(in, "pool1d in");
-  check_cuda_f32(out, "pool1d out");
-  SKV_CHECK(out.numel() == in.numel() && kernel >= 1 && kernel % 2 == 1, "pool1d: in {} out {} kernel {} (odd)",
-            in.describe(), out.describe(), kernel);
-  const int64_t n = in.ndim() == 0 ? 1 : in.dim(-1), rows = n == 0 ? 0 : in.numel() / n;
-  if (rows * n == 0) return;
-  OpTimer timer("kv_select", 0, 2.0 * in.nbytes());
-  pool1d_kernel<<<grid1d(rows * n), kmath::kEltThreads, 0, stream()>>>(fptr(in), fptr(out), rows, n, kernel / 2,
-                                                                        mode == WindowPool::Max, kernel);
-  SKV_CUDA_LAUNCHED("pool1d");
-}
-
-void topk_keep(const Tensor& pooled, const std::vector<int32_t>& win_cols, int64_t k, Tensor& kept) {
-  check_cuda_f32(pooled, "topk_keep pooled");
-  check_cuda_tensor(kept, "topk_keep kept");
-  SKV_CHECK(pooled.ndim() == 3, "topk_keep: pooled must be [R, H, n], got {}", pooled.describe());
-  const int64_t RH = pooled.dim(0) * pooled.dim(1), n = pooled.dim(2), nw = static_cast<int64_t>(win_cols.size());
-  SKV_CHECK(nw <= kMaxWindowCols, "topk_keep: {} window columns, at most {}", nw, kMaxWindowCols);
-  SKV_CHECK(std::is_sorted(win_cols.begin(), win_cols.end()) &&
-                std::adjacent_find(win_cols.begin(), win_cols.end()) == win_cols.end() &&
-                (nw == 0 || (win_cols.front() >= 0 && win_cols.back() < n)),
-            "topk_keep: window columns must be ascending and distinct in [0, {})", n);
-  SKV_CHECK(k >= 0 && k <= n - nw, "topk_keep: k = {} but only {} candidate columns", k, n - nw);
-  SKV_CHECK(n <= 0x7fffffff && RH <= 0x7fffffff, "topk_keep: {} too large", pooled.describe());
-  SKV_CHECK(kept.dtype() == DType::I32 && kept.numel() == RH * (k + nw), "topk_keep: kept {} for {} x {}",
-            kept.describe(), RH, k + nw);
-  if (RH == 0 || k + nw == 0) return;
-  Tensor d_win = upload_vector(win_cols.empty() ? std::vector<int32_t>{0} : win_cols, DType::I32);
-  OpTimer timer("kv_select", 0, static_cast<double>(pooled.nbytes()) * 5);
-  topk_keep_kernel<<<static_cast<unsigned>(RH), kTopkThreads, 0, stream()>>>(fptr(pooled), n, d_win.data<int32_t>(),
-                                                                            static_cast<int>(nw), k, kept.data<int32_t>());
-  SKV_CUDA_LAUNCHED("topk_keep");
-}
-
-Tensor select(const Tensor& q, const std::vector<int32_t>& win, const Tensor& hist_k, int64_t hist_len,
-              const Tensor& cur_k, float scale, WindowScore score, WindowPool pool, int kernel, int64_t budget) {
-  const int64_t R = q.dim(0), H = q.dim(1), total = hist_len + cur_k.dim(2), nw = static_cast<int64_t>(win.size());
-  SKV_CHECK(budget >= nw && budget <= total, "kv select: budget {} must lie in [{} (the window), {} (all tokens)]", budget,
-            nw, total);
-  Allocator* al = &ctx().alloc;
-  Tensor scores = Tensor::empty({R, H, total}, DType::F32, MemCategory::Workspace, al, Device::CUDA);
-  window_scores(q, win, hist_k, hist_len, cur_k, scale, score, scores);
-  Tensor pooled = Tensor::empty({R, H, total}, DType::F32, MemCategory::Workspace, al, Device::CUDA);
-  pool1d(scores, kernel, pool, pooled);
-  std::vector<int32_t> cols(win);
-  for (int32_t& c : cols) c += static_cast<int32_t>(hist_len);
-  Tensor kept = Tensor::empty({R, H, budget}, DType::I32, MemCategory::Workspace, al, Device::CUDA);
-  topk_keep(pooled, cols, budget - nw, kept);
-  return kept;
+void select_kept(const Tensor& scores, const KeepSpec& spec, Tensor& kept) {
+  check_cuda_f32(scores, "select_kept scores");
+  check_cuda_tensor(kept, "select_kept kept");
+  SKV_CHECK(scores.ndim() == 3, "select_kept: scores must be [R, H, n], got {}", scores.describe());
+  const int64_t RH = scores.dim(0) * scores.dim(1), n = scores.dim(2), nw = static_cast<int64_t>(spec.window.size());
+  const int64_t k = spec.budget - nw;
+  // kvcache/selection.cpp's select_kept() has checked the spec for every backend; these are this kernel's limits.
+  SKV_CHECK(nw <= kMaxKeepWindow && k >= 0 && k <= n - nw && n <= 0x7fffffff && RH <= 0x7fffffff,
+            "select_kept: window {} budget {} for {}", nw, spec.budget, scores.describe());
+  SKV_CHECK(kept.dtype() == DType::I32 && kept.numel() == RH * spec.budget, "select_kept: kept {} for {} x {}",
+            kept.describe(), RH, spec.budget);
+  if (RH == 0 || spec.budget == 0) return;
+  std::vector<int32_t> win(spec.window.begin(), spec.window.end());
+  if (win.empty()) win.push_back(0);  // never read (nw = 0): keeps the upload non-empty
+  Tensor d_win = upload_vector(win, DType::I32);
+  Tensor pooled = Tensor::empty(scores.shape(), DType::F32, MemCategory::Workspace, &ctx().alloc, Device::CUDA);
+  OpTimer timer("kv_select", 0, static_cast<double>(scores.nbytes()) * 6);
+  pool1d_kernel<<<grid1d(RH * n), kmath::kEltThreads, 0, stream()>>>(
+      fptr(scores), fptr(pooled), RH, n, spec.kernel, spec.pool == PoolKind::Max, d_win.data<int32_t>(), static_cast<int>(nw),
+      spec.mask_window_keys);
+  SKV_CUDA_LAUNCHED("select_kept pool");
+  topk_keep_kernel<<<static_cast<unsigned>(RH), kTopkThreads, 0, stream()>>>(
+      fptr(pooled), n, d_win.data<int32_t>(), static_cast<int>(nw), k, kept.data<int32_t>());
+  SKV_CUDA_LAUNCHED("select_kept top-k");
 }
 
 void query_scores(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs, float scale,

@@ -22,9 +22,9 @@
 #include "runtime/backend.h"
 #include "runtime/check.h"
 #include "runtime/cuda/cuda_device.h"
+#include "kvcache/selection.h"
 #include "runtime/cuda/kv_select.h"
 #include "runtime/hostdevice.h"
-#include "runtime/kv_select_ref.h"
 #include "kvcache/scalekv.h"
 #include "kvcache/schedule.h"
 #include "runtime/models/infinity_generate.h"
@@ -450,50 +450,34 @@ TEST_F(CudaOps, InterpolationMatchesCpuInEveryMode) {
   }
 }
 
-TEST_F(CudaOps, KVSelectionKernelsMatchTheReference) {
-  for (auto [R, H, D, cap, hist, side] : {std::tuple{2, 2, 128, 950, 921, 24}, std::tuple{1, 3, 64, 40, 0, 4},
-                                          std::tuple{2, 1, 33, 300, 250, 5}}) {
-    const int64_t Lc = static_cast<int64_t>(side) * side, total = hist + Lc;
-    Tensor q = randn({R, H, Lc, D}, 40), hk = randn({R, H, cap, D}, 41), ck = randn({R, H, Lc, D}, 42);
-    Tensor dq = up(q), dhk = up(hk), dck = up(ck);
-    const std::vector<int32_t> win = scalekv_window(side, side);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-    for (WindowScore mode : {WindowScore::Raw, WindowScore::Softmax}) {
-      Tensor want = Tensor::empty({R, H, total}), got = gempty({R, H, total});
-      window_scores_ref(q, win, hk, hist, ck, scale, mode, want);
-      cuda::window_scores(dq, win, dhk, hist, dck, scale, mode, got);
-      EXPECT_LT(nmse(down(got), want), 1e-10) << "window_scores mode " << static_cast<int>(mode);
-      for (WindowPool pool : {WindowPool::Max, WindowPool::Avg}) {
-        if (mode == WindowScore::Raw && pool == WindowPool::Avg) continue;  // -inf window columns would spread
-        Tensor pw = Tensor::empty(want.shape()), pg = gempty(want.shape());
-        pool1d_ref(want, 5, pool, pw);
-        cuda::pool1d(up(want), 5, pool, pg);
-        EXPECT_LT(nmse(down(pg), pw), 1e-12) << "pool1d";
-        // top-k on identical input (the reference's pooled), so ties are decided the same way
-        std::vector<int32_t> cols;
-        for (int32_t w : win) cols.push_back(static_cast<int32_t>(hist + w));
-        const int64_t k = (total - static_cast<int64_t>(cols.size())) / 3;
-        Tensor kw = Tensor::empty({R, H, k + static_cast<int64_t>(cols.size())}, DType::I32);
-        Tensor kg = gempty(kw.shape(), DType::I32);
-        topk_keep_ref(pw, cols, k, kw);
-        cuda::topk_keep(up(pw), cols, k, kg);
-        EXPECT_TRUE(same_bits(down(kg), kw)) << "topk_keep";
-      }
-    }
-    // the composite, on quantised scores (many exact ties after max-pooling)
-    Tensor kept = cuda::select(dq, win, dhk, hist, dck, scale, WindowScore::Raw, WindowPool::Max, 5, total / 2);
-    EXPECT_EQ(kept.dim(2), total / 2);
-    const std::vector<float> kv = down(kept).to_vector();
-    for (int64_t rh = 0; rh < R * H; ++rh)
-      for (int64_t j = 1; j < total / 2; ++j) ASSERT_LT(kv[rh * (total / 2) + j - 1], kv[rh * (total / 2) + j]);
+// The selection stage on the device (Backend::select_kept) against its host implementation, on identical
+// scores so ties are decided the same way: the spec variants the policies use, quantised scores (many
+// exact ties after max-pooling), a wide window, and the through-the-module path every policy takes.
+TEST_F(CudaOps, SelectKeptMatchesTheHostSelection) {
+  struct Case {
+    int R, H;
+    int64_t n;
+    int every;   // one window column in `every`
+    int levels;  // distinct score values (0: continuous)
+  };
+  for (const Case c : {Case{2, 2, 10500, 650, 0}, Case{1, 3, 57, 4, 5}, Case{2, 1, 1000, 3, 3}, Case{3, 4, 6000, 30, 7}}) {
+    Tensor scores = randn({c.R, c.H, c.n}, 40);
+    if (c.levels)
+      for (int64_t i = 0; i < scores.numel(); ++i) scores.f32()[i] = std::floor(scores.f32()[i] * c.levels / 3.0f);
+    std::vector<int64_t> window;
+    for (int64_t col = c.every / 2; col < c.n && static_cast<int64_t>(window.size()) < kMaxKeepWindow; col += c.every)
+      window.push_back(col);
+    for (PoolKind pool : {PoolKind::Max, PoolKind::Avg})
+      for (bool mask : {false, true})
+        for (int64_t budget : {static_cast<int64_t>(window.size()), c.n / 3, c.n}) {
+          if (budget < static_cast<int64_t>(window.size())) continue;
+          const KeepSpec spec{.window = window, .mask_window_keys = mask, .pool = pool, .kernel = 5, .budget = budget};
+          const Tensor want = select_kept(cpu(), scores, spec);
+          const Tensor got = select_kept(gpu(), up(scores), spec);
+          EXPECT_TRUE(same_bits(down(got), want)) << "n " << c.n << " budget " << budget << " mask " << mask << " pool "
+                                                  << static_cast<int>(pool);
+        }
   }
-  Tensor ties = Tensor::empty({1, 2, 1000});
-  for (int64_t i = 0; i < ties.numel(); ++i) ties.f32()[i] = static_cast<float>((i * 7919) % 5);
-  const std::vector<int32_t> cols = {10, 11, 500};
-  Tensor kw = Tensor::empty({1, 2, 403}, DType::I32), kg = gempty({1, 2, 403}, DType::I32);
-  topk_keep_ref(ties, cols, 400, kw);
-  cuda::topk_keep(up(ties), cols, 400, kg);
-  EXPECT_TRUE(same_bits(down(kg), kw)) << "ties go to the lower index";
 }
 
 // ---- the scalekv branch's Backend ops (runtime/cuda/kv_select.h), against host loops of their semantics ----
@@ -621,19 +605,8 @@ TEST_F(CudaOps, SeventyExtentsMatchCpu) {
   EXPECT_LT(nmse(down(gm), wm), 1e-9) << "attention mass";
 }
 
-// KVSegment::start arrives with the scalekv branch; attention must honour it once it exists.
-template <class S>
-bool set_segment_start(S& s, int64_t v) {
-  if constexpr (cuda::has_segment_start<S>::value) {
-    s.start = v;
-    return true;
-  }
-  return false;
-}
-
+// A segment that starts inside its tensor (an extent of the slot pool): attention reads [start, start + len).
 TEST_F(CudaOps, AttentionHonoursSegmentStart) {
-  KVSegment probe;
-  if (!set_segment_start(probe, 0)) GTEST_SKIP() << "KVSegment has no `start` in this build (the scalekv branch adds it)";
   const int64_t R = 2, H = 2, Lq = 9, D = 32, cap = 60, start = 13, len = 30;
   Tensor q = randn({R, H, Lq, D}, 83), k = randn({R, H, cap, D}, 84), v = randn({R, H, cap, D}, 85);
   Tensor ks = Tensor::empty({R, H, len, D}), vs = Tensor::empty({R, H, len, D});  // the extent, copied out
@@ -644,8 +617,7 @@ TEST_F(CudaOps, AttentionHonoursSegmentStart) {
   Tensor want = Tensor::empty({R, Lq, H * D}), got = gempty({R, Lq, H * D});
   cpu().attention(q, {{&ks, &vs, len, {}}}, 0.2f, want);
   Tensor dq = up(q), dk = up(k), dv = up(v);
-  KVSegment seg{&dk, &dv, len, {}};
-  set_segment_start(seg, start);
+  KVSegment seg{&dk, &dv, len, {}, start};
   gpu().attention(dq, {seg}, 0.2f, got);
   EXPECT_LT(nmse(down(got), want), 1e-10);
 }
@@ -764,13 +736,16 @@ class KeptRecorder final : public KVPolicy {
   }
   QueryNeeds queries() const override { return inner_.queries(); }
   void observe(const CompressionInput& in) override { inner_.observe(in); }
-  void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& out) override {
-    inner_.select(in, budget, out);
-    kept[{in.scale, in.layer}] = out;
+  Tensor select(const CompressionInput& in, int64_t budget) override {
+    Tensor out = inner_.select(in, budget);
+    const std::vector<int32_t> mine = kept_on_host(*in.backend, out);
+    kept[{in.scale, in.layer}] = mine;
     if (teacher_) {
       const auto it = teacher_->find({in.scale, in.layer});
-      if (it != teacher_->end() && it->second.size() == out.size()) out = it->second;
+      if (it != teacher_->end() && it->second.size() == mine.size())
+        return kept_on_backend(*in.backend, it->second, in.rows, in.heads, budget);
     }
+    return out;
   }
   void begin_request() override { inner_.begin_request(); }
   void begin_scale(int scale) override { inner_.begin_scale(scale); }
@@ -921,7 +896,7 @@ TEST_F(CudaOps, CosineAttentionLogitsUpTo100OnTensorCores) {
   EXPECT_LT(nmse(g, rounded), 1e-5) << "against the CPU on the rounded inputs";
 }
 
-// ScaleKV's scoring at the real shape: head_dim 128, the 16 grid queries of scalekv_window, ~6K keys
+// ScaleKV's scoring at the real shape: head_dim 128, the 16 grid queries of the released window, ~6K keys
 // (three pool extents + a 40x40 current scale), both score modes and the ASI statistics; then ~12K keys,
 // where the query kernel's dynamic shared memory is just under 48 KiB and only its static arrays push
 // it over (the band issue 13 item 7 found).
@@ -942,7 +917,7 @@ TEST_F(CudaOps, WindowScoresAtTheRealShapeMatchCpu) {
     s.dev.push_back({&dck, &dck, Lc, {}, 0});
     const int64_t L = s.hist + Lc;
     std::vector<int64_t> qi;
-    for (int32_t w : scalekv_window(c.side, c.side)) qi.push_back(w);
+    qi = scalekv_reference_window(Lc, Lc).query_idx;
     ASSERT_EQ(qi.size(), 16u);
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     for (ScoreMode mode : {ScoreMode::SoftmaxMean, ScoreMode::RawSum}) {

@@ -38,6 +38,7 @@ inline std::map<std::tuple<int, int, int, int>, std::vector<int32_t>> run_heads(
   pol.begin_request();
   const KVPlan plan = plan_kv(pol, s, depth, 1);
   MultiScaleKVCache cache(cpu_backend(), R, h1 - h0, hd, depth, plan.pool_tokens);
+  cache.track_positions(true);
   for (int si = 0; si + 1 < s.num_scales(); ++si) {
     pol.begin_scale(si);
     cache.begin_scale(s.tokens(si), s.offset(si));

@@ -28,16 +28,17 @@ class TablePolicy final : public KVPolicy {
     auto it = planned.find({l, s});
     return it == planned.end() ? budget(l, s, total) : std::min(total, it->second);
   }
-  void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) override {
+  Tensor select(const CompressionInput& in, int64_t budget) override {
     const int64_t total = in.total(), RH = static_cast<int64_t>(in.rows) * in.heads;
     // every other old token first, then the newest ones: a non-contiguous, ascending selection
     int64_t m = budget / 2;
     while (m > 0 && 2 * (m - 1) >= total - (budget - m)) --m;
-    kept.clear();
+    std::vector<int32_t> kept;
     for (int64_t rh = 0; rh < RH; ++rh) {
       for (int64_t j = 0; j < m; ++j) kept.push_back(static_cast<int32_t>(2 * j));
       for (int64_t i = total - (budget - m); i < total; ++i) kept.push_back(static_cast<int32_t>(i));
     }
+    return kept_on_backend(*in.backend, kept, in.rows, in.heads, budget);
   }
 };
 
@@ -104,6 +105,7 @@ TEST(MultiScaleKVCache, FullPolicyAppendsUpToTheLastScale) {
   EXPECT_EQ(plan.transient_tokens, 9);
   EXPECT_EQ(plan.layer_max, (std::vector<int64_t>{5, 5}));
   MultiScaleKVCache c(cpu_backend(), 2, 1, 2, 2, plan.pool_tokens);
+  c.track_positions(true);
   run(c, *full, s, 2);
   EXPECT_EQ(c.len(0), 5);
   EXPECT_EQ(c.layer(1).pos[4], 4);
@@ -120,6 +122,7 @@ TEST(MultiScaleKVCache, CompactionKeepsTheSelectedTokensInPlace) {
   const KVPlan plan = plan_kv(pol, s, 1, 1);
   EXPECT_EQ(plan.pool_tokens, 6);
   MultiScaleKVCache c(cpu_backend(), 1, 2, 3, 1, plan.pool_tokens);
+  c.track_positions(true);
   run(c, pol, s, 1);
   ASSERT_EQ(c.len(0), 6);
   // total 14 at scale 2: keep 0, 2, 4 (even old) and the newest 11, 12, 13
@@ -147,6 +150,7 @@ TEST(MultiScaleKVCache, BudgetsMoveBetweenLayersWithoutCopiesAndThePlanIsExact) 
   EXPECT_EQ(plan.pool_tokens, 40);
   EXPECT_EQ(plan.store_peak_tokens, 40);
   MultiScaleKVCache c(cpu_backend(), 2, 2, 2, 3, plan.pool_tokens);
+  c.track_positions(true);
   run(c, pol, s, 3);
   EXPECT_EQ(c.peak_live_tokens(), plan.pool_tokens);
   EXPECT_EQ(c.len(0), 9);
@@ -170,6 +174,7 @@ TEST(MultiScaleKVCache, MeasuredPeakIsThePlannedPeak) {
   a.reset_peaks();
   {
     MultiScaleKVCache c(cpu_backend(), rows, heads, hd, depth, plan.pool_tokens);
+    c.track_positions(true);
     run(c, pol, s, depth);
     c.begin_scale(s.tokens(4), s.offset(4));  // the last scale: transient only
     c.end_scale();
@@ -191,6 +196,7 @@ TEST(MultiScaleKVCache, BudgetsBeyondThePlanAreCutToThePool) {
   const KVPlan plan = plan_kv(pol, s, 2, 1);
   EXPECT_EQ(plan.pool_tokens, 8);
   MultiScaleKVCache c(cpu_backend(), 1, 1, 1, 2, plan.pool_tokens);
+  c.track_positions(true);
   run(c, pol, s, 2);
   EXPECT_EQ(c.len(0), 4);  // cut to what was free
   EXPECT_EQ(c.len(1), 2);
@@ -200,6 +206,7 @@ TEST(MultiScaleKVCache, BudgetsBeyondThePlanAreCutToThePool) {
 
 TEST(MultiScaleKVCache, RejectsBadSelections) {
   MultiScaleKVCache c(cpu_backend(), 1, 1, 1, 1, 5);
+  c.track_positions(true);
   c.begin_scale(1, 0);
   c.append_current(0);
   c.end_scale();

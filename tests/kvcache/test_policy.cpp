@@ -23,6 +23,7 @@ std::vector<int32_t> drive(KVPolicy& pol, const Schedule& s, int64_t* pool = nul
   const KVPlan plan = plan_kv(pol, s, depth, 1);
   if (pool) *pool = plan.pool_tokens;
   MultiScaleKVCache c(cpu_backend(), R, H, hd, depth, plan.pool_tokens);
+  c.track_positions(true);
   uint32_t seed = 1;
   for (int si = 0; si + 1 < s.num_scales(); ++si) {
     c.begin_scale(s.tokens(si), s.offset(si));

@@ -105,18 +105,76 @@ TEST(Selection, TopKBreaksTiesByTheLowerIndex) {
   EXPECT_EQ(k.size(), 7u);
 }
 
+KeepSpec keep_spec(std::vector<int64_t> window, int64_t budget, PoolKind pool = PoolKind::Max, int kernel = 3,
+                   bool mask = false) {
+  KeepSpec k;
+  k.window = std::move(window);
+  k.budget = budget;
+  k.pool = pool;
+  k.kernel = kernel;
+  k.mask_window_keys = mask;
+  return k;
+}
+
 TEST(Selection, SelectRowKeepsTheWindowAndSorts) {
   // scores with the window (positions 1 and 6) already at -inf, as the reference scoring does
   std::vector<float> s = {0, -kInf, 5, 1, 1, 0, -kInf, 4, 0, 0};
   RowSelection sel;
-  select_row(s.data(), 10, {1, 6}, 5, PoolKind::Max, 3, sel);
-  // pooled (k=3): 0 5 5 5 1 1 4 4 4 0 ; window masked -> top-3 of the rest: 2 (5), 3 (5), 7 (4)
+  select_row(s.data(), 10, keep_spec({1, 6}, 5), sel);
+  // pooled (k=3): 0 5 5 5 1 1 4 4 4 0 ; window never a candidate -> top-3 of the rest: 2 (5), 3 (5), 7 (4)
   EXPECT_EQ(sel.topk, (std::vector<int64_t>{2, 3, 7}));
   EXPECT_EQ(sel.kept, (std::vector<int64_t>{1, 2, 3, 6, 7}));
   EXPECT_EQ(sel.pooled[1], 5.0f);  // pooled is recorded before the window is masked
-  // a capacity larger than the row keeps every token once
-  select_row(s.data(), 10, {1, 6}, 40, PoolKind::Max, 3, sel);
-  EXPECT_EQ(sel.kept.size(), 10u);
+  // a budget larger than the row keeps every token once
+  select_row(s.data(), 10, keep_spec({1, 6}, 40), sel);
+  EXPECT_EQ(sel.kept, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+}
+
+TEST(Selection, MaskingTheWindowKeysBeforePoolingEqualsScoresThatAlreadyHaveIt) {
+  const std::vector<float> raw = {0, 9, 5, 1, 1, 0, 8, 4, 0, 0};
+  std::vector<float> masked = raw;
+  masked[1] = masked[6] = -kInf;
+  RowSelection a, b;
+  select_row(raw.data(), 10, keep_spec({1, 6}, 5, PoolKind::Max, 3, true), a);
+  select_row(masked.data(), 10, keep_spec({1, 6}, 5), b);
+  EXPECT_EQ(a.pooled, b.pooled);
+  EXPECT_EQ(a.kept, b.kept);
+  // unmasked, the window's own high scores spread to their neighbours
+  select_row(raw.data(), 10, keep_spec({1, 6}, 5), b);
+  EXPECT_EQ(b.kept, (std::vector<int64_t>{0, 1, 2, 5, 6}));
+}
+
+TEST(Selection, AWindowColumnIsNeverACandidateEvenWhenEveryScoreIsMinusInfinity) {
+  // All -inf: the lower-index rule picks the first non-window columns; no column is kept twice.
+  const std::vector<float> s(8, -kInf);
+  RowSelection sel;
+  select_row(s.data(), 8, keep_spec({0, 1}, 4), sel);
+  EXPECT_EQ(sel.kept, (std::vector<int64_t>{0, 1, 2, 3}));
+}
+
+// select_kept: the per-(row, head) stage over a tensor on the CPU, and the spec checks every backend shares.
+TEST(Selection, SelectKeptRunsEveryRowAndChecksTheSpec) {
+  Backend& be = cpu_backend();
+  const int R = 2, H = 3, n = 12;
+  Tensor scores = be.empty({R, H, n});
+  for (int64_t i = 0; i < scores.numel(); ++i) scores.f32()[i] = static_cast<float>((i * 7919) % 13) - 6.0f;
+  const KeepSpec spec = keep_spec({4, 9}, 6, PoolKind::Avg, 5);
+  const Tensor kept = select_kept(be, scores, spec);
+  ASSERT_EQ(kept.shape(), (Shape{R, H, 6}));
+  RowSelection sel;
+  for (int rh = 0; rh < R * H; ++rh) {
+    select_row(scores.f32() + rh * n, n, spec, sel);
+    for (int j = 0; j < 6; ++j) EXPECT_EQ(kept.data<int32_t>()[rh * 6 + j], sel.kept[j]) << rh << " " << j;
+  }
+  EXPECT_THROW(select_kept(be, scores, keep_spec({9, 4}, 6)), Error);     // not ascending
+  EXPECT_THROW(select_kept(be, scores, keep_spec({4, 12}, 6)), Error);    // outside the row
+  EXPECT_THROW(select_kept(be, scores, keep_spec({4, 9}, 1)), Error);     // budget below the window
+  EXPECT_THROW(select_kept(be, scores, keep_spec({4, 9}, 13)), Error);    // budget above the row
+  EXPECT_THROW(select_kept(be, scores, keep_spec({4, 9}, 6, PoolKind::Max, 4)), Error);  // even kernel
+  std::vector<int64_t> wide(kMaxKeepWindow + 1);
+  for (size_t i = 0; i < wide.size(); ++i) wide[i] = static_cast<int64_t>(i);
+  Tensor big = be.zeros({1, 1, 400});
+  EXPECT_THROW(select_kept(be, big, keep_spec(wide, 300)), Error);        // more than one launch holds
 }
 
 }  // namespace skv

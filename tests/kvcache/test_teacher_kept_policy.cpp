@@ -21,13 +21,14 @@ class KeepFirst final : public KVPolicy {
   std::string name() const override { return "keep-first"; }
   int64_t budget(int, int, int64_t total) const override { return std::min(total, keep_); }
   QueryNeeds queries() const override { return {true, false}; }
-  void select(const CompressionInput& in, int64_t budget, std::vector<int32_t>& kept) override {
+  Tensor select(const CompressionInput& in, int64_t budget) override {
     const int64_t total = in.total(), RH = static_cast<int64_t>(in.rows) * in.heads;
-    kept.clear();
+    std::vector<int32_t> kept;
     for (int64_t rh = 0; rh < RH; ++rh)
       for (int64_t j = 0; j < budget; ++j) kept.push_back(static_cast<int32_t>(j));
     if (in.record) in.record->scores.assign(static_cast<size_t>(RH * total), 1.5f);
     ++calls;
+    return kept_on_backend(*in.backend, kept, in.rows, in.heads, budget);
   }
   int calls = 0;
 
@@ -55,6 +56,7 @@ TEST(TeacherKeptPolicy, ReplaysRecordedIndicesAndLetsTheInnerPolicySelect) {
   const KVPlan plan = plan_kv(tk, s, 1, 1);
   EXPECT_EQ(plan.pool_tokens, 3);
   MultiScaleKVCache c(cpu_backend(), rows, local, 1, 1, plan.pool_tokens);
+  c.track_positions(true);
   for (int si = 0; si < 2; ++si) {
     c.begin_scale(s.tokens(si), s.offset(si));
     for (int64_t i = 0; i < c.cur_k().numel(); ++i) {

@@ -4,6 +4,7 @@
 
 #include "launcher/bench_cuda.h"
 #include "runtime/backend.h"
+#include "runtime/check.h"
 
 namespace skv {
 
@@ -15,7 +16,7 @@ class CapPolicy final : public KVPolicy {
   explicit CapPolicy(int64_t cap) : cap_(cap) {}
   std::string name() const override { return "cap"; }
   int64_t budget(int, int, int64_t total) const override { return std::min(total, cap_); }
-  void select(const CompressionInput&, int64_t, std::vector<int32_t>&) override {}
+  Tensor select(const CompressionInput&, int64_t) override { SKV_FAIL("never selects"); }
 
  private:
   int64_t cap_;

@@ -67,7 +67,7 @@ struct SyntheticGolden {
           for (int64_t j = 0; j < n; ++j) s[j] = static_cast<float>(g() % 7);  // coarse values: many ties
           for (int64_t p : w.cache_pos) s[p] = -std::numeric_limits<float>::infinity();
           RowSelection sel;
-          select_row(s, n, w.cache_pos, cap, PoolKind::Max, 5, sel);
+          select_row(s, n, KeepSpec{.window = w.cache_pos, .pool = PoolKind::Max, .kernel = 5, .budget = cap}, sel);
           win.insert(win.end(), w.cache_pos.begin(), w.cache_pos.end());
           winq.insert(winq.end(), w.query_idx.begin(), w.query_idx.end());
           topk.insert(topk.end(), sel.topk.begin(), sel.topk.end());

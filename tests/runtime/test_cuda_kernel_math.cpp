@@ -14,7 +14,7 @@
 #include "runtime/check.h"
 #include "runtime/cuda/kernel_math.h"
 #include "runtime/hostdevice.h"
-#include "runtime/kv_select_ref.h"
+#include "kvcache/selection.h"
 #include "runtime/safetensors.h"
 #include "test_util.h"
 
@@ -280,24 +280,37 @@ TEST(CudaKernelMath, FloatOrderKeyIsMonotonic) {
   for (float f : v) EXPECT_EQ(kmath::float_from_order_key(kmath::float_order_key(f)), f) << f;  // and it inverts
 }
 
-TEST(CudaKernelMath, RadixTopkMatchesStableSortWithTies) {
+// kv_select.cu's select_kept, sequentially (the pooling kernel's pool_at, then topk_keep_kernel) against
+// the host selection stage of kvcache/selection.h: random rows with few distinct values (many ties), both
+// signs, -inf and +-0, windows of up to kMaxKeepWindow columns, masked or not, max and average pooling.
+TEST(CudaKernelMath, DeviceSelectionStageMatchesTheHostOne) {
   std::mt19937 g(7);
-  for (int trial = 0; trial < 40; ++trial) {
-    const int64_t n = 1 + g() % 300;
-    std::vector<int32_t> win;
+  for (int trial = 0; trial < 120; ++trial) {
+    const int64_t n = 1 + g() % (trial < 100 ? 300 : 3000);
+    KeepSpec spec;
+    const int64_t every = trial < 100 ? 9 : 3;
     for (int64_t c = 0; c < n; ++c)
-      if (g() % 9 == 0 && win.size() < 16) win.push_back(static_cast<int32_t>(c));
-    const int64_t k = (n - static_cast<int64_t>(win.size())) == 0 ? 0 : g() % (n - win.size() + 1);
-    Tensor pooled = Tensor::empty({1, 1, n});
-    for (int64_t c = 0; c < n; ++c) {  // few distinct values (many ties), both signs, some -inf and +-0
+      if (g() % every == 0 && static_cast<int64_t>(spec.window.size()) < kMaxKeepWindow) spec.window.push_back(c);
+    const int64_t nw = static_cast<int64_t>(spec.window.size());
+    spec.budget = nw + (n == nw ? 0 : static_cast<int64_t>(g() % (n - nw + 1)));
+    spec.kernel = 1 + 2 * static_cast<int>(g() % 3);
+    spec.pool = g() % 2 ? PoolKind::Max : PoolKind::Avg;
+    spec.mask_window_keys = g() % 2;
+    std::vector<float> s(static_cast<size_t>(n));
+    for (auto& v : s) {
       const int r = static_cast<int>(g() % 13);
-      pooled.f32()[c] = r == 0 ? -INFINITY : r == 1 ? -0.0f : r == 2 ? 0.0f : static_cast<float>(r % 5) - 2.0f;
+      v = r == 0 && spec.pool == PoolKind::Max ? -INFINITY : r == 1 ? -0.0f : r == 2 ? 0.0f : static_cast<float>(r % 5) - 2.0f;
     }
-    Tensor want = Tensor::empty({1, 1, k + static_cast<int64_t>(win.size())}, DType::I32);
-    topk_keep_ref(pooled, win, k, want);
-    const auto got = topk_keep_emulated(pooled.f32(), n, win, k);
-    ASSERT_EQ(static_cast<int64_t>(got.size()), want.numel()) << "trial " << trial;
-    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want.data<int32_t>()[i]) << "trial " << trial << " at " << i;
+    RowSelection want;
+    select_row(s.data(), n, spec, want);
+    const std::vector<int32_t> win(spec.window.begin(), spec.window.end());
+    std::vector<float> pooled(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+      pooled[i] = kmath::pool_at(s.data(), n, i, spec.kernel, spec.pool == PoolKind::Max, win.data(), static_cast<int>(nw),
+                                 spec.mask_window_keys);
+    const auto got = topk_keep_emulated(pooled.data(), n, win, spec.budget - nw);
+    ASSERT_EQ(got.size(), want.kept.size()) << "trial " << trial;
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want.kept[i]) << "trial " << trial << " at " << i;
   }
 }
 
@@ -402,23 +415,6 @@ TEST(CudaKernelMath, TiledInPlaceGatherMatchesSequential) {
     gather_emulated(got, hist, cur, kept, n);
     ASSERT_EQ(max_abs_diff(got, want), 0.0) << "trial " << trial;
   }
-}
-
-TEST(CudaKernelMath, ScaleKVWindowIsTheReleasedGrid) {
-  // centres of a 4x4 grid: 20x20 -> 2, 7, 12, 17; 64x64 -> 7, 23, 39, 55 (README-infinity.md)
-  const auto w20 = scalekv_window(20, 20);
-  ASSERT_EQ(w20.size(), 16u);
-  EXPECT_EQ(w20[0], 2 * 20 + 2);
-  EXPECT_EQ(w20[1], 2 * 20 + 7);
-  EXPECT_EQ(w20[15], 17 * 20 + 17);
-  const auto w64 = scalekv_window(64, 64);
-  EXPECT_EQ(w64[5], 23 * 64 + 23);
-  EXPECT_TRUE(std::is_sorted(w64.begin(), w64.end()));
-  const auto rect = scalekv_window(3, 7);  // not square: the last 16 tokens
-  ASSERT_EQ(rect.size(), 16u);
-  EXPECT_EQ(rect.front(), 5);
-  EXPECT_EQ(rect.back(), 20);
-  EXPECT_EQ(scalekv_window(2, 2).size(), 4u);
 }
 
 }  // namespace skv
