@@ -1,0 +1,122 @@
+// admission.cpp - the admission ledger and the FCFS queue over it (see admission.h).
+#include "engine/admission.h"
+
+#include <algorithm>
+
+#include "runtime/check.h"
+
+namespace skv {
+
+std::vector<StepDemand> request_demand(const KVPlan& plan, int rows) {
+  SKV_CHECK(rows > 0 && plan.token_bytes > 0, "request demand: {} rows, {} bytes per token", rows, plan.token_bytes);
+  std::vector<StepDemand> d;
+  for (const KVPlanScale& s : plan.scales) {
+    StepDemand x;
+    x.kv_bytes = checked_mul(checked_add(s.live_peak, s.tokens, "KV tokens of a step"), plan.token_bytes,
+                             "KV bytes of a step");
+    x.step_tokens = checked_mul(s.tokens, static_cast<int64_t>(rows), "query tokens of a step");
+    d.push_back(x);
+  }
+  return d;
+}
+
+AdmissionLedger::AdmissionLedger(AdmissionLimits limits) : limits_(limits) {
+  SKV_CHECK(limits_.kv_cap_bytes > 0, "the KV memory cap must be positive, got {} bytes", limits_.kv_cap_bytes);
+  SKV_CHECK(limits_.max_step_tokens >= 0, "--max-step-tokens {} must be positive (0: no bound)", limits_.max_step_tokens);
+}
+
+std::string AdmissionLedger::never_fits(const std::vector<StepDemand>& demand) const {
+  if (demand.empty()) return "a request with no scale steps";
+  for (size_t i = 0; i < demand.size(); ++i) {
+    const StepDemand& s = demand[i];
+    if (s.kv_bytes < 0 || s.step_tokens < 0) return fmt::format("step {} has a negative demand", i);
+    if (s.kv_bytes > limits_.kv_cap_bytes)
+      return fmt::format("its scale step {} needs {} KV bytes, more than the whole KV memory of {} bytes", i, s.kv_bytes,
+                         limits_.kv_cap_bytes);
+    if (limits_.max_step_tokens > 0 && s.step_tokens > limits_.max_step_tokens)
+      return fmt::format("its scale step {} has {} query tokens, more than --max-step-tokens {}", i, s.step_tokens,
+                         limits_.max_step_tokens);
+  }
+  return {};
+}
+
+bool AdmissionLedger::fits(const std::vector<StepDemand>& demand) const {
+  if (!never_fits(demand).empty()) return false;
+  for (size_t t = 0; t < demand.size(); ++t) {
+    const StepDemand r = reserved(static_cast<int64_t>(t));
+    // r <= cap and demand <= cap (never_fits), so the sums below cannot overflow.
+    if (r.kv_bytes + demand[t].kv_bytes > limits_.kv_cap_bytes) return false;
+    if (limits_.max_step_tokens > 0 && r.step_tokens + demand[t].step_tokens > limits_.max_step_tokens) return false;
+  }
+  return true;
+}
+
+void AdmissionLedger::admit(int64_t id, const std::vector<StepDemand>& demand) {
+  SKV_CHECK(!flights_.count(id), "internal: request {} is already in flight", id);
+  SKV_CHECK(fits(demand), "internal: request {} admitted without room for it", id);
+  if (total_.size() < demand.size()) total_.resize(demand.size());
+  for (size_t t = 0; t < demand.size(); ++t) {
+    total_[t].kv_bytes += demand[t].kv_bytes;
+    total_[t].step_tokens += demand[t].step_tokens;
+  }
+  flights_[id] = Flight{demand, 0};
+}
+
+std::vector<int64_t> AdmissionLedger::advance() {
+  std::vector<int64_t> done;
+  for (auto it = flights_.begin(); it != flights_.end();) {
+    if (++it->second.next == it->second.demand.size()) {
+      done.push_back(it->first);
+      it = flights_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!total_.empty()) total_.pop_front();
+  if (flights_.empty()) total_.clear();
+  return done;
+}
+
+void AdmissionLedger::cancel(int64_t id) {
+  const auto it = flights_.find(id);
+  SKV_CHECK(it != flights_.end(), "internal: cancelling request {}, which is not in flight", id);
+  const Flight& f = it->second;
+  for (size_t i = f.next; i < f.demand.size(); ++i) {
+    StepDemand& r = total_[i - f.next];
+    r.kv_bytes -= f.demand[i].kv_bytes;
+    r.step_tokens -= f.demand[i].step_tokens;
+  }
+  flights_.erase(it);
+  while (!total_.empty() && total_.back().kv_bytes == 0 && total_.back().step_tokens == 0) total_.pop_back();
+}
+
+StepDemand AdmissionLedger::reserved(int64_t t) const {
+  return t >= 0 && t < static_cast<int64_t>(total_.size()) ? total_[static_cast<size_t>(t)] : StepDemand{};
+}
+
+void FcfsAdmission::submit(int64_t id, std::vector<StepDemand> demand) {
+  const std::string why = ledger_.never_fits(demand);
+  SKV_CHECK(why.empty(), "request {} can never run: {}", id, why);
+  queue_.push_back(Waiting{id, std::move(demand)});
+}
+
+std::vector<int64_t> FcfsAdmission::admit_ready() {
+  std::vector<int64_t> admitted;
+  while (!queue_.empty() && ledger_.fits(queue_.front().demand)) {
+    ledger_.admit(queue_.front().id, queue_.front().demand);
+    admitted.push_back(queue_.front().id);
+    queue_.pop_front();
+  }
+  return admitted;
+}
+
+void FcfsAdmission::cancel(int64_t id) {
+  const auto it = std::find_if(queue_.begin(), queue_.end(), [id](const Waiting& w) { return w.id == id; });
+  if (it != queue_.end()) {
+    queue_.erase(it);
+    return;
+  }
+  ledger_.cancel(id);
+}
+
+}  // namespace skv

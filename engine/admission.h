@@ -1,0 +1,98 @@
+// admission.h - exact, preemption-free admission of requests into one KV memory cap (the engine's
+// scheduler decides with it; DESIGN.md "Data flow of requests").
+// A request's KV footprint at every future scale step is known before it runs: the memory plan
+// (kvcache/planner.h) replays its policy's budgets, so step i of the request holds live_peak[i] store
+// tokens while it runs plus that scale's transient K/V. The ledger keeps, for every future iteration t
+// (t = 0 is the next one), the sum of what the requests in flight will hold then. A waiting request is
+// admitted only if adding its own curve, aligned to start at the next iteration, keeps every future
+// iteration under the cap (and, optionally, under a per-iteration query-token bound). Since curves only
+// describe the future and nobody ever asks for more than its plan, the measured peak cannot pass the cap
+// and no request is ever evicted or recomputed. Finishing or cancelling a request returns its share of
+// every future iteration at once.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kvcache/planner.h"
+
+namespace skv {
+
+// What a request needs during one of its scale steps.
+struct StepDemand {
+  int64_t kv_bytes = 0;     // store + transient K/V while the step runs (this rank)
+  int64_t step_tokens = 0;  // query tokens it adds to the iteration (rows x the scale's tokens)
+};
+
+// The demand of each of a request's steps, from its memory plan: step k holds the plan's live peak of
+// scale k plus scale k's transient K/V, in plan.token_bytes per token; its queries are rows x tokens.
+std::vector<StepDemand> request_demand(const KVPlan& plan, int rows);
+
+// The limits of one iteration. 0 tokens: no bound on the query tokens of an iteration.
+struct AdmissionLimits {
+  int64_t kv_cap_bytes = 0;
+  int64_t max_step_tokens = 0;
+};
+
+class AdmissionLedger {
+ public:
+  explicit AdmissionLedger(AdmissionLimits limits);
+
+  const AdmissionLimits& limits() const { return limits_; }
+  // Why `demand` could never be admitted, even alone (empty if it fits an empty ledger).
+  std::string never_fits(const std::vector<StepDemand>& demand) const;
+  // Whether `demand`, starting at the next iteration, keeps every future iteration within the limits.
+  bool fits(const std::vector<StepDemand>& demand) const;
+  // Reserves the request's curve (it must fit). Ids are the caller's and unique among those in flight.
+  void admit(int64_t id, const std::vector<StepDemand>& demand);
+  // One iteration has run: every request in flight advanced one step; those whose last step it was leave.
+  // Returns the ids that finished.
+  std::vector<int64_t> advance();
+  // A request leaves early (cancelled): its remaining steps are returned at once.
+  void cancel(int64_t id);
+
+  bool empty() const { return flights_.empty(); }
+  int64_t in_flight() const { return static_cast<int64_t>(flights_.size()); }
+  // The reserved demand of future iteration t (t = 0: the next one).
+  StepDemand reserved(int64_t t) const;
+  int64_t horizon() const { return static_cast<int64_t>(total_.size()); }
+
+ private:
+  struct Flight {
+    std::vector<StepDemand> demand;
+    size_t next = 0;  // index of its next step
+  };
+  AdmissionLimits limits_;
+  std::map<int64_t, Flight> flights_;
+  std::deque<StepDemand> total_;  // total_[t]: the sum over flights of their demand at future iteration t
+};
+
+// First come, first served over an AdmissionLedger: the head of the queue is admitted as soon as it fits
+// and nobody behind it overtakes it (no starvation; a large request waits for room rather than being
+// passed by every small one).
+class FcfsAdmission {
+ public:
+  explicit FcfsAdmission(AdmissionLimits limits) : ledger_(limits) {}
+  // Queues a request; throws, naming the limit, when it could never fit even alone.
+  void submit(int64_t id, std::vector<StepDemand> demand);
+  // Admits from the head of the queue while the head fits; returns the ids admitted, in order.
+  std::vector<int64_t> admit_ready();
+  std::vector<int64_t> advance() { return ledger_.advance(); }
+  // Removes a request, waiting or in flight.
+  void cancel(int64_t id);
+  int64_t waiting() const { return static_cast<int64_t>(queue_.size()); }
+  const AdmissionLedger& ledger() const { return ledger_; }
+
+ private:
+  struct Waiting {
+    int64_t id;
+    std::vector<StepDemand> demand;
+  };
+  AdmissionLedger ledger_;
+  std::deque<Waiting> queue_;
+};
+
+}  // namespace skv

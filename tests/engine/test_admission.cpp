@@ -1,0 +1,137 @@
+// The admission ledger and FCFS queue (engine/admission.h): exact reservations, no overtaking, cancel
+// and finish returning memory at once, and - on real memory plans - a replay of a burst of requests in
+// which the reserved KV never passes the cap, nothing is preempted, and ScaleKV admits more at once.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "engine/admission.h"
+#include "kvcache/scalekv.h"
+#include "runtime/check.h"
+
+namespace skv {
+
+namespace {
+
+std::vector<StepDemand> curve(std::vector<int64_t> bytes, int64_t tokens = 1) {
+  std::vector<StepDemand> d;
+  for (int64_t b : bytes) d.push_back({b, tokens});
+  return d;
+}
+
+}  // namespace
+
+TEST(Admission, ReservesEveryFutureIterationAndAdmitsOnlyWhatFits) {
+  AdmissionLedger l({100, 0});
+  EXPECT_TRUE(l.fits(curve({10, 30, 60})));
+  l.admit(1, curve({10, 30, 60}));
+  EXPECT_EQ(l.reserved(2).kv_bytes, 60);
+  // a second request aligned to start now: 10+50, 30+50, 60+50 > 100 at iteration 2
+  EXPECT_FALSE(l.fits(curve({50, 50, 50})));
+  EXPECT_TRUE(l.fits(curve({50, 50, 40})));
+  EXPECT_TRUE(l.fits(curve({90, 70})));  // shorter than the one in flight: only its own iterations count
+  l.advance();                           // request 1 is at its second step now
+  EXPECT_EQ(l.reserved(0).kv_bytes, 30);
+  EXPECT_TRUE(l.fits(curve({70, 40})));
+  EXPECT_FALSE(l.fits(curve({70, 41})));
+  EXPECT_EQ(l.advance(), std::vector<int64_t>{});
+  EXPECT_EQ(l.advance(), std::vector<int64_t>{1});  // its last step ran: it leaves, its memory with it
+  EXPECT_TRUE(l.empty());
+  EXPECT_EQ(l.horizon(), 0);
+}
+
+TEST(Admission, TheStepTokenBoundIsASecondLimit) {
+  AdmissionLedger l({1000, 10});
+  l.admit(1, curve({1, 1}, 6));
+  EXPECT_FALSE(l.fits(curve({1}, 5)));
+  EXPECT_TRUE(l.fits(curve({1}, 4)));
+  EXPECT_FALSE(l.never_fits(curve({1}, 11)).empty());
+  EXPECT_NE(l.never_fits(curve({1001})).find("more than the whole KV memory"), std::string::npos);
+}
+
+TEST(Admission, CancelReturnsTheRemainingStepsAtOnce) {
+  AdmissionLedger l({100, 0});
+  l.admit(7, curve({40, 40, 40, 40}));
+  l.admit(8, curve({50, 50}));
+  l.advance();
+  EXPECT_FALSE(l.fits(curve({70})));
+  l.cancel(7);
+  EXPECT_EQ(l.reserved(0).kv_bytes, 50);
+  EXPECT_EQ(l.horizon(), 1);
+  EXPECT_TRUE(l.fits(curve({50, 100, 100})));
+  EXPECT_THROW(l.cancel(7), Error);
+}
+
+TEST(Admission, FcfsNeverLetsASmallRequestOvertakeTheHead) {
+  FcfsAdmission q({100, 0});
+  q.submit(1, curve({80, 80}));
+  q.submit(2, curve({60}));
+  q.submit(3, curve({10}));
+  EXPECT_EQ(q.admit_ready(), std::vector<int64_t>{1});  // 2 does not fit next to 1; 3 would, but waits behind 2
+  EXPECT_EQ(q.waiting(), 2);
+  q.advance();
+  EXPECT_EQ(q.admit_ready(), std::vector<int64_t>{});
+  EXPECT_EQ(q.advance(), std::vector<int64_t>{1});
+  EXPECT_EQ(q.admit_ready(), (std::vector<int64_t>{2, 3}));
+  q.cancel(3);  // in flight: its memory comes back
+  EXPECT_EQ(q.ledger().reserved(0).kv_bytes, 60);
+  EXPECT_THROW(q.submit(4, curve({101})), Error);  // could never run: refused at once, naming the limit
+}
+
+namespace {
+
+// A burst of `n` requests (all arriving at iteration 0) through FCFS under `cap`: checks at every
+// iteration that the reserved KV of the iteration about to run stays under the cap and that every
+// request runs its steps back to back once admitted (no preemption). Returns the most in flight at once.
+int64_t replay_burst(const std::vector<StepDemand>& demand, int64_t cap, int n) {
+  FcfsAdmission q({cap, 0});
+  for (int i = 0; i < n; ++i) q.submit(i, demand);
+  int64_t most = 0, finished = 0;
+  std::vector<int64_t> started(n, -1);
+  for (int64_t it = 0; finished < n; ++it) {
+    for (int64_t id : q.admit_ready()) started[id] = it;
+    most = std::max(most, q.ledger().in_flight());
+    EXPECT_LE(q.ledger().reserved(0).kv_bytes, cap) << "iteration " << it;
+    for (int64_t id : q.advance()) {
+      EXPECT_EQ(it - started[id] + 1, static_cast<int64_t>(demand.size())) << "request " << id << " was held back";
+      ++finished;
+    }
+    if (it > 100000) ADD_FAILURE() << "the burst never drained";
+    if (it > 100000) break;
+  }
+  EXPECT_EQ(q.waiting(), 0);
+  return most;
+}
+
+}  // namespace
+
+// The VAR-d16 shape at 256x256 (10 scales, 680 tokens, 16 layers of 16 heads x 64, CFG: 2 rows, F32 K+V):
+// the memory plans of the full cache and of ScaleKV (online calibration plans with its uniform budget of
+// 10 % of the 680 tokens) drive 200 requests through one cap sized for 4 full-cache requests.
+TEST(Admission, ABurstOf200RequestsOnRealPlansStaysUnderTheCap) {
+  const Schedule s = Schedule::square({1, 2, 3, 4, 5, 6, 8, 10, 13, 16});
+  const int depth = 16, rows = 2;
+  const int64_t token_bytes = rows * 16 * 64 * 2 * 4;
+  const auto full = make_full_policy();
+  ScaleKVOptions o;
+  o.budget = 68;
+  const ScaleKVPolicy scalekv(o, depth, s);
+  const auto d_full = request_demand(plan_kv(*full, s, depth, token_bytes), rows);
+  const auto d_skv = request_demand(plan_kv(scalekv, s, depth, token_bytes), rows);
+  ASSERT_EQ(d_full.size(), 10u);
+  int64_t peak_full = 0;
+  for (const auto& x : d_full) peak_full = std::max(peak_full, x.kv_bytes);
+  const int64_t cap = 4 * peak_full;
+  const int64_t most_full = replay_burst(d_full, cap, 200), most_skv = replay_burst(d_skv, cap, 200);
+  RecordProperty("max_in_flight_full", static_cast<int>(most_full));
+  RecordProperty("max_in_flight_scalekv", static_cast<int>(most_skv));
+  std::printf("KV cap %lld bytes: at most %lld full-cache requests in flight, %lld with ScaleKV 10%%\n",
+              static_cast<long long>(cap), static_cast<long long>(most_full), static_cast<long long>(most_skv));
+  // Deterministic (plans, not timings): 4 full-cache requests and 22 ScaleKV ones (5.5x), the paper's
+  // memory saving as concurrency; the engine issue asks for at least 5x on this shape.
+  EXPECT_EQ(most_full, 4);
+  EXPECT_GE(most_skv, 5 * most_full);
+}
+
+}  // namespace skv
