@@ -10,6 +10,7 @@
 #include "runtime/check.h"
 #include "runtime/file_io.h"
 #include "runtime/json_util.h"
+#include "runtime/safetensors.h"
 #include "runtime/models/block_ops.h"
 #include "runtime/models/var_model.h"  // valid_tp_sizes
 
@@ -335,6 +336,21 @@ std::string py_strip(const std::string& s) {
 }
 
 }  // namespace
+
+void save_t5_text_embeddings(const std::string& path, const InfinityText& text, const std::vector<std::string>& prompts,
+                             const std::string& encoder) {
+  SKV_CHECK(text.lens.size() == prompts.size(), "internal: {} prompts for {} embeddings", prompts.size(), text.lens.size());
+  Tensor lens = Tensor::empty({static_cast<int64_t>(text.lens.size())}, DType::I64);
+  for (size_t i = 0; i < text.lens.size(); ++i) lens.data<int64_t>()[i] = text.lens[i];
+  std::string list = "[";
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (i) list += ", ";
+    list += nlohmann::json(prompts[i]).dump(-1, ' ', true);  // ensure_ascii, as Python's json.dumps
+  }
+  list += "]";
+  write_safetensors(path, {{"kv_compact", text.kv_compact}, {"lens", lens}},
+                    {{"format", "scalekv-text-embeddings"}, {"prompts", list}, {"encoder", encoder}});
+}
 
 std::vector<std::string> read_prompts_file(const std::string& path) {
   const std::string text = read_input_file(path, 64ull << 20);

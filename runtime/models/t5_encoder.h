@@ -99,6 +99,11 @@ struct T5TextEncoder {
   InfinityText encode(const std::vector<std::string>& prompts) const;
 };
 
+// Writes `text` as scripts/encode_prompts.py does: kv_compact F32, lens I64, metadata format, prompts (Python's
+// json.dumps of the list: ASCII-escaped, ", " between items) and encoder (`encoder`, the --t5 argument).
+void save_t5_text_embeddings(const std::string& path, const InfinityText& text, const std::vector<std::string>& prompts,
+                             const std::string& encoder);
+
 // Prompts from a text file as scripts/encode_prompts.py reads them: one per line (\n, \r\n or \r), each
 // stripped of surrounding whitespace (Python's str.strip), blank lines skipped. Errors: no such file,
 // not UTF-8 (naming the line), no prompts.
