@@ -106,7 +106,7 @@ def main():
         json.dump({"fast": ids, "spm": [sp.encode(p)[:511] + [1] for p in PROMPTS], "vocab": len(tok)}, f)
 
     vocab = (len(tok) + 7) // 8 * 8 + 8  # unused rows, as flan-t5's 32128 > 32100
-    cfg = T5Config(vocab_size=vocab, d_model=64, d_kv=16, num_heads=4, d_ff=96, num_layers=3, num_decoder_layers=2,
+    cfg = T5Config(vocab_size=vocab, d_model=128, d_kv=24, num_heads=4, d_ff=192, num_layers=3, num_decoder_layers=2,
                    relative_attention_num_buckets=16, relative_attention_max_distance=24, feed_forward_proj="gated-gelu",
                    tie_word_embeddings=False, layer_norm_epsilon=1e-6, dropout_rate=0.0, decoder_start_token_id=0,
                    pad_token_id=0, eos_token_id=1)
@@ -133,7 +133,7 @@ def main():
     save_tok(d)
     variants["f32"] = d
     d = os.path.join(out, "sharded")
-    full.save_pretrained(d, safe_serialization=True, max_shard_size="150KB")
+    full.save_pretrained(d, safe_serialization=True, max_shard_size="400KB")
     save_tok(d)
     assert os.path.exists(os.path.join(d, "model.safetensors.index.json"))
     variants["sharded"] = d
