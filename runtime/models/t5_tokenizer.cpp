@@ -151,7 +151,8 @@ void check_utf8(const std::string& s, const std::string& what) {
     SKV_CHECK(n > 0 && i + n <= s.size(), "{}: not valid UTF-8 (byte {} is 0x{:02x})", what, i, c);
     for (size_t k = 1; k < n; ++k) {
       const auto d = static_cast<unsigned char>(s[i + k]);
-      SKV_CHECK((d & 0xC0) == 0x80, "{}: not valid UTF-8 (byte {} is 0x{:02x})", what, i + k, d);
+      SKV_CHECK((d & 0xC0) == 0x80, "{}: not valid UTF-8 (byte {} is 0x{:02x}, not followed by {} continuation "
+                "bytes)", what, i, c, n - 1);
       cp = (cp << 6) | (d & 0x3F);
     }
     const bool overlong = (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
