@@ -4,6 +4,7 @@
 // encoder is split over --tp ranks; rank 0 of the first replica writes the file.
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "launcher/commands.h"
@@ -48,9 +49,11 @@ void register_encode_text(CLI::App& app) {
     if (!ctx.is_output_rank() || ctx.replica != 0) return;
     save_t5_text_embeddings(a->out, text, prompts, a->t5);
     const double load_s = std::chrono::duration<double>(t1 - t0).count(), enc_s = std::chrono::duration<double>(t2 - t1).count();
-    fmt::print("wrote {}: {} prompts, {} tokens x {} channels (T5 {} layers, {} weights on this rank, load {:.2f} s, "
-               "encode {:.3f} s = {:.3f} s/prompt on {}{})\n", a->out, prompts.size(), text.kv_compact.dim(0),
-               text.kv_compact.dim(1), te.cfg.num_layers, format_bytes(te.enc.weight_bytes()), load_s, enc_s,
+    const int64_t longest = *std::max_element(text.lens.begin(), text.lens.end());
+    fmt::print("wrote {}: {} prompts, {} tokens x {} channels (T5 {} layers, {} weights and {} activations at {} tokens "
+               "on this rank, load {:.2f} s, encode {:.3f} s = {:.3f} s/prompt on {}{})\n", a->out, prompts.size(),
+               text.kv_compact.dim(0), text.kv_compact.dim(1), te.cfg.num_layers, format_bytes(te.enc.weight_bytes()),
+               format_bytes(te.enc.activation_bytes(longest)), longest, load_s, enc_s,
                enc_s / static_cast<double>(prompts.size()), ctx.backend->name(),
                ctx.tp->size() > 1 ? fmt::format(" x {} tensor-parallel ranks", ctx.tp->size()) : std::string());
   });

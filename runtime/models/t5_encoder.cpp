@@ -209,8 +209,9 @@ void T5Encoder::activation(Tensor& t) const {
 
 int64_t T5Encoder::activation_bytes(int64_t L) const {
   const int64_t d = cfg_.d_model, cl = static_cast<int64_t>(local_heads_) * cfg_.d_kv;
-  // x, h, y + q, k, v (and their head layouts) + scores and bias + the FFN's two/three [L, ff] buffers.
-  const int64_t floats = 3 * L * d + 7 * L * cl + 2 * local_heads_ * L * L + 3 * L * local_ff_;
+  // The buffers encode() allocates: x, h, y; q, k, v, their head layouts, v^T, o and its merged form; the
+  // scores and the bias; the FFN's a, g (and b when gated).
+  const int64_t floats = 3 * L * d + 9 * L * cl + 2 * local_heads_ * L * L + (cfg_.gated ? 3 : 2) * L * local_ff_;
   return floats * static_cast<int64_t>(sizeof(float));
 }
 

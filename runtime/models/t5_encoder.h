@@ -68,7 +68,7 @@ class T5Encoder {
   Tensor encode(const std::vector<int64_t>& ids) const;
   const T5Config& config() const { return cfg_; }
   int64_t weight_bytes() const { return weight_bytes_; }
-  // Peak activation bytes of encode() for a sequence of `len` tokens on one rank (for the memory plan).
+  // Bytes of the activation buffers encode() allocates for a sequence of `len` tokens on one rank.
   int64_t activation_bytes(int64_t len) const;
 
  private:
