@@ -13,7 +13,8 @@ sentencepiece); nothing is downloaded. It writes
     OUT_DIR/prompts.json       the edge-case prompts (whitespace runs, tabs/newlines, leading/trailing spaces,
                                unknown characters, <extra_id_N>, </s> in the text, a prompt over 512 tokens)
     OUT_DIR/ids.json           T5TokenizerFast ids (AutoTokenizer.from_pretrained(dir, legacy=True), max_length 512,
-                               truncation, </s> appended) and plain SentencePiece ids, per prompt
+                               truncation, </s> appended) and plain SentencePiece ids, per prompt; and the fast
+                               tokenizer's ids of 400 random strings over the troublesome characters (FUZZ_ATOMS)
     OUT_DIR/<variant>.ref.safetensors  T5EncoderModel last_hidden_state of every prompt's non-padding tokens,
                                batched and padded to 512 exactly as scripts/encode_prompts.py does (kv_compact, lens)
 The SentencePiece model is trained here (unigram, 700 pieces) on a generated English corpus plus a few accented and
@@ -63,6 +64,20 @@ PROMPTS = [
 ]
 
 
+# Random strings over the characters where tokenizers disagree: every kind of whitespace, combining marks,
+# zero-width characters, characters outside the vocabulary, NFKC-changed ones, U+2581 and special tokens.
+FUZZ_ATOMS = [" ", "  ", "\t", "\n", "\r\n", "\r", "\u00a0", "\u3000", "\u2003", "\u1680", "\u200b", "\u200d", "\ufeff",
+              "\u0301", "\u0308", "e\u0301", "\u2581", "a", "b", "the", "fox", "red", "snow", "cat", "ing", "ka", "lo", "X",
+              ".", ",", "!", "'", "\"", "-", "(", ")", "1", "23", "ﬁ", "Ｆ", "①", "™", "é", "ß", "😀", "👍🏽", "🇫🇷", "中",
+              "\x00", "\x7f", "\x1f", "<", ">", "</s>", "<pad>", "<unk>", "<extra_id_0>", "<extra_id_7>", "<extra_id_99>",
+              "<extra_id_>", "<extra_id_100>", "<s>"]
+
+
+def fuzz_prompts(n=400):
+    rng = random.Random(11)
+    return ["".join(rng.choice(FUZZ_ATOMS) for _ in range(rng.randint(1, 14))) for _ in range(n)]
+
+
 def corpus():
     rng = random.Random(0)
     syl = ["ka", "lo", "mi", "ter", "son", "vra", "qui", "ble", "dor", "pha", "zen", "ux", "ight", "ing", "est"]
@@ -103,7 +118,10 @@ def main():
     with open(os.path.join(out, "prompts.json"), "w", encoding="utf-8") as f:
         json.dump(PROMPTS, f, ensure_ascii=False, indent=0)
     with open(os.path.join(out, "ids.json"), "w") as f:
-        json.dump({"fast": ids, "spm": [sp.encode(p)[:511] + [1] for p in PROMPTS], "vocab": len(tok)}, f)
+        fuzz = fuzz_prompts()
+        fuzz_ids = tok(text=fuzz, max_length=512, truncation=True)["input_ids"]
+        json.dump({"fast": ids, "spm": [sp.encode(p)[:511] + [1] for p in PROMPTS], "vocab": len(tok),
+                   "fuzz_prompts": fuzz, "fuzz_fast": fuzz_ids}, f)
 
     vocab = (len(tok) + 7) // 8 * 8 + 8  # unused rows, as flan-t5's 32128 > 32100
     cfg = T5Config(vocab_size=vocab, d_model=128, d_kv=24, num_heads=4, d_ff=192, num_layers=3, num_decoder_layers=2,

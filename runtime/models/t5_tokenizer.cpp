@@ -49,8 +49,29 @@ bool is_extend(uint32_t c) {
          (c >= 0xE0020 && c <= 0xE007F) || (c >= 0xE0100 && c <= 0xE01EF);
 }
 
-// Byte lengths of the graphemes of s (simplified extended grapheme clusters: CR LF, a base + Extend*,
-// ZWJ joins the next character, regional-indicator pairs).
+// Grapheme_Cluster_Break=Control (UAX #29): Cc but CR/LF, line/paragraph separators, and the format characters
+// that are not ZWNJ/ZWJ or prepended concatenation marks.
+bool is_control(uint32_t c) {
+  return (c < 0x20 && c != 0x0D && c != 0x0A) || (c >= 0x7F && c <= 0x9F) || c == 0xAD || c == 0x061C || c == 0x180E ||
+         c == 0x200B || c == 0x200E || c == 0x200F || c == 0x2028 || c == 0x2029 || (c >= 0x202A && c <= 0x202E) ||
+         (c >= 0x2060 && c <= 0x206F) || c == 0xFEFF || (c >= 0xFFF0 && c <= 0xFFFB) || (c >= 0x13430 && c <= 0x1343F) ||
+         (c >= 0x1BCA0 && c <= 0x1BCA3) || (c >= 0x1D173 && c <= 0x1D17A) || c == 0xE0000 || c == 0xE0001 ||
+         (c >= 0xE0002 && c <= 0xE001F) || (c >= 0xE0080 && c <= 0xE00FF) || (c >= 0xE01F0 && c <= 0xE0FFF);
+}
+
+// Extended_Pictographic (approximately: the emoji blocks and the older symbols emoji use).
+bool is_pictographic(uint32_t c) {
+  return c == 0xA9 || c == 0xAE || c == 0x203C || c == 0x2049 || c == 0x2122 || c == 0x2139 ||
+         (c >= 0x2194 && c <= 0x21AA) || (c >= 0x231A && c <= 0x23FF) || c == 0x24C2 || (c >= 0x25AA && c <= 0x25FE) ||
+         (c >= 0x2600 && c <= 0x27BF) || (c >= 0x2934 && c <= 0x2935) || (c >= 0x2B05 && c <= 0x2B55) || c == 0x3030 ||
+         c == 0x303D || c == 0x3297 || c == 0x3299 ||
+         (c >= 0x1F000 && c <= 0x1FAFF && !(c >= 0x1F1E6 && c <= 0x1F1FF) && !(c >= 0x1F3FB && c <= 0x1F3FF)) ||
+         (c >= 0x1FC00 && c <= 0x1FFFD);
+}
+
+// Byte lengths of the graphemes of s: UAX #29 extended grapheme clusters for the rules that matter here
+// (GB3-GB5: CR LF, breaks around controls; GB9: Extend and ZWJ join; GB11: emoji ZWJ sequences; GB12/13:
+// regional-indicator pairs). SpacingMark, Prepend and Hangul syllable rules are not applied.
 std::vector<size_t> graphemes(const std::string& s) {
   std::vector<size_t> out;
   size_t i = 0;
@@ -63,17 +84,22 @@ std::vector<size_t> graphemes(const std::string& s) {
       i += 2;
       continue;
     }
+    if (c == 0x0D || c == 0x0A || is_control(c)) {  // GB4: a break after every control
+      out.push_back(len);
+      i = j;
+      continue;
+    }
     const bool ri = c >= 0x1F1E6 && c <= 0x1F1FF;
+    const bool pict = is_pictographic(c);
     bool ri_paired = false;
     while (j < s.size()) {
       size_t l2 = 0;
       const uint32_t d = decode_at(s, j, &l2);
-      if (is_extend(d)) {
+      if (is_extend(d) && !is_control(d)) {
         j += l2;
-        if (d == 0x200D && j < s.size()) {  // ZWJ: the next character joins
+        if (d == 0x200D && pict && j < s.size()) {  // GB11: pictograph Extend* ZWJ x pictograph
           size_t l3 = 0;
-          decode_at(s, j, &l3);
-          j += l3;
+          if (is_pictographic(decode_at(s, j, &l3))) j += l3;
         }
       } else if (ri && !ri_paired && d >= 0x1F1E6 && d <= 0x1F1FF) {
         ri_paired = true;
@@ -190,8 +216,20 @@ T5Tokenizer::T5Tokenizer(const std::string& dir) : dir_(dir), sp_(std::make_uniq
     norm_size_ = charsmap_.size() - 4 - trie_bytes;
   }
   const int n_pieces = sp_->GetPieceSize();
+  // The Unigram vocabulary: every piece of spiece.model (as the tokenizers library's Unigram holds them).
+  scores_.resize(static_cast<size_t>(n_pieces));
+  min_score_ = 0;
+  for (int i = 0; i < n_pieces; ++i) {
+    const std::string& p = sp_->IdToPiece(i);
+    scores_[static_cast<size_t>(i)] = sp_->GetScore(i);
+    min_score_ = std::min(min_score_, static_cast<double>(scores_[static_cast<size_t>(i)]));
+    piece_text_.push_back(p);
+  }
+  for (int i = 0; i < n_pieces; ++i) {
+    pieces_.emplace(std::string_view(piece_text_[static_cast<size_t>(i)]), i);
+    max_piece_ = std::max(max_piece_, piece_text_[static_cast<size_t>(i)].size());
+  }
   unk_id_ = sp_->unk_id();
-  meta_id_ = sp_->PieceToId(kMeta);
   eos_id_ = sp_->PieceToId("</s>");
   pad_id_ = sp_->PieceToId("<pad>");
   SKV_CHECK(eos_id_ != unk_id_ && pad_id_ != unk_id_, "{}: the vocabulary has no '</s>' or '<pad>' piece (not a T5 "
@@ -338,16 +376,66 @@ std::string T5Tokenizer::precompiled_normalize(const std::string& text) const {
 void T5Tokenizer::encode_word(const std::string& word, std::vector<int64_t>& out) const {
   // Every word starts with U+2581 (prepend_scheme "always"); SentencePiece adds that prefix itself, so it
   // gets the rest. A lone U+2581 is its own piece.
-  SKV_CHECK(word.compare(0, kMeta.size(), kMeta) == 0, "internal: T5 word '{}' without U+2581", word);
-  const std::string rest = word.substr(kMeta.size());
-  if (rest.empty()) {
-    out.push_back(meta_id_);
-    return;
+  unigram(word, out);
+}
+
+// The Unigram model of the tokenizers library (Unigram::encode_optimized) on one normalised word: Viterbi over
+// the pieces (scores from spiece.model), shorter pieces first and a later one only when strictly better; a
+// character no piece starts with is <unk> at min score - 10; consecutive <unk> characters fuse into one token.
+// (SentencePiece's own Encode would normalise the word a second time, which changes combining sequences.)
+void T5Tokenizer::unigram(const std::string& w, std::vector<int64_t>& out) const {
+  const size_t n = w.size();
+  struct Node {
+    double score = 0;
+    int64_t start = -1;
+    int64_t id = -1;
+  };
+  std::vector<Node> best(n + 1);
+  best[0].start = 0;
+  const double unk_score = min_score_ - 10.0;
+  for (size_t at = 0; at < n;) {
+    size_t mblen = 0;
+    decode_at(w, at, &mblen);
+    const double here = best[at].score;
+    bool single = false;
+    for (size_t len = 1; len <= max_piece_ && at + len <= n; ++len) {
+      const auto it = pieces_.find(std::string_view(w).substr(at, len));
+      if (it == pieces_.end()) continue;
+      Node& t = best[at + len];
+      const double cand = here + scores_[static_cast<size_t>(it->second)];
+      if (t.start < 0 || cand > t.score) t = {cand, static_cast<int64_t>(at), it->second};
+      single = single || len == mblen;
+    }
+    if (!single) {
+      Node& t = best[at + mblen];
+      const double cand = here + unk_score;
+      if (t.start < 0 || cand > t.score) t = {cand, static_cast<int64_t>(at), unk_id_};
+    }
+    at += mblen;
   }
-  std::vector<int> ids;
-  const auto st = sp_->Encode(rest, &ids);
-  SKV_CHECK(st.ok(), "{}: SentencePiece failed on '{}' ({})", dir_, rest, st.ToString());
-  for (int id : ids) out.push_back(id);
+  std::vector<int64_t> ids;
+  std::vector<std::string> unk_parts;
+  auto flush = [&] {
+    if (unk_parts.empty()) return;
+    std::string fused;
+    for (auto p = unk_parts.rbegin(); p != unk_parts.rend(); ++p) fused += *p;
+    const auto it = pieces_.find(std::string_view(fused));
+    ids.push_back(it != pieces_.end() ? it->second : unk_id_);
+    unk_parts.clear();
+  };
+  for (size_t e = n; e > 0;) {
+    const Node& node = best[e];
+    SKV_CHECK(node.start >= 0, "internal: T5 Unigram lattice has no path to byte {} of '{}'", e, w);
+    if (node.id == unk_id_) {
+      unk_parts.push_back(w.substr(static_cast<size_t>(node.start), e - static_cast<size_t>(node.start)));
+    } else {
+      flush();
+      ids.push_back(node.id);
+    }
+    e = static_cast<size_t>(node.start);
+  }
+  flush();
+  out.insert(out.end(), ids.rbegin(), ids.rend());
 }
 
 void T5Tokenizer::encode_segment(const std::string& seg, bool, std::vector<int64_t>& out) const {

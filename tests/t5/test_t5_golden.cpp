@@ -119,6 +119,25 @@ TEST_F(T5Golden, WhitespaceSplitPipeline) {
   fs::remove_all(tmp);
 }
 
+// 400 random strings over every kind of whitespace, combining and zero-width marks, unknown and NFKC-changed
+// characters, U+2581 and (broken) special tokens.
+TEST_F(T5Golden, RandomStringsEqualTheFastTokenizer) {
+  const auto ids = read_json(dir_ + "/ids.json");
+  const auto prompts = ids["fuzz_prompts"].get<std::vector<std::string>>();
+  const auto fast = ids["fuzz_fast"].get<std::vector<std::vector<int64_t>>>();
+  ASSERT_EQ(prompts.size(), fast.size());
+  ASSERT_GE(prompts.size(), 100u);
+  T5Tokenizer tok(dir_ + "/f32");
+  int bad = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto got = tok.encode(prompts[i], 512);
+    if (got != fast[i] && ++bad <= 10)
+      ADD_FAILURE() << "fuzz string " << i << " " << nlohmann::json(prompts[i]).dump() << ": got "
+                    << nlohmann::json(got).dump() << ", fast tokenizer " << nlohmann::json(fast[i]).dump();
+  }
+  EXPECT_EQ(bad, 0) << "of " << prompts.size();
+}
+
 TEST_F(T5Golden, EncoderF32) { check_encoder("f32"); }
 TEST_F(T5Golden, EncoderShardedCheckpoint) { check_encoder("sharded"); }
 TEST_F(T5Golden, EncoderBF16OnDisk) { check_encoder("bf16"); }
