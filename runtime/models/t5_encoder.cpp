@@ -208,11 +208,21 @@ void T5Encoder::activation(Tensor& t) const {
 }
 
 int64_t T5Encoder::activation_bytes(int64_t L) const {
-  const int64_t d = cfg_.d_model, cl = static_cast<int64_t>(local_heads_) * cfg_.d_kv;
+  return t5_memory(cfg_, comm_.size(), DType::F32, L).activations;
+}
+
+T5Memory t5_memory(const T5Config& c, int tp, DType wdt, int64_t L) {
+  SKV_CHECK(tp >= 1 && c.num_heads % tp == 0 && c.d_ff % tp == 0, "tensor parallel size {} does not divide the T5 "
+            "encoder's num_heads {} and d_ff {}", tp, c.num_heads, c.d_ff);
+  const int64_t d = c.d_model, H = c.num_heads / tp, cl = H * c.d_kv, F = c.d_ff / tp;
+  const int64_t w = static_cast<int64_t>(dtype_size(wdt)), f = 4;
+  T5Memory m;
+  const int64_t per_layer = 2 * d * f + 4 * cl * d * w + (c.gated ? 3 : 2) * F * d * w;
+  m.weights = static_cast<int64_t>(c.vocab_size) * d * f + d * f + c.num_layers * per_layer;
   // The buffers encode() allocates: x, h, y; q, k, v, their head layouts, v^T, o and its merged form; the
   // scores and the bias; the FFN's a, g (and b when gated).
-  const int64_t floats = 3 * L * d + 9 * L * cl + 2 * local_heads_ * L * L + (cfg_.gated ? 3 : 2) * L * local_ff_;
-  return floats * static_cast<int64_t>(sizeof(float));
+  m.activations = (3 * L * d + 9 * L * cl + 2 * H * L * L + (c.gated ? 3 : 2) * L * F) * f;
+  return m;
 }
 
 Tensor T5Encoder::encode(const std::vector<int64_t>& ids) const {

@@ -109,6 +109,14 @@ void save_t5_text_embeddings(const std::string& path, const InfinityText& text, 
 // not UTF-8 (naming the line), no prompts.
 std::vector<std::string> read_prompts_file(const std::string& path);
 
+// Memory of the encoder on one of `tp` ranks, from its config alone: weights placed on the backend (embedding
+// table and norms in F32, linear weights in `weight_dtype`) and the activation buffers of one `tokens`-long
+// prompt (encode() runs one prompt at a time). T5Encoder::weight_bytes() equals `weights` (tested).
+struct T5Memory {
+  int64_t weights = 0, activations = 0;
+};
+T5Memory t5_memory(const T5Config& cfg, int tp, DType weight_dtype, int64_t tokens);
+
 // The bucket of a relative position (memory - query) exactly as transformers computes it in float32.
 int t5_relative_bucket(int64_t relative_position, int num_buckets, int max_distance);
 

@@ -6,6 +6,7 @@
 #      `--prompt TEXT` (repeated) equals the file; different prompts give different images.
 #   2. With mpiexec: `generate --tp 2 --t5` writes the TP 1 images.
 #   3. `calibrate --t5 DIR --prompts FILE` writes the table `calibrate --text-embeddings` writes.
+#   4. `plan --t5 DIR` reports the encoder weights encode-text placed.
 set -euo pipefail
 SKV=$1 G=$2/sharded MPIEXEC=${3:-} NP=${4:--n} OVERSUB=${5:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -17,7 +18,10 @@ M=(--model "$T/m/infinity-t5tiny.config.json" --weights "$T/m/infinity-t5tiny.mo
 printf 'a red fox in the snow\n\n  a watercolor castle at night  \n' > "$T/prompts.txt"
 "$SKV" generate "${M[@]}" --t5 "$G" --prompts "$T/prompts.txt" --seed 5 --out "$T/direct" | tee "$T/log"
 grep -q "encoded 2 prompts" "$T/log"
-"$SKV" encode-text --t5 "$G" --prompts "$T/prompts.txt" --out "$T/text.safetensors"
+"$SKV" encode-text --t5 "$G" --prompts "$T/prompts.txt" --out "$T/text.safetensors" | tee "$T/enc.log"
+# plan --t5 counts the encoder's weights from its config alone: the bytes encode-text placed.
+w=$(grep -o '[0-9.]* [KMG]*i*B weights' "$T/enc.log")
+"$SKV" plan "${M[0]}" "${M[1]}" --t5 "$G" | grep "text encoder .*: $w and .* activations (512 tokens) per rank; freed"
 "$SKV" generate "${M[@]}" --text-embeddings "$T/text.safetensors" --seed 5 --out "$T/via_file"
 "$SKV" generate "${M[@]}" --t5 "$G" --prompt "a red fox in the snow" --prompt "a watercolor castle at night" --seed 5 \
   --out "$T/flags"

@@ -66,6 +66,7 @@ class T5Golden : public ::testing::Test {
     auto comm = world();
     if (tp_out) *tp_out = comm->size();
     T5TextEncoder te(dir_ + "/" + variant, cpu_backend(), *comm);
+    EXPECT_EQ(te.enc.weight_bytes(), t5_memory(te.cfg, comm->size(), DType::F32, 1).weights);
     const InfinityText got = te.encode(prompts_);
     const InfinityText ref = load_infinity_text(dir_ + "/" + variant + ".ref.safetensors", te.cfg.d_model);
     ASSERT_EQ(got.lens, ref.lens) << variant;
