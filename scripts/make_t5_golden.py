@@ -14,7 +14,9 @@ sentencepiece); nothing is downloaded. It writes
                                unknown characters, <extra_id_N>, </s> in the text, a prompt over 512 tokens)
     OUT_DIR/ids.json           T5TokenizerFast ids (AutoTokenizer.from_pretrained(dir, legacy=True), max_length 512,
                                truncation, </s> appended) and plain SentencePiece ids, per prompt; and the fast
-                               tokenizer's ids of 400 random strings over the troublesome characters (FUZZ_ATOMS)
+                               tokenizer's ids of 400 random strings over the troublesome characters (FUZZ_ATOMS);
+                               ws_*: the same from OUT_DIR/tokenizer-ws/, whose tokenizer.json pre-tokenises with
+                               Sequence[WhitespaceSplit, Metaspace] as the published google/flan-t5-* files do
     OUT_DIR/<variant>.ref.safetensors  T5EncoderModel last_hidden_state of every prompt's non-padding tokens,
                                batched and padded to 512 exactly as scripts/encode_prompts.py does (kv_compact, lens)
 The SentencePiece model is trained here (unigram, 700 pieces) on a generated English corpus plus a few accented and
@@ -23,6 +25,7 @@ full-width lines; emoji and CJK characters stay outside it (unknown tokens).
 import json
 import os
 import random
+import shutil
 import sys
 
 import torch
@@ -113,6 +116,19 @@ def main():
     tok.model_max_length = 512
     sp = spm.SentencePieceProcessor(model_file=os.path.join(tokdir, "spiece.model"))
 
+    # The tokenizer.json of T5 folders converted by older transformers (google/flan-t5-* were published so):
+    # pre_tokenizer Sequence[WhitespaceSplit, Metaspace(add_prefix_space)]; transformers loads it as is.
+    wsdir = os.path.join(out, "tokenizer-ws")
+    shutil.rmtree(wsdir, ignore_errors=True)
+    shutil.copytree(tokdir, wsdir)
+    with open(os.path.join(wsdir, "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "WhitespaceSplit"}, {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}]}
+    with open(os.path.join(wsdir, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(tj, f, ensure_ascii=False)
+    ws_tok = AutoTokenizer.from_pretrained(wsdir, legacy=True)
+
     enc = tok(text=PROMPTS, max_length=512, padding="max_length", truncation=True, return_tensors="pt")
     ids = [enc.input_ids[i, :int(n)].tolist() for i, n in enumerate(enc.attention_mask.sum(-1).tolist())]
     with open(os.path.join(out, "prompts.json"), "w", encoding="utf-8") as f:
@@ -120,8 +136,10 @@ def main():
     with open(os.path.join(out, "ids.json"), "w") as f:
         fuzz = fuzz_prompts()
         fuzz_ids = tok(text=fuzz, max_length=512, truncation=True)["input_ids"]
+        ws_ids = ws_tok(text=PROMPTS, max_length=512, truncation=True)["input_ids"]
+        ws_fuzz_ids = ws_tok(text=fuzz, max_length=512, truncation=True)["input_ids"]
         json.dump({"fast": ids, "spm": [sp.encode(p)[:511] + [1] for p in PROMPTS], "vocab": len(tok),
-                   "fuzz_prompts": fuzz, "fuzz_fast": fuzz_ids}, f)
+                   "fuzz_prompts": fuzz, "fuzz_fast": fuzz_ids, "ws_fast": ws_ids, "ws_fuzz_fast": ws_fuzz_ids}, f)
 
     vocab = (len(tok) + 7) // 8 * 8 + 8  # unused rows, as flan-t5's 32128 > 32100
     cfg = T5Config(vocab_size=vocab, d_model=128, d_kv=24, num_heads=4, d_ff=192, num_layers=3, num_decoder_layers=2,
