@@ -10,6 +10,7 @@ sentencepiece); nothing is downloaded. It writes
     OUT_DIR/sharded/  the same encoder inside a T5ForConditionalGeneration (decoder too, as flan-t5-xl is
                       published), saved in shards: model-0000x-of-0000y.safetensors + model.safetensors.index.json
     OUT_DIR/bf16/     the encoder rounded to BF16 on disk (its reference is computed from the rounded weights)
+    OUT_DIR/f16/      the same in F16
     OUT_DIR/prompts.json       the edge-case prompts (whitespace runs, tabs/newlines, leading/trailing spaces,
                                unknown characters, <extra_id_N>, </s> in the text, a prompt over 512 tokens)
     OUT_DIR/ids.json           T5TokenizerFast ids (AutoTokenizer.from_pretrained(dir, legacy=True), max_length 512,
@@ -177,6 +178,10 @@ def main():
     T5EncoderModel.from_pretrained(variants["f32"]).to(torch.bfloat16).save_pretrained(d, safe_serialization=True)
     save_tok(d)
     variants["bf16"] = d
+    d = os.path.join(out, "f16")
+    T5EncoderModel.from_pretrained(variants["f32"]).to(torch.float16).save_pretrained(d, safe_serialization=True)
+    save_tok(d)
+    variants["f16"] = d
 
     for name, d in variants.items():
         m = T5EncoderModel.from_pretrained(d, torch_dtype=torch.float32).eval()

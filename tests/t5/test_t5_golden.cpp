@@ -1,7 +1,7 @@
 // test_t5_golden.cpp - the C++ T5 tokenizer and encoder against transformers on the tiny golden that
 // scripts/make_t5_golden.py writes at test time (SKV_T5_GOLDEN = its folder; ctest's t5_golden_make
 // fixture makes it). Token ids must equal T5TokenizerFast's exactly; last_hidden_state must be within
-// 1e-4 of T5EncoderModel's, relative to the prompt's largest value, for the F32, sharded and BF16
+// 1e-4 of T5EncoderModel's, relative to the prompt's largest value, for the F32, sharded, BF16 and F16
 // checkpoints. The same binary runs on 1 rank and under mpiexec -n 2 (the encoder split over the
 // world's ranks: TP = the number of ranks).
 #include <fmt/format.h>
@@ -146,6 +146,7 @@ TEST_F(T5Golden, RandomStringsEqualTheFastTokenizer) {
 TEST_F(T5Golden, EncoderF32) { check_encoder("f32"); }
 TEST_F(T5Golden, EncoderShardedCheckpoint) { check_encoder("sharded"); }
 TEST_F(T5Golden, EncoderBF16OnDisk) { check_encoder("bf16"); }
+TEST_F(T5Golden, EncoderF16OnDisk) { check_encoder("f16"); }
 
 }  // namespace
 }  // namespace skv
