@@ -373,12 +373,6 @@ std::string T5Tokenizer::precompiled_normalize(const std::string& text) const {
   return out;
 }
 
-void T5Tokenizer::encode_word(const std::string& word, std::vector<int64_t>& out) const {
-  // Every word starts with U+2581 (prepend_scheme "always"); SentencePiece adds that prefix itself, so it
-  // gets the rest. A lone U+2581 is its own piece.
-  unigram(word, out);
-}
-
 // The Unigram model of the tokenizers library (Unigram::encode_optimized) on one normalised word: Viterbi over
 // the pieces (scores from spiece.model), shorter pieces first and a later one only when strictly better; a
 // character no piece starts with is <unk> at min score - 10; consecutive <unk> characters fuse into one token.
@@ -438,7 +432,7 @@ void T5Tokenizer::unigram(const std::string& w, std::vector<int64_t>& out) const
   out.insert(out.end(), ids.rbegin(), ids.rend());
 }
 
-void T5Tokenizer::encode_segment(const std::string& seg, bool, std::vector<int64_t>& out) const {
+void T5Tokenizer::encode_segment(const std::string& seg, std::vector<int64_t>& out) const {
   std::string n = precompiled_normalize(seg);
   if (collapse_spaces_) {
     std::string c;
@@ -504,7 +498,7 @@ void T5Tokenizer::encode_segment(const std::string& seg, bool, std::vector<int64
     while (start < m.size()) {
       size_t next = m.find(kMeta, start + kMeta.size());
       if (next == std::string::npos) next = m.size();
-      encode_word(m.substr(start, next - start), out);
+      unigram(m.substr(start, next - start), out);
       start = next;
     }
   }
@@ -538,11 +532,11 @@ std::vector<int64_t> T5Tokenizer::encode(const std::string& text, int max_length
       size_t len = 0;
       while (stop < text.size() && is_ws(decode_at(text, stop, &len))) stop += len;
     }
-    if (start > seg_start) encode_segment(text.substr(seg_start, start - seg_start), seg_start == 0, ids);
+    if (start > seg_start) encode_segment(text.substr(seg_start, start - seg_start), ids);
     ids.push_back(best->id);
     seg_start = i = stop;
   }
-  if (seg_start < text.size()) encode_segment(text.substr(seg_start), seg_start == 0, ids);
+  if (seg_start < text.size()) encode_segment(text.substr(seg_start), ids);
   if (static_cast<int64_t>(ids.size()) > max_length - 1) ids.resize(static_cast<size_t>(max_length - 1));
   ids.push_back(eos_id_);
   return ids;

@@ -58,8 +58,7 @@ class T5Tokenizer {
     int64_t id = 0;
     bool lstrip = false, rstrip = false;
   };
-  void encode_segment(const std::string& seg, bool first, std::vector<int64_t>& out) const;
-  void encode_word(const std::string& word, std::vector<int64_t>& out) const;
+  void encode_segment(const std::string& seg, std::vector<int64_t>& out) const;
   void unigram(const std::string& word, std::vector<int64_t>& out) const;
   const char* charsmap_lookup(const unsigned char* s, size_t n) const;  // shortest-prefix match or null
 
