@@ -8,6 +8,7 @@
 
 #include "launcher/calibrate.h"
 #include "launcher/commands.h"
+#include "launcher/t5_prompts.h"
 #include "launcher/context.h"
 #include "launcher/kv_options.h"
 #include "launcher/progress.h"
@@ -53,6 +54,7 @@ struct CalibrateArgs {
   std::string budget = "10%";
   int drafters = 0, drafters_total = 0, window = 0, asi_topk = 16, asi_queries = 64;
   std::string text_embeddings;  // Infinity
+  T5PromptArgs t5;              // Infinity: --t5 DIR with --prompt / --prompts (the text prompts file)
   int resolution = 0;           // Infinity: 0 = the config's
   double h_div_w = 0;           // Infinity: 0 = the config's
   ContextArgs ctx;
@@ -92,18 +94,23 @@ void report_table(const CalibrateArgs& a, const BudgetTable& t, const std::strin
 
 // Infinity: the full cache on every prompt of the embeddings file, one request each.
 void run_calibrate_infinity(const CalibrateArgs& a, const std::string& config) {
-  SKV_CHECK(!a.text_embeddings.empty(), "calibrating the Infinity model {} needs --text-embeddings FILE (the prompts; "
-            "scripts/encode_prompts.py writes it)", config);
-  SKV_CHECK(a.prompts.empty(), "--prompts holds VAR class labels; for the Infinity model {} the prompts are "
-            "--text-embeddings", config);
+  T5PromptArgs t5 = a.t5;
+  if (t5.given()) t5.prompts_file = a.prompts;  // with --t5, --prompts is a file of text prompts
+  SKV_CHECK(t5.given() || !a.text_embeddings.empty(), "calibrating the Infinity model {} needs --text-embeddings FILE "
+            "(the prompts; scripts/encode_prompts.py writes it), or --t5 DIR with --prompts FILE / --prompt TEXT", config);
+  SKV_CHECK(t5.given() || a.prompts.empty(), "--prompts holds VAR class labels; for the Infinity model {} the prompts "
+            "are --text-embeddings, or text prompts with --t5 DIR", config);
   SKV_CHECK(a.random || (!a.files.weights.empty() && !a.files.vae.empty()), "calibrating {} needs --weights and "
             "--vae (or --random-weights)", config);
   const InfinityConfig cfg = InfinityConfig::load(config);
-  const InfinityText text = load_infinity_text(a.text_embeddings, cfg.text_channels);
+  const std::vector<std::string> prompts = t5_prompts(t5, a.text_embeddings, cfg.text_channels, config);
+  InfinityText text;
+  if (!t5.given()) text = load_infinity_text(a.text_embeddings, cfg.text_channels);
   const Schedule sched = infinity_schedule_for(a.h_div_w > 0 ? a.h_div_w : cfg.h_div_w,
                                                a.resolution > 0 ? a.resolution : cfg.resolution);
   RunContext ctx = make_context(a.ctx);
   Backend& be = *ctx.backend;
+  if (t5.given()) text = encode_t5_prompts(t5, prompts, be, *ctx.tp, ctx.is_output_rank());
   std::unique_ptr<SafeTensors> wst, vst;
   std::unique_ptr<WeightLoader> wl, vl;
   if (a.random) {
@@ -142,8 +149,8 @@ void run_calibrate(const CalibrateArgs& a) {
   if (family == "infinity") return run_calibrate_infinity(a, config);
   SKV_CHECK(family == "var", "{}: calibrate knows the var and infinity families, not '{}'", config, family);
   SKV_CHECK(!a.prompts.empty(), "--prompts FILE is required: class labels, one request per line (e.g. 3 or 0-9)");
-  SKV_CHECK(a.text_embeddings.empty(), "--text-embeddings is for Infinity models; {} is a VAR model (use --prompts)",
-            config);
+  SKV_CHECK(a.text_embeddings.empty() && !a.t5.given() && a.t5.prompt.empty(), "--text-embeddings, --t5 and --prompt "
+            "are for Infinity models; {} is a VAR model (use --prompts)", config);
   const auto lines = read_prompt_lines(a.prompts);
   RunContext ctx = make_context(a.ctx);
   auto b = load_var_bundle(a.files, a.random, a.weight_seed, *ctx.backend, *ctx.tp);
@@ -180,7 +187,9 @@ void register_calibrate(CLI::App& app) {
   cmd->add_option("--vae", a->files.vae, "VAE weights (safetensors)");
   cmd->add_flag("--random-weights", a->random, "Use deterministic random weights of the config's shape");
   cmd->add_option("--weight-seed", a->weight_seed, "Seed of --random-weights")->capture_default_str();
-  cmd->add_option("--prompts", a->prompts, "VAR: class labels, one request per line (such as 3 or 0-9)");
+  cmd->add_option("--prompts", a->prompts, "VAR: class labels, one request per line (such as 3 or 0-9); Infinity with "
+                  "--t5: text prompts, one per line");
+  add_t5_prompt_options(cmd, a->t5, false);
   cmd->add_option("--text-embeddings", a->text_embeddings,
                   "Infinity: prompt embeddings (scripts/encode_prompts.py), one request per prompt");
   cmd->add_option("--resolution", a->resolution, "Infinity: 256, 512, 768 or 1024 (default: the config's)");

@@ -55,12 +55,12 @@ void check_generate_args(GenerateArgs& a, const std::string& family) {
   a.seed = parse_seed(a.seed_text, "--seed");
   check_kv_options(a.kv);
   if (family == "var") {
-    for (const char* o : {"--resolution", "--h-div-w", "--tau", "--text-embeddings"})
+    for (const char* o : {"--resolution", "--h-div-w", "--tau", "--text-embeddings", "--t5", "--prompt", "--prompts"})
       SKV_CHECK(!a.has(o), "{} applies to Infinity models; {} is a VAR model, whose image size and schedule are fixed "
                 "by its patch_nums (drop {})", o, a.files.config.empty() ? "the demo model" : a.files.config, o);
   } else {
     SKV_CHECK(!a.has("--labels"), "--labels is for class-conditional VAR models; an Infinity model's prompts come "
-              "from --text-embeddings");
+              "from --text-embeddings, or from --prompt / --prompts with --t5");
     SKV_CHECK(!a.has("--resolution") || a.inf.resolution > 0, "--resolution {} must be one of 256, 512, 768, 1024",
               a.inf.resolution);
     SKV_CHECK(!a.has("--h-div-w") || (std::isfinite(a.inf.h_div_w) && a.inf.h_div_w > 0), "--h-div-w {} must be a "

@@ -16,5 +16,6 @@ void register_random_checkpoint(CLI::App& app);  // cmd_random_checkpoint.cpp
 void register_bench_scaling(CLI::App& app);      // cmd_bench_scaling.cpp
 void register_plan(CLI::App& app);
 void register_calibrate(CLI::App& app);
+void register_encode_text(CLI::App& app);  // cmd_encode_text.cpp: prompts -> T5 embeddings file
 
 }  // namespace skv

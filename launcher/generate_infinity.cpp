@@ -21,26 +21,29 @@ void add_infinity_generate_options(CLI::App* cmd, InfinityGenerateArgs& a) {
                   "(default: the config's)");
   cmd->add_option("--resolution", a.resolution, "Infinity: 256, 512, 768 or 1024 (default: the config's)");
   cmd->add_option("--tau", a.tau, "Infinity: sampling temperature per scale (default: the config's)");
+  add_t5_prompt_options(cmd, a.t5, true);
 }
 
 void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, double cfg_scale, int top_k, float top_p,
                            uint64_t seed, const std::string& out, int batch, const ContextArgs& ctx_args,
                            const KVOptions& kv) {
   const InfinityConfig cfg = InfinityConfig::load(f.config);
-  SKV_CHECK(!a.text_embeddings.empty(), "--text-embeddings FILE is required for Infinity models (write it with "
-            "scripts/encode_prompts.py)");
-  std::vector<std::string> prompts;
-  const InfinityText text = load_infinity_text(a.text_embeddings, cfg.text_channels, &prompts);
+  std::vector<std::string> prompts = t5_prompts(a.t5, a.text_embeddings, cfg.text_channels, f.config);
+  SKV_CHECK(a.t5.given() || !a.text_embeddings.empty(), "Infinity models need prompts: --t5 DIR with --prompt TEXT / "
+            "--prompts FILE, or --text-embeddings FILE (scripts/encode_prompts.py or `scalekv encode-text`)");
+  InfinityText text;
+  if (!a.t5.given()) text = load_infinity_text(a.text_embeddings, cfg.text_channels, &prompts);
   const double h_div_w = a.h_div_w > 0 ? a.h_div_w : cfg.h_div_w;
   const int resolution = a.resolution > 0 ? a.resolution : cfg.resolution;
   const Schedule sched = infinity_schedule_for(h_div_w, resolution);
   auto policy = make_kv_policy(kv, {cfg.depth, cfg.num_heads, sched});
-  const int n = static_cast<int>(text.lens.size());
+  const int n = static_cast<int>(a.t5.given() ? prompts.size() : text.lens.size());
   check_batch_fits(*policy, sched, cfg.depth, batch > 0 ? std::min(batch, n) : n,
                    cfg.num_heads / std::max(1, ctx_args.tp), cfg.head_dim(), batch > 0);
   RunContext ctx = make_context(ctx_args);
-  check_same_request(ctx, {{"--text-embeddings (prompts)", fmt::format("{} prompts, lengths {}", n,
-                                                                       fmt::join(text.lens, ","))},
+  check_same_request(ctx, {{"--text-embeddings / --prompt (prompts)",
+                            a.t5.given() ? fmt::format("{} prompts: {}", n, fmt::join(prompts, "\n"))
+                                         : fmt::format("{} prompts, lengths {}", n, fmt::join(text.lens, ","))},
                            {"--resolution / --h-div-w", sched.describe()},
                            {"--seed", std::to_string(seed)},
                            {"--cfg / --tau / --top-k / --top-p", fmt::format("{} {} {} {}", cfg_scale, a.tau, top_k, top_p)},
@@ -49,6 +52,7 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
                            {"--kv-budget / --kv-window / --kv-budget-table",
                             fmt::format("{} {} {}", kv.budget, kv.window, kv.budget_table)}});
   Backend& be = *ctx.backend;
+  if (a.t5.given()) text = encode_t5_prompts(a.t5, prompts, be, *ctx.tp, ctx.is_output_rank());
   SafeTensors wst(f.weights), vst(f.vae);
   InfinityModel model(cfg, wst, be, *ctx.tp);
   BsqVae vae(cfg, vst, be);

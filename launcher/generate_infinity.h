@@ -10,6 +10,7 @@
 #include "launcher/context.h"
 #include "launcher/kv_options.h"
 #include "launcher/model_files.h"
+#include "launcher/t5_prompts.h"
 
 namespace skv {
 
@@ -18,6 +19,7 @@ struct InfinityGenerateArgs {
   double h_div_w = -1;          // < 0: the config's sampling.h_div_w
   int resolution = -1;          // < 0: the config's sampling.resolution
   double tau = -1;              // < 0: the config's sampling.tau
+  T5PromptArgs t5;              // --t5 DIR with --prompt / --prompts instead of --text-embeddings
 };
 void add_infinity_generate_options(CLI::App* cmd, InfinityGenerateArgs& a);
 

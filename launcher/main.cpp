@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   skv::register_bench_scaling(app);
   skv::register_plan(app);
   skv::register_calibrate(app);
+  skv::register_encode_text(app);
   skv::rewrite_bench_flags(argc, argv);
   skv::set_warnings_enabled(skv::job_topology().world_rank == 0);  // one copy of each warning per job
   try {
