@@ -16,6 +16,7 @@
 #include "runtime/file_io.h"
 #include "runtime/models/infinity_generate.h"
 #include "runtime/models/infinity_text.h"
+#include "runtime/models/model_bundle.h"
 
 namespace skv {
 
@@ -104,19 +105,10 @@ void run_calibrate_infinity(const CalibrateArgs& a, const std::string& config) {
                                                a.resolution > 0 ? a.resolution : cfg.resolution);
   RunContext ctx = make_context(a.ctx);
   Backend& be = *ctx.backend;
-  std::unique_ptr<SafeTensors> wst, vst;
-  std::unique_ptr<WeightLoader> wl, vl;
-  if (a.random) {
-    wl = std::make_unique<WeightLoader>(a.weight_seed, be);
-    vl = std::make_unique<WeightLoader>(a.weight_seed + 1, be);
-  } else {
-    wst = std::make_unique<SafeTensors>(a.files.weights);
-    vst = std::make_unique<SafeTensors>(a.files.vae);
-    wl = std::make_unique<WeightLoader>(*wst, be, "config " + config);
-    vl = std::make_unique<WeightLoader>(*vst, be, "VAE of config " + config);
-  }
-  InfinityModel model(cfg, *wl, *ctx.tp);
-  BsqVae vae(cfg, *vl);
+  const auto loaded = load_infinity(cfg, a.random ? WeightSource::random_weights(a.weight_seed)
+                                                 : WeightSource::files(a.files.weights, a.files.vae), be, *ctx.tp);
+  const InfinityModel& model = *loaded->model;
+  const BsqVae& vae = *loaded->vae;
   const ScaleKVOptions o = calibration_options(a, sched, 16);
   const int n = static_cast<int>(text.lens.size());
   Progress prog("calibrate");

@@ -10,6 +10,7 @@
 #include "runtime/check.h"
 #include "runtime/image_io.h"
 #include "runtime/models/infinity_generate.h"
+#include "runtime/models/model_bundle.h"
 #include "runtime/models/infinity_text.h"
 
 namespace skv {
@@ -49,9 +50,9 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
                            {"--kv-budget / --kv-window / --kv-budget-table",
                             fmt::format("{} {} {}", kv.budget, kv.window, kv.budget_table)}});
   Backend& be = *ctx.backend;
-  SafeTensors wst(f.weights), vst(f.vae);
-  InfinityModel model(cfg, wst, be, *ctx.tp);
-  BsqVae vae(cfg, vst, be);
+  const auto loaded = load_infinity(cfg, WeightSource::files(f.weights, f.vae), be, *ctx.tp);
+  const InfinityModel& model = *loaded->model;
+  const BsqVae& vae = *loaded->vae;
 
   InfinityRequest req = infinity_request_defaults(cfg, sched);
   if (cfg_scale >= 0) req.cfg_list = {cfg_scale};
