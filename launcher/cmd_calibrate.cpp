@@ -1,4 +1,4 @@
-// cmd_calibrate.cpp - `scalekv calibrate`: ScaleKV budget tables from a few requests (launcher/calibrate.h).
+// cmd_calibrate.cpp - `scalekv calibrate`: ScaleKV budget tables from a few requests (kvcache/calibration.h).
 // For a VAR model the prompts file holds class labels, one request per line ("3", "0-9", "207,360");
 // for an Infinity model every prompt of --text-embeddings (scripts/encode_prompts.py) is one request,
 // on the schedule of --resolution / --h-div-w.
@@ -32,16 +32,6 @@ std::vector<std::string> read_prompt_lines(const std::string& path) {
   }
   SKV_CHECK(!out.empty(), "--prompts {}: no prompts or labels in the file (one per line)", path);
   return out;
-}
-
-BudgetTable calibrate_budgets(const CalibrationRun& run, int requests, int depth, const Schedule& schedule,
-                              const ScaleKVOptions& o, Communicator* comm) {
-  AsiCollector col(o, depth, schedule);
-  col.set_communicator(comm);
-  for (int i = 0; i < requests; ++i) run(i, col);
-  SKV_CHECK(col.requests() == requests, "internal: {} of {} calibration requests reached the last stored scale",
-            col.requests(), requests);
-  return make_budget_table(col.asi(), depth, schedule, o);
 }
 
 namespace {
