@@ -13,6 +13,7 @@
 #include "runtime/check.h"
 #include "runtime/file_io.h"
 #include "runtime/models/infinity_generate.h"
+#include "runtime/models/model_bundle.h"
 
 namespace skv {
 
@@ -67,9 +68,9 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
   Backend& be = o.backend ? *o.backend : backend_for(o.device);
   auto comm = make_local_communicator();
   Allocator& alloc = be.allocator();
-  WeightLoader wm(o.seed, be), wv(o.seed + 1, be);
-  InfinityModel model(cfg, wm, *comm);
-  std::unique_ptr<BsqVae> vae = std::make_unique<BsqVae>(cfg, wv);
+  const auto loaded = load_infinity(cfg, WeightSource::random_weights(o.seed), be, *comm);
+  const InfinityModel& model = *loaded->model;
+  const std::unique_ptr<BsqVae>& vae = loaded->vae;
   auto policy = make_kv_policy(o.kv, {cfg.depth, cfg.num_heads, sched});
 
   // One model for every batch size (building 2B random weights takes ~35 s of host time).

@@ -1,23 +1,13 @@
-// calibrate.h - offline ScaleKV calibration: run a model with the full cache on a few requests,
-// measure the Attention Selectivity Index of every (layer, compressed scale), z-score it per scale,
-// make the N_d lowest (layer, scale) pairs drafters and write the Eq. 4 budgets as a table
-// (kvcache/budget_table.h). Works for any generation loop that runs its layers through
-// MultiScaleKVCache: `run` executes one request with the given policy.
+// calibrate.h - what `scalekv calibrate` reads besides the model: the prompts file of a VAR run. The
+// calibration itself (ASI, drafters, Eq. 4 budgets) is kvcache/calibration.h's.
 #pragma once
 
-#include <functional>
 #include <string>
 #include <vector>
 
-#include "kvcache/scalekv.h"
+#include "kvcache/calibration.h"
 
 namespace skv {
-
-// Runs one calibration request (index i of n) with `policy`.
-using CalibrationRun = std::function<void(int i, KVPolicy& policy)>;
-
-BudgetTable calibrate_budgets(const CalibrationRun& run, int requests, int depth, const Schedule& schedule,
-                              const ScaleKVOptions& o, Communicator* comm);
 
 // Lines of a prompts file that are not empty or comments (#).
 std::vector<std::string> read_prompt_lines(const std::string& path);

@@ -22,6 +22,7 @@
 #include "runtime/check.h"
 #include "runtime/file_io.h"
 #include "runtime/models/infinity_config.h"
+#include "runtime/models/model_bundle.h"
 #include "runtime/models/var_generate.h"
 
 namespace skv {
@@ -112,20 +113,11 @@ void run_bench(const BenchArgs& a) {
   SKV_CHECK(random == a.vae.empty(), "--weights and --vae go together");
   Allocator& alloc = be.allocator();
 
-  std::unique_ptr<SafeTensors> wst, vst;
-  std::unique_ptr<WeightLoader> wl, vl;
-  if (random) {
-    wl = std::make_unique<WeightLoader>(1, be);
-    vl = std::make_unique<WeightLoader>(2, be);
-  } else {
-    wst = std::make_unique<SafeTensors>(a.weights);
-    vst = std::make_unique<SafeTensors>(a.vae);
-    wl = std::make_unique<WeightLoader>(*wst, be, "config " + a.model);
-    vl = std::make_unique<WeightLoader>(*vst, be, "config " + a.model);
-  }
   const auto t_load = std::chrono::steady_clock::now();
-  VarModel model(cfg, *wl, *ctx.tp);
-  VQVAE vae(cfg, *vl);
+  const auto loaded = load_var(cfg, random ? WeightSource::random_weights(1) : WeightSource::files(a.weights, a.vae), be,
+                               *ctx.tp);
+  const VarModel& model = *loaded->model;
+  const VQVAE& vae = *loaded->vae;
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule(), cfg.kv_window});
   const double gflops = measure_sgemm_gflops(2048, 3);

@@ -90,12 +90,6 @@ std::string cpu_model() {
   return "unknown CPU";
 }
 
-// Weight bytes of the parts TP splits (mat_qkv, q/v bias, proj, fc1 + bias, fc2) summed over blocks.
-int64_t sharded_weight_bytes(const VarConfig& c) {
-  const int64_t C = c.embed_dim, F = c.ffn_hidden();
-  return static_cast<int64_t>(c.depth) * (3 * C * C + 2 * C + C * C + F * C + F + C * F) * 4;
-}
-
 void run_scaling(const ScalingArgs& a) {
   const ModelFiles f = resolve_model_files(a.files);
   SKV_CHECK(model_family(f.config) == "var", "{}: bench-scaling runs VAR models", f.config);
@@ -181,7 +175,9 @@ void run_scaling(const ScalingArgs& a) {
     all = mine;
   if (ctx.world_rank != 0) return;
 
-  const int64_t sharded = sharded_weight_bytes(cfg), replicated = model_weight_bytes - sharded / tp.size();
+  // The parts TP splits (mat_qkv, q/v bias, scale_mul, proj, fc1 + bias, fc2), counted as the model places them.
+  const int64_t sharded = var_param_count(cfg).sharded_bytes(static_cast<int64_t>(dtype_size(be.weight_dtype())));
+  const int64_t replicated = model_weight_bytes - sharded / tp.size();
   std::vector<double> share_ranks, cpu_ranks;
   for (int r = 0; r < n; ++r) {
     share_ranks.push_back(all[r * mine.size() + 3] / 1e6);

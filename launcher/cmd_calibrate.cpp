@@ -1,4 +1,4 @@
-// cmd_calibrate.cpp - `scalekv calibrate`: ScaleKV budget tables from a few requests (launcher/calibrate.h).
+// cmd_calibrate.cpp - `scalekv calibrate`: ScaleKV budget tables from a few requests (kvcache/calibration.h).
 // For a VAR model the prompts file holds class labels, one request per line ("3", "0-9", "207,360");
 // for an Infinity model every prompt of --text-embeddings (scripts/encode_prompts.py) is one request,
 // on the schedule of --resolution / --h-div-w.
@@ -17,6 +17,7 @@
 #include "runtime/file_io.h"
 #include "runtime/models/infinity_generate.h"
 #include "runtime/models/infinity_text.h"
+#include "runtime/models/model_bundle.h"
 
 namespace skv {
 
@@ -32,16 +33,6 @@ std::vector<std::string> read_prompt_lines(const std::string& path) {
   }
   SKV_CHECK(!out.empty(), "--prompts {}: no prompts or labels in the file (one per line)", path);
   return out;
-}
-
-BudgetTable calibrate_budgets(const CalibrationRun& run, int requests, int depth, const Schedule& schedule,
-                              const ScaleKVOptions& o, Communicator* comm) {
-  AsiCollector col(o, depth, schedule);
-  col.set_communicator(comm);
-  for (int i = 0; i < requests; ++i) run(i, col);
-  SKV_CHECK(col.requests() == requests, "internal: {} of {} calibration requests reached the last stored scale",
-            col.requests(), requests);
-  return make_budget_table(col.asi(), depth, schedule, o);
 }
 
 namespace {
@@ -111,19 +102,10 @@ void run_calibrate_infinity(const CalibrateArgs& a, const std::string& config) {
   RunContext ctx = make_context(a.ctx);
   Backend& be = *ctx.backend;
   if (t5.given()) text = encode_t5_prompts(t5, prompts, be, *ctx.tp, ctx.is_output_rank());
-  std::unique_ptr<SafeTensors> wst, vst;
-  std::unique_ptr<WeightLoader> wl, vl;
-  if (a.random) {
-    wl = std::make_unique<WeightLoader>(a.weight_seed, be);
-    vl = std::make_unique<WeightLoader>(a.weight_seed + 1, be);
-  } else {
-    wst = std::make_unique<SafeTensors>(a.files.weights);
-    vst = std::make_unique<SafeTensors>(a.files.vae);
-    wl = std::make_unique<WeightLoader>(*wst, be, "config " + config);
-    vl = std::make_unique<WeightLoader>(*vst, be, "VAE of config " + config);
-  }
-  InfinityModel model(cfg, *wl, *ctx.tp);
-  BsqVae vae(cfg, *vl);
+  const auto loaded = load_infinity(cfg, a.random ? WeightSource::random_weights(a.weight_seed)
+                                                 : WeightSource::files(a.files.weights, a.files.vae), be, *ctx.tp);
+  const InfinityModel& model = *loaded->model;
+  const BsqVae& vae = *loaded->vae;
   const ScaleKVOptions o = calibration_options(a, sched, 16);
   const int n = static_cast<int>(text.lens.size());
   Progress prog("calibrate");

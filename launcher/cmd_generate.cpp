@@ -20,6 +20,7 @@
 #include "runtime/check.h"
 #include "runtime/file_io.h"
 #include "runtime/image_io.h"
+#include "runtime/models/model_bundle.h"
 #include "runtime/models/var_generate.h"
 
 namespace skv {
@@ -97,9 +98,9 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
                            {"--kv-budget / --kv-window / --kv-budget-table",
                             fmt::format("{} {} {}", a.kv.budget, a.kv.window, a.kv.budget_table)}});
   Backend& be = *ctx.backend;
-  SafeTensors wst(f.weights), vst(f.vae);
-  VarModel model(cfg, wst, be, *ctx.tp);
-  VQVAE vae(cfg, vst, be);
+  const auto loaded = load_var(cfg, WeightSource::files(f.weights, f.vae), be, *ctx.tp);
+  const VarModel& model = *loaded->model;
+  const VQVAE& vae = *loaded->vae;
 
   const auto [first, last] = ctx.share(n);  // this replica's images (all of them with one replica)
   const int bs = a.batch > 0 ? a.batch : std::max<int>(1, static_cast<int>(last - first));

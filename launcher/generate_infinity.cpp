@@ -10,6 +10,7 @@
 #include "runtime/check.h"
 #include "runtime/image_io.h"
 #include "runtime/models/infinity_generate.h"
+#include "runtime/models/model_bundle.h"
 #include "runtime/models/infinity_text.h"
 
 namespace skv {
@@ -53,9 +54,9 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
                             fmt::format("{} {} {}", kv.budget, kv.window, kv.budget_table)}});
   Backend& be = *ctx.backend;
   if (a.t5.given()) text = encode_t5_prompts(a.t5, prompts, be, *ctx.tp, ctx.is_output_rank());
-  SafeTensors wst(f.weights), vst(f.vae);
-  InfinityModel model(cfg, wst, be, *ctx.tp);
-  BsqVae vae(cfg, vst, be);
+  const auto loaded = load_infinity(cfg, WeightSource::files(f.weights, f.vae), be, *ctx.tp);
+  const InfinityModel& model = *loaded->model;
+  const BsqVae& vae = *loaded->vae;
 
   InfinityRequest req = infinity_request_defaults(cfg, sched);
   if (cfg_scale >= 0) req.cfg_list = {cfg_scale};
@@ -64,21 +65,26 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
   if (top_p >= 0) req.sampling.top_p = top_p;
   req.seed = seed;
   SKV_CHECK(req.sampling.top_p >= 0 && req.sampling.top_p <= 1, "--top-p {} must be in [0, 1]", req.sampling.top_p);
-  ImageOutput images(out, n);
+  // As VAR (cmd_generate.cpp): each data-parallel replica takes its contiguous share of the prompts, and
+  // only its output rank runs the (replicated) decoder and writes; image ids stay global, so a prompt's
+  // bits and pixels do not depend on which replica ran it.
+  const auto [first, last] = ctx.share(n);
+  ImageOutput images(out, last - first);
 
-  const int bs = batch > 0 ? batch : n;
+  const int bs = batch > 0 ? batch : std::max<int>(1, static_cast<int>(last - first));
   const int S = sched.num_scales();
   double total_s = 0, dec_s = 0;
   int64_t kv_peak = 0;
   int W = 0, H = 0;
   Progress prog("generate");
-  for (int b0 = 0; b0 < n; b0 += bs) {
-    const int b1 = std::min(n, b0 + bs);
+  for (int b0 = static_cast<int>(first); b0 < last; b0 += bs) {
+    const int b1 = std::min(static_cast<int>(last), b0 + bs);
     InfinityRequest sub = req;
     sub.text = slice_infinity_text(text, b0, b1);
     for (int i = b0; i < b1; ++i) sub.image_ids.push_back(static_cast<uint32_t>(i));
     InfinityRunOptions opt;
     opt.policy = policy.get();
+    opt.decode = ctx.is_output_rank();  // the decoder is replicated: only the rank that writes runs it
     opt.progress = [&](int si, int, double s) {
       prog.update(fmt::format("images {}-{}/{}  scale {}/{} ({}x{})  {:.3f}s", b0 + 1, b1, n, si + 1, S, sched[si].h,
                               sched[si].w, s));
@@ -87,17 +93,20 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
     total_s += r.transformer_seconds + r.decode_seconds;
     dec_s += r.decode_seconds;
     kv_peak = std::max(kv_peak, r.kv_peak_bytes);
+    if (!opt.decode) continue;
     const auto rgb = infinity_images_to_rgb8(r.images);
     H = static_cast<int>(r.images.dim(2));
     W = static_cast<int>(r.images.dim(3));
-    for (int i = b0; i < b1 && ctx.is_output_rank(); ++i)
-      images.write_png(fmt::format("{:04d}.png", i), rgb[i - b0].data(), W, H);
+    for (int i = b0; i < b1; ++i) images.write_png(fmt::format("{:04d}.png", i), rgb[i - b0].data(), W, H);
   }
-  prog.done(fmt::format("{} images", n));
-  if (!ctx.is_output_rank()) return;
-  fmt::print("generated {} images ({}x{}, h/w {}, {} scales: {}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}; "
-             "KV peak {}; wrote {} PNGs to {}/\n", n, W, H, h_div_w, S, sched.describe(), total_s, total_s / n, dec_s,
-             be.name(), format_bytes(kv_peak), images.written(), out);
+  prog.done(fmt::format("{} images", last - first));
+  if (!ctx.is_output_rank() || last == first) return;
+  if (ctx.replicas > 1) fmt::print("replica {}/{}: images {}-{} of {}; ", ctx.replica, ctx.replicas, first, last - 1, n);
+  fmt::print("generated {} images ({}x{}, h/w {}, {} scales: {}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}{}; "
+             "KV peak {}; wrote {} PNGs to {}/\n", last - first, W, H, h_div_w, S, sched.describe(), total_s,
+             total_s / (last - first), dec_s, be.name(),
+             ctx.tp->size() > 1 ? fmt::format(" x {} tensor-parallel ranks", ctx.tp->size()) : std::string(),
+             format_bytes(kv_peak), images.written(), out);
 }
 
 }  // namespace skv

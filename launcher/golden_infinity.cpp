@@ -26,6 +26,7 @@
 #include "runtime/check.h"
 #include "runtime/json_util.h"
 #include "runtime/models/infinity_generate.h"
+#include "runtime/models/model_bundle.h"
 
 namespace skv {
 
@@ -454,9 +455,11 @@ GoldenOutcome verify_infinity_golden(const std::string& dir, const std::string& 
   }
   const bool print = comm->rank() == 0;
   Backend& be = backend_for(opt.device);
-  SafeTensors wst(base + ".model.safetensors"), vst(base + ".vae.safetensors"), exp(base + ".expected.safetensors");
-  InfinityModel model(cfg, wst, be, *comm);
-  BsqVae vae(cfg, vst, be);
+  const auto loaded =
+      load_infinity(cfg, WeightSource::files(base + ".model.safetensors", base + ".vae.safetensors"), be, *comm);
+  const InfinityModel& model = *loaded->model;
+  BsqVae& vae = *loaded->vae;
+  SafeTensors exp(base + ".expected.safetensors");
   // The official image was decoded on CPU by PyTorch 1.13 with a channels-last decoder input, whose
   // GroupNorm statistics are float32 sums split over torch's threads: reproduce that kernel with the
   // golden's thread count (runtime/models/torch_group_norm.h); the exact GroupNorm differs from it by

@@ -15,6 +15,7 @@
 #include "parallel/communicator.h"
 #include "runtime/check.h"
 #include "runtime/json_util.h"
+#include "runtime/models/model_bundle.h"
 #include "runtime/models/var_generate.h"
 
 namespace skv {
@@ -61,9 +62,10 @@ GoldenOutcome verify_var_golden(const std::string& dir, const std::string& name,
   }
   const bool print = comm->rank() == 0;
   Backend& be = backend_for(opt.device);
-  SafeTensors wst(base + ".var.safetensors"), vst(base + ".vae.safetensors"), exp(base + ".expected.safetensors");
-  VarModel model(cfg, wst, be, *comm);
-  VQVAE vae(cfg, vst, be);
+  const auto loaded = load_var(cfg, WeightSource::files(base + ".var.safetensors", base + ".vae.safetensors"), be, *comm);
+  const VarModel& model = *loaded->model;
+  const VQVAE& vae = *loaded->vae;
+  SafeTensors exp(base + ".expected.safetensors");
   const int S = static_cast<int>(cfg.patch_nums.size());
 
   // Labels and recorded tokens are checked before they reach the model: a corrupted index is named

@@ -10,7 +10,9 @@
 #include "runtime/check.h"
 #include "runtime/json_util.h"
 #include "runtime/models/infinity_config.h"
+#include "runtime/models/infinity_model.h"
 #include "runtime/models/var_config.h"
+#include "runtime/models/var_model.h"
 
 namespace skv {
 
@@ -21,43 +23,6 @@ std::string valid_tp(int heads) {
   for (int t = 1; t <= heads; ++t)
     if (heads % t == 0) ok.push_back(t);
   return fmt::format("{}", fmt::join(ok, ", "));
-}
-
-// Parameters of one VAR block (basic_var.py AdaLNSelfAttn): sharded = column/row-parallel matrices.
-void var_params(const VarConfig& c, ModelShape& s) {
-  const int64_t C = c.embed_dim, F = c.ffn_hidden(), H = c.num_heads, L = c.schedule().total();
-  const int64_t S = static_cast<int64_t>(c.patch_nums.size()), first = c.patch_nums[0] * c.patch_nums[0];
-  int64_t rep = C * c.Cvae + C + (c.num_classes + 1) * C + first * C + L * C + S * C + 2 * C * C + 2 * C +
-                static_cast<int64_t>(c.V) * C + c.V;
-  if (c.shared_aln) rep += 6 * C * C + 6 * C;
-  int64_t shard = 0;
-  for (int i = 0; i < c.depth; ++i) {
-    rep += c.shared_aln ? 6 * C : 6 * C * C + 6 * C;
-    rep += C + C + H;             // proj bias, fc2 bias, scale_mul
-    shard += 3 * C * C + 2 * C;   // mat_qkv, q_bias, v_bias
-    shard += C * C;               // proj weight (row-parallel)
-    shard += F * C + F + C * F;   // fc1 (column), fc2 weight (row)
-  }
-  s.params_replicated = rep;
-  s.params_sharded = shard;
-}
-
-// Parameters of Infinity (infinity/models/infinity.py, basic.py CrossAttnBlock) from its kwargs.
-void infinity_params(const JsonFields& k, int64_t V, ModelShape& s) {
-  const int64_t C = s.embed_dim, F = s.ffn_hidden, H = s.num_heads;
-  const int64_t Ct5 = k.integer("text_channels", 2048), Lt = k.integer("text_maxlen", 512);
-  int64_t rep = Lt * Ct5 + V * C + V + 2 * C * C + 2 * C + 15 * C + C + 6 * C * C + 6 * C + Ct5 + (C * Ct5 + C) +
-                (C * C + C) + (2 * C * Ct5 + C + C * C + C + C + C) + C * 32;  // cfg_uncond .. word_embed (Cvae 32)
-  int64_t shard = 0;
-  for (int i = 0; i < s.depth; ++i) {
-    rep += 6 * C + 2 * C;                        // ada_gss, ca_norm
-    rep += C + C + C + H;                        // sa proj bias, ca proj bias, fc2 bias, scale_mul
-    shard += 3 * C * C + 3 * C + C * C;          // sa qkv + q/v/zero_k biases, sa proj weight
-    shard += C * C + C + 2 * C * C + 2 * C + C * C;  // ca q (+bias), kv (+v/zero_k biases), ca proj weight
-    shard += F * C + F + C * F;                  // fc1, fc2 weight
-  }
-  s.params_replicated = rep;
-  s.params_sharded = shard;
 }
 
 int64_t dtype_bytes(const std::string& s, const char* flag) {
@@ -86,38 +51,30 @@ ModelShape load_model_shape(const std::string& config, int resolution, double h_
     s.kv_window = c.kv_window;
     s.head_dim = c.head_dim();
     s.ffn_hidden = c.ffn_hidden();
+    s.vocab = c.V;
+    s.latent_channels = c.Cvae;
     s.schedule = c.schedule();
     s.schedule_name = fmt::format("patch_nums {}", fmt::join(c.patch_nums, ","));
-    var_params(c, s);
+    s.params = var_param_count(c);
     const auto j = read_json_file(config);
     s.name = j.value("name", config);
     return s;
   }
-  // The full loader checks every field (64-bit reads, ranges, unknown keys) before the plan reads any.
+  // One parser (runtime/models/infinity_config.h): the plan reads the same shape the model is built from.
   const InfinityConfig c = InfinityConfig::load(config);
-  const auto j = read_json_file(config);
-  JsonFields k(j["infinity_kwargs"], config + ": infinity_kwargs");
   s.name = c.name;
   s.depth = c.depth;
   s.embed_dim = c.embed_dim;
   s.num_heads = c.num_heads;
-  s.head_dim = s.embed_dim / s.num_heads;
-  s.ffn_hidden = static_cast<int>(std::lround(s.embed_dim * k.number("mlp_ratio", 4.0)));
-  double hw = h_div_w;
-  int res = resolution;
-  if (j.contains("sampling")) {
-    const JsonFields sm(j["sampling"], config + ": sampling");
-    if (hw == 0) hw = sm.number("h_div_w", 1.0);
-    if (res == 0) res = sm.int_in("resolution", 0, 1, 1 << 16);
-  }
-  if (hw == 0) hw = 1.0;
-  const std::string pixels = res > 0 ? infinity_pixels_for_resolution(res) : k.string("pn", "1M");
-  s.schedule = infinity_schedule(hw, pixels);
-  s.schedule_name = fmt::format("{} h/w {:.3f}", pixels, hw);
-  int64_t cdim = 32;
-  if (j.contains("vae")) cdim = c.vae.codebook_dim;
-  const int64_t V = k.integer("use_bit_label", 1) ? 2 * cdim : cdim;
-  infinity_params(k, V, s);
+  s.head_dim = c.head_dim();
+  s.ffn_hidden = c.ffn_hidden();
+  s.vocab = c.V();
+  s.latent_channels = c.d_vae();
+  const double hw = h_div_w > 0 ? h_div_w : c.h_div_w;
+  const int res = resolution > 0 ? resolution : c.resolution;
+  s.schedule = infinity_schedule_for(hw, res);
+  s.schedule_name = fmt::format("{} h/w {:.3f}", infinity_pixels_for_resolution(res), hw);
+  s.params = infinity_param_count(c);
   return s;
 }
 
@@ -181,7 +138,7 @@ PlanResult make_plan(const PlanArgs& a) {
                           ? resolve_kv_budget(a.kv.budget, s.schedule)
                           : read_budget_table(a.kv.budget_table, s.depth, s.schedule).base_capacity;
   }
-  r.weight_bytes = checked_mul(s.params_replicated + s.params_sharded / a.tp, wb, "weight bytes");
+  r.weight_bytes = s.params.rank_bytes(a.tp, wb);  // Linear weights in --weight-dtype, the rest F32
   const int64_t C = s.embed_dim, Cl = C / a.tp, Fl = s.ffn_hidden / a.tp, T = s.schedule.max_scale_tokens();
   // hidden state, norm output, residual branch and logits-side copies (~6C), q/k/v/attention (4 Cl), FFN (Fl)
   const int64_t image_activation_bytes = 2 * T * (6 * C + 4 * Cl + Fl) * 4;
@@ -215,6 +172,11 @@ std::string plan_json(const PlanResult& r, const PlanArgs& a) {
   j["depth"] = s.depth;
   j["num_heads"] = s.num_heads;
   j["head_dim"] = s.head_dim;
+  j["ffn_hidden"] = s.ffn_hidden;
+  j["vocab"] = s.vocab;
+  j["latent_channels"] = s.latent_channels;
+  j["params_replicated"] = s.params.replicated();
+  j["params_sharded"] = s.params.sharded();
   j["tp"] = a.tp;
   j["local_heads"] = r.local_heads;
   j["batch"] = a.batch;

@@ -14,20 +14,23 @@
 #include "launcher/kv_options.h"
 #include "runtime/dtype.h"
 #include "kvcache/selection.h"  // kScaleKVWindow
+#include "runtime/models/weights.h"  // ParamCount
 
 namespace skv {
 
 struct ModelShape {
   std::string name, family, config;
   int depth = 0, embed_dim = 0, num_heads = 0, head_dim = 0, ffn_hidden = 0;
+  int vocab = 0;                  // logits per token (VAR: V; Infinity: 2 per bit, InfinityConfig::V())
+  int latent_channels = 0;        // word_embed input (VAR: Cvae; Infinity: d_vae, 4 x codebook_dim when patchified)
   int kv_window = kScaleKVWindow;             // the default observation window (VAR config key kv_window)
   Schedule schedule;
   std::string schedule_name;      // "patch_nums" or "1M h/w 1.000"
-  int64_t params_replicated = 0;  // parameters every rank holds in full
-  int64_t params_sharded = 0;     // parameters split over the tensor-parallel ranks
+  ParamCount params;              // what the model's constructor places (runtime/models/*_model.h)
 };
 
-// Reads a model config; for Infinity, `resolution` (256/512/768/1024, 0: the config's) and `h_div_w`
+// Reads a model config with the family's own loader (VarConfig / InfinityConfig: one parser, so the plan
+// and the model never disagree on a shape); for Infinity, `resolution` (256/512/768/1024, 0: the config's) and `h_div_w`
 // (0: the config's) pick the dynamic-resolution schedule.
 ModelShape load_model_shape(const std::string& config, int resolution = 0, double h_div_w = 0);
 

@@ -1,21 +1,15 @@
-// var_bundle.h - a VAR model and its VQ-VAE ready to generate, from checkpoint files (or the demo model)
-// or from deterministic random weights of a config's shape (benchmarks, calibration smoke runs).
-// The bundle owns the config, because VarModel keeps a reference to it.
+// var_bundle.h - the VAR model of a command's options: checkpoint files (or the demo model when none
+// are given) or --random-weights of a config's shape, optionally on another schedule (--patch-nums).
+// The loading itself is runtime/models/model_bundle.h's.
 #pragma once
 
 #include <memory>
 
 #include "launcher/model_files.h"
+#include "runtime/models/model_bundle.h"
 #include "runtime/models/var_generate.h"
 
 namespace skv {
-
-struct VarBundle {
-  VarConfig cfg;
-  std::unique_ptr<SafeTensors> wst, vst;
-  std::unique_ptr<VarModel> model;
-  std::unique_ptr<VQVAE> vae;
-};
 
 // random: only files.config is used (required) and the weights come from `seed`. patch_nums, when not
 // empty, replaces the config's schedule (random weights only: a checkpoint's position table fixes it).

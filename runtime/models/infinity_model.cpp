@@ -10,6 +10,39 @@
 
 namespace skv {
 
+ParamCount infinity_param_count(const InfinityConfig& cfg) {
+  // Mirrors the constructor below: keep the two in step (InfinityModel.ParamCountIsWhatTheModelPlaces).
+  const int64_t C = cfg.embed_dim, D = cfg.embed_dim, H = cfg.num_heads, F = cfg.ffn_hidden();
+  const int64_t Ct5 = cfg.text_channels, V = cfg.V(), dv = cfg.d_vae();
+  ParamCount p;
+  // text: cfg_uncond, text_norm, the attentive pool (q, kv, v_bias, proj), the cross-attention MLP
+  p.other_replicated += static_cast<int64_t>(cfg.text_maxlen) * Ct5 + Ct5 + D + D + D + D + D;
+  p.matmul_replicated += 2 * D * Ct5 + D * D + D * Ct5 + D * D;
+  if (cfg.shared_aln) {
+    p.matmul_replicated += 6 * C * D;
+    p.other_replicated += 6 * C;
+  }
+  p.other_replicated += C + 15 * C + C + 2 * C + V;  // pos_start, lvl_embed, word_embed / head_nm / head biases
+  p.matmul_replicated += C * dv + 2 * C * D + V * C;  // word_embed, head_nm, head
+  for (int i = 0; i < cfg.depth; ++i) {
+    if (cfg.shared_aln) {
+      p.other_replicated += 6 * C;  // ada_gss
+    } else {
+      p.matmul_replicated += 6 * C * D;
+      p.other_replicated += 6 * C;
+    }
+    p.matmul_sharded += 3 * C * C + C * C;          // sa.mat_qkv (by heads), sa.proj (by columns)
+    p.other_sharded += 2 * C + (cfg.cos_attn ? H : 0);  // q_bias, v_bias, per-head scale_mul
+    p.other_replicated += C + 2 * C + C + C;        // sa.proj bias, ca_norm, ca.proj bias, fc2 bias
+    p.matmul_sharded += C * C + 2 * C * D + C * C;  // ca.mat_q, ca.mat_kv, ca.proj
+    p.other_sharded += C + C;                       // ca.mat_q bias, ca.v_bias
+    if (cfg.cross_attn_layer_scale >= 0) p.other_replicated += C;  // ca_gamma
+    p.matmul_sharded += F * C + C * F;              // ffn.fc1 (by rows), ffn.fc2 (by columns)
+    p.other_sharded += F;                           // fc1 bias
+  }
+  return p;
+}
+
 InfinityModel::InfinityModel(const InfinityConfig& cfg, const WeightLoader& wl, Communicator& comm)
     : cfg_(cfg), be_(wl.backend()), comm_(comm) {
   Backend& be = be_;

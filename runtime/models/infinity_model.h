@@ -30,6 +30,10 @@ struct InfinityText {
   std::vector<int64_t> lens;   // one entry per prompt (image)
 };
 
+// The parameters InfinityModel places, tensor by tensor as its constructor requests them (what the
+// memory plan counts; InfinityModel's weight_bytes() is tested against it).
+ParamCount infinity_param_count(const InfinityConfig& cfg);
+
 class InfinityModel {
  public:
   InfinityModel(const InfinityConfig& cfg, const WeightLoader& wl, Communicator& comm);

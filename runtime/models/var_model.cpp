@@ -14,6 +14,28 @@ std::string valid_tp_sizes(int num_heads, int ffn_hidden) {
   return fmt::format("{}", fmt::join(ok, ", "));
 }
 
+ParamCount var_param_count(const VarConfig& cfg) {
+  // Mirrors the constructor below: keep the two in step (VarModel.ParamCountIsWhatTheModelPlaces).
+  const int64_t C = cfg.embed_dim, F = cfg.ffn_hidden(), H = cfg.num_heads, V = cfg.V, L = cfg.schedule().total();
+  const int64_t first = static_cast<int64_t>(cfg.patch_nums[0]) * cfg.patch_nums[0];
+  ParamCount p;
+  p.matmul_replicated += C * cfg.Cvae + 2 * C * C + V * C;  // word_embed, head_nm, head
+  p.other_replicated += C + (cfg.num_classes + 1) * C + first * C + L * C + 2 * C + V;  // biases, class_emb,
+                                                                                      // pos_start, lvl_pos
+  if (cfg.shared_aln) {
+    p.matmul_replicated += 6 * C * C;
+    p.other_replicated += 6 * C;
+  }
+  for (int i = 0; i < cfg.depth; ++i) {
+    if (!cfg.shared_aln) p.matmul_replicated += 6 * C * C;
+    p.other_replicated += 6 * C;                  // ada_gss or ada_lin bias
+    p.matmul_sharded += 3 * C * C + C * C + F * C + C * F;  // mat_qkv, proj, fc1, fc2
+    p.other_sharded += 2 * C + F + (cfg.attn_l2_norm ? H : 0);  // q_bias, v_bias, fc1 bias, scale_mul
+    p.other_replicated += C + C;                  // proj bias, fc2 bias
+  }
+  return p;
+}
+
 VarModel::VarModel(const VarConfig& cfg, const WeightLoader& wl, Communicator& comm)
     : cfg_(cfg), be_(wl.backend()), comm_(comm) {
   Backend& be = be_;
@@ -73,6 +95,7 @@ VarModel::VarModel(const VarConfig& cfg, const WeightLoader& wl, Communicator& c
       const float max_mul = std::log(100.0f);
       for (int h = 0; h < local_heads_; ++h) hs.f32()[h] = std::exp(std::fmin(sm.f32()[head_offset_ + h], max_mul));
       b.head_scale = be.device() == Device::CPU ? hs : be.upload(hs, MemCategory::Weights);
+      weight_bytes_ += static_cast<int64_t>(hs.nbytes());
     }
     b.proj_w = wl.cols(p + "attn.proj.weight", {C, C}, c0, c0 + Cl, WeightUse::Matmul);
     b.proj_b = wl.get(p + "attn.proj.bias", {C});

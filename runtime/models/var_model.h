@@ -21,6 +21,10 @@ namespace skv {
 // Valid tensor-parallel sizes for a head count, for error messages ("1, 2, 4").
 std::string valid_tp_sizes(int num_heads, int ffn_hidden);
 
+// The parameters VarModel places, tensor by tensor as its constructor requests them (what the memory
+// plan counts; VarModel's weight_bytes() is tested against it).
+ParamCount var_param_count(const VarConfig& cfg);
+
 class VarModel {
  public:
   VarModel(const VarConfig& cfg, const WeightLoader& wl, Communicator& comm);

@@ -23,6 +23,14 @@ uint64_t fnv1a(const std::string& s, uint64_t seed) {
 
 }  // namespace
 
+int64_t ParamCount::rank_bytes(int tp, int64_t matmul_bytes) const {
+  SKV_CHECK(tp >= 1, "tensor-parallel size {} must be >= 1", tp);
+  const int64_t mm = checked_add(matmul_replicated, matmul_sharded / tp, "Linear weight parameters");
+  const int64_t other = checked_add(other_replicated, other_sharded / tp, "parameters");
+  return checked_add(checked_mul(mm, matmul_bytes, "Linear weight bytes"), checked_mul(other, 4, "weight bytes"),
+                     "weight bytes");
+}
+
 WeightLoader::WeightLoader(const SafeTensors& st, Backend& be, std::string why) : st_(&st), be_(be), why_(std::move(why)) {}
 
 WeightLoader::WeightLoader(uint64_t seed, Backend& be) : seed_(seed), be_(be) {}

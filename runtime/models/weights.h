@@ -21,6 +21,22 @@ namespace skv {
 // norms, biases, conv kernels), because more ops than linear() read those.
 enum class WeightUse { Any, Matmul };
 
+// Parameters a model places on one rank, by how they are held: Linear weights (WeightUse::Matmul, in
+// the backend's weight dtype) and everything else (F32); each part either replicated on every
+// tensor-parallel rank or sharded over them. The memory plan's weight bytes come from this, and each
+// model family's count is tested against the bytes its constructor actually places.
+struct ParamCount {
+  int64_t matmul_replicated = 0, matmul_sharded = 0;  // Linear weights
+  int64_t other_replicated = 0, other_sharded = 0;    // F32: biases, norms, embeddings, per-head scales
+  int64_t replicated() const { return matmul_replicated + other_replicated; }
+  int64_t sharded() const { return matmul_sharded + other_sharded; }
+  // Bytes on one rank of a group of `tp` ranks, with Linear weights of `matmul_bytes` bytes each.
+  int64_t rank_bytes(int tp, int64_t matmul_bytes) const;
+  // Bytes of the sharded part in full (what a group of any size holds once between its ranks).
+  int64_t sharded_bytes(int64_t matmul_bytes) const { return rank_bytes(1, matmul_bytes) - replicated_bytes(matmul_bytes); }
+  int64_t replicated_bytes(int64_t matmul_bytes) const { return matmul_replicated * matmul_bytes + other_replicated * 4; }
+};
+
 class WeightLoader {
  public:
   WeightLoader(const SafeTensors& st, Backend& be, std::string why = "");

@@ -1,13 +1,22 @@
 // `scalekv plan`: the paper's Table 1 figures from the Infinity configs alone, VAR configs, tensor
-// parallel splits, the largest batch and bad input.
+// parallel splits, the largest batch and bad input; the plan's shape is the model's own config parser's
+// (it once re-parsed Infinity configs: V 28 for the 8B, Cvae 32 always, no /256 FFN rounding) and its
+// weight bytes are what the model's constructor places, at TP 1 and 2, F32 and BF16.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "launcher/model_plan.h"
 #include "runtime/check.h"
+#include "runtime/json_util.h"
+#include "runtime/models/infinity_model.h"
+#include "runtime/models/var_model.h"
+#include "thread_comm.h"
 
 namespace skv {
 
@@ -28,7 +37,119 @@ PlanArgs paper_args(const std::string& model, const std::string& policy) {
   return a;
 }
 
+// Writes `j` to a temporary config file, removed when the holder goes.
+struct TempConfig {
+  std::string path;
+  explicit TempConfig(const nlohmann::json& j, const std::string& tag)
+      : path((std::filesystem::temp_directory_path() / fmt::format("skv_plan_{}_{}.json", tag, ::getpid())).string()) {
+    std::ofstream(path) << j.dump(1);
+  }
+  ~TempConfig() { std::filesystem::remove(path); }
+};
+
+// Bytes the model places on rank 0 of a TP group of `tp` thread ranks, with Linear weights in `dt`.
+template <class Model, class Config>
+int64_t placed_bytes(const Config& c, int tp, DType dt) {
+  cpu_backend().set_weight_dtype(dt);
+  std::vector<int64_t> bytes(tp);
+  test::ThreadGroup g(tp);
+  g.run([&](int r, Communicator& comm) {
+    WeightLoader wl(7, cpu_backend());
+    bytes[r] = Model(c, wl, comm).weight_bytes();
+  });
+  cpu_backend().set_weight_dtype(DType::F32);
+  for (int r = 1; r < tp; ++r) EXPECT_EQ(bytes[r], bytes[0]) << "rank " << r;
+  return bytes[0];
+}
+
+// The plan's weight bytes for `config` against the model built from the same file, TP 1 and 2, F32 and BF16.
+template <class Model, class Config>
+void expect_plan_weights_are_placed_bytes(const std::string& config, const std::string& what) {
+  const Config c = Config::load(config);
+  for (int tp : {1, 2})
+    for (const char* wd : {"f32", "bf16"}) {
+      PlanArgs a;
+      a.model = config;
+      a.tp = tp;
+      a.weight_dtype = wd;
+      const PlanResult r = make_plan(a);
+      EXPECT_EQ(r.weight_bytes, (placed_bytes<Model>(c, tp, dtype_from_cli(wd)))) << what << " TP " << tp << " " << wd;
+    }
+}
+
+// A tiny Infinity config in the shipped layout (2 heads, 0.06M schedule) with the given overrides.
+nlohmann::json tiny_infinity_json(const nlohmann::json& kwargs = {}, const nlohmann::json& vae = {}) {
+  nlohmann::json j = {{"family", "infinity"}, {"name", "tiny"},
+                      {"infinity_kwargs", {{"depth", 2}, {"embed_dim", 64}, {"num_heads", 2}, {"mlp_ratio", 4},
+                                           {"text_channels", 128}, {"text_maxlen", 16}, {"block_chunks", 2}}},
+                      {"vae", {{"codebook_dim", 8}, {"patch_size", 4}, {"base_ch", 32}, {"num_res_blocks", 1},
+                               {"decoder_ch_mult", {1, 1, 2}}}},
+                      {"sampling", {{"resolution", 256}, {"h_div_w", 1.0}}}};
+  for (const auto& [k, v] : kwargs.items()) j["infinity_kwargs"][k] = v;
+  for (const auto& [k, v] : vae.items()) j["vae"][k] = v;
+  return j;
+}
+
 }  // namespace
+
+// Drift bug: model_plan.cpp parsed Infinity configs a second time - V 28 instead of 112 for the 8B,
+// Cvae always 32, the FFN width without the official /256 rounding. Now every figure is InfinityConfig's.
+TEST(ModelPlan, InfinityShapeIsInfinityConfigs) {
+  for (const auto& [name, V, dv, F] : std::vector<std::tuple<std::string, int, int, int>>{
+           {"infinity-2b.json", 64, 32, 8192}, {"infinity-8b.json", 112, 56, 14336}}) {
+    const InfinityConfig c = InfinityConfig::load(cfg(name));
+    const ModelShape s = load_model_shape(cfg(name));
+    EXPECT_EQ(s.vocab, c.V()) << name;
+    EXPECT_EQ(s.vocab, V) << name;
+    EXPECT_EQ(s.latent_channels, c.d_vae()) << name;
+    EXPECT_EQ(s.latent_channels, dv) << name;
+    EXPECT_EQ(s.ffn_hidden, c.ffn_hidden()) << name;
+    EXPECT_EQ(s.ffn_hidden, F) << name;
+    EXPECT_EQ(s.head_dim, c.head_dim()) << name;
+    const ParamCount p = infinity_param_count(c);
+    EXPECT_EQ(s.params.replicated(), p.replicated()) << name;
+    EXPECT_EQ(s.params.sharded(), p.sharded()) << name;
+    const auto j = nlohmann::json::parse(plan_json(make_plan(paper_args(name, "full")), paper_args(name, "full")));
+    EXPECT_EQ(j["vocab"].get<int>(), V) << name;
+    EXPECT_EQ(j["latent_channels"].get<int>(), dv) << name;
+    EXPECT_EQ(j["ffn_hidden"].get<int>(), F) << name;
+  }
+  // An mlp_ratio whose width is not a multiple of 256: round(2048 * 2.7 / 256) * 256 = 5632, not 5530.
+  nlohmann::json j = read_json_file(cfg("infinity-2b.json"));
+  j["infinity_kwargs"]["mlp_ratio"] = 2.7;
+  const TempConfig odd(j, "mlp");
+  EXPECT_EQ(load_model_shape(odd.path).ffn_hidden, 5632);
+  EXPECT_EQ(load_model_shape(odd.path).ffn_hidden, InfinityConfig::load(odd.path).ffn_hidden());
+}
+
+// The plan's weight bytes per rank are what InfinityModel places (random weights of a tiny config):
+// plain, 8B-style spatial patchify (d_vae = 4 x codebook_dim), per-block AdaLN, ca_gamma, an FFN width
+// that the /256 rounding changes; each at TP 1 and 2 with F32 and BF16 Linear weights.
+TEST(ModelPlan, InfinityWeightBytesAreWhatTheModelPlaces) {
+  const std::vector<std::pair<std::string, nlohmann::json>> variants = {
+      {"plain", tiny_infinity_json()},
+      {"patchify", tiny_infinity_json({{"apply_spatial_patchify", 1}})},
+      {"per-block AdaLN", tiny_infinity_json({{"shared_aln", false}})},
+      {"ca_gamma", tiny_infinity_json({{"cross_attn_layer_scale", 1.0}})},
+      {"mlp_ratio 6.5", tiny_infinity_json({{"embed_dim", 128}, {"mlp_ratio", 6.5}})},  // 832 -> 768
+  };
+  for (const auto& [what, j] : variants) {
+    const TempConfig t(j, "inf");
+    expect_plan_weights_are_placed_bytes<InfinityModel, InfinityConfig>(t.path, what);
+  }
+}
+
+// The same for VAR (the plan counted the level embedding twice and scale_mul as replicated).
+TEST(ModelPlan, VarWeightBytesAreWhatTheModelPlaces) {
+  nlohmann::json j = {{"family", "var"}, {"depth", 2}, {"embed_dim", 64}, {"num_heads", 4},
+                      {"patch_nums", {1, 2, 3, 4}}, {"V", 32}, {"Cvae", 8}, {"num_classes", 5}, {"ch", 32},
+                      {"vae_ch_mult", {1, 2}}, {"vae_num_res_blocks", 1}, {"image_size", 8}};
+  const TempConfig plain(j, "var");
+  expect_plan_weights_are_placed_bytes<VarModel, VarConfig>(plain.path, "VAR");
+  j["shared_aln"] = true;
+  const TempConfig shared(j, "var_shared");
+  expect_plan_weights_are_placed_bytes<VarModel, VarConfig>(shared.path, "VAR shared AdaLN");
+}
 
 TEST(ModelPlan, ReproducesThePaperTable1Figures) {
   // Infinity-2B / -8B, 1024x1024, batch 8 with CFG, fp32 K + bf16 V: 38,550 / 84,328 MB full, 3,900 / 8,531 MB at 10 %.

@@ -197,6 +197,36 @@ TEST(InfinityModel, TensorParallelOverTwoRanksMatchesOneRank) {
   }
 }
 
+// Drift bug (issue 10): Infinity must broadcast rank 0's sampled bits across the TP group as VAR does,
+// so ranks can never part ways. Rank 1 samples with another seed here (which alone gives other bits):
+// it must still hold rank 0's bits at every scale.
+TEST(InfinityModel, TensorParallelRanksFollowRankZerosSampledBits) {
+  InfinityConfig cfg = test::tiny_infinity_config();
+  cfg.num_heads = 4;
+  const InfinityRequest req = test::tiny_infinity_request(cfg, {5, 3});
+  auto local = make_local_communicator();
+  WeightLoader wm(21, cpu_backend()), wv(22, cpu_backend());
+  InfinityModel one(cfg, wm, *local);
+  BsqVae vae(cfg, wv);
+  InfinityRunOptions o;
+  o.decode = false;
+  const GenerateResult ref = infinity_generate(one, vae, req, o);
+  InfinityRequest other = req;
+  other.seed = req.seed + 1;
+  ASSERT_NE(infinity_generate(one, vae, other, o).tokens, ref.tokens) << "the seeds must sample different bits";
+
+  std::vector<GenerateResult> got(2);
+  test::ThreadGroup g(2);
+  g.run([&](int r, Communicator& comm) {
+    WeightLoader wm2(21, cpu_backend()), wv2(22, cpu_backend());
+    InfinityModel m(cfg, wm2, comm);
+    BsqVae v(cfg, wv2);
+    got[r] = infinity_generate(m, v, r == 0 ? req : other, o);
+  });
+  ASSERT_EQ(got[0].tokens.size(), ref.tokens.size());
+  EXPECT_EQ(got[1].tokens, got[0].tokens) << "rank 1 kept its own samples instead of rank 0's";
+}
+
 TEST(InfinityModel, CfgVariantsAndTextErrors) {
   const InfinityConfig cfg = test::tiny_infinity_config();
   auto comm = make_local_communicator();

@@ -58,9 +58,7 @@ void expect_same(const Run& tp, const Run& one, int tp_size, const std::string& 
   for (const auto& [si, l] : one.rec.logits) EXPECT_LE(max_diff(tp.rec.logits.at(si), l), 1e-4) << what << " scale " << si;
   EXPECT_LE(max_diff(tp.res.images, one.res.images), 1e-4) << what;
   EXPECT_EQ(tp.res.kv_store_bytes * tp_size, one.res.kv_store_bytes) << what << ": each rank caches only its heads";
-  const VarConfig c = tiny_config();
-  const int64_t C = c.embed_dim, F = c.ffn_hidden();
-  const int64_t sharded = c.depth * (3 * C * C + 2 * C + C * C + F * C + F + C * F) * 4;
+  const int64_t sharded = var_param_count(tiny_config()).sharded() * 4;  // F32 weights
   EXPECT_EQ(tp.weight_bytes, one.weight_bytes - sharded + sharded / tp_size) << what;
 }
 

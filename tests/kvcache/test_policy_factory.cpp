@@ -1,7 +1,7 @@
-// KV options: budget specs, the policy factory and its one-line errors for bad input.
+// kvcache/policy_factory: budget specs, the policy factory and its one-line errors for bad input.
 #include <gtest/gtest.h>
 
-#include "launcher/kv_options.h"
+#include "kvcache/policy_factory.h"
 #include "runtime/check.h"
 #include "test_util.h"
 
