@@ -1,7 +1,8 @@
 // The MPI communicator's semantics on every rank of the job: all-reduce of every summable dtype at
 // sizes that do not divide by the rank count (and across segments), bit-for-bit equal to the
 // rank-order sum on every rank; all-gather and broadcast of every dtype and odd sizes; groups made
-// by split; the watchdog turning a missing rank into an error that names the collective.
+// by split; the watchdog turning a missing rank into an error that names the collective and the
+// ranks that never arrived (silent ones, and live ones still in an earlier collective).
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -257,6 +258,55 @@ TEST(CommunicatorMpi, WatchdogNamesTheCollectiveAndTheWait) {
     quick->barrier();  // completes against rank 0's abandoned request
   }
   world->barrier();
+}
+
+// "rank 1" or "ranks 1, 3": the odd ranks of a job of n.
+std::string odd_ranks(int n) {
+  std::string s;
+  for (int r = 1; r < n; r += 2) s += (s.empty() ? "" : ", ") + std::to_string(r);
+  return (n > 3 ? "ranks " : "rank ") + s;
+}
+
+TEST(CommunicatorMpi, WatchdogNamesTheRanksThatNeverArrived) {
+  auto world = make_mpi_world_communicator(opts());
+  if (world->size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  auto quick_world = make_mpi_world_communicator(opts(0.5));
+  auto quick = quick_world->split(0, quick_world->rank());
+  if (quick->rank() % 2 == 0) {
+    try {
+      quick->barrier();  // the odd ranks sleep (as a stopped rank would) and answer nothing
+      ADD_FAILURE() << "the barrier did not time out";
+    } catch (const Error& e) {
+      const std::string m = e.message();
+      EXPECT_NE(m.find(odd_ranks(world->size()) + " never arrived"), std::string::npos) << m;
+      EXPECT_NE(m.find("not answer"), std::string::npos) << m;
+      EXPECT_NE(m.find(fmt::format("rank {} waited", world->rank())), std::string::npos) << m;
+      EXPECT_EQ(m.find("rank 0 never"), std::string::npos) << m;  // the waiting ranks are not named missing
+      EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+    }
+  } else {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    quick->barrier();  // completes against the even ranks' abandoned requests
+  }
+  world->barrier();
+}
+
+TEST(CommunicatorMpi, WatchdogTellsALiveRankThatIsBehindFromASilentOne) {
+  auto world = make_mpi_world_communicator(opts());
+  if (world->size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  auto quick = make_mpi_world_communicator(opts(0.5))->split(0, world->rank());
+  quick->barrier();  // collective #1 (after split's own) on every rank
+  if (world->rank() % 2 == 0) {
+    try {
+      quick->barrier();  // the odd ranks are waiting in another communicator's barrier meanwhile
+      ADD_FAILURE() << "the barrier did not time out";
+    } catch (const Error& e) {
+      const std::string m = e.message();
+      EXPECT_NE(m.find(odd_ranks(world->size()) + " never arrived: "), std::string::npos) << m;
+      EXPECT_NE(m.find("alive but still in an earlier collective"), std::string::npos) << m;
+    }
+  }
+  world->barrier();  // the odd ranks wait here, answering the even ranks' questions, until they give up
 }
 
 }  // namespace skv
