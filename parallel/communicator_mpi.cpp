@@ -5,19 +5,23 @@
 // result is reproducible and bit-identical on every rank, at the same 2(n-1)/n bytes per element as a
 // ring. Every wait is a polling loop with a deadline (the watchdog) that yields the CPU while it waits,
 // which matters when ranks share cores (--oversubscribe).
-// Who is missing when the watchdog fires: every communicator numbers its collectives (seq). The rank
-// whose deadline passed sends a question (its seq) to every other rank of the communicator, on a
-// point-to-point tag of the same MPI communicator (point-to-point never matches a collective, and
-// nothing else here sends point-to-point), and waits a short grace for answers. Any rank that is
-// waiting in a collective of any communicator checks for questions every ~10 ms of its wait and
-// answers with that communicator's seq. No answer: the rank is stopped, hung, or busy outside the
-// collectives, and never arrived; an answer with a smaller seq: it is alive but still behind (runs
-// different work). Nothing is added to the fast path: questions are looked for only while waiting.
+// Who is missing when the watchdog fires: every communicator numbers its collectives (seq). Each time
+// a wait passes timeout_s, the waiting rank sends a question (its seq) to every other rank of the
+// communicator, on a point-to-point tag of the same MPI communicator (point-to-point never matches a
+// collective, and nothing else here sends point-to-point), and waits up to 0.75 x timeout_s for answers.
+// A rank answers from the wait loop of any collective of any communicator (every ~10 ms) and, while
+// it works outside the collectives, from collective_keepalive() (weights, blocks, convolutions,
+// progress lines), with that communicator's seq and a count of what it completed. The wait goes on
+// while every rank that has not arrived answers and makes progress between questions; otherwise it
+// throws naming them: no answer (stopped, hung), alive in an earlier collective of this communicator
+// (different work), or alive with nothing completed since the last question (waiting elsewhere).
+// Nothing is added to the fast path: questions are looked for only while waiting or at keepalives.
 #include "parallel/communicator.h"
 #include "runtime/check.h"
 
 #ifdef SKV_HAVE_MPI
 #include <mpi.h>
+#include <omp.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -100,14 +104,16 @@ struct Ask {
 struct Answer {
   int64_t id;
   int64_t seq;     // collectives this rank has entered on the asked communicator
-  int32_t inside;  // 1: waiting in collective `seq` of it; 2: waiting in a collective of another communicator
+  int32_t inside;    // 1: waiting in collective `seq` of it; 2: in a collective of another one; 0: working
   int32_t pad = 0;
+  int64_t progress;  // collectives completed and keepalive points passed by this rank, all communicators
 };
 
 class MpiCommunicator;
 std::vector<MpiCommunicator*> g_live;      // every communicator of this process (one thread uses MPI)
 MpiCommunicator* g_waiting_in = nullptr;  // the one whose collective this rank is inside, if any
 int64_t g_next_ask = 0;
+int64_t g_progress = 0;
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -267,6 +273,7 @@ class MpiCommunicator final : public Communicator {
       g_waiting_in = &c;
     }
     ~Track() {
+      ++g_progress;
       g_waiting_in = outer;
       note_collective_end();
     }
@@ -275,10 +282,13 @@ class MpiCommunicator final : public Communicator {
   };
 
   // Polls the request; yields the CPU after a short spin; answers other ranks' questions while it
-  // waits; past the deadline asks who is missing and throws naming them, so the launcher's failure
-  // handler ends the job instead of hanging.
+  // waits. Each time the wait passes timeout_s it asks the others where they are (ask_round): it waits
+  // on while every rank that has not arrived answers and has made progress since the last round, and
+  // throws naming the missing ranks otherwise, so the launcher's failure handler ends the job.
   void wait(MPI_Request* req, const char* what, size_t bytes) {
     const double t0 = now_s();
+    double round_start = t0, last_answer = t0;
+    std::vector<int64_t> last_progress;  // per rank, from the previous round (empty: none yet)
     int done = 0;
     for (long spin = 0;; ++spin) {
       const int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
@@ -290,17 +300,26 @@ class MpiCommunicator final : public Communicator {
       } else {
         std::this_thread::sleep_for(std::chrono::microseconds(20));
       }
-      if ((spin & 511) == 0) answer_questions_everywhere();
-      if ((spin & 63) == 0 && opt_.timeout_s > 0 && now_s() - t0 > opt_.timeout_s)
-        report_missing(what, bytes, now_s() - t0);
+      if ((spin & 63) != 0) continue;
+      const double t = now_s();
+      if (t - last_answer > 0.01) {  // by the clock: on a loaded machine a 20 us sleep may last a millisecond
+        answer_questions_everywhere();
+        last_answer = t;
+      }
+      if (opt_.timeout_s > 0 && t - round_start > opt_.timeout_s) {
+        ask_round(what, bytes, t0, req, last_progress);
+        round_start = now_s();
+      }
     }
     note_collective_wait(now_s() - t0, what, seq_);
   }
 
+ public:
   static void answer_questions_everywhere() {
     for (MpiCommunicator* c : g_live) c->answer_questions();
   }
 
+ private:
   // Answers every question waiting for this communicator, and lets go of answers that were delivered.
   void answer_questions() {
     for (;;) {
@@ -313,6 +332,7 @@ class MpiCommunicator final : public Communicator {
       a->id = q.id;
       a->seq = seq_;
       a->inside = g_waiting_in == this ? 1 : g_waiting_in ? 2 : 0;
+      a->progress = g_progress;
       MPI_Request r;
       if (MPI_Isend(a.get(), sizeof(Answer), MPI_BYTE, st.MPI_SOURCE, kAnswerTag, comm_, &r) == MPI_SUCCESS)
         answers_.emplace_back(r, std::move(a));
@@ -324,12 +344,14 @@ class MpiCommunicator final : public Communicator {
     });
   }
 
-  // The watchdog fired in collective seq_: ask every other rank where it is, wait a short grace for
-  // the answers (answering questions meanwhile: the others may be asking too) and throw one line that
-  // names the ranks that never arrived.
-  [[noreturn]] void report_missing(const char* what, size_t bytes, double waited) {
+  // The wait in collective seq_ passed the deadline: ask every other rank where it is and wait up to
+  // 0.75 x the deadline for the answers (answering questions meanwhile: the others may be asking too;
+  // a rank busy outside the collectives answers at its next keepalive point). Returns when every rank
+  // that has not arrived is alive and progressing (or the collective completed meanwhile); otherwise
+  // throws one line naming the ranks that never arrived.
+  void ask_round(const char* what, size_t bytes, double t0, MPI_Request* req, std::vector<int64_t>& last_progress) {
     const int n = size_;
-    const double grace = std::clamp(opt_.timeout_s / 4, 0.2, 2.0);
+    const double window = std::max(1.0, 0.75 * opt_.timeout_s);
     // The question outlives this call if a rank never receives it (MPI owns the send until then).
     auto* q = new Ask{(static_cast<int64_t>(world_rank_[static_cast<size_t>(rank_)]) << 40) + ++g_next_ask, seq_};
     std::vector<Answer> ans(static_cast<size_t>(n));
@@ -342,7 +364,8 @@ class MpiCommunicator final : public Communicator {
       MPI_Irecv(&ans[static_cast<size_t>(p)], sizeof(Answer), MPI_BYTE, p, kAnswerTag, comm_, &rr[static_cast<size_t>(p)]);
     }
     const double t_ask = now_s();
-    for (int pending = n - 1; pending > 0 && now_s() - t_ask < grace;) {
+    int finished = 0;
+    for (int pending = n - 1; pending > 0 && !finished && now_s() - t_ask < window;) {
       pending = 0;
       for (int p = 0; p < n; ++p) {
         MPI_Request& r = rr[static_cast<size_t>(p)];
@@ -355,6 +378,7 @@ class MpiCommunicator final : public Communicator {
           got[static_cast<size_t>(p)] = true;
         pending += r != MPI_REQUEST_NULL;
       }
+      MPI_Test(req, &finished, MPI_STATUS_IGNORE);  // the last rank may arrive meanwhile
       answer_questions_everywhere();
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
@@ -363,26 +387,51 @@ class MpiCommunicator final : public Communicator {
       MPI_Cancel(&r);
       MPI_Wait(&r, MPI_STATUS_IGNORE);
     }
-    std::vector<int> silent, behind;
+    if (finished) {  // MPI_Test freed the request: the caller's next MPI_Test must see it complete
+      *req = MPI_REQUEST_NULL;
+      return;
+    }
+    std::vector<int> silent, behind, stuck;
+    bool working = false;
     for (int p = 0; p < n; ++p) {
       if (p == rank_) continue;
       const Answer& a = ans[static_cast<size_t>(p)];
-      if (!got[static_cast<size_t>(p)]) silent.push_back(world_rank_[static_cast<size_t>(p)]);
-      else if (a.seq < seq_) behind.push_back(world_rank_[static_cast<size_t>(p)]);
+      const int wr = world_rank_[static_cast<size_t>(p)];
+      if (!got[static_cast<size_t>(p)]) {
+        silent.push_back(wr);
+      } else if (a.seq < seq_ && a.inside == 1) {
+        behind.push_back(wr);  // waits in an earlier collective of this communicator: it will never get here
+      } else if (a.seq < seq_) {
+        if (!last_progress.empty() && last_progress[static_cast<size_t>(p)] == a.progress)
+          stuck.push_back(wr);  // alive but nothing completed since the last round (e.g. a cross-group deadlock)
+        else
+          working = true;
+      }
+    }
+    if (silent.empty() && behind.empty() && stuck.empty() && (working || last_progress.empty())) {
+      last_progress.assign(static_cast<size_t>(n), -1);
+      for (int p = 0; p < n; ++p)
+        if (got[static_cast<size_t>(p)]) last_progress[static_cast<size_t>(p)] = ans[static_cast<size_t>(p)].progress;
+      if (working) return;  // a rank that has not arrived is alive and working: wait on
     }
     auto list = [](const std::vector<int>& v) {
       return fmt::format("{} {}", v.size() == 1 ? "rank" : "ranks", fmt::join(v, ", "));
     };
     std::string who;
+    auto add = [&](const std::string& part) { who += (who.empty() ? "" : "; ") + part; };
     if (!silent.empty())
-      who = fmt::format("{} never arrived and {} not answer (stopped, hung, or busy outside the collectives)",
-                        list(silent), silent.size() == 1 ? "does" : "do");
+      add(fmt::format("{} never arrived and {} not answer (stopped, hung, or busy outside the collectives)",
+                      list(silent), silent.size() == 1 ? "does" : "do"));
     if (!behind.empty())
-      who += fmt::format("{}{} never arrived: {} alive but still in an earlier collective (the ranks run different "
-                         "work)", who.empty() ? "" : "; ", list(behind), behind.size() == 1 ? "it is" : "they are");
+      add(fmt::format("{} never arrived: {} alive but still in an earlier collective (the ranks run different work)",
+                      list(behind), behind.size() == 1 ? "it is" : "they are"));
+    if (!stuck.empty())
+      add(fmt::format("{} never arrived: {} alive but completed nothing in the last {:.0f} s (waiting in another "
+                      "collective that cannot complete?)", list(stuck), stuck.size() == 1 ? "it is" : "they are",
+                      opt_.timeout_s + window));
     if (who.empty()) who = "every rank arrived, yet the collective did not complete (an MPI transport problem)";
     SKV_FAIL("{} #{} of {} bytes over {} ranks: {}; rank {} waited {:.0f} s (SKV_COLLECTIVE_TIMEOUT={} s)", what,
-             seq_, bytes, n, who, world_rank_[static_cast<size_t>(rank_)], waited, opt_.timeout_s);
+             seq_, bytes, n, who, world_rank_[static_cast<size_t>(rank_)], now_s() - t0, opt_.timeout_s);
   }
 
   MPI_Comm comm_;
@@ -396,6 +445,17 @@ class MpiCommunicator final : public Communicator {
 };
 
 }  // namespace
+
+void collective_keepalive() {
+  if (g_live.empty() || omp_in_parallel()) return;
+  static double last = 0;
+  const double t = now_s();
+  if (t - last < 0.01) return;
+  last = t;
+  note_keepalive();
+  ++g_progress;
+  MpiCommunicator::answer_questions_everywhere();
+}
 
 std::unique_ptr<Communicator> make_mpi_world_communicator(const CollectiveOptions& o) {
   int init = 0, fin = 0;
@@ -417,6 +477,7 @@ std::unique_ptr<Communicator> make_mpi_world_communicator(const CollectiveOption
 #else  // no MPI in this build
 
 bool mpi_built() { return false; }
+void collective_keepalive() {}
 
 std::unique_ptr<Communicator> make_mpi_world_communicator(const CollectiveOptions&) {
   SKV_FAIL("this build has no MPI (configure found no MPI; install libopenmpi-dev and rebuild)");
