@@ -3,8 +3,10 @@
 // decoder time, measured KV peak. With no model arguments it runs the shipped demo model.
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "launcher/commands.h"
@@ -116,7 +118,13 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
     for (int i = b0; i < b1; ++i) sub.image_ids.push_back(static_cast<uint32_t>(i));
     VarRunOptions opt;
     opt.policy = policy.get();
-    opt.decode = ctx.is_output_rank();  // the decoder is replicated: only the rank that writes runs it
+    // Every rank of the group decodes a share of the batch (rank 0 the first and never an empty one)
+    // and the output rank gathers them: one rank decoding a large batch alone would hold the others
+    // in a collective for minutes, past the watchdog (README, Reliability), and take tp times longer.
+    const int64_t nb = b1 - b0, tp = ctx.tp->size();
+    auto part = [&](int64_t r) { return std::pair<int64_t, int64_t>{(nb * r + tp - 1) / tp, (nb * (r + 1) + tp - 1) / tp}; };
+    std::tie(opt.decode_begin, opt.decode_end) = part(ctx.tp->rank());
+    opt.decode = opt.decode_end > opt.decode_begin;
     opt.progress = [&](int si, int S, double s) {
       prog.update(fmt::format("images {}-{}/{}  scale {}/{} ({}x{})  {:.3f}s", b0 + 1, b1, n, si + 1, S,
                               cfg.patch_nums[si], cfg.patch_nums[si], s));
@@ -127,10 +135,23 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
     kv_peak = std::max(kv_peak, r.kv_peak_bytes);
     kv_planned = std::max(kv_planned, r.kv_planned_peak_bytes);
     kv_capped += r.kv_capped;
-    if (!opt.decode) continue;
-    const auto rgb = images_to_rgb8(r.images);
-    const int H = static_cast<int>(r.images.dim(2)), W = static_cast<int>(r.images.dim(3));
-    for (int i = b0; i < b1; ++i) out.write_png(fmt::format("{:04d}_c{}.png", i, req.labels[i]), rgb[i - b0].data(), W, H);
+    const int H = cfg.image_size, W = cfg.image_size;
+    const size_t px = static_cast<size_t>(3) * H * W;
+    std::vector<uint8_t> rgb(static_cast<size_t>(nb) * px);
+    if (opt.decode) {
+      SKV_CHECK(r.images.dim(2) == H && r.images.dim(3) == W, "the decoder made {}x{} images for a {}x{} model",
+                r.images.dim(3), r.images.dim(2), W, H);
+      const auto mine = images_to_rgb8(r.images);
+      for (size_t i = 0; i < mine.size(); ++i)
+        std::copy(mine[i].begin(), mine[i].end(), rgb.begin() + static_cast<std::ptrdiff_t>((opt.decode_begin + i) * px));
+    }
+    for (int src = 1; src < tp; ++src) {
+      const auto [s0, s1] = part(src);
+      if (s1 > s0) ctx.tp->broadcast_host(rgb.data() + s0 * px, static_cast<size_t>(s1 - s0) * px, src);
+    }
+    if (!ctx.is_output_rank()) continue;
+    for (int i = b0; i < b1; ++i)
+      out.write_png(fmt::format("{:04d}_c{}.png", i, req.labels[i]), rgb.data() + (i - b0) * px, W, H);
   }
   prog.done(fmt::format("{} images", last - first));
   if (ctx.is_output_rank() && ctx.replica == 0) {  // labels.json: file -> class, for scripts/eval/evaluate.py

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "parallel/communicator.h"
+
 namespace skv {
 
 bool progress_enabled() {
@@ -22,6 +24,7 @@ Progress::~Progress() {
 }
 
 void Progress::update(const std::string& text) {
+  collective_keepalive();  // every scale of every model: this rank is alive (the watchdog's questions)
   if (!on_) return;
   std::fprintf(stderr, "\r\033[2K%s %s", label_.c_str(), text.c_str());
   std::fflush(stderr);

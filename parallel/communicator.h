@@ -5,7 +5,12 @@
 // summed as x_0 + x_1 + ... + x_{n-1} in rank order and every rank receives the same bits, so a TP run
 // is reproducible run to run and the replicated parts of the model stay identical on every rank.
 // Every collective waits at most CollectiveOptions::timeout_s for the other ranks (a watchdog): a
-// rank that died or hangs turns into an error naming the collective instead of a hung job.
+// rank that died or hangs turns into an error naming the collective instead of a hung job. On MPI the
+// error names the rank(s) that never arrived, not only the one that waited: each communicator numbers
+// its collectives, and a rank whose watchdog fires asks the others (point-to-point on a private tag)
+// which collective they are in; a rank that is waiting answers from its polling loop, one working
+// outside the collectives from collective_keepalive(), one that is stopped or hung does not. The wait
+// goes on while every missing rank answers and makes progress (communicator_mpi.cpp).
 #pragma once
 
 #include <cstddef>
@@ -60,12 +65,49 @@ class Communicator {
   double seconds_in_collectives_ = 0.0;
 };
 
+// The watchdog's default: after this long in one collective a rank asks the others where they are,
+// and waits 0.75 x as long again for the answers. A stopped rank is named about 1.75 x this (105 s)
+// after another rank first needs it; a rank that works on (loading, decoding) answers and is waited
+// for. Sized from measurements (README, Reliability: VAR-d36 at TP 2 on CPU: the longest time a rank
+// could not answer, 21 s, is under the 45 s answer window; the longest wait in one collective, 6 s).
+inline constexpr double kDefaultCollectiveTimeout = 60;
+
 struct CollectiveOptions {
-  double timeout_s = 600;                   // watchdog per collective; 0 waits forever
+  double timeout_s = kDefaultCollectiveTimeout;  // watchdog period per wait in a collective; 0 waits forever
   size_t segment_bytes = size_t(64) << 20;  // all-reduce works in pieces of at most this many bytes (mpi)
 };
 // The defaults, with SKV_COLLECTIVE_TIMEOUT (seconds; 0 = no watchdog) applied.
 CollectiveOptions collective_options_from_env();
+
+// Long work outside the collectives (loading weights, a decoder, one scale of a model) calls this now
+// and then: it answers the other ranks' watchdog questions ("alive, working"), so a rank that waits
+// for this one in a collective waits on instead of failing, while a stopped or hung rank, which
+// cannot answer, is named within about 1.75 x timeout_s. Cheap: a clock read; MPI at most every 10 ms.
+// Main thread only (outside OpenMP regions it is a no-op).
+void collective_keepalive();
+
+// What this process's collectives looked like, every communicator together (the MPI transport
+// records it): the longest work between leaving one collective and entering the next, the longest
+// wait inside one (how late the last rank arrived), and the longest time this rank could not answer
+// a watchdog question (no collective and no keepalive point: what 0.75 x the timeout must cover).
+// Printed at the end of a job, one line per rank, when SKV_COLLECTIVE_STATS=1.
+struct CollectiveStats {
+  int64_t calls = 0;
+  double longest_gap_s = 0;
+  std::string gap_before;  // the collective that ended the longest gap
+  double longest_wait_s = 0;
+  std::string wait_in;     // the collective of the longest wait
+  double longest_silence_s = 0;
+  std::string silence_before;  // what ended it: a collective or "a keepalive point"
+};
+const CollectiveStats& collective_stats();
+std::string collective_stats_line(int world_rank);
+bool collective_stats_wanted();  // SKV_COLLECTIVE_STATS=1
+// Recorders for transports: a collective begins (the gap since the last one ends), ends, waited.
+void note_collective_begin(const char* what, int64_t seq);
+void note_collective_end();
+void note_collective_wait(double seconds, const char* what, int64_t seq);
+void note_keepalive();
 
 // A communicator of one rank: collectives are identity operations.
 std::unique_ptr<Communicator> make_local_communicator();

@@ -4,7 +4,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 
+#include "parallel/communicator.h"
 #include "runtime/check.h"
 
 #ifdef SKV_HAVE_MPI
@@ -18,13 +20,40 @@ namespace {
 Topology g_topo;
 std::string g_problem;
 bool g_mpi = false;
+// Every rank meets here under the watchdog before MPI_Finalize, whose own wait has no deadline: a rank
+// that finishes while another is stopped (e.g. in its decoder) ends with an error naming it instead
+// of hanging in MPI_Finalize. A communicator of its own, so it never matches a collective of a rank
+// that is still running a command.
+std::unique_ptr<Communicator> g_end;
+
+void print_stats() {
+  if (collective_stats_wanted() && collective_stats().calls > 0)
+    fmt::print(stderr, "{}\n", collective_stats_line(g_topo.world_rank));
+}
 
 void finalize_mpi() {
 #ifdef SKV_HAVE_MPI
   int init = 0, fin = 0;
   MPI_Initialized(&init);
   MPI_Finalized(&fin);
-  if (init && !fin) MPI_Finalize();
+  if (!init || fin) return;
+  if (g_end) {
+    std::fflush(stdout);
+    try {
+      g_end->barrier();
+    } catch (const std::exception& e) {
+      const auto* err = dynamic_cast<const Error*>(&e);
+      fmt::print(stderr, "error: [rank {}/{}] at the end of the job, {}\nerror: rank {} failed; ending all {} ranks of "
+                 "the job\n", g_topo.world_rank, g_topo.world_size, err ? err->message() : std::string(e.what()),
+                 g_topo.world_rank, g_topo.world_size);
+      print_stats();
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    print_stats();
+    g_end.reset();
+  }
+  MPI_Finalize();
 #endif
 }
 
@@ -57,6 +86,13 @@ ParallelSession::ParallelSession(int* argc, char*** argv) {
   MPI_Comm_free(&node);
   g_topo.local_size = ns;  // node-local numbers from MPI: right whichever launcher (and mapping) was used
   g_topo.local_rank = nr;
+  if (g_topo.world_size > 1) {
+    try {
+      g_end = make_mpi_world_communicator();
+    } catch (const std::exception& e) {
+      g_problem = e.what();
+    }
+  }
   if (env.world_size != g_topo.world_size || env.world_rank != g_topo.world_rank) {
     g_problem = fmt::format(
         "the launcher ({} variables) started rank {} of {}, but MPI sees rank {} of {}: the launcher and this MPI do "
@@ -84,6 +120,7 @@ int ParallelSession::fail(const std::string& what) {
   }
   fmt::print(stderr, "error: [rank {}/{}] {}\nerror: rank {} failed; ending all {} ranks of the job\n", t.world_rank,
              t.world_size, what, t.world_rank, t.world_size);
+  print_stats();
   std::fflush(stderr);
 #ifdef SKV_HAVE_MPI
   if (g_mpi) MPI_Abort(MPI_COMM_WORLD, 1);

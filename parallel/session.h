@@ -3,7 +3,10 @@
 // Hydra: see topology.h) it calls MPI_Init and MPI_Finalize at exit; a process started alone never
 // touches MPI. The failure rule: a rank that fails prints one line naming itself and calls MPI_Abort,
 // which ends every rank of the job within seconds - a failing rank never leaves the others waiting in
-// a collective (the collectives' watchdog covers a rank that hangs instead of failing).
+// a collective (the collectives' watchdog covers a rank that hangs instead of failing). Before
+// MPI_Finalize, which waits without a deadline, the ranks meet in a barrier under the watchdog, so a
+// rank that stops while the others finish is named too. SKV_COLLECTIVE_STATS=1 prints, per rank at the
+// end, the longest gap between collectives and the longest wait in one (communicator.h).
 #pragma once
 
 #include <string>

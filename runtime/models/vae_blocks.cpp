@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "parallel/communicator.h"
 #include "runtime/models/torch_group_norm.h"
 
 namespace skv {
@@ -18,6 +19,7 @@ void Conv2d::load(const WeightLoader& wl, const std::string& prefix, const KeySt
 }
 
 Tensor Conv2d::forward(Backend& be, const Tensor& x) const {
+  collective_keepalive();  // one 512x512 conv of a decoder takes seconds on a CPU: waiting ranks hear it lives
   const int64_t H = x.dim(2), W = x.dim(3);
   Tensor y = be.empty({x.dim(0), out, (H + 2 * pad - k) / stride + 1, (W + 2 * pad - k) / stride + 1});
   be.conv2d(x, w, &b, stride, pad, y);

@@ -113,7 +113,10 @@ GenerateResult var_generate(const VarModel& model, const VQVAE& vae, const VarRe
   kv.finish(res);
   if (opt.decode) {
     const double t0 = now_seconds();
-    res.images = vae.decode(f_hat);
+    const int64_t e = opt.decode_end < 0 ? B : opt.decode_end;
+    SKV_CHECK(0 <= opt.decode_begin && opt.decode_begin <= e && e <= B, "decode images [{}, {}) of a batch of {}",
+              opt.decode_begin, e, B);
+    res.images = vae.decode(opt.decode_begin == 0 && e == B ? f_hat : f_hat.slice0(opt.decode_begin, e));
     check_finite(res.images.device() == Device::CPU ? res.images : be.download(res.images), "the decoded images");
     res.decode_seconds = now_seconds() - t0;
   }

@@ -26,6 +26,9 @@ struct VarRunOptions {
   GenerationObserver* observer = nullptr;
   ProgressFn progress;
   bool decode = true;
+  // Decode only images [decode_begin, decode_end) of the batch (-1: to its end): the ranks of a
+  // tensor-parallel group each decode a share, so no rank idles in a collective while one decodes.
+  int64_t decode_begin = 0, decode_end = -1;
 };
 
 GenerateResult var_generate(const VarModel& model, const VQVAE& vae, const VarRequest& req, const VarRunOptions& opt);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "parallel/communicator.h"
 #include "runtime/check.h"
 #include "runtime/models/block_ops.h"
 
@@ -217,6 +218,7 @@ void VarModel::forward_scale(Tensor& x, const Cond& cond, int si, MultiScaleKVCa
   const bool check = activation_checks_enabled() && x.device() == Device::CPU;
   if (check) check_finite(x, fmt::format("scale {}: the transformer input", si));
   for (int i = 0; i < cfg_.depth; ++i) {
+    collective_keepalive();  // a replica of one rank has no collectives: other replicas hear it lives
     attention_block(x, blocks_[i], cond.ada[i], i, si, cache, policy, schedule);
     ffn_block(x, blocks_[i], cond.ada[i]);
     // Where NaN/Inf first appear: the first block whose output is not finite (a pass over [rows, l, C]

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <random>
 
+#include "parallel/communicator.h"
 #include "runtime/check.h"
 #include "runtime/hostdevice.h"
 
@@ -71,6 +72,7 @@ Tensor WeightLoader::random_full(const std::string& name, const Shape& shape) co
 }
 
 Tensor WeightLoader::place(Tensor host, WeightUse use) const {
+  collective_keepalive();  // loading takes long on one rank: the ranks waiting for it hear that it lives
   const DType wdt = be_.weight_dtype();
   if (use == WeightUse::Matmul && host.ndim() == 2 && wdt != DType::F32 && host.dtype() != wdt) {
     Tensor f = host.dtype() == DType::F32 ? host : host.to_f32(MemCategory::Workspace);

@@ -1,7 +1,8 @@
 // The MPI communicator's semantics on every rank of the job: all-reduce of every summable dtype at
 // sizes that do not divide by the rank count (and across segments), bit-for-bit equal to the
 // rank-order sum on every rank; all-gather and broadcast of every dtype and odd sizes; groups made
-// by split; the watchdog turning a missing rank into an error that names the collective.
+// by split; the watchdog turning a missing rank into an error that names the collective and the
+// ranks that never arrived (silent ones, and live ones still in an earlier collective).
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -244,7 +245,7 @@ TEST(CommunicatorMpi, WatchdogNamesTheCollectiveAndTheWait) {
   auto quick = quick_world->split(0, quick_world->rank());
   if (quick->rank() == 0) {
     try {
-      quick->barrier();  // the others arrive 1.5 s late
+      quick->barrier();  // the others arrive 3 s late
       ADD_FAILURE() << "the barrier did not time out";
     } catch (const Error& e) {
       const std::string m = e.what();
@@ -253,10 +254,62 @@ TEST(CommunicatorMpi, WatchdogNamesTheCollectiveAndTheWait) {
       EXPECT_NE(m.find("SKV_COLLECTIVE_TIMEOUT"), std::string::npos) << m;
     }
   } else {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    std::this_thread::sleep_for(std::chrono::milliseconds(3000));  // past 0.5 s + the 1 s answer window
     quick->barrier();  // completes against rank 0's abandoned request
   }
   world->barrier();
+}
+
+// "rank 1" or "ranks 1, 3": the odd ranks of a job of n.
+std::string odd_ranks(int n) {
+  std::string s;
+  for (int r = 1; r < n; r += 2) s += (s.empty() ? "" : ", ") + std::to_string(r);
+  return (n > 3 ? "ranks " : "rank ") + s;
+}
+
+TEST(CommunicatorMpi, WatchdogNamesTheRanksThatNeverArrived) {
+  auto world = make_mpi_world_communicator(opts());
+  if (world->size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  auto quick_world = make_mpi_world_communicator(opts(0.5));
+  auto quick = quick_world->split(0, quick_world->rank());
+  if (quick->rank() % 2 == 0) {
+    try {
+      quick->barrier();  // the odd ranks sleep (as a stopped rank would) and answer nothing
+      ADD_FAILURE() << "the barrier did not time out";
+    } catch (const Error& e) {
+      const std::string m = e.message();
+      EXPECT_NE(m.find(odd_ranks(world->size()) + " never arrived"), std::string::npos) << m;
+      EXPECT_NE(m.find("not answer"), std::string::npos) << m;
+      EXPECT_NE(m.find(fmt::format("rank {} waited", world->rank())), std::string::npos) << m;
+      EXPECT_EQ(m.find("rank 0 never"), std::string::npos) << m;  // the waiting ranks are not named missing
+      EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+    }
+  } else {
+    std::this_thread::sleep_for(std::chrono::milliseconds(4000));  // past 0.5 s + the 1 s answer window
+    quick->barrier();  // completes against the even ranks' abandoned requests
+  }
+  world->barrier();
+}
+
+// The odd ranks wait in a barrier of another communicator that cannot complete until the even ones
+// give up: they answer the questions (alive) but complete nothing, so the second round names them.
+TEST(CommunicatorMpi, WatchdogTellsAStuckLiveRankFromASilentOne) {
+  auto world = make_mpi_world_communicator(opts());
+  if (world->size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  auto quick = make_mpi_world_communicator(opts(0.5))->split(0, world->rank());
+  quick->barrier();  // collective #1 (after split's own) on every rank
+  if (world->rank() % 2 == 0) {
+    try {
+      quick->barrier();  // the odd ranks are waiting in another communicator's barrier meanwhile
+      ADD_FAILURE() << "the barrier did not time out";
+    } catch (const Error& e) {
+      const std::string m = e.message();
+      EXPECT_NE(m.find(odd_ranks(world->size()) + " never arrived: "), std::string::npos) << m;
+      EXPECT_NE(m.find("alive but completed nothing"), std::string::npos) << m;
+      EXPECT_EQ(m.find("not answer"), std::string::npos) << m;
+    }
+  }
+  world->barrier();  // the odd ranks wait here, answering the even ranks' questions, until they give up
 }
 
 }  // namespace skv
