@@ -6,19 +6,7 @@ set -uo pipefail
 bin=$1 golden=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fails=0
-expect_error() {  # expect_error "pattern" args...
-  local pat=$1; shift
-  timeout 60 "$bin" "$@" >"$work/out" 2>"$work/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$work/err")
-  if [ $rc -eq 0 ] || [ $rc -ge 124 ] || [ "$lines" -ne 1 ] || ! grep -q "^error: .*$pat" "$work/err"; then
-    echo "FAIL (rc=$rc, $lines lines): scalekv $*"; sed 's/^/  stderr: /' "$work/err"; fails=$((fails + 1))
-  else
-    echo "ok: $(cat "$work/err")"
-  fi
-}
+source "$(dirname "$0")/expect_error.sh"
 cfg="$golden/var-tiny-a.config.json" w="$golden/var-tiny-a.var.safetensors" v="$golden/var-tiny-a.vae.safetensors"
 if [ ! -f "$cfg" ]; then echo "SKIP: golden folder $golden is absent"; exit 77; fi
 

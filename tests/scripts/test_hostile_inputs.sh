@@ -17,26 +17,14 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-fails=0 cases=0
 LIMIT=${SKV_HOSTILE_LIMIT:-20}  # seconds per case: every one of them fails fast or hangs
 
 want() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
 section() { echo; echo "== class $1: $2"; }
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
-# expect_error PATTERN ARGS... : non-zero within LIMIT s, exactly one stderr line "error: ...PATTERN..."
-expect_error() {
-  local pat=$1; shift
-  cases=$((cases + 1))
-  timeout -k 5 "$LIMIT" "$bin" "$@" >"$work/out" 2>"$work/err"
-  local rc=$? lines
-  lines=$(wc -l <"$work/err")
-  if [ $rc -eq 0 ] || [ $rc -ge 124 ] || [ "$lines" -ne 1 ] || ! grep -q -- "^error: .*$pat" "$work/err"; then
-    bad "(rc=$rc, $lines stderr lines, want /$pat/): scalekv $*"; sed 's/^/  stderr: /' "$work/err" | head -5
-  else
-    echo "ok: $(cut -c1-220 "$work/err")"
-  fi
-}
+EXPECT_LIMIT=$LIMIT
+source "$(dirname "$0")/expect_error.sh"  # expect_error PATTERN ARGS...
 
 # expect_ok_warning PATTERN ARGS... : exit 0, a "warning: ...PATTERN..." line
 expect_warning() {

@@ -7,19 +7,7 @@ bin=$1 G=$2 PY=$3
 HERE=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fails=0
-expect_error() {  # expect_error "pattern" args...
-  local pat=$1; shift
-  timeout 60 "$bin" "$@" >"$work/out" 2>"$work/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$work/err")
-  if [ $rc -eq 0 ] || [ $rc -ge 124 ] || [ "$lines" -ne 1 ] || ! grep -q -- "^error: .*$pat" "$work/err"; then
-    echo "FAIL (rc=$rc, $lines lines): scalekv $*"; sed 's/^/  stderr: /' "$work/err"; fails=$((fails + 1))
-  else
-    echo "ok: $(cat "$work/err")"
-  fi
-}
+source "$HERE/expect_error.sh"
 copy() { rm -rf "$work/$1"; cp -r "$G/$2" "$work/$1"; }
 json_edit() {  # json_edit FILE PYTHON-STATEMENT-ON-c
   "$PY" - "$1" "$2" <<'PY'
