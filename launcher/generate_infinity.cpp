@@ -53,7 +53,16 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
                            {"--kv-budget / --kv-window / --kv-budget-table",
                             fmt::format("{} {} {}", kv.budget, kv.window, kv.budget_table)}});
   Backend& be = *ctx.backend;
-  if (a.t5.given()) text = encode_t5_prompts(a.t5, prompts, be, *ctx.tp, ctx.is_output_rank());
+  // As VAR (cmd_generate.cpp): each data-parallel replica takes its contiguous share of the prompts, and
+  // only its output rank runs the (replicated) decoder and writes; image ids stay global, so a prompt's
+  // bits and pixels do not depend on which replica ran it. A replica encodes only its own prompts.
+  const auto [first, last] = ctx.share(n);
+  int64_t text_first = 0;  // the global index of text's first prompt
+  if (a.t5.given() && last > first) {
+    text = encode_t5_prompts(a.t5, std::vector<std::string>(prompts.begin() + first, prompts.begin() + last), be,
+                             *ctx.tp, ctx.is_output_rank());
+    text_first = first;
+  }
   const auto loaded = load_infinity(cfg, WeightSource::files(f.weights, f.vae), be, *ctx.tp);
   const InfinityModel& model = *loaded->model;
   const BsqVae& vae = *loaded->vae;
@@ -65,10 +74,6 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
   if (top_p >= 0) req.sampling.top_p = top_p;
   req.seed = seed;
   SKV_CHECK(req.sampling.top_p >= 0 && req.sampling.top_p <= 1, "--top-p {} must be in [0, 1]", req.sampling.top_p);
-  // As VAR (cmd_generate.cpp): each data-parallel replica takes its contiguous share of the prompts, and
-  // only its output rank runs the (replicated) decoder and writes; image ids stay global, so a prompt's
-  // bits and pixels do not depend on which replica ran it.
-  const auto [first, last] = ctx.share(n);
   ImageOutput images(out, last - first);
 
   const int bs = batch > 0 ? batch : std::max<int>(1, static_cast<int>(last - first));
@@ -80,7 +85,7 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
   for (int b0 = static_cast<int>(first); b0 < last; b0 += bs) {
     const int b1 = std::min(static_cast<int>(last), b0 + bs);
     InfinityRequest sub = req;
-    sub.text = slice_infinity_text(text, b0, b1);
+    sub.text = slice_infinity_text(text, b0 - text_first, b1 - text_first);
     for (int i = b0; i < b1; ++i) sub.image_ids.push_back(static_cast<uint32_t>(i));
     InfinityRunOptions opt;
     opt.policy = policy.get();

@@ -4,7 +4,8 @@
 #   1. `generate --t5 DIR --prompts FILE` writes the same PNGs, byte for byte, as `encode-text` followed by
 #      `generate --text-embeddings` (encode-text itself is checked against scripts/encode_prompts.py elsewhere);
 #      `--prompt TEXT` (repeated) equals the file; different prompts give different images.
-#   2. With mpiexec: `generate --tp 2 --t5` writes the TP 1 images.
+#   2. With mpiexec: `generate --tp 2 --t5` writes the TP 1 images, and so do 2 data-parallel replicas
+#      (`--tp 1` on 2 ranks), each encoding only its own prompts.
 #   3. `calibrate --t5 DIR --prompts FILE` writes the table `calibrate --text-embeddings` writes.
 #   4. `plan --t5 DIR` reports the encoder weights encode-text placed.
 set -euo pipefail
@@ -33,6 +34,11 @@ if cmp -s "$T/direct/0000.png" "$T/direct/0001.png"; then echo "two prompts gave
 if [ -n "$MPIEXEC" ]; then
   "$MPIEXEC" $NP 2 $OVERSUB "$SKV" generate --tp 2 "${M[@]}" --t5 "$G" --prompts "$T/prompts.txt" --seed 5 --out "$T/tp2"
   for f in 0000.png 0001.png; do cmp "$T/direct/$f" "$T/tp2/$f"; done
+  # Two data-parallel replicas (TP 1): each encodes and draws only its own prompt, the images are the same.
+  "$MPIEXEC" $NP 2 $OVERSUB "$SKV" generate --tp 1 "${M[@]}" --t5 "$G" --prompts "$T/prompts.txt" --seed 5 --out "$T/dp2" \
+    > "$T/dp2.log"
+  for f in 0000.png 0001.png; do cmp "$T/direct/$f" "$T/dp2/$f"; done
+  [ "$(grep -c '^replica ' "$T/dp2.log")" = 2 ] || { echo "expected a report from each of 2 replicas:" >&2; cat "$T/dp2.log" >&2; exit 1; }
 fi
 "$SKV" calibrate "${M[@]}" --t5 "$G" --prompts "$T/prompts.txt" --out "$T/b1.json" >/dev/null
 "$SKV" calibrate "${M[@]}" --text-embeddings "$T/text.safetensors" --out "$T/b2.json" >/dev/null
