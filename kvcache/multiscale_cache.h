@@ -67,8 +67,8 @@ class MultiScaleKVCache {
   int64_t update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
                  const Tensor* q_attn, float attn_scale, int head_offset);
   // The selection the policy would make for layer l now, without storing anything (parity checks run
-  // the official code's selection at the last scale, whose K/V are never stored). Empty when the
-  // policy keeps everything.
+  // the official code's selection at the last scale, whose K/V are never stored): kept I32 [rows, heads, n]
+  // on this cache's backend, or an undefined tensor when the policy keeps everything.
   Tensor select_only(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
                      const Tensor* q_attn, float attn_scale, int head_offset);
 
