@@ -80,11 +80,6 @@ ObsWindow last_tokens_window(int64_t cur_len, int64_t hist_len, int window) {
   return o;
 }
 
-void pool1d(const float* in, int64_t n, int kernel, PoolKind kind, float* out) {
-  SKV_CHECK(kernel > 0 && kernel % 2 == 1, "pooling kernel {} must be odd and positive", kernel);
-  for (int64_t j = 0; j < n; ++j) out[j] = kmath::pool_at(in, n, j, kernel, kind == PoolKind::Max, nullptr, 0, false);
-}
-
 void topk_lower_index(const float* v, int64_t n, int64_t k, std::vector<int64_t>& out) {
   k = std::clamp<int64_t>(k, 0, n);
   out.resize(static_cast<size_t>(n));

@@ -47,16 +47,12 @@ ObsWindow grid_window(int h, int w, int64_t hist_len, int grid = 4);
 ObsWindow last_tokens_window(int64_t cur_len, int64_t hist_len, int window);
 
 // ---- the selection stage: host implementation --------------------------------------------------------
-// F.max_pool1d / F.avg_pool1d(kernel, stride 1, padding kernel / 2) along one row: max pooling pads
-// with -inf, average pooling with zeros and divides by the kernel (count_include_pad).
-void pool1d(const float* in, int64_t n, int kernel, PoolKind kind, float* out);
-
 // Indices of the k largest values in descending order; equal values: the lower index first.
 void topk_lower_index(const float* v, int64_t n, int64_t k, std::vector<int64_t>& out);
 
 // What one (row, head) selection did, for tests and traces.
 struct RowSelection {
-  std::vector<float> pooled;   // pool1d of the (masked) scores
+  std::vector<float> pooled;   // the pooled scores (window keys masked first when the spec says so)
   std::vector<int64_t> topk;   // the chosen candidates, in top-k order
   std::vector<int64_t> kept;   // sort(topk + window): min(budget, n) entries
 };

@@ -82,16 +82,17 @@ TEST(ScaleKVWindow, GeneralisedGridCoversNonSquareAndSmallMaps) {
   EXPECT_EQ(w.cache_pos, (std::vector<int64_t>{9, 10, 11, 12}));
 }
 
+// The pooling of the selection stage (kmath::pool_at, shared with the CUDA kernel), as select_row records it.
 TEST(Selection, PoolingMatchesTorch) {
   const float in[6] = {1, -kInf, 3, 0, -kInf, 2};
-  float out[6];
-  pool1d(in, 6, 5, PoolKind::Max, out);
-  EXPECT_EQ(std::vector<float>(out, out + 6), (std::vector<float>{3, 3, 3, 3, 3, 2}));
+  RowSelection sel;
+  select_row(in, 6, KeepSpec{.pool = PoolKind::Max, .kernel = 5, .budget = 0}, sel);
+  EXPECT_EQ(sel.pooled, (std::vector<float>{3, 3, 3, 3, 3, 2}));
   const float a[4] = {5, 0, 0, 10};
-  pool1d(a, 4, 3, PoolKind::Avg, out);  // zero padding, divide by the kernel
-  EXPECT_FLOAT_EQ(out[0], 5.0f / 3);
-  EXPECT_FLOAT_EQ(out[3], 10.0f / 3);
-  EXPECT_THROW(pool1d(a, 4, 4, PoolKind::Max, out), Error);
+  select_row(a, 4, KeepSpec{.pool = PoolKind::Avg, .kernel = 3, .budget = 0}, sel);  // zero padding, / kernel
+  EXPECT_FLOAT_EQ(sel.pooled[0], 5.0f / 3);
+  EXPECT_FLOAT_EQ(sel.pooled[3], 10.0f / 3);
+  EXPECT_THROW(select_row(a, 4, KeepSpec{.pool = PoolKind::Max, .kernel = 4, .budget = 0}, sel), Error);
 }
 
 TEST(Selection, TopKBreaksTiesByTheLowerIndex) {
