@@ -97,8 +97,10 @@ int64_t replay_burst(const std::vector<StepDemand>& demand, int64_t cap, int n) 
       EXPECT_EQ(it - started[id] + 1, static_cast<int64_t>(demand.size())) << "request " << id << " was held back";
       ++finished;
     }
-    if (it > 100000) ADD_FAILURE() << "the burst never drained";
-    if (it > 100000) break;
+    if (it > 100000) {
+      ADD_FAILURE() << "the burst never drained";
+      break;
+    }
   }
   EXPECT_EQ(q.waiting(), 0);
   return most;
