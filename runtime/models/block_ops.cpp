@@ -20,21 +20,39 @@ void tp_all_reduce(Communicator& comm, Tensor& t) {
   comm.all_reduce_tensor(t);
 }
 
+Tensor packed_view(const Tensor& packed, const PackedPart& p) {
+  return packed.slice0(p.begin, p.begin + p.rows * p.len).reshape({p.rows, p.len, packed.dim(-1)});
+}
+
+void adaln_ffn_packed(Backend& be, Communicator& comm, Tensor& x, const std::vector<PackedPart>& parts,
+                      const Tensor& fc1_w, const Tensor& fc1_b, const Tensor& fc2_w, const Tensor& fc2_b,
+                      int64_t local_ffn, float eps) {
+  const int64_t T = x.dim(0), C = x.dim(1);
+  Tensor h = be.empty({T, C});
+  be.layer_norm(x, nullptr, nullptr, eps, h);
+  for (const PackedPart& p : parts) {
+    Tensor hp = packed_view(h, p);
+    be.modulate(hp, ada_slot(be, *p.ada, 3), ada_slot(be, *p.ada, 5), hp);
+  }
+  Tensor f = be.empty({T, local_ffn});
+  be.linear(h, fc1_w, &fc1_b, f);
+  be.gelu_tanh(f);
+  Tensor y = be.empty({T, C});
+  be.linear(f, fc2_w, nullptr, y);
+  tp_all_reduce(comm, y);  // one reduction for every request of the step
+  be.add(y, fc2_b, y);
+  for (const PackedPart& p : parts) {
+    Tensor xp = packed_view(x, p);
+    const Tensor gamma2 = ada_slot(be, *p.ada, 1);
+    be.add_gated(xp, packed_view(y, p), &gamma2);
+  }
+}
+
 void adaln_ffn(Backend& be, Communicator& comm, Tensor& x, const Tensor& ada, const Tensor& fc1_w,
                const Tensor& fc1_b, const Tensor& fc2_w, const Tensor& fc2_b, int64_t local_ffn, float eps) {
   const int64_t R = x.dim(0), l = x.dim(1), C = x.dim(2);
-  Tensor h = be.empty({R, l, C});
-  be.layer_norm(x, nullptr, nullptr, eps, h);
-  be.modulate(h, ada_slot(be, ada, 3), ada_slot(be, ada, 5), h);
-  Tensor f = be.empty({R, l, local_ffn});
-  be.linear(h, fc1_w, &fc1_b, f);
-  be.gelu_tanh(f);
-  Tensor y = be.empty({R, l, C});
-  be.linear(f, fc2_w, nullptr, y);
-  tp_all_reduce(comm, y);
-  be.add(y, fc2_b, y);
-  const Tensor gamma2 = ada_slot(be, ada, 1);
-  be.add_gated(x, y, &gamma2);
+  Tensor flat = x.reshape({R * l, C});
+  adaln_ffn_packed(be, comm, flat, {PackedPart{0, R, l, &ada}}, fc1_w, fc1_b, fc2_w, fc2_b, local_ffn, eps);
 }
 
 }  // namespace skv

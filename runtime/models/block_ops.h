@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "runtime/backend.h"
 
@@ -16,7 +17,21 @@ class Communicator;
 Tensor ada_slot(Backend& be, const Tensor& ada, int part);
 // Sums t over the tensor-parallel ranks (nothing on one rank).
 void tp_all_reduce(Communicator& comm, Tensor& t);
+// One request's rows inside a packed activation [T, N] of several requests (the engine's scale step):
+// tokens [begin, begin + rows * len) are its [rows, len, N] block, `ada` its AdaLN table [rows, k, C].
+struct PackedPart {
+  int64_t begin = 0, rows = 0, len = 0;
+  const Tensor* ada = nullptr;
+};
+// The part's [rows, len, N] view of a packed [T, N] tensor.
+Tensor packed_view(const Tensor& packed, const PackedPart& p);
+
 // x += gamma2 * fc2(gelu(fc1(modulate(LN(x), ada 3, ada 5)))); fc1 holds this rank's `local_ffn` units.
+// On a packed x [T, C]: the token-wise layers run once over every part, modulation and the gate per part.
+void adaln_ffn_packed(Backend& be, Communicator& comm, Tensor& x, const std::vector<PackedPart>& parts,
+                      const Tensor& fc1_w, const Tensor& fc1_b, const Tensor& fc2_w, const Tensor& fc2_b,
+                      int64_t local_ffn, float eps);
+// The same on one request's x [R, l, C].
 void adaln_ffn(Backend& be, Communicator& comm, Tensor& x, const Tensor& ada, const Tensor& fc1_w,
                const Tensor& fc1_b, const Tensor& fc2_w, const Tensor& fc2_b, int64_t local_ffn, float eps);
 

@@ -51,6 +51,20 @@ struct GenerateResult {
   int64_t kv_capped = 0;           // compressions cut to the planned pool (ScaleKV online)
 };
 
+// One request's generation, advanced one scale at a time: the unit the engine (engine/engine.h) batches.
+// Each family has one (VarGeneration, InfinityGeneration) and a static step(batch) that runs the next
+// scale of several of its generations as one pass; its plain generate function is the same loop over a
+// batch of one, so every path - generate, verify-golden, the engine - runs the same code.
+class Generation {
+ public:
+  virtual ~Generation() = default;
+  virtual int num_scales() const = 0;
+  virtual int scales_done() const = 0;
+  bool done() const { return scales_done() == num_scales(); }
+  // After the last scale: decodes (as the run options say) and returns the result. Once.
+  virtual GenerateResult finish() = 0;
+};
+
 // Converts [B, 3, H, W] in [0, 1] to 8-bit RGB (floor(x * 255 + 0.5), clamped), one buffer per image.
 std::vector<std::vector<uint8_t>> images_to_rgb8(const Tensor& images);
 

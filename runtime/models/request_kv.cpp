@@ -1,22 +1,26 @@
 #include "runtime/models/request_kv.h"
 
+#include <algorithm>
+
 #include "kvcache/planner.h"
 #include "parallel/communicator.h"
 
 namespace skv {
 
 RequestKV::RequestKV(Backend& be, Communicator& comm, KVPolicy* policy, const Schedule& schedule, int depth, int rows,
-                     int local_heads, int head_dim, GenerateResult& res)
-    : policy_(policy), alloc_(be.allocator()), kv_before_(alloc_.stats().cur(MemCategory::KV)), depth_(depth) {
+                     int local_heads, int head_dim, GenerateResult& res, bool shared)
+    : policy_(policy), alloc_(be.allocator()), kv_before_(alloc_.stats().cur(MemCategory::KV)), depth_(depth),
+      shared_(shared) {
   if (!policy_) {
     full_ = make_full_policy();
     policy_ = full_.get();
   }
-  alloc_.reset_peaks();
+  if (!shared_) alloc_.reset_peaks();
   policy_->set_communicator(&comm);
   policy_->begin_request();
   const int64_t token_bytes = static_cast<int64_t>(rows) * local_heads * head_dim * 2 *
                               static_cast<int64_t>(dtype_size(DType::F32));
+  token_bytes_ = token_bytes;
   const KVPlan plan = plan_kv(*policy_, schedule, depth, token_bytes);
   cache_ = std::make_unique<MultiScaleKVCache>(be, rows, local_heads, head_dim, depth, plan.pool_tokens);
   res.kv_store_bytes = cache_->pool_bytes();
@@ -29,8 +33,13 @@ int64_t RequestKV::store_tokens() const {
   return n;
 }
 
+void RequestKV::begin_scale(int64_t tokens, int64_t offset) {
+  cache_->begin_scale(tokens, offset);
+  transient_peak_ = std::max(transient_peak_, tokens * token_bytes_);
+}
+
 void RequestKV::finish(GenerateResult& res) const {
-  res.kv_peak_bytes = alloc_.stats().pk(MemCategory::KV) - kv_before_;
+  res.kv_peak_bytes = shared_ ? cache_->pool_bytes() + transient_peak_ : alloc_.stats().pk(MemCategory::KV) - kv_before_;
   res.kv_capped = cache_->capped();
 }
 

@@ -21,12 +21,16 @@ inline double now_seconds() {
 
 class RequestKV {
  public:
-  // rows = batch rows (x2 with CFG), F32 K and V of `local_heads` heads per layer. Resets the
-  // allocator's peaks; fills res.kv_store_bytes and res.kv_planned_peak_bytes.
+  // rows = batch rows (x2 with CFG), F32 K and V of `local_heads` heads per layer. Fills
+  // res.kv_store_bytes and res.kv_planned_peak_bytes. Alone (`shared` false) it resets the allocator's
+  // peaks and measures its KV peak there; beside other requests (the engine) the allocator's peak is the
+  // engine's, and the request's own peak is what its cache allocated: its pool plus its largest scale.
   RequestKV(Backend& be, Communicator& comm, KVPolicy* policy, const Schedule& schedule, int depth, int rows,
-            int local_heads, int head_dim, GenerateResult& res);
+            int local_heads, int head_dim, GenerateResult& res, bool shared = false);
   KVPolicy& policy() { return *policy_; }
   MultiScaleKVCache& cache() { return *cache_; }
+  // cache().begin_scale, noting the transient K/V it allocates.
+  void begin_scale(int64_t tokens, int64_t offset);
   // Tokens stored over all layers now (ScaleTiming::kv_store_tokens).
   int64_t store_tokens() const;
   // After the last scale: res.kv_peak_bytes (above what the allocator held before) and res.kv_capped.
@@ -38,6 +42,8 @@ class RequestKV {
   Allocator& alloc_;
   int64_t kv_before_;
   int depth_;
+  bool shared_;
+  int64_t token_bytes_ = 0, transient_peak_ = 0;
   std::unique_ptr<MultiScaleKVCache> cache_;
 };
 

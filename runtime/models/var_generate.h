@@ -7,6 +7,7 @@
 
 #include "kvcache/policy.h"
 #include "runtime/models/generation.h"
+#include "runtime/models/request_kv.h"
 #include "runtime/models/var_model.h"
 #include "runtime/models/vqvae.h"
 
@@ -31,6 +32,39 @@ struct VarRunOptions {
   int64_t decode_begin = 0, decode_end = -1;
 };
 
+// A VAR request in progress, one scale at a time (see Generation). The constructor checks the request,
+// prepares its conditioning and allocates its KV cache from the memory plan; step() runs the next
+// scale of several generations of one model as one packed forward pass (VarModel::forward_scales),
+// then CFG, sampling and the next input of each. A generation's tokens do not depend on what it was
+// batched with: sampling keys on (seed, image id, scale, token).
+class VarGeneration final : public Generation {
+ public:
+  // shared_kv: other requests hold KV beside this one (the engine); see RequestKV.
+  VarGeneration(const VarModel& model, const VQVAE& vae, VarRequest req, VarRunOptions opt, bool shared_kv = false);
+  int num_scales() const override { return sched_.num_scales(); }
+  int scales_done() const override { return si_; }
+  int images() const { return static_cast<int>(req_.labels.size()); }
+  const VarRequest& request() const { return req_; }
+  GenerateResult finish() override;
+  // The next scale of every generation in `batch` (distinct, not done, all of one model and decoder).
+  static void step(const std::vector<VarGeneration*>& batch);
+
+ private:
+  const VarModel& model_;
+  const VQVAE& vae_;
+  VarRequest req_;
+  VarRunOptions opt_;
+  Schedule sched_;
+  GenerateResult res_;
+  RequestKV kv_;
+  VarModel::Cond cond_;
+  Tensor x_, f_hat_;
+  int si_ = 0;
+  double t_start_ = 0, t_scale_ = 0;
+  bool finished_ = false;
+};
+
+// One request from start to end: a VarGeneration stepped alone.
 GenerateResult var_generate(const VarModel& model, const VQVAE& vae, const VarRequest& req, const VarRunOptions& opt);
 
 }  // namespace skv

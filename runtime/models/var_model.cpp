@@ -173,58 +173,105 @@ Tensor VarModel::embed_input(const Tensor& vae_in, int si) const {
   return x;
 }
 
-void VarModel::attention_block(Tensor& x, const Block& b, const Tensor& ada, int layer, int si,
-                               MultiScaleKVCache& cache, KVPolicy& policy, const Schedule& schedule) const {
-  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
-  Tensor h = be_.empty({R, l, C});
+void VarModel::attention_block(Tensor& x, const std::vector<PackedPart>& parts, std::vector<ScaleItem>& items,
+                               const Block& b, int layer) const {
+  const int64_t T = x.dim(0), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
+  Tensor h = be_.empty({T, C});
   be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
-  be_.modulate(h, ada_part(ada, 2), ada_part(ada, 4), h);
-  Tensor qkv = be_.empty({R, l, 3 * Hl * hd});
+  for (const PackedPart& p : parts) {
+    Tensor hp = packed_view(h, p);
+    be_.modulate(hp, ada_part(*p.ada, 2), ada_part(*p.ada, 4), hp);
+  }
+  Tensor qkv = be_.empty({T, 3 * Hl * hd});
   be_.linear(h, b.qkv_w, nullptr, qkv);
-  Tensor q = be_.empty({R, Hl, l, hd});
-  Tensor q_raw;
-  const QueryNeeds needs = policy.queries();
-  if (needs.raw) {  // q of mat_qkv(x) without bias (released ScaleKV code)
-    q_raw = be_.empty({R, Hl, l, hd});
-    Tensor kd = be_.empty({R, Hl, l, hd}), vd = be_.empty({R, Hl, l, hd});
-    be_.split_qkv(qkv, nullptr, nullptr, nullptr, q_raw, kd, vd);
+  Tensor att = be_.empty({T, Hl * hd});
+  std::vector<Tensor> qs(items.size()), q_raws(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {  // attention: each request against its own cache
+    const PackedPart& p = parts[i];
+    ScaleItem& it = items[i];
+    MultiScaleKVCache& cache = *it.cache;
+    const int64_t R = p.rows, l = p.len;
+    const Tensor qkv_i = packed_view(qkv, p);
+    Tensor& q = qs[i];
+    q = be_.empty({R, Hl, l, hd});
+    if (it.policy->queries().raw) {  // q of mat_qkv(x) without bias (released ScaleKV code)
+      q_raws[i] = be_.empty({R, Hl, l, hd});
+      Tensor kd = be_.empty({R, Hl, l, hd}), vd = be_.empty({R, Hl, l, hd});
+      be_.split_qkv(qkv_i, nullptr, nullptr, nullptr, q_raws[i], kd, vd);
+    }
+    be_.split_qkv(qkv_i, &b.q_bias, nullptr, &b.v_bias, q, cache.cur_k(), cache.cur_v());
+    if (cfg_.attn_l2_norm) {
+      be_.l2norm_heads(q, &b.head_scale);
+      be_.l2norm_heads(cache.cur_k(), nullptr);
+    }
+    std::vector<KVSegment> segs = cache.store_segments(layer);
+    segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
+    Tensor att_i = packed_view(att, p);
+    be_.attention(q, segs, attn_scale(), att_i);
   }
-  be_.split_qkv(qkv, &b.q_bias, nullptr, &b.v_bias, q, cache.cur_k(), cache.cur_v());
-  if (cfg_.attn_l2_norm) {
-    be_.l2norm_heads(q, &b.head_scale);
-    be_.l2norm_heads(cache.cur_k(), nullptr);
-  }
-  Tensor att = be_.empty({R, l, Hl * hd});
-  std::vector<KVSegment> segs = cache.store_segments(layer);
-  segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
-  be_.attention(q, segs, attn_scale(), att);
-  Tensor y = be_.empty({R, l, C});
+  Tensor y = be_.empty({T, C});
   be_.linear(att, b.proj_w, nullptr, y);
-  all_reduce(y);
+  all_reduce(y);  // one reduction for every request of the step
   be_.add(y, b.proj_b, y);
-  const Tensor gamma1 = ada_part(ada, 0);
-  be_.add_gated(x, y, &gamma1);
-  if (si + 1 < schedule.num_scales())  // the last scale's K/V are never stored
-    cache.update(layer, si, policy, schedule, needs.raw ? &q_raw : nullptr, needs.attention ? &q : nullptr,
-                 attn_scale(), head_offset_);
+  for (size_t i = 0; i < items.size(); ++i) {
+    Tensor xp = packed_view(x, parts[i]);
+    const Tensor gamma1 = ada_part(*parts[i].ada, 0);
+    be_.add_gated(xp, packed_view(y, parts[i]), &gamma1);
+    ScaleItem& it = items[i];
+    const QueryNeeds needs = it.policy->queries();
+    if (it.si + 1 < it.schedule->num_scales())  // the last scale's K/V are never stored
+      it.cache->update(layer, it.si, *it.policy, *it.schedule, needs.raw ? &q_raws[i] : nullptr,
+                       needs.attention ? &qs[i] : nullptr, attn_scale(), head_offset_);
+  }
 }
 
-void VarModel::ffn_block(Tensor& x, const Block& b, const Tensor& ada) const {
-  adaln_ffn(be_, comm_, x, ada, b.fc1_w, b.fc1_b, b.fc2_w, b.fc2_b, local_ffn_, cfg_.norm_eps);
+void VarModel::forward_scales(std::vector<ScaleItem>& items) const {
+  SKV_CHECK(!items.empty(), "internal: a scale step with no requests");
+  const int64_t C = cfg_.embed_dim;
+  std::vector<PackedPart> parts;
+  int64_t T = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const ScaleItem& it = items[i];
+    SKV_CHECK(it.x.ndim() == 3 && it.x.dim(2) == C && it.cond && it.cache && it.policy && it.schedule,
+              "internal: scale item {} is incomplete ({})", i, it.x.describe());
+    parts.push_back(PackedPart{T, it.x.dim(0), it.x.dim(1), nullptr});
+    T += it.x.dim(0) * it.x.dim(1);
+  }
+  Tensor x;
+  if (items.size() == 1) {
+    x = items[0].x.reshape({T, C});  // one request: its own buffer, no copy
+  } else {
+    x = be_.empty({T, C});
+    for (size_t i = 0; i < items.size(); ++i) {
+      Tensor dst = packed_view(x, parts[i]);
+      be_.copy(items[i].x, dst);
+    }
+  }
+  const bool check = activation_checks_enabled() && x.device() == Device::CPU;
+  auto where = [&] {
+    std::string s;
+    for (const ScaleItem& it : items) s += fmt::format("{}{}", s.empty() ? "scale " : ", ", it.si);
+    return s;
+  };
+  if (check) check_finite(x, fmt::format("{}: the transformer input", where()));
+  for (int i = 0; i < cfg_.depth; ++i) {
+    collective_keepalive();  // a replica of one rank has no collectives: other replicas hear it lives
+    for (size_t k = 0; k < items.size(); ++k) parts[k].ada = &items[k].cond->ada[i];
+    attention_block(x, parts, items, blocks_[i], i);
+    adaln_ffn_packed(be_, comm_, x, parts, blocks_[i].fc1_w, blocks_[i].fc1_b, blocks_[i].fc2_w, blocks_[i].fc2_b,
+                     local_ffn_, cfg_.norm_eps);
+    // Where NaN/Inf first appear: the first block whose output is not finite (a pass over [rows, l, C]
+    // per block, well under 1% of the block's own work).
+    if (check) check_finite(x, fmt::format("{}, block {}: the hidden state", where(), i));
+  }
+  for (size_t i = 0; i < items.size(); ++i) items[i].x = packed_view(x, parts[i]);
 }
 
 void VarModel::forward_scale(Tensor& x, const Cond& cond, int si, MultiScaleKVCache& cache, KVPolicy& policy,
                              const Schedule& schedule) const {
-  const bool check = activation_checks_enabled() && x.device() == Device::CPU;
-  if (check) check_finite(x, fmt::format("scale {}: the transformer input", si));
-  for (int i = 0; i < cfg_.depth; ++i) {
-    collective_keepalive();  // a replica of one rank has no collectives: other replicas hear it lives
-    attention_block(x, blocks_[i], cond.ada[i], i, si, cache, policy, schedule);
-    ffn_block(x, blocks_[i], cond.ada[i]);
-    // Where NaN/Inf first appear: the first block whose output is not finite (a pass over [rows, l, C]
-    // per block, well under 1% of the block's own work).
-    if (check) check_finite(x, fmt::format("scale {}, block {}: the hidden state", si, i));
-  }
+  std::vector<ScaleItem> items{ScaleItem{x, &cond, si, &cache, &policy, &schedule}};
+  forward_scales(items);
+  x = items[0].x;
 }
 
 Tensor VarModel::logits(const Tensor& x, const Cond& cond) const {

@@ -13,6 +13,7 @@
 
 #include "kvcache/multiscale_cache.h"
 #include "parallel/communicator.h"
+#include "runtime/models/block_ops.h"
 #include "runtime/models/var_config.h"
 #include "runtime/models/weights.h"
 
@@ -50,6 +51,20 @@ class VarModel {
   Tensor first_input(const Cond& cond) const;
   // Scale-si input from the VAE-space map [B, l, Cvae]: word_embed + lvl_pos, repeated for CFG -> [2B, l, C].
   Tensor embed_input(const Tensor& vae_in, int si) const;
+  // One request's scale inside a packed step: its hidden state, conditioning, scale, cache and policy.
+  struct ScaleItem {
+    Tensor x;  // [R, l, C]; after forward_scales: the output (a view into the step's packed buffer)
+    const Cond* cond = nullptr;
+    int si = 0;
+    MultiScaleKVCache* cache = nullptr;
+    KVPolicy* policy = nullptr;
+    const Schedule* schedule = nullptr;
+  };
+  // Runs every block once over the tokens of all items (requests, each at its own scale): the linear
+  // layers and all-reduces over the packed [sum R * l, C] tokens, AdaLN per item, attention per item
+  // against its own cache (variable-length: each item its own query length and KV). Each item's cache is
+  // updated through its own policy. One item is the plain single-request forward pass.
+  void forward_scales(std::vector<ScaleItem>& items) const;
   // Runs every block on x [R, l, C] for scale si, updating the cache through `policy`.
   void forward_scale(Tensor& x, const Cond& cond, int si, MultiScaleKVCache& cache, KVPolicy& policy,
                      const Schedule& schedule) const;
@@ -66,9 +81,8 @@ class VarModel {
     Tensor fc1_w, fc1_b;     // [Fl, C], [Fl]
     Tensor fc2_w, fc2_b;     // [C, Fl], [C]
   };
-  void attention_block(Tensor& x, const Block& b, const Tensor& ada, int layer, int si, MultiScaleKVCache& cache,
-                       KVPolicy& policy, const Schedule& schedule) const;
-  void ffn_block(Tensor& x, const Block& b, const Tensor& ada) const;
+  void attention_block(Tensor& x, const std::vector<PackedPart>& parts, std::vector<ScaleItem>& items,
+                       const Block& b, int layer) const;
   Tensor ada_part(const Tensor& ada, int part) const;  // [R, C] slice of [R, k, C]
   void all_reduce(Tensor& t) const;
 
