@@ -12,7 +12,7 @@ std::vector<StepDemand> request_demand(const KVPlan& plan, int rows) {
   std::vector<StepDemand> d;
   for (const KVPlanScale& s : plan.scales) {
     StepDemand x;
-    x.kv_bytes = checked_mul(checked_add(s.live_peak, s.tokens, "KV tokens of a step"), plan.token_bytes,
+    x.kv_bytes = checked_mul(checked_add(plan.pool_tokens, s.tokens, "KV tokens of a step"), plan.token_bytes,
                              "KV bytes of a step");
     x.step_tokens = checked_mul(s.tokens, static_cast<int64_t>(rows), "query tokens of a step");
     d.push_back(x);
@@ -100,9 +100,9 @@ void FcfsAdmission::submit(int64_t id, std::vector<StepDemand> demand) {
   queue_.push_back(Waiting{id, std::move(demand)});
 }
 
-std::vector<int64_t> FcfsAdmission::admit_ready() {
+std::vector<int64_t> FcfsAdmission::admit_ready(int64_t max) {
   std::vector<int64_t> admitted;
-  while (!queue_.empty() && ledger_.fits(queue_.front().demand)) {
+  while (!queue_.empty() && static_cast<int64_t>(admitted.size()) < max && ledger_.fits(queue_.front().demand)) {
     ledger_.admit(queue_.front().id, queue_.front().demand);
     admitted.push_back(queue_.front().id);
     queue_.pop_front();

@@ -1,8 +1,9 @@
 // admission.h - exact, preemption-free admission of requests into one KV memory cap (the engine's
 // scheduler decides with it; DESIGN.md "Data flow of requests").
 // A request's KV footprint at every future scale step is known before it runs: the memory plan
-// (kvcache/planner.h) replays its policy's budgets, so step i of the request holds live_peak[i] store
-// tokens while it runs plus that scale's transient K/V. The ledger keeps, for every future iteration t
+// (kvcache/planner.h) replays its policy's budgets. A request's cache allocates its slot pool (the plan's
+// largest summed store) when it starts and keeps it to the end, so step i holds the pool plus scale i's
+// transient K/V: exactly what the allocator measures. The ledger keeps, for every future iteration t
 // (t = 0 is the next one), the sum of what the requests in flight will hold then. A waiting request is
 // admitted only if adding its own curve, aligned to start at the next iteration, keeps every future
 // iteration under the cap (and, optionally, under a per-iteration query-token bound). Since curves only
@@ -13,6 +14,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -27,8 +29,8 @@ struct StepDemand {
   int64_t step_tokens = 0;  // query tokens it adds to the iteration (rows x the scale's tokens)
 };
 
-// The demand of each of a request's steps, from its memory plan: step k holds the plan's live peak of
-// scale k plus scale k's transient K/V, in plan.token_bytes per token; its queries are rows x tokens.
+// The demand of each of a request's steps, from its memory plan: step k holds the pool (plan.pool_tokens)
+// plus scale k's transient K/V, in plan.token_bytes per token; its queries are rows x tokens.
 std::vector<StepDemand> request_demand(const KVPlan& plan, int rows);
 
 // The limits of one iteration. 0 tokens: no bound on the query tokens of an iteration.
@@ -78,8 +80,8 @@ class FcfsAdmission {
   explicit FcfsAdmission(AdmissionLimits limits) : ledger_(limits) {}
   // Queues a request; throws, naming the limit, when it could never fit even alone.
   void submit(int64_t id, std::vector<StepDemand> demand);
-  // Admits from the head of the queue while the head fits; returns the ids admitted, in order.
-  std::vector<int64_t> admit_ready();
+  // Admits from the head of the queue while the head fits (at most `max`); returns the ids admitted, in order.
+  std::vector<int64_t> admit_ready(int64_t max = std::numeric_limits<int64_t>::max());
   std::vector<int64_t> advance() { return ledger_.advance(); }
   // Removes a request, waiting or in flight.
   void cancel(int64_t id);

@@ -1,0 +1,315 @@
+// engine.cpp - the engine's loop (see engine.h): rank 0 decides a plan, every rank applies it and runs
+// the step.
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "parallel/communicator.h"
+#include "runtime/check.h"
+#include "runtime/models/request_kv.h"  // now_seconds
+
+namespace skv {
+
+namespace {
+
+nlohmann::json kv_to_json(const KVOptions& o) {
+  return {{"policy", o.policy},       {"budget", o.budget},       {"budget_table", o.budget_table},
+          {"scoring", o.scoring},     {"calibration", o.calibration}, {"window", o.window},
+          {"drafters", o.drafters},   {"sinks", o.sinks},         {"pyramid_beta", o.pyramid_beta},
+          {"given", o.given}};
+}
+
+KVOptions kv_from_json(const nlohmann::json& j) {
+  KVOptions o;
+  o.policy = j.at("policy");
+  o.budget = j.at("budget");
+  o.budget_table = j.at("budget_table");
+  o.scoring = j.at("scoring");
+  o.calibration = j.at("calibration");
+  o.window = j.at("window");
+  o.drafters = j.at("drafters");
+  o.sinks = j.at("sinks");
+  o.pyramid_beta = j.at("pyramid_beta");
+  o.given = j.at("given").get<std::set<std::string>>();
+  return o;
+}
+
+nlohmann::json request_json(const EngineRequest& r) {
+  return {{"id", r.id},   {"labels", r.labels}, {"prompts", r.prompts}, {"image_ids", r.image_ids},
+          {"seed", r.seed}, {"cfg", r.cfg},     {"top_k", r.top_k},     {"top_p", r.top_p},
+          {"kv", kv_to_json(r.kv)}};
+}
+
+EngineRequest request_of(const nlohmann::json& j) {
+  EngineRequest r;
+  r.id = j.at("id");
+  r.labels = j.at("labels").get<std::vector<int64_t>>();
+  r.prompts = j.at("prompts").get<std::vector<int64_t>>();
+  r.image_ids = j.at("image_ids").get<std::vector<uint32_t>>();
+  r.seed = j.at("seed");
+  r.cfg = j.at("cfg");
+  r.top_k = j.at("top_k");
+  r.top_p = j.at("top_p");
+  r.kv = kv_from_json(j.at("kv"));
+  return r;
+}
+
+}  // namespace
+
+std::string engine_request_to_json(const EngineRequest& r) { return request_json(r).dump(); }
+EngineRequest engine_request_from_json(const std::string& s) { return request_of(nlohmann::json::parse(s)); }
+
+BatchMode parse_batch_mode(const std::string& s, const std::string& option) {
+  if (s == "sequential") return BatchMode::Sequential;
+  if (s == "static") return BatchMode::Static;
+  if (s == "continuous") return BatchMode::Continuous;
+  SKV_FAIL("{} '{}': use sequential (one request at a time), static (a batch starts when the previous one has "
+           "finished) or continuous (requests join at scale boundaries)", option, s);
+}
+
+const char* batch_mode_name(BatchMode m) {
+  switch (m) {
+    case BatchMode::Sequential: return "sequential";
+    case BatchMode::Static: return "static";
+    case BatchMode::Continuous: return "continuous";
+  }
+  return "?";
+}
+
+struct Engine::Flight {
+  EngineRequest req;
+  std::unique_ptr<KVPolicy> policy;
+  std::unique_ptr<Generation> gen;  // declared after the policy it points to: destroyed first
+  double submitted = 0, admitted = 0;
+  int owner = 0;                    // the rank that decodes it
+  int64_t batch_max = 0;
+};
+
+struct Engine::Plan {
+  std::vector<EngineRequest> admit;
+  std::vector<double> submitted;  // of each admitted request
+  std::vector<int64_t> cancel;    // requests in flight that stop now
+  bool stop = false;
+};
+
+Engine::Engine(EngineFamily& family, Backend& backend, Communicator& group, Communicator& control, EngineOptions opt)
+    : family_(family), be_(backend), group_(group), control_(control), opt_(opt), admission_(opt.limits) {
+  SKV_CHECK(control_.size() == group_.size() && control_.rank() == group_.rank(),
+            "internal: the engine's control communicator ({} of {}) is not its group's ({} of {})", control_.rank(),
+            control_.size(), group_.rank(), group_.size());
+  be_.allocator().reset_peaks();
+  kv_before_ = be_.allocator().stats().cur(MemCategory::KV);
+  stats_.kv_cap_bytes = opt.limits.kv_cap_bytes;
+}
+
+Engine::~Engine() = default;
+
+void Engine::submit(EngineRequest r) {
+  SKV_CHECK(group_.rank() == 0, "internal: requests are submitted on rank 0 of the group");
+  family_.check(r);
+  const auto policy = family_.make_policy(r);
+  std::vector<StepDemand> demand = family_.demand(r, *policy);
+  std::lock_guard<std::mutex> lk(mu_);
+  SKV_CHECK(!closed_, "the engine is shutting down and takes no new requests");
+  SKV_CHECK(!waiting_.count(r.id), "request id {} is already queued", r.id);
+  admission_.submit(r.id, std::move(demand));  // throws, naming the limit, if it could never fit
+  const int64_t id = r.id;
+  waiting_.emplace(id, Queued{std::move(r), now_seconds()});
+  ++stats_.submitted;
+  cv_.notify_all();
+}
+
+void Engine::cancel(int64_t id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  cancels_.push_back(id);
+  cv_.notify_all();
+}
+
+void Engine::close() {
+  std::lock_guard<std::mutex> lk(mu_);
+  closed_ = true;
+  cv_.notify_all();
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return stats_;
+}
+
+int64_t Engine::waiting() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return admission_.waiting();
+}
+
+int64_t Engine::in_flight() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return admission_.ledger().in_flight();
+}
+
+int64_t Engine::kv_reserved_bytes() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return admission_.ledger().reserved(0).kv_bytes;
+}
+
+Engine::Plan Engine::decide() {
+  if (opt_.on_boundary) opt_.on_boundary(stats().iterations);
+  std::unique_lock<std::mutex> lk(mu_);
+  if (flights_.empty())  // idle: wait for work, but hand the other ranks a plan at least once a period
+    cv_.wait_for(lk, std::chrono::duration<double>(opt_.idle_plan_seconds),
+                 [&] { return !cancels_.empty() || closed_ || admission_.waiting() > 0; });
+  Plan p;
+  for (int64_t id : cancels_) {
+    const bool queued = waiting_.count(id) != 0;
+    const bool flying = std::any_of(flights_.begin(), flights_.end(), [&](const auto& f) { return f->req.id == id; });
+    if (!queued && !flying) continue;  // finished already, or never known
+    admission_.cancel(id);
+    if (queued) {
+      waiting_.erase(id);
+      ++stats_.cancelled;
+    } else {
+      p.cancel.push_back(id);
+    }
+  }
+  cancels_.clear();
+  const bool idle = admission_.ledger().empty();
+  std::vector<int64_t> ids;
+  switch (opt_.mode) {
+    case BatchMode::Continuous: ids = admission_.admit_ready(); break;
+    case BatchMode::Static: if (idle) ids = admission_.admit_ready(); break;
+    case BatchMode::Sequential: if (idle) ids = admission_.admit_ready(1); break;
+  }
+  for (int64_t id : ids) {
+    auto it = waiting_.find(id);
+    SKV_CHECK(it != waiting_.end(), "internal: admitted request {} was not waiting", id);
+    p.admit.push_back(std::move(it->second.req));
+    p.submitted.push_back(it->second.submitted);
+    waiting_.erase(it);
+  }
+  p.stop = closed_ && waiting_.empty() && p.admit.empty() && admission_.ledger().empty();
+  return p;
+}
+
+void Engine::broadcast_plan(Plan& p) {
+  if (control_.size() == 1) return;
+  std::string text;
+  if (control_.rank() == 0) {
+    nlohmann::json j = {{"cancel", p.cancel}, {"submitted", p.submitted}, {"stop", p.stop}};
+    j["admit"] = nlohmann::json::array();
+    for (const EngineRequest& r : p.admit) j["admit"].push_back(request_json(r));
+    text = j.dump();
+  }
+  int64_t n = static_cast<int64_t>(text.size());
+  control_.broadcast_host(&n, sizeof n, 0);
+  text.resize(static_cast<size_t>(n));
+  control_.broadcast_host(text.data(), text.size(), 0);
+  if (control_.rank() == 0) return;
+  const nlohmann::json j = nlohmann::json::parse(text);
+  p.cancel = j.at("cancel").get<std::vector<int64_t>>();
+  p.submitted = j.at("submitted").get<std::vector<double>>();
+  p.stop = j.at("stop");
+  p.admit.clear();
+  for (const auto& r : j.at("admit")) p.admit.push_back(request_of(r));
+}
+
+void Engine::apply(const Plan& p, const std::function<void(EngineResult&&)>& on_done) {
+  for (int64_t id : p.cancel) {
+    const auto it = std::find_if(flights_.begin(), flights_.end(), [&](const auto& f) { return f->req.id == id; });
+    SKV_CHECK(it != flights_.end(), "internal: cancelling request {}, which is not in flight on rank {}", id,
+              group_.rank());
+    EngineResult r;
+    r.id = id;
+    r.cancelled = true;
+    r.submitted = (*it)->submitted;
+    r.admitted = (*it)->admitted;
+    flights_.erase(it);  // its cache (and so its KV) goes now
+    r.finished = now_seconds();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      ++stats_.cancelled;
+    }
+    on_done(std::move(r));
+  }
+  const double now = now_seconds();
+  for (size_t i = 0; i < p.admit.size(); ++i) {
+    auto f = std::make_unique<Flight>();
+    f->req = p.admit[i];
+    f->submitted = p.submitted[i];
+    f->admitted = now;
+    f->owner = static_cast<int>(admissions_++ % group_.size());
+    f->policy = family_.make_policy(f->req);
+    f->gen = family_.start(f->req, f->policy.get(), f->owner == group_.rank());
+    flights_.push_back(std::move(f));
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  stats_.admitted += static_cast<int64_t>(p.admit.size());
+  stats_.max_in_flight = std::max(stats_.max_in_flight, static_cast<int64_t>(flights_.size()));
+}
+
+void Engine::step(const std::function<void(EngineResult&&)>& on_done) {
+  std::vector<Generation*> batch;
+  for (const auto& f : flights_) {
+    batch.push_back(f->gen.get());
+    f->batch_max = std::max<int64_t>(f->batch_max, static_cast<int64_t>(flights_.size()));
+  }
+  const double t0 = now_seconds();
+  family_.step(batch);
+  const double t1 = now_seconds();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++stats_.iterations;
+    stats_.step_seconds += t1 - t0;
+    if (group_.rank() == 0) admission_.advance();
+    stats_.kv_peak_bytes = be_.allocator().stats().pk(MemCategory::KV) - kv_before_;
+  }
+  for (auto it = flights_.begin(); it != flights_.end();) {
+    Flight& f = **it;
+    if (!f.gen->done()) {
+      ++it;
+      continue;
+    }
+    EngineResult r;
+    r.id = f.req.id;
+    r.gen = f.gen->finish();  // decodes on the owner rank only
+    std::tie(r.height, r.width) = family_.image_hw(f.req);
+    const size_t px = static_cast<size_t>(r.height) * r.width * 3;
+    std::vector<uint8_t> all(px * static_cast<size_t>(f.req.images()));
+    if (f.owner == group_.rank()) {
+      SKV_CHECK(r.gen.images.defined() && r.gen.images.dim(0) == f.req.images() && r.gen.images.dim(2) == r.height &&
+                r.gen.images.dim(3) == r.width, "request {}: the decoder made {} for {} images of {}x{}", r.id,
+                r.gen.images.defined() ? r.gen.images.describe() : std::string("nothing"), f.req.images(), r.width,
+                r.height);
+      const auto rgb = family_.rgb8(r.gen.images);
+      for (size_t i = 0; i < rgb.size(); ++i) std::copy(rgb[i].begin(), rgb[i].end(), all.begin() + i * px);
+    }
+    if (group_.size() > 1) control_.broadcast_host(all.data(), all.size(), f.owner);
+    for (int i = 0; i < f.req.images(); ++i)
+      r.rgb.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(i * px), all.begin() + static_cast<std::ptrdiff_t>((i + 1) * px));
+    r.gen.images = Tensor();
+    r.submitted = f.submitted;
+    r.admitted = f.admitted;
+    r.steps_in_batch_max = f.batch_max;
+    it = flights_.erase(it);  // its KV goes before the next admission
+    r.finished = now_seconds();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      ++stats_.finished;
+    }
+    on_done(std::move(r));
+  }
+}
+
+void Engine::run(const std::function<void(EngineResult&&)>& on_done) {
+  for (;;) {
+    Plan p;
+    if (group_.rank() == 0) p = decide();
+    broadcast_plan(p);
+    apply(p, on_done);
+    if (p.stop) break;
+    if (!flights_.empty()) step(on_done);
+    collective_keepalive();
+  }
+}
+
+}  // namespace skv

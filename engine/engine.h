@@ -1,0 +1,160 @@
+// engine.h - the engine: scale-level continuous batching of image requests into one KV memory cap.
+// One iteration is one scale step of every request in flight, packed into one forward pass (each request
+// at its own scale, with its own KV policy and cache: Generation::step of its family). Requests join at
+// any iteration boundary and leave when their last scale is decoded. A request is admitted only when its
+// whole KV curve (engine/admission.h, from its policy's memory plan) fits beside the curves of those in
+// flight at every future iteration, so the measured KV peak never passes the cap and nothing is ever
+// preempted. Modes: sequential (one request at a time), static (a batch starts only when the previous
+// one has finished: request-level batching) and continuous (scale-level joins; the default).
+//
+// Tensor parallel: every rank of the group calls run(); rank 0 owns the queue and decides each
+// iteration's plan (admit, cancel, stop), broadcast over the control communicator (the host group under
+// NCCL), so every rank executes the same step on its head slice. Idle ranks hear a plan at least once a
+// second, so an idle engine never trips the collective watchdog. Requests are decoded round-robin over
+// the group's ranks; the decoding rank broadcasts the 8-bit images, so every rank's result has them.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/admission.h"
+#include "kvcache/policy_factory.h"
+#include "runtime/models/generation.h"
+
+namespace skv {
+
+class Communicator;
+
+// A request as the engine's clients give it (and rank 0 broadcasts it). Family-specific fields are
+// ignored by the other family.
+struct EngineRequest {
+  int64_t id = 0;                   // the client's, unique among requests not yet finished
+  std::vector<int64_t> labels;      // VAR: the class of each image
+  std::vector<int64_t> prompts;     // Infinity: the index of each image's prompt in the family's text table
+  std::vector<uint32_t> image_ids;  // per image RNG stream (empty: 0..n-1)
+  uint64_t seed = 0;
+  double cfg = -1;                  // < 0: the model's
+  int top_k = -1;                   // < 0: the model's
+  double top_p = -1;                // < 0: the model's
+  KVOptions kv;                     // this request's KV policy and budget
+  int images() const { return static_cast<int>(labels.empty() ? prompts.size() : labels.size()); }
+};
+std::string engine_request_to_json(const EngineRequest& r);
+EngineRequest engine_request_from_json(const std::string& s);
+
+// What a model family gives the engine (engine/var_family.h, engine/infinity_family.h).
+class EngineFamily {
+ public:
+  virtual ~EngineFamily() = default;
+  virtual std::string name() const = 0;
+  // Throws (naming the field) when the request is not valid for this model.
+  virtual void check(const EngineRequest& r) const = 0;
+  virtual std::unique_ptr<KVPolicy> make_policy(const EngineRequest& r) const = 0;
+  // The KV the request holds on this rank during each of its scale steps (what its cache allocates).
+  virtual std::vector<StepDemand> demand(const EngineRequest& r, const KVPolicy& policy) const = 0;
+  // Starts the generation (allocates its KV cache); `decode`: this rank decodes its images.
+  virtual std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, bool decode) = 0;
+  // The next scale of every generation in `batch` (all started by this family) as one pass.
+  virtual void step(const std::vector<Generation*>& batch) = 0;
+  // Image height and width of the request, and its decoded images [B, 3, H, W] as 8-bit RGB.
+  virtual std::pair<int, int> image_hw(const EngineRequest& r) const = 0;
+  virtual std::vector<std::vector<uint8_t>> rgb8(const Tensor& images) const = 0;
+};
+
+enum class BatchMode { Sequential, Static, Continuous };
+BatchMode parse_batch_mode(const std::string& s, const std::string& option);  // one-line error naming option
+const char* batch_mode_name(BatchMode m);
+
+struct EngineOptions {
+  AdmissionLimits limits;  // --kv-memory, --max-step-tokens
+  BatchMode mode = BatchMode::Continuous;
+  double idle_plan_seconds = 1.0;  // an idle rank 0 still broadcasts a plan this often
+  // Rank 0, on the loop thread, at every iteration boundary before the plan is decided (it may submit:
+  // arrivals replayed by iteration in tests). The argument counts the iterations run so far.
+  std::function<void(int64_t iterations)> on_boundary;
+};
+
+struct EngineResult {
+  int64_t id = 0;
+  GenerateResult gen;                       // tokens, timings, KV bytes (images: see rgb)
+  std::vector<std::vector<uint8_t>> rgb;    // 8-bit RGB per image, height x width x 3
+  int width = 0, height = 0;
+  double submitted = 0, admitted = 0, finished = 0;  // rank 0's engine clock (now_seconds)
+  int64_t steps_in_batch_max = 0;           // the most requests it shared a step with (itself included)
+  bool cancelled = false;
+};
+
+struct EngineStats {
+  int64_t submitted = 0, admitted = 0, finished = 0, cancelled = 0, iterations = 0;
+  int64_t max_in_flight = 0;
+  int64_t kv_peak_bytes = 0;  // measured by the allocator (KV category) since the engine started
+  int64_t kv_cap_bytes = 0;
+  double step_seconds = 0;    // in forward steps
+};
+
+class Engine {
+ public:
+  // `group`: the tensor-parallel group the model runs on; `control`: the host communicator of the same
+  // ranks that carries the plans (the same object on CPU). Resets the allocator's peaks.
+  Engine(EngineFamily& family, Backend& backend, Communicator& group, Communicator& control, EngineOptions opt);
+  ~Engine();
+
+  // Rank 0, any thread. Throws (the request is not taken) when it is not valid or could never fit the
+  // limits even alone; the message names the limit.
+  void submit(EngineRequest r);
+  // Rank 0, any thread: a waiting request leaves the queue (no on_done for it); one in flight stops at the
+  // next boundary, returns its KV at once and is reported cancelled. Unknown ids are ignored (it may have
+  // finished already).
+  void cancel(int64_t id);
+  // Rank 0, any thread: no more submissions; run() returns once every request has finished.
+  void close();
+
+  // Every rank of the group: runs iterations until closed and drained. `on_done` is called on every
+  // rank, on this thread, for each finished or cancelled request.
+  void run(const std::function<void(EngineResult&&)>& on_done);
+
+  // Rank 0, any thread.
+  EngineStats stats() const;
+  int64_t waiting() const;
+  int64_t in_flight() const;
+  // The KV bytes the requests in flight have reserved for the next iteration.
+  int64_t kv_reserved_bytes() const;
+
+ private:
+  struct Flight;
+  struct Plan;
+  Plan decide();                    // rank 0
+  void apply(const Plan& plan, const std::function<void(EngineResult&&)>& on_done);
+  void step(const std::function<void(EngineResult&&)>& on_done);
+  void broadcast_plan(Plan& plan);
+
+  EngineFamily& family_;
+  Backend& be_;
+  Communicator& group_;
+  Communicator& control_;
+  EngineOptions opt_;
+  int64_t kv_before_ = 0;
+
+  mutable std::mutex mu_;  // guards everything below that rank 0's clients touch
+  std::condition_variable cv_;
+  struct Queued {
+    EngineRequest req;
+    double submitted = 0;
+  };
+  std::vector<int64_t> cancels_;      // asked, not yet applied
+  bool closed_ = false;
+  FcfsAdmission admission_;           // rank 0's queue and ledger
+  std::map<int64_t, Queued> waiting_; // rank 0: queued requests by id (FCFS order is admission_'s)
+  EngineStats stats_;
+
+  std::vector<std::unique_ptr<Flight>> flights_;  // in admission order (the loop thread only)
+  int64_t admissions_ = 0;                        // decode owner = admission number % group size
+};
+
+}  // namespace skv

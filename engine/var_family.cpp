@@ -1,0 +1,63 @@
+// var_family.cpp - see var_family.h.
+#include "engine/var_family.h"
+
+#include "kvcache/planner.h"
+#include "runtime/check.h"
+
+namespace skv {
+
+VarRequest VarFamily::var_request(const EngineRequest& r) const {
+  const VarConfig& cfg = model_.config();
+  VarRequest v;
+  v.labels = r.labels;
+  v.image_ids = r.image_ids;
+  v.seed = r.seed;
+  v.cfg = r.cfg >= 0 ? r.cfg : cfg.cfg;
+  v.sampling.top_k = r.top_k >= 0 ? r.top_k : cfg.top_k;
+  v.sampling.top_p = r.top_p >= 0 ? static_cast<float>(r.top_p) : cfg.top_p;
+  return v;
+}
+
+void VarFamily::check(const EngineRequest& r) const {
+  const VarConfig& cfg = model_.config();
+  SKV_CHECK(!r.labels.empty(), "request {}: no class labels (a VAR request has one label per image)", r.id);
+  SKV_CHECK(r.prompts.empty(), "request {}: prompts are for Infinity models; {} is class-conditional", r.id, cfg.path);
+  for (int64_t lab : r.labels)
+    SKV_CHECK(lab >= 0 && lab < cfg.num_classes, "request {}: class label {} outside [0, {})", r.id, lab, cfg.num_classes);
+  SKV_CHECK(r.image_ids.empty() || r.image_ids.size() == r.labels.size(), "request {}: {} image_ids for {} labels",
+            r.id, r.image_ids.size(), r.labels.size());
+  SKV_CHECK(r.top_p <= 1, "request {}: top_p {} must be in [0, 1]", r.id, r.top_p);
+  check_kv_options(r.kv);
+}
+
+std::unique_ptr<KVPolicy> VarFamily::make_policy(const EngineRequest& r) const {
+  const VarConfig& cfg = model_.config();
+  return make_kv_policy(r.kv, {cfg.depth, cfg.num_heads, cfg.schedule(), cfg.kv_window});
+}
+
+std::vector<StepDemand> VarFamily::demand(const EngineRequest& r, const KVPolicy& policy) const {
+  const VarConfig& cfg = model_.config();
+  const int rows = 2 * r.images();  // CFG: a conditional and an unconditional row per image
+  const int64_t token_bytes = static_cast<int64_t>(rows) * model_.local_heads() * cfg.head_dim() * 2 *
+                              static_cast<int64_t>(dtype_size(DType::F32));
+  return request_demand(plan_kv(policy, cfg.schedule(), cfg.depth, token_bytes), rows);
+}
+
+std::unique_ptr<Generation> VarFamily::start(const EngineRequest& r, KVPolicy* policy, bool decode) {
+  VarRunOptions opt;
+  opt.policy = policy;
+  opt.decode = decode;
+  return std::make_unique<VarGeneration>(model_, vae_, var_request(r), opt, /*shared_kv=*/true);
+}
+
+void VarFamily::step(const std::vector<Generation*>& batch) {
+  std::vector<VarGeneration*> gens;
+  for (Generation* g : batch) gens.push_back(static_cast<VarGeneration*>(g));  // start() made every one
+  VarGeneration::step(gens);
+}
+
+std::pair<int, int> VarFamily::image_hw(const EngineRequest&) const {
+  return {model_.config().image_size, model_.config().image_size};
+}
+
+}  // namespace skv

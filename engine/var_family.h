@@ -1,0 +1,29 @@
+// var_family.h - the class-conditional VAR family behind the engine: requests of class labels, one
+// VarGeneration each, stepped together as one packed forward pass (VarGeneration::step).
+#pragma once
+
+#include "engine/engine.h"
+#include "runtime/models/var_generate.h"
+
+namespace skv {
+
+class VarFamily final : public EngineFamily {
+ public:
+  VarFamily(const VarModel& model, const VQVAE& vae) : model_(model), vae_(vae) {}
+  std::string name() const override { return "var"; }
+  void check(const EngineRequest& r) const override;
+  std::unique_ptr<KVPolicy> make_policy(const EngineRequest& r) const override;
+  std::vector<StepDemand> demand(const EngineRequest& r, const KVPolicy& policy) const override;
+  std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, bool decode) override;
+  void step(const std::vector<Generation*>& batch) override;
+  std::pair<int, int> image_hw(const EngineRequest&) const override;
+  std::vector<std::vector<uint8_t>> rgb8(const Tensor& images) const override { return images_to_rgb8(images); }
+  // The VarRequest the engine runs for `r` (the model's CFG and sampling where r leaves them unset).
+  VarRequest var_request(const EngineRequest& r) const;
+
+ private:
+  const VarModel& model_;
+  const VQVAE& vae_;
+};
+
+}  // namespace skv
