@@ -56,6 +56,11 @@ EngineRequest request_of(const nlohmann::json& j) {
   return r;
 }
 
+// Share k of n images over `parts` ranks: never empty for share 0 of one or more images.
+std::pair<int64_t, int64_t> decode_share(int64_t n, int64_t k, int64_t parts) {
+  return {(n * k + parts - 1) / parts, (n * (k + 1) + parts - 1) / parts};
+}
+
 }  // namespace
 
 std::string engine_request_to_json(const EngineRequest& r) { return request_json(r).dump(); }
@@ -83,7 +88,7 @@ struct Engine::Flight {
   std::unique_ptr<KVPolicy> policy;
   std::unique_ptr<Generation> gen;  // declared after the policy it points to: destroyed first
   double submitted = 0, admitted = 0;
-  int owner = 0;                    // the rank that decodes it
+  int first_rank = 0;               // the rank that decodes the first share of its images
   int64_t batch_max = 0;
 };
 
@@ -173,13 +178,16 @@ Engine::Plan Engine::decide() {
     }
   }
   cancels_.clear();
-  const bool idle = admission_.ledger().empty();
+  const int64_t flying = admission_.ledger().in_flight();
+  const int64_t room = opt_.max_in_flight > 0 ? std::max<int64_t>(0, opt_.max_in_flight - flying)
+                                              : std::numeric_limits<int64_t>::max();
   std::vector<int64_t> ids;
   switch (opt_.mode) {
-    case BatchMode::Continuous: ids = admission_.admit_ready(); break;
-    case BatchMode::Static: if (idle) ids = admission_.admit_ready(); break;
-    case BatchMode::Sequential: if (idle) ids = admission_.admit_ready(1); break;
+    case BatchMode::Continuous: ids = admission_.admit_ready(room); break;
+    case BatchMode::Static: if (flying == 0) ids = admission_.admit_ready(room); break;
+    case BatchMode::Sequential: if (flying == 0) ids = admission_.admit_ready(1); break;
   }
+  stats_.kv_planned_peak_bytes = std::max(stats_.kv_planned_peak_bytes, admission_.ledger().reserved(0).kv_bytes);
   for (int64_t id : ids) {
     auto it = waiting_.find(id);
     SKV_CHECK(it != waiting_.end(), "internal: admitted request {} was not waiting", id);
@@ -237,9 +245,11 @@ void Engine::apply(const Plan& p, const std::function<void(EngineResult&&)>& on_
     f->req = p.admit[i];
     f->submitted = p.submitted[i];
     f->admitted = now;
-    f->owner = static_cast<int>(admissions_++ % group_.size());
+    f->first_rank = static_cast<int>(admissions_++ % group_.size());
     f->policy = family_.make_policy(f->req);
-    f->gen = family_.start(f->req, f->policy.get(), f->owner == group_.rank());
+    const auto [b, e] = decode_share(f->req.images(), (group_.rank() - f->first_rank + group_.size()) % group_.size(),
+                                     group_.size());
+    f->gen = family_.start(f->req, f->policy.get(), static_cast<int>(b), static_cast<int>(e));
     flights_.push_back(std::move(f));
   }
   std::lock_guard<std::mutex> lk(mu_);
@@ -260,6 +270,7 @@ void Engine::step(const std::function<void(EngineResult&&)>& on_done) {
     std::lock_guard<std::mutex> lk(mu_);
     ++stats_.iterations;
     stats_.step_seconds += t1 - t0;
+    last_step_seconds_ = t1 - t0;
     if (group_.rank() == 0) admission_.advance();
     stats_.kv_peak_bytes = be_.allocator().stats().pk(MemCategory::KV) - kv_before_;
   }
@@ -271,20 +282,25 @@ void Engine::step(const std::function<void(EngineResult&&)>& on_done) {
     }
     EngineResult r;
     r.id = f.req.id;
-    r.gen = f.gen->finish();  // decodes on the owner rank only
+    r.gen = f.gen->finish();  // decodes this rank's share of its images
     std::tie(r.height, r.width) = family_.image_hw(f.req);
+    const int n = f.req.images(), P = group_.size();
     const size_t px = static_cast<size_t>(r.height) * r.width * 3;
-    std::vector<uint8_t> all(px * static_cast<size_t>(f.req.images()));
-    if (f.owner == group_.rank()) {
-      SKV_CHECK(r.gen.images.defined() && r.gen.images.dim(0) == f.req.images() && r.gen.images.dim(2) == r.height &&
-                r.gen.images.dim(3) == r.width, "request {}: the decoder made {} for {} images of {}x{}", r.id,
-                r.gen.images.defined() ? r.gen.images.describe() : std::string("nothing"), f.req.images(), r.width,
-                r.height);
-      const auto rgb = family_.rgb8(r.gen.images);
-      for (size_t i = 0; i < rgb.size(); ++i) std::copy(rgb[i].begin(), rgb[i].end(), all.begin() + i * px);
+    std::vector<uint8_t> all(px * static_cast<size_t>(n));
+    for (int k = 0; k < P; ++k) {
+      const int src = (f.first_rank + k) % P;
+      const auto [b, e] = decode_share(n, k, P);
+      if (e == b) continue;
+      if (src == group_.rank()) {
+        SKV_CHECK(r.gen.images.defined() && r.gen.images.dim(0) == e - b && r.gen.images.dim(2) == r.height &&
+                  r.gen.images.dim(3) == r.width, "request {}: the decoder made {} for {} images of {}x{}", r.id,
+                  r.gen.images.defined() ? r.gen.images.describe() : std::string("nothing"), e - b, r.width, r.height);
+        const auto rgb = family_.rgb8(r.gen.images);
+        for (size_t i = 0; i < rgb.size(); ++i) std::copy(rgb[i].begin(), rgb[i].end(), all.begin() + (b + i) * px);
+      }
+      if (P > 1) control_.broadcast_host(all.data() + b * px, static_cast<size_t>(e - b) * px, src);
     }
-    if (group_.size() > 1) control_.broadcast_host(all.data(), all.size(), f.owner);
-    for (int i = 0; i < f.req.images(); ++i)
+    for (int i = 0; i < n; ++i)
       r.rgb.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(i * px), all.begin() + static_cast<std::ptrdiff_t>((i + 1) * px));
     r.gen.images = Tensor();
     r.submitted = f.submitted;
@@ -309,6 +325,22 @@ void Engine::run(const std::function<void(EngineResult&&)>& on_done) {
     if (p.stop) break;
     if (!flights_.empty()) step(on_done);
     collective_keepalive();
+    if (opt_.on_progress) {
+      EngineProgress pr;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        pr.iteration = stats_.iterations;
+        pr.finished = stats_.finished;
+      }
+      pr.in_flight = static_cast<int64_t>(flights_.size());
+      pr.step_seconds = last_step_seconds_;
+      if (!flights_.empty()) {
+        pr.first_id = flights_.front()->req.id;
+        pr.first_scales_done = flights_.front()->gen->scales_done();
+        pr.first_num_scales = flights_.front()->gen->num_scales();
+      }
+      opt_.on_progress(pr);
+    }
   }
 }
 

@@ -10,8 +10,9 @@
 // Tensor parallel: every rank of the group calls run(); rank 0 owns the queue and decides each
 // iteration's plan (admit, cancel, stop), broadcast over the control communicator (the host group under
 // NCCL), so every rank executes the same step on its head slice. Idle ranks hear a plan at least once a
-// second, so an idle engine never trips the collective watchdog. Requests are decoded round-robin over
-// the group's ranks; the decoding rank broadcasts the 8-bit images, so every rank's result has them.
+// second, so an idle engine never trips the collective watchdog. Each rank decodes a share of a finished
+// request's images (a one-image request: round-robin over the ranks) and broadcasts it as 8-bit RGB, so
+// every rank's result has every image and no rank decodes a large batch alone.
 #pragma once
 
 #include <condition_variable>
@@ -58,8 +59,9 @@ class EngineFamily {
   virtual std::unique_ptr<KVPolicy> make_policy(const EngineRequest& r) const = 0;
   // The KV the request holds on this rank during each of its scale steps (what its cache allocates).
   virtual std::vector<StepDemand> demand(const EngineRequest& r, const KVPolicy& policy) const = 0;
-  // Starts the generation (allocates its KV cache); `decode`: this rank decodes its images.
-  virtual std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, bool decode) = 0;
+  // Starts the generation (allocates its KV cache); this rank decodes images [decode_begin, decode_end).
+  virtual std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
+                                            int decode_end) = 0;
   // The next scale of every generation in `batch` (all started by this family) as one pass.
   virtual void step(const std::vector<Generation*>& batch) = 0;
   // Image height and width of the request, and its decoded images [B, 3, H, W] as 8-bit RGB.
@@ -71,13 +73,23 @@ enum class BatchMode { Sequential, Static, Continuous };
 BatchMode parse_batch_mode(const std::string& s, const std::string& option);  // one-line error naming option
 const char* batch_mode_name(BatchMode m);
 
+// After every iteration, on every rank: where the engine stands (progress lines).
+struct EngineProgress {
+  int64_t iteration = 0, in_flight = 0, finished = 0;
+  double step_seconds = 0;
+  int64_t first_id = -1;  // the oldest request in flight (-1: none) and its scales
+  int first_scales_done = 0, first_num_scales = 0;
+};
+
 struct EngineOptions {
   AdmissionLimits limits;  // --kv-memory, --max-step-tokens
   BatchMode mode = BatchMode::Continuous;
+  int64_t max_in_flight = 0;       // at most this many requests in flight (0: no bound; generate --batch)
   double idle_plan_seconds = 1.0;  // an idle rank 0 still broadcasts a plan this often
   // Rank 0, on the loop thread, at every iteration boundary before the plan is decided (it may submit:
   // arrivals replayed by iteration in tests). The argument counts the iterations run so far.
   std::function<void(int64_t iterations)> on_boundary;
+  std::function<void(const EngineProgress&)> on_progress;
 };
 
 struct EngineResult {
@@ -94,6 +106,7 @@ struct EngineStats {
   int64_t submitted = 0, admitted = 0, finished = 0, cancelled = 0, iterations = 0;
   int64_t max_in_flight = 0;
   int64_t kv_peak_bytes = 0;  // measured by the allocator (KV category) since the engine started
+  int64_t kv_planned_peak_bytes = 0;  // rank 0: the largest KV reservation of one iteration (the plans' peak)
   int64_t kv_cap_bytes = 0;
   double step_seconds = 0;    // in forward steps
 };
@@ -154,7 +167,8 @@ class Engine {
   EngineStats stats_;
 
   std::vector<std::unique_ptr<Flight>> flights_;  // in admission order (the loop thread only)
-  int64_t admissions_ = 0;                        // decode owner = admission number % group size
+  int64_t admissions_ = 0;  // a request's first decode share goes to rank (admission number % group size)
+  double last_step_seconds_ = 0;
 };
 
 }  // namespace skv

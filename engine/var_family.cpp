@@ -43,10 +43,13 @@ std::vector<StepDemand> VarFamily::demand(const EngineRequest& r, const KVPolicy
   return request_demand(plan_kv(policy, cfg.schedule(), cfg.depth, token_bytes), rows);
 }
 
-std::unique_ptr<Generation> VarFamily::start(const EngineRequest& r, KVPolicy* policy, bool decode) {
+std::unique_ptr<Generation> VarFamily::start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
+                                             int decode_end) {
   VarRunOptions opt;
   opt.policy = policy;
-  opt.decode = decode;
+  opt.decode = decode_end > decode_begin;
+  opt.decode_begin = decode_begin;
+  opt.decode_end = decode_end;
   return std::make_unique<VarGeneration>(model_, vae_, var_request(r), opt, /*shared_kv=*/true);
 }
 

@@ -14,7 +14,8 @@ class VarFamily final : public EngineFamily {
   void check(const EngineRequest& r) const override;
   std::unique_ptr<KVPolicy> make_policy(const EngineRequest& r) const override;
   std::vector<StepDemand> demand(const EngineRequest& r, const KVPolicy& policy) const override;
-  std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, bool decode) override;
+  std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
+                                    int decode_end) override;
   void step(const std::vector<Generation*>& batch) override;
   std::pair<int, int> image_hw(const EngineRequest&) const override;
   std::vector<std::vector<uint8_t>> rgb8(const Tensor& images) const override { return images_to_rgb8(images); }

@@ -4,7 +4,8 @@
 // the transformer is from the time its GEMM + attention FLOPs would take at that peak. Infinity
 // configs (e.g. configs/infinity-2b.json, --resolution 512 --depth 4) go to bench_infinity.h.
 // `bench fidelity` (or `bench --fidelity`) and `bench kv-memory` (`--kv-memory`) run the KV-cache
-// benchmarks of bench_fidelity.h and bench_kv_memory.h.
+// benchmarks of bench_fidelity.h and bench_kv_memory.h; `bench serve` replays arrivals against the engine
+// (bench_serve.h).
 #include <fmt/core.h>
 
 #include <chrono>
@@ -16,6 +17,7 @@
 #include "launcher/bench_cuda.h"
 #include "launcher/bench_fidelity.h"
 #include "launcher/bench_infinity.h"
+#include "launcher/bench_serve.h"
 #include "launcher/bench_kv_memory.h"
 #include "launcher/kv_bench.h"
 #include "launcher/commands.h"
@@ -235,8 +237,9 @@ void register_bench(CLI::App& app) {
   mc->callback([m] {
     if (const int rc = run_kv_memory_bench(*m, current_command_line())) std::exit(rc);
   });
+  register_bench_serve(cmd);
   cmd->callback([a, &app, cmd] {
-    if (!cmd->get_subcommands().empty()) return;  // fidelity / kv-memory ran instead
+    if (!cmd->get_subcommands().empty()) return;  // fidelity / kv-memory / serve ran instead
     BenchArgs args = *a;
     for (const auto* o : cmd->get_options())
       if (o->count() > 0) args.given.insert(o->get_name());
@@ -252,6 +255,7 @@ void register_bench(CLI::App& app) {
 
 void rewrite_bench_flags(int argc, char** argv) {
   if (argc < 3 || std::string(argv[1]) != "bench") return;
+  if (std::string(argv[2]) == "serve") return;  // its --kv-memory is the KV cap, not the benchmark's name
   for (int i = 2; i < argc; ++i) {
     const std::string s = argv[i];
     if (s != "--fidelity" && s != "--kv-memory") continue;

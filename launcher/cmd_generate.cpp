@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 #include <tuple>
 #include <nlohmann/json.hpp>
@@ -24,6 +25,9 @@
 #include "runtime/image_io.h"
 #include "runtime/models/model_bundle.h"
 #include "runtime/models/var_generate.h"
+#include "runtime/models/request_kv.h"
+#include "engine/engine.h"
+#include "engine/var_family.h"
 
 namespace skv {
 
@@ -39,6 +43,7 @@ struct GenerateArgs {
   uint64_t seed = 0;
   std::string out = "out";
   int batch = 0;
+  std::string kv_memory;
   ContextArgs ctx;
   KVOptions kv;
   InfinityGenerateArgs inf;
@@ -56,12 +61,15 @@ void check_generate_args(GenerateArgs& a, const std::string& family) {
   SKV_CHECK(!a.has("--top-k") || a.top_k >= 0, "--top-k {} must be >= 0 (0 = off, 1 = greedy)", a.top_k);
   SKV_CHECK(!a.has("--top-p") || (a.top_p >= 0 && a.top_p <= 1), "--top-p {} must be in [0, 1]", a.top_p);
   a.seed = parse_seed(a.seed_text, "--seed");
+  if (a.has("--kv-memory")) parse_byte_size(a.kv_memory, "--kv-memory");
   check_kv_options(a.kv);
   if (family == "var") {
     for (const char* o : {"--resolution", "--h-div-w", "--tau", "--text-embeddings", "--t5", "--prompt", "--prompts"})
       SKV_CHECK(!a.has(o), "{} applies to Infinity models; {} is a VAR model, whose image size and schedule are fixed "
                 "by its patch_nums (drop {})", o, a.files.config.empty() ? "the demo model" : a.files.config, o);
   } else {
+    SKV_CHECK(!a.has("--kv-memory"), "--kv-memory is not available for Infinity models yet (their generate does not "
+              "run through the engine); drop it");
     SKV_CHECK(!a.has("--labels"), "--labels is for class-conditional VAR models; an Infinity model's prompts come "
               "from --text-embeddings, or from --prompt / --prompts with --t5");
     SKV_CHECK(!a.has("--resolution") || a.inf.resolution > 0, "--resolution {} must be one of 256, 512, 768, 1024",
@@ -102,78 +110,76 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   Backend& be = *ctx.backend;
   const auto loaded = load_var(cfg, WeightSource::files(f.weights, f.vae), be, *ctx.tp);
   const VarModel& model = *loaded->model;
-  const VQVAE& vae = *loaded->vae;
 
+  // One engine request per image of this replica's share, all submitted at once: the engine packs the
+  // requests in flight into one forward pass per scale (at most --batch of them, within --kv-memory).
   const auto [first, last] = ctx.share(n);  // this replica's images (all of them with one replica)
-  const int bs = a.batch > 0 ? a.batch : std::max<int>(1, static_cast<int>(last - first));
-  ImageOutput out(a.out, last - first);
-  double total_s = 0, dec_s = 0;
-  int64_t kv_peak = 0, kv_planned = 0, kv_capped = 0;
+  VarFamily family(model, *loaded->vae);
+  EngineOptions eo;
+  eo.limits.kv_cap_bytes = a.kv_memory.empty() ? std::numeric_limits<int64_t>::max() / 4
+                                               : parse_byte_size(a.kv_memory, "--kv-memory");
+  eo.max_in_flight = a.batch;
+  const bool out_rank = ctx.is_output_rank();
   Progress prog("generate");
-  for (int b0 = static_cast<int>(first); b0 < last; b0 += bs) {
-    VarRequest sub = req;
-    const int b1 = std::min(static_cast<int>(last), b0 + bs);
-    sub.labels.assign(req.labels.begin() + b0, req.labels.begin() + b1);
-    sub.image_ids.clear();
-    for (int i = b0; i < b1; ++i) sub.image_ids.push_back(static_cast<uint32_t>(i));
-    VarRunOptions opt;
-    opt.policy = policy.get();
-    // Every rank of the group decodes a share of the batch (rank 0 the first and never an empty one)
-    // and the output rank gathers them: one rank decoding a large batch alone would hold the others
-    // in a collective for minutes, past the watchdog (README, Reliability), and take tp times longer.
-    const int64_t nb = b1 - b0, tp = ctx.tp->size();
-    auto part = [&](int64_t r) { return std::pair<int64_t, int64_t>{(nb * r + tp - 1) / tp, (nb * (r + 1) + tp - 1) / tp}; };
-    std::tie(opt.decode_begin, opt.decode_end) = part(ctx.tp->rank());
-    opt.decode = opt.decode_end > opt.decode_begin;
-    opt.progress = [&](int si, int S, double s) {
-      prog.update(fmt::format("images {}-{}/{}  scale {}/{} ({}x{})  {:.3f}s", b0 + 1, b1, n, si + 1, S,
-                              cfg.patch_nums[si], cfg.patch_nums[si], s));
-    };
-    GenerateResult r = var_generate(model, vae, sub, opt);
-    total_s += r.transformer_seconds + r.decode_seconds;
-    dec_s += r.decode_seconds;
-    kv_peak = std::max(kv_peak, r.kv_peak_bytes);
-    kv_planned = std::max(kv_planned, r.kv_planned_peak_bytes);
-    kv_capped += r.kv_capped;
-    const int H = cfg.image_size, W = cfg.image_size;
-    const size_t px = static_cast<size_t>(3) * H * W;
-    std::vector<uint8_t> rgb(static_cast<size_t>(nb) * px);
-    if (opt.decode) {
-      SKV_CHECK(r.images.dim(2) == H && r.images.dim(3) == W, "the decoder made {}x{} images for a {}x{} model",
-                r.images.dim(3), r.images.dim(2), W, H);
-      const auto mine = images_to_rgb8(r.images);
-      for (size_t i = 0; i < mine.size(); ++i)
-        std::copy(mine[i].begin(), mine[i].end(), rgb.begin() + static_cast<std::ptrdiff_t>((opt.decode_begin + i) * px));
+  eo.on_progress = [&](const EngineProgress& p) {
+    if (out_rank && p.first_id >= 0)
+      prog.update(fmt::format("images {}/{}  {} in flight  image {} at scale {}/{}  {:.3f}s", p.finished,
+                              last - first, p.in_flight, p.first_id + 1, p.first_scales_done, p.first_num_scales,
+                              p.step_seconds));
+  };
+  Engine engine(family, be, *ctx.tp, ctx.tp_host ? *ctx.tp_host : *ctx.tp, eo);
+  if (ctx.tp->rank() == 0) {
+    for (int64_t i = first; i < last; ++i) {
+      EngineRequest r;
+      r.id = i;
+      r.labels = {req.labels[static_cast<size_t>(i)]};
+      r.image_ids = {static_cast<uint32_t>(i)};
+      r.seed = req.seed;
+      r.cfg = req.cfg;
+      r.top_k = req.sampling.top_k;
+      r.top_p = req.sampling.top_p;
+      r.kv = a.kv;
+      engine.submit(std::move(r));
     }
-    for (int src = 1; src < tp; ++src) {
-      const auto [s0, s1] = part(src);
-      if (s1 > s0) ctx.tp->broadcast_host(rgb.data() + s0 * px, static_cast<size_t>(s1 - s0) * px, src);
-    }
-    if (!ctx.is_output_rank()) continue;
-    for (int i = b0; i < b1; ++i)
-      out.write_png(fmt::format("{:04d}_c{}.png", i, req.labels[i]), rgb.data() + (i - b0) * px, W, H);
+    engine.close();
   }
+  ImageOutput out(a.out, last - first);
+  double dec_s = 0;
+  const double t0 = now_seconds();
+  engine.run([&](EngineResult&& r) {
+    dec_s += r.gen.decode_seconds;
+    if (!out_rank) return;
+    SKV_CHECK(r.height == cfg.image_size && r.width == cfg.image_size, "the decoder made {}x{} images for a {}x{} "
+              "model", r.width, r.height, cfg.image_size, cfg.image_size);
+    out.write_png(fmt::format("{:04d}_c{}.png", r.id, req.labels[static_cast<size_t>(r.id)]), r.rgb[0].data(), r.width,
+                  r.height);
+  });
+  const double total_s = now_seconds() - t0;
+  const EngineStats st = engine.stats();
   prog.done(fmt::format("{} images", last - first));
-  if (ctx.is_output_rank() && ctx.replica == 0) {  // labels.json: file -> class, for scripts/eval/evaluate.py
+  if (out_rank && ctx.replica == 0) {  // labels.json: file -> class, for scripts/eval/evaluate.py
     nlohmann::json labels = nlohmann::json::object();
     for (int i = 0; i < n; ++i) labels[fmt::format("{:04d}_c{}.png", i, req.labels[i])] = req.labels[i];
     out.write_text("labels.json", labels.dump(1) + "\n");
   }
-  if (!ctx.is_output_rank() || last == first) return;
+  if (!out_rank || last == first) return;
   if (ctx.replicas > 1) fmt::print("replica {}/{}: images {}-{} of {}; ", ctx.replica, ctx.replicas, first, last - 1, n);
   fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}{}; wrote {} PNGs{} to "
              "{}/\n", last - first, cfg.image_size, cfg.image_size, total_s, total_s / (last - first), dec_s, be.name(),
              ctx.tp->size() > 1 ? fmt::format(" x {} tensor-parallel ranks", ctx.tp->size()) : std::string(),
              out.written(), ctx.replica == 0 ? " and labels.json" : "", a.out);
-  // The full cache of the same batch on this rank, as the same allocator would hold it (F32 K and V).
-  const int rows = 2 * std::min<int64_t>(bs, last - first);
-  const int64_t token_bytes = static_cast<int64_t>(rows) * model.local_heads() * cfg.head_dim() * 2 * 4;
-  const KVPlan full = plan_kv(*full_policy, cfg.schedule(), cfg.depth, token_bytes);
-  fmt::print("KV cache ({}): planned peak {}, measured peak {} ({} bytes), {:.1f}% of the full cache's {}{}\n",
-             policy->name(), format_bytes(kv_planned), format_bytes(kv_peak), kv_peak,
-             100.0 * static_cast<double>(kv_peak) / static_cast<double>(std::max<int64_t>(1, full.peak_bytes())),
-             format_bytes(full.peak_bytes()),
-             kv_capped ? fmt::format("; {} compressions cut to the planned pool", kv_capped) : std::string());
+  // The full cache of the same requests in flight, as the same allocator would hold it (F32 K and V).
+  EngineRequest one;
+  one.labels = {0};
+  int64_t full_one = 0;
+  for (const StepDemand& d : family.demand(one, *full_policy)) full_one = std::max(full_one, d.kv_bytes);
+  const int64_t full = full_one * std::max<int64_t>(1, st.max_in_flight);
+  fmt::print("KV cache ({}): planned peak {}, measured peak {} ({} bytes), {:.1f}% of the full cache's {}; {} requests "
+             "in flight at most{}\n", policy->name(), format_bytes(st.kv_planned_peak_bytes),
+             format_bytes(st.kv_peak_bytes), st.kv_peak_bytes,
+             100.0 * static_cast<double>(st.kv_peak_bytes) / static_cast<double>(std::max<int64_t>(1, full)),
+             format_bytes(full), st.max_in_flight,
+             a.kv_memory.empty() ? std::string() : fmt::format(" (--kv-memory {})", format_bytes(eo.limits.kv_cap_bytes)));
 }
 
 void run_generate(GenerateArgs& a) {
@@ -204,7 +210,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--out", a->out, "Output folder for PNGs")->capture_default_str();
   add_context_options(cmd, a->ctx);
   add_kv_options(cmd, a->kv);
-  cmd->add_option("--batch", a->batch, "Images per forward pass (default: all at once)");
+  cmd->add_option("--batch", a->batch, "Images per forward pass: requests in flight at once (default: all)");
+  cmd->add_option("--kv-memory", a->kv_memory, "VAR: admit requests into this much KV memory (bytes, or with "
+                  "KiB/MiB/GiB; default: no cap)");
   add_infinity_generate_options(cmd, a->inf);
   cmd->callback([a, cmd] {
     for (const auto* o : cmd->get_options())

@@ -1,6 +1,11 @@
 // kv_options.cpp - the KV policy command-line options (see kv_options.h).
 #include "launcher/kv_options.h"
 
+#include <cmath>
+#include <map>
+
+#include "runtime/check.h"
+
 namespace skv {
 
 void add_kv_options(CLI::App* cmd, KVOptions& o) {
@@ -21,6 +26,28 @@ void add_kv_options(CLI::App* cmd, KVOptions& o) {
   cmd->add_option("--kv-window", o.window, "Observation window (scalekv, snapkv, pyramidkv); default: the config's kv_window, else 16")
       ->each(mark("--kv-window"));
   cmd->add_option("--kv-sinks", o.sinks, "StreamingLLM sink tokens")->capture_default_str()->each(mark("--kv-sinks"));
+}
+
+int64_t parse_byte_size(const std::string& text, const std::string& option) {
+  static const std::map<std::string, double> units = {
+      {"", 1.0},         {"B", 1.0},           {"KiB", 1024.0},    {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+      {"TiB", 1099511627776.0}, {"K", 1024.0}, {"M", 1048576.0},   {"G", 1073741824.0}, {"T", 1099511627776.0},
+      {"KB", 1e3},       {"MB", 1e6},          {"GB", 1e9},        {"TB", 1e12}};
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  const std::string num = text.substr(0, i), unit = text.substr(i);
+  double v = 0;
+  bool ok = !num.empty() && num.find_first_of('.') == num.find_last_of('.') && units.count(unit);
+  if (ok) {
+    try {
+      v = std::stod(num) * units.at(unit);
+    } catch (const std::exception&) {
+      ok = false;
+    }
+  }
+  SKV_CHECK(ok && std::isfinite(v) && v >= 1 && v < 9.2e18, "{} '{}' is not a memory size: give bytes or a number "
+            "with KiB, MiB, GiB (e.g. 512MiB, 2GiB)", option, text);
+  return static_cast<int64_t>(std::llround(v));
 }
 
 }  // namespace skv

@@ -12,4 +12,8 @@ namespace skv {
 // --kv-sinks; records the ones given in KVOptions::given.
 void add_kv_options(CLI::App* cmd, KVOptions& o);
 
+// A memory size option (--kv-memory): bytes, or a number with KiB/MiB/GiB/TiB (also K/M/G/T) or
+// KB/MB/GB/TB; a one-line error naming `option` otherwise. Positive and below 2^63.
+int64_t parse_byte_size(const std::string& text, const std::string& option);
+
 }  // namespace skv

@@ -1,0 +1,255 @@
+// cmd_bench_serve.cpp - `scalekv bench serve`: replays an arrival trace against the engine in one
+// process (or one mpirun job of one tensor-parallel group) and reports throughput, latency, queue time,
+// concurrency and the measured KV peak against the cap. Request i is one image of label i of --labels,
+// image id i and --seed S, so its PNG (DIR/NNNN_cC.png) equals image i of `scalekv generate --labels ...
+// --seed S`. Arrivals are Poisson at --rate requests per second (0: all at once), timed from the
+// first; a thread on rank 0 submits each at its time (open loop: arrivals never wait for the engine).
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "engine/engine.h"
+#include "engine/var_family.h"
+#include "launcher/bench.h"
+#include "launcher/bench_serve.h"
+#include "launcher/context.h"
+#include "launcher/generate_output.h"
+#include "launcher/kv_options.h"
+#include "launcher/model_files.h"
+#include "launcher/progress.h"
+#include "launcher/request_check.h"
+#include "launcher/var_bundle.h"
+#include "parallel/communicator.h"
+#include "runtime/check.h"
+#include "runtime/file_io.h"
+#include "runtime/models/request_kv.h"
+
+namespace skv {
+
+namespace {
+
+struct ServeBenchArgs {
+  ModelFiles files;
+  bool random = false;
+  int depth = 0;
+  std::string labels = "0-9x4";
+  std::string seed_text = "0";
+  double rate = 0;
+  std::string mode = "continuous";
+  std::string kv_memory;
+  int64_t max_step_tokens = 0;
+  std::string out, json;
+  ContextArgs ctx;
+  KVOptions kv;
+  std::set<std::string> given;
+  std::string command;
+};
+
+// Linear interpolation between closest ranks (numpy's default percentile).
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double pos = p / 100.0 * static_cast<double>(v.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos)), hi = std::min(v.size() - 1, lo + 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
+}
+
+void run_bench_serve(ServeBenchArgs& a) {
+  const uint64_t seed = parse_seed(a.seed_text, "--seed");
+  SKV_CHECK(std::isfinite(a.rate) && a.rate >= 0, "--rate {} must be >= 0 requests per second (0: all at once)", a.rate);
+  SKV_CHECK(!a.kv_memory.empty(), "bench serve needs --kv-memory BYTES (e.g. 512MiB): the KV cap the engine admits "
+            "requests into");
+  EngineOptions eo;
+  eo.mode = parse_batch_mode(a.mode, "--mode");
+  eo.limits.kv_cap_bytes = parse_byte_size(a.kv_memory, "--kv-memory");
+  SKV_CHECK(a.max_step_tokens >= 0, "--max-step-tokens {} must be >= 0 (0: no bound)", a.max_step_tokens);
+  eo.limits.max_step_tokens = a.max_step_tokens;
+  SKV_CHECK(!a.given.count("--depth") || (a.random && a.depth >= 1), "--depth {} needs --random-weights and must be "
+            ">= 1", a.depth);
+  check_kv_options(a.kv);
+  if (!a.out.empty()) prepare_output_dir(a.out, "--out");
+
+  RunContext ctx = make_context(a.ctx);
+  SKV_CHECK(ctx.replicas == 1, "bench serve runs one tensor-parallel group; start it with as many ranks as --tp "
+            "({} ranks, --tp {})", ctx.world_size, ctx.tp->size());
+  check_same_request(ctx, {{"--labels", a.labels}, {"--seed", std::to_string(seed)}, {"--rate", fmt::format("{}", a.rate)},
+                           {"--mode", a.mode}, {"--kv-memory", a.kv_memory},
+                           {"--kv-policy / --kv-budget", a.kv.policy + " " + a.kv.budget}});
+  Backend& be = *ctx.backend;
+  ModelFiles files = a.files;
+  if (!a.random) files = resolve_model_files(files);
+  std::unique_ptr<VarBundle> bundle;
+  if (a.random && a.depth > 0) {
+    VarConfig cfg = VarConfig::load(files.config);
+    cfg.depth = a.depth;
+    bundle = load_var(std::move(cfg), WeightSource::random_weights(1), be, *ctx.tp);
+  } else {
+    bundle = load_var_bundle(files, a.random, 1, be, *ctx.tp);
+  }
+  const VarConfig& cfg = bundle->cfg;
+  const std::vector<int64_t> labels = parse_labels(a.labels, cfg.num_classes);
+  const int64_t n = static_cast<int64_t>(labels.size());
+
+  std::vector<double> arrival(static_cast<size_t>(n), 0.0);  // seconds after the start
+  if (a.rate > 0) {
+    std::mt19937_64 gen(seed ^ 0x5eedULL);
+    std::exponential_distribution<double> gap(a.rate);
+    double t = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (i > 0) t += gap(gen);
+      arrival[static_cast<size_t>(i)] = t;
+    }
+  }
+  auto make_request = [&](int64_t i) {
+    EngineRequest r;
+    r.id = i;
+    r.labels = {labels[static_cast<size_t>(i)]};
+    r.image_ids = {static_cast<uint32_t>(i)};
+    r.seed = seed;
+    r.kv = a.kv;
+    return r;
+  };
+
+  VarFamily family(*bundle->model, *bundle->vae);
+  Communicator& control = ctx.tp_host ? *ctx.tp_host : *ctx.tp;
+  const bool out_rank = ctx.is_output_rank();
+  Progress prog("bench serve");
+  eo.on_progress = [&](const EngineProgress& p) {
+    if (out_rank)
+      prog.update(fmt::format("{}/{} images  {} in flight  iteration {}  {:.3f}s", p.finished, n, p.in_flight,
+                              p.iteration, p.step_seconds));
+  };
+  Engine engine(family, be, *ctx.tp, control, eo);
+  if (out_rank) {  // every request is checked (and one that could never fit refused) before the clock starts
+    const auto probe = make_request(0);
+    family.check(probe);
+    const auto policy = family.make_policy(probe);
+    AdmissionLedger ledger(eo.limits);
+    const std::string why = ledger.never_fits(family.demand(probe, *policy));
+    SKV_CHECK(why.empty(), "--kv-memory {}: a request ({} policy) can never run: {}", a.kv_memory, policy->name(), why);
+  }
+
+  ImageOutput out(a.out, n);
+  std::vector<double> latency, queue;
+  std::atomic<bool> failed{false};
+  std::string feeder_error;
+  const double t0 = now_seconds();
+  std::thread feeder;
+  if (ctx.tp->rank() == 0) {
+    feeder = std::thread([&] {
+      try {
+        for (int64_t i = 0; i < n; ++i) {
+          const double wait = t0 + arrival[static_cast<size_t>(i)] - now_seconds();
+          if (wait > 0) std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+          engine.submit(make_request(i));
+        }
+      } catch (const std::exception& e) {
+        feeder_error = e.what();
+        failed = true;
+      }
+      engine.close();
+    });
+  }
+  double last_finish = t0;
+  try {
+    engine.run([&](EngineResult&& r) {
+      last_finish = std::max(last_finish, r.finished);
+      latency.push_back(r.finished - r.submitted);
+      queue.push_back(r.admitted - r.submitted);
+      if (!out_rank || a.out.empty()) return;
+      out.write_png(fmt::format("{:04d}_c{}.png", r.id, labels[static_cast<size_t>(r.id)]), r.rgb[0].data(), r.width,
+                    r.height);
+    });
+  } catch (...) {
+    if (feeder.joinable()) {
+      engine.close();
+      feeder.join();
+    }
+    throw;
+  }
+  if (feeder.joinable()) feeder.join();
+  SKV_CHECK(!failed, "bench serve: submitting a request failed: {}", feeder_error);
+  const EngineStats s = engine.stats();
+  SKV_CHECK(s.finished == n, "bench serve: {} of {} requests finished", s.finished, n);
+  if (!out_rank) return;
+  const double seconds = last_finish - t0;
+  prog.done(fmt::format("{} images in {:.2f} s", n, seconds));
+
+  nlohmann::json j;
+  j["command"] = a.command;
+  j["machine"] = machine_description();
+  j["model"] = cfg.path;
+  j["weights"] = a.random ? "random" : files.weights;
+  j["depth"] = cfg.depth;
+  j["tp"] = ctx.tp->size();
+  j["backend"] = be.name();
+  j["mode"] = batch_mode_name(eo.mode);
+  j["kv_policy"] = a.kv.policy;
+  j["kv_budget"] = a.kv.budget;
+  j["rate"] = a.rate;
+  j["images"] = n;
+  j["seconds"] = seconds;
+  j["images_per_s"] = seconds > 0 ? static_cast<double>(n) / seconds : 0.0;
+  j["latency_p50_s"] = percentile(latency, 50);
+  j["latency_p99_s"] = percentile(latency, 99);
+  j["latency_mean_s"] = latency.empty() ? 0.0 : std::accumulate(latency.begin(), latency.end(), 0.0) / latency.size();
+  j["queue_p50_s"] = percentile(queue, 50);
+  j["queue_p99_s"] = percentile(queue, 99);
+  j["max_in_flight"] = s.max_in_flight;
+  j["iterations"] = s.iterations;
+  j["kv_peak_bytes"] = s.kv_peak_bytes;
+  j["kv_cap_bytes"] = s.kv_cap_bytes;
+  j["max_step_tokens"] = eo.limits.max_step_tokens;
+  fmt::print("bench serve ({} mode, {} {}, rate {}/s, KV cap {}): {} images in {:.2f} s, {:.3f} images/s, latency p50 "
+             "{:.2f} s p99 {:.2f} s, queue p50 {:.2f} s, at most {} in flight, KV peak {} ({:.0f}% of the cap)\n",
+             batch_mode_name(eo.mode), a.kv.policy, a.kv.budget, a.rate, format_bytes(s.kv_cap_bytes), n, seconds,
+             j["images_per_s"].get<double>(), j["latency_p50_s"].get<double>(), j["latency_p99_s"].get<double>(),
+             j["queue_p50_s"].get<double>(), s.max_in_flight, format_bytes(s.kv_peak_bytes),
+             100.0 * static_cast<double>(s.kv_peak_bytes) / static_cast<double>(s.kv_cap_bytes));
+  if (!a.json.empty()) write_file_atomic(a.json, j.dump(1) + "\n");
+}
+
+}  // namespace
+
+void register_bench_serve(CLI::App* bench) {
+  auto a = std::make_shared<ServeBenchArgs>();
+  auto* cmd = bench->add_subcommand("serve", "Replay Poisson arrivals against the engine (scale-level batching under "
+                                             "a KV cap): throughput, latency, queue time, concurrency, KV peak");
+  cmd->add_option("--model", a->files.config, "Model config JSON (default: the demo model)");
+  cmd->add_option("--weights", a->files.weights, "Transformer weights (safetensors)");
+  cmd->add_option("--vae", a->files.vae, "VAE weights (safetensors)");
+  cmd->add_flag("--random-weights", a->random, "Random weights of --model's shape");
+  cmd->add_option("--depth", a->depth, "With --random-weights: override the config's depth (for time)");
+  cmd->add_option("--labels", a->labels, "One request per label: 3,7 or 0-9 or 0-9x4")->capture_default_str();
+  cmd->add_option("--seed", a->seed_text, "Sampling seed (request i is image i of generate --seed S)")
+      ->capture_default_str();
+  cmd->add_option("--rate", a->rate, "Poisson arrivals per second (0: all at once)")->capture_default_str();
+  cmd->add_option("--mode", a->mode, "sequential, static (request-level batches) or continuous (scale-level joins)")
+      ->capture_default_str();
+  cmd->add_option("--kv-memory", a->kv_memory, "KV cap for the requests in flight (bytes; KiB/MiB/GiB suffixes)");
+  cmd->add_option("--max-step-tokens", a->max_step_tokens, "Bound on one iteration's query tokens (0: none)")
+      ->capture_default_str();
+  cmd->add_option("--out", a->out, "Write each request's PNG here (NNNN_cC.png)");
+  cmd->add_option("--json", a->json, "Write the summary as JSON here");
+  add_context_options(cmd, a->ctx);
+  add_kv_options(cmd, a->kv);
+  cmd->callback([a, cmd] {
+    for (const auto* o : cmd->get_options())
+      if (o->count() > 0) a->given.insert(o->get_name());
+    a->command = "scalekv bench serve";
+    for (const auto* o : cmd->get_options())
+      if (o->count() > 0 && !o->get_lnames().empty())
+        a->command += o->get_expected_max() == 0 ? fmt::format(" --{}", o->get_lnames()[0])
+                                                 : fmt::format(" --{} {}", o->get_lnames()[0], fmt::join(o->results(), ","));
+    run_bench_serve(*a);
+  });
+}
+
+}  // namespace skv

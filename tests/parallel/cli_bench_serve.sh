@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# cli_bench_serve.sh - `scalekv bench serve` replays arrivals against the engine: request i writes the PNG
+# of image i of `scalekv generate` (same labels, seed and policy; within 1 level), for three policies, in
+# all three modes, at TP 1 and TP 2; a burst of 200 requests keeps the measured KV peak under the cap; the
+# JSON has its fields; bad options are one-line errors.
+set -uo pipefail
+. "$(dirname "$0")/cli_common.sh"
+make_tiny_model
+common=("${MODEL_ARGS[@]}" --labels 0-4x4 --seed 5)
+
+# check_json FILE IMAGES: the summary's fields, and the KV peak at or under the cap.
+check_json() {
+  python3 - "$1" "$2" <<'PY' || fail "$1: bad summary"
+import json, sys
+j = json.load(open(sys.argv[1]))
+for k in ("images", "seconds", "images_per_s", "latency_p50_s", "latency_p99_s", "queue_p50_s", "max_in_flight",
+          "kv_peak_bytes", "kv_cap_bytes"):
+    assert k in j, f"no {k}"
+assert j["images"] == int(sys.argv[2]), j["images"]
+assert 0 < j["kv_peak_bytes"] <= j["kv_cap_bytes"], (j["kv_peak_bytes"], j["kv_cap_bytes"])
+assert j["latency_p50_s"] <= j["latency_p99_s"]
+print(sys.argv[1], "ok:", j["mode"], j["kv_policy"], "in flight", j["max_in_flight"], "KV", j["kv_peak_bytes"],
+      "of", j["kv_cap_bytes"])
+PY
+}
+
+i=0
+for policy in "full" "scalekv --kv-budget 50% --kv-window 4" "snapkv --kv-budget 40% --kv-window 4"; do
+  i=$((i + 1))
+  # shellcheck disable=SC2086
+  "$SCALEKV" generate "${common[@]}" --kv-policy $policy --out "$WORK/gen$i" >/dev/null || fail "generate ($policy)"
+  rm -f "$WORK/gen$i/labels.json"
+  for mode in continuous static sequential; do
+    # shellcheck disable=SC2086
+    "$SCALEKV" bench serve "${common[@]}" --kv-policy $policy --mode $mode --rate 400 --kv-memory 150KiB \
+      --out "$WORK/serve$i$mode" --json "$WORK/serve$i$mode.json" || fail "bench serve ($policy, $mode)"
+    "$PNG_DIFF" "$WORK/gen$i" "$WORK/serve$i$mode" 1 || fail "bench serve ($policy, $mode) differs from generate"
+    check_json "$WORK/serve$i$mode.json" 20
+  done
+done
+python3 -c "import json, sys; j = json.load(open(sys.argv[1])); assert j['max_in_flight'] == 1, j" \
+  "$WORK/serve1sequential.json" || fail "sequential mode had more than one request in flight"
+
+# TP 2: the plan goes from rank 0 to rank 1 every iteration; images equal TP 1's generate.
+mpirun_n 2 "$SCALEKV" bench serve "${common[@]}" --kv-policy scalekv --kv-budget 50% --kv-window 4 --tp 2 \
+  --rate 400 --kv-memory 150KiB --out "$WORK/serve_tp2" --json "$WORK/serve_tp2.json" || fail "TP 2 bench serve"
+"$PNG_DIFF" "$WORK/gen2" "$WORK/serve_tp2" 1 || fail "TP 2 bench serve differs from generate"
+check_json "$WORK/serve_tp2.json" 20
+
+# A burst of 200 requests into a cap of about three full-cache requests: nothing passes the cap.
+"$SCALEKV" bench serve "${MODEL_ARGS[@]}" --labels 0-4x40 --seed 1 --kv-memory 150KiB --json "$WORK/burst.json" \
+  || fail "burst"
+check_json "$WORK/burst.json" 200
+
+expect() {  # expect TEXT ARGS...: fails non-zero with one line containing TEXT
+  local want=$1
+  shift
+  local out
+  out=$("$SCALEKV" bench serve "${MODEL_ARGS[@]}" --labels 0-4 "$@" 2>&1) && fail "succeeded: $*"
+  grep -q -- "$want" <<<"$out" || fail "'$*': expected '$want' in: $out"
+  [ "$(wc -l <<<"$out")" -le 2 ] || fail "'$*': more than one line: $out"
+}
+expect "can never run" --kv-memory 10KiB
+expect "is not a memory size" --kv-memory 12parsecs
+expect "needs --kv-memory" --rate 1
+expect "--mode 'fast'" --kv-memory 1MiB --mode fast
+expect "--rate -1" --kv-memory 1MiB --rate -1
+echo "PASS"
