@@ -247,8 +247,9 @@ void Engine::apply(const Plan& p, const std::function<void(EngineResult&&)>& on_
     f->admitted = now;
     f->first_rank = static_cast<int>(admissions_++ % group_.size());
     f->policy = family_.make_policy(f->req);
-    const auto [b, e] = decode_share(f->req.images(), (group_.rank() - f->first_rank + group_.size()) % group_.size(),
-                                     group_.size());
+    auto [b, e] = decode_share(f->req.images(), (group_.rank() - f->first_rank + group_.size()) % group_.size(),
+                               group_.size());
+    if (opt_.decode_everywhere) std::tie(b, e) = std::pair<int64_t, int64_t>{0, f->req.images()};
     f->gen = family_.start(f->req, f->policy.get(), static_cast<int>(b), static_cast<int>(e));
     flights_.push_back(std::move(f));
   }
@@ -286,23 +287,32 @@ void Engine::step(const std::function<void(EngineResult&&)>& on_done) {
     std::tie(r.height, r.width) = family_.image_hw(f.req);
     const int n = f.req.images(), P = group_.size();
     const size_t px = static_cast<size_t>(r.height) * r.width * 3;
-    std::vector<uint8_t> all(px * static_cast<size_t>(n));
-    for (int k = 0; k < P; ++k) {
-      const int src = (f.first_rank + k) % P;
-      const auto [b, e] = decode_share(n, k, P);
-      if (e == b) continue;
-      if (src == group_.rank()) {
-        SKV_CHECK(r.gen.images.defined() && r.gen.images.dim(0) == e - b && r.gen.images.dim(2) == r.height &&
-                  r.gen.images.dim(3) == r.width, "request {}: the decoder made {} for {} images of {}x{}", r.id,
-                  r.gen.images.defined() ? r.gen.images.describe() : std::string("nothing"), e - b, r.width, r.height);
-        const auto rgb = family_.rgb8(r.gen.images);
-        for (size_t i = 0; i < rgb.size(); ++i) std::copy(rgb[i].begin(), rgb[i].end(), all.begin() + (b + i) * px);
+    auto check_images = [&](int64_t count) {
+      SKV_CHECK(r.gen.images.defined() && r.gen.images.dim(0) == count && r.gen.images.dim(2) == r.height &&
+                r.gen.images.dim(3) == r.width, "request {}: the decoder made {} for {} images of {}x{}", r.id,
+                r.gen.images.defined() ? r.gen.images.describe() : std::string("nothing"), count, r.width, r.height);
+    };
+    if (opt_.decode_everywhere) {
+      check_images(n);
+      r.rgb = family_.rgb8(r.gen.images);
+    } else {
+      std::vector<uint8_t> all(px * static_cast<size_t>(n));
+      for (int k = 0; k < P; ++k) {
+        const int src = (f.first_rank + k) % P;
+        const auto [b, e] = decode_share(n, k, P);
+        if (e == b) continue;
+        if (src == group_.rank()) {
+          check_images(e - b);
+          const auto rgb = family_.rgb8(r.gen.images);
+          for (size_t i = 0; i < rgb.size(); ++i) std::copy(rgb[i].begin(), rgb[i].end(), all.begin() + (b + i) * px);
+        }
+        if (P > 1) control_.broadcast_host(all.data() + b * px, static_cast<size_t>(e - b) * px, src);
       }
-      if (P > 1) control_.broadcast_host(all.data() + b * px, static_cast<size_t>(e - b) * px, src);
+      for (int i = 0; i < n; ++i)
+        r.rgb.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(i * px),
+                           all.begin() + static_cast<std::ptrdiff_t>((i + 1) * px));
+      r.gen.images = Tensor();  // a share at most: the 8-bit images are the result
     }
-    for (int i = 0; i < n; ++i)
-      r.rgb.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(i * px), all.begin() + static_cast<std::ptrdiff_t>((i + 1) * px));
-    r.gen.images = Tensor();
     r.submitted = f.submitted;
     r.admitted = f.admitted;
     r.steps_in_batch_max = f.batch_max;
@@ -314,6 +324,22 @@ void Engine::step(const std::function<void(EngineResult&&)>& on_done) {
     }
     on_done(std::move(r));
   }
+}
+
+EngineResult Engine::run_one(EngineFamily& family, Backend& backend, Communicator& group, Communicator& control,
+                             EngineRequest r, bool decode_everywhere) {
+  EngineOptions o;
+  o.limits.kv_cap_bytes = std::numeric_limits<int64_t>::max() / 4;
+  o.decode_everywhere = decode_everywhere;
+  Engine e(family, backend, group, control, o);
+  if (group.rank() == 0) {
+    e.submit(std::move(r));
+    e.close();
+  }
+  std::vector<EngineResult> out;
+  e.run([&](EngineResult&& x) { out.push_back(std::move(x)); });
+  SKV_CHECK(out.size() == 1 && !out[0].cancelled, "internal: a single-request engine returned {} results", out.size());
+  return std::move(out[0]);
 }
 
 void Engine::run(const std::function<void(EngineResult&&)>& on_done) {

@@ -85,6 +85,9 @@ struct EngineOptions {
   AdmissionLimits limits;  // --kv-memory, --max-step-tokens
   BatchMode mode = BatchMode::Continuous;
   int64_t max_in_flight = 0;       // at most this many requests in flight (0: no bound; generate --batch)
+  // Every rank decodes every image and keeps the float images in EngineResult::gen.images (verify-golden
+  // compares them on each rank); otherwise each rank decodes a share and only the 8-bit images travel.
+  bool decode_everywhere = false;
   double idle_plan_seconds = 1.0;  // an idle rank 0 still broadcasts a plan this often
   // Rank 0, on the loop thread, at every iteration boundary before the plan is decided (it may submit:
   // arrivals replayed by iteration in tests). The argument counts the iterations run so far.
@@ -113,6 +116,11 @@ struct EngineStats {
 
 class Engine {
  public:
+  // One request through an engine of its own (no KV cap), on every rank of the group; its result on every
+  // rank. verify-golden runs this way, so the goldens check the engine's own path.
+  static EngineResult run_one(EngineFamily& family, Backend& backend, Communicator& group, Communicator& control,
+                              EngineRequest r, bool decode_everywhere = true);
+
   // `group`: the tensor-parallel group the model runs on; `control`: the host communicator of the same
   // ranks that carries the plans (the same object on CPU). Resets the allocator's peaks.
   Engine(EngineFamily& family, Backend& backend, Communicator& group, Communicator& control, EngineOptions opt);

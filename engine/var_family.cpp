@@ -18,6 +18,18 @@ VarRequest VarFamily::var_request(const EngineRequest& r) const {
   return v;
 }
 
+EngineRequest VarFamily::engine_request(int64_t id, const VarRequest& v) {
+  EngineRequest r;
+  r.id = id;
+  r.labels = v.labels;
+  r.image_ids = v.image_ids;
+  r.seed = v.seed;
+  r.cfg = v.cfg;
+  r.top_k = v.sampling.top_k;
+  r.top_p = v.sampling.top_p;
+  return r;
+}
+
 void VarFamily::check(const EngineRequest& r) const {
   const VarConfig& cfg = model_.config();
   SKV_CHECK(!r.labels.empty(), "request {}: no class labels (a VAR request has one label per image)", r.id);
@@ -46,6 +58,12 @@ std::vector<StepDemand> VarFamily::demand(const EngineRequest& r, const KVPolicy
 std::unique_ptr<Generation> VarFamily::start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
                                              int decode_end) {
   VarRunOptions opt;
+  if (const auto h = hooks_.find(r.id); h != hooks_.end()) {
+    opt.observer = h->second.observer;
+    opt.teacher = h->second.teacher;
+    opt.progress = h->second.progress;
+    hooks_.erase(h);
+  }
   opt.policy = policy;
   opt.decode = decode_end > decode_begin;
   opt.decode_begin = decode_begin;

@@ -2,6 +2,8 @@
 // VarGeneration each, stepped together as one packed forward pass (VarGeneration::step).
 #pragma once
 
+#include <map>
+
 #include "engine/engine.h"
 #include "runtime/models/var_generate.h"
 
@@ -21,10 +23,16 @@ class VarFamily final : public EngineFamily {
   std::vector<std::vector<uint8_t>> rgb8(const Tensor& images) const override { return images_to_rgb8(images); }
   // The VarRequest the engine runs for `r` (the model's CFG and sampling where r leaves them unset).
   VarRequest var_request(const EngineRequest& r) const;
+  // The engine request of a VarRequest (full cache; set kv for another policy).
+  static EngineRequest engine_request(int64_t id, const VarRequest& v);
+  // Local hooks for request `id` on this rank (observer, teacher tokens, progress; nothing else of `hooks`
+  // is used): verify-golden and calibration watch the engine's own run through them.
+  void attach(int64_t id, const VarRunOptions& hooks) { hooks_[id] = hooks; }
 
  private:
   const VarModel& model_;
   const VQVAE& vae_;
+  std::map<int64_t, VarRunOptions> hooks_;
 };
 
 }  // namespace skv

@@ -17,6 +17,8 @@
 #include "runtime/json_util.h"
 #include "runtime/models/model_bundle.h"
 #include "runtime/models/var_generate.h"
+#include "engine/engine.h"
+#include "engine/var_family.h"
 
 namespace skv {
 
@@ -103,11 +105,14 @@ GoldenOutcome verify_var_golden(const std::string& dir, const std::string& name,
     teacher.push_back(golden_indices(exp, fmt::format("idx.{}", si),
                                      static_cast<int64_t>(B) * cfg.patch_nums[si] * cfg.patch_nums[si], 0, cfg.V,
                                      fmt::format("token indices of scale {}, vocabulary {}", si, cfg.V)));
+  // Both runs go through the engine (one request each), the path generate and bench serve take.
+  VarFamily family(model, vae);
   Recorder rec;
   VarRunOptions o;
   o.teacher = &teacher;
   o.observer = &rec;
-  GenerateResult tf = var_generate(model, vae, req, o);
+  family.attach(0, o);
+  GenerateResult tf = Engine::run_one(family, be, *comm, *comm, VarFamily::engine_request(0, req)).gen;
 
   int64_t agree = 0, total = 0, strict_agree = 0, strict_total = 0;
   double worst_logit = 0;
@@ -185,9 +190,7 @@ GoldenOutcome verify_var_golden(const std::string& dir, const std::string& name,
       rep.fail("image", fmt::format("shape {} recorded, {} made", shape_str(want.shape()), shape_str(tf.images.shape())));
   }
   // Free-running run with the golden's own sampling settings.
-  VarRunOptions free_opt;
-  free_opt.decode = false;
-  GenerateResult fr = var_generate(model, vae, req, free_opt);
+  GenerateResult fr = Engine::run_one(family, be, *comm, *comm, VarFamily::engine_request(1, req)).gen;
   int64_t fa = 0, ft = 0;
   for (int si = 0; si < S; ++si)
     for (size_t t = 0; t < teacher[si].size(); ++t) {

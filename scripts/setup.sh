@@ -26,7 +26,8 @@ pkgs=(
   python3 python3-numpy
 )
 if [ "$with_torch" = 1 ]; then
-  pkgs+=(python3-torch dataset-fashion-mnist python3-pil python3-venv python3-pip)
+  pkgs+=(python3-torch dataset-fashion-mnist python3-pil python3-venv python3-pip
+        python3-matplotlib)                  # benchmark plots (scripts/bench/serve_table.py)
 fi
 
 missing=()
