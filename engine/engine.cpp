@@ -284,25 +284,36 @@ void Engine::step(const std::function<void(EngineResult&&)>& on_done) {
     EngineResult r;
     r.id = f.req.id;
     r.gen = f.gen->finish();  // decodes this rank's share of its images
-    std::tie(r.height, r.width) = family_.image_hw(f.req);
     const int n = f.req.images(), P = group_.size();
-    const size_t px = static_cast<size_t>(r.height) * r.width * 3;
-    auto check_images = [&](int64_t count) {
-      SKV_CHECK(r.gen.images.defined() && r.gen.images.dim(0) == count && r.gen.images.dim(2) == r.height &&
-                r.gen.images.dim(3) == r.width, "request {}: the decoder made {} for {} images of {}x{}", r.id,
-                r.gen.images.defined() ? r.gen.images.describe() : std::string("nothing"), count, r.width, r.height);
+    // The decoded images are [count, 3, H, W]; the first share's rank tells the others H and W.
+    auto check_images = [&](int64_t count, bool sets_size) {
+      const Tensor& im = r.gen.images;
+      SKV_CHECK(im.defined() && im.ndim() == 4 && im.dim(0) == count && im.dim(1) == 3 &&
+                (sets_size || (im.dim(2) == r.height && im.dim(3) == r.width)),
+                "request {}: the decoder made {} for {} images{}", r.id, im.defined() ? im.describe() : "nothing",
+                count, sets_size ? std::string() : fmt::format(" of {}x{}", r.width, r.height));
+      r.height = static_cast<int>(im.dim(2));
+      r.width = static_cast<int>(im.dim(3));
     };
     if (opt_.decode_everywhere) {
-      check_images(n);
+      check_images(n, true);
       r.rgb = family_.rgb8(r.gen.images);
     } else {
+      if (f.first_rank == group_.rank()) check_images(decode_share(n, 0, P).second, true);  // share 0: never empty
+      if (P > 1) {  // the image size, from the rank that decoded the first share
+        int32_t hw[2] = {r.height, r.width};
+        control_.broadcast_host(hw, sizeof hw, f.first_rank);
+        r.height = hw[0];
+        r.width = hw[1];
+      }
+      const size_t px = static_cast<size_t>(r.height) * r.width * 3;
       std::vector<uint8_t> all(px * static_cast<size_t>(n));
       for (int k = 0; k < P; ++k) {
         const int src = (f.first_rank + k) % P;
         const auto [b, e] = decode_share(n, k, P);
         if (e == b) continue;
         if (src == group_.rank()) {
-          check_images(e - b);
+          check_images(e - b, false);
           const auto rgb = family_.rgb8(r.gen.images);
           for (size_t i = 0; i < rgb.size(); ++i) std::copy(rgb[i].begin(), rgb[i].end(), all.begin() + (b + i) * px);
         }

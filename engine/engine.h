@@ -64,8 +64,7 @@ class EngineFamily {
                                             int decode_end) = 0;
   // The next scale of every generation in `batch` (all started by this family) as one pass.
   virtual void step(const std::vector<Generation*>& batch) = 0;
-  // Image height and width of the request, and its decoded images [B, 3, H, W] as 8-bit RGB.
-  virtual std::pair<int, int> image_hw(const EngineRequest& r) const = 0;
+  // Decoded images [B, 3, H, W] as 8-bit RGB, H x W x 3 each (the family's rounding).
   virtual std::vector<std::vector<uint8_t>> rgb8(const Tensor& images) const = 0;
 };
 

@@ -77,8 +77,4 @@ void VarFamily::step(const std::vector<Generation*>& batch) {
   VarGeneration::step(gens);
 }
 
-std::pair<int, int> VarFamily::image_hw(const EngineRequest&) const {
-  return {model_.config().image_size, model_.config().image_size};
-}
-
 }  // namespace skv
