@@ -17,6 +17,8 @@
 #include <random>
 #include <tuple>
 
+#include "engine/engine.h"
+#include "engine/var_family.h"
 #include "launcher/bench_cuda.h"
 #include "parallel/communicator.h"
 #include "runtime/backend.h"
@@ -656,6 +658,66 @@ TEST_F(CudaOps, TinyVarModelMatchesCpu) {
   EXPECT_LT(nmse(rg.images, rc.images), 1e-10);
   GenerateResult free_run = run(gpu(), nullptr, nullptr);  // greedy: the same tokens without teacher
   EXPECT_EQ(free_run.tokens, rc.tokens);
+}
+
+// The engine's packed, variable-length step on the GPU: three requests with three KV policies join a
+// running batch at iterations 0, 1 and 3, so steps mix requests at different scales; each gets the CPU
+// engine's tokens (greedy, so rounding cannot flip a sample) and images within one level.
+TEST_F(CudaOps, EngineStepsOfRequestsAtDifferentScalesMatchCpu) {
+  const VarConfig c = test::tiny_var_config("tiny", 2, {1, 2, 3, 4, 5, 6}, 1);
+  auto kv = [](const std::string& policy, const std::string& budget) {
+    KVOptions o;
+    o.policy = policy;
+    o.given = {"--kv-policy"};
+    if (!budget.empty()) {
+      o.budget = budget;
+      o.window = 4;
+      o.given.insert({"--kv-budget", "--kv-window"});
+    }
+    return o;
+  };
+  auto run = [&](Backend& be) {
+    auto comm = make_local_communicator();
+    WeightLoader wl(7, be), vl(8, be);
+    VarModel model(c, wl, *comm);
+    VQVAE vae(c, vl);
+    VarFamily family(model, vae);
+    std::vector<EngineRequest> reqs(3);
+    const std::vector<KVOptions> pol = {kv("full", ""), kv("scalekv", "20"), kv("snapkv", "12")};
+    for (int i = 0; i < 3; ++i) {
+      reqs[i].id = i;
+      reqs[i].labels = {i + 1, 4 - i};
+      reqs[i].image_ids = {static_cast<uint32_t>(2 * i), static_cast<uint32_t>(2 * i + 1)};
+      reqs[i].kv = pol[i];
+    }
+    EngineOptions o;
+    o.limits.kv_cap_bytes = int64_t{1} << 40;
+    Engine* engine = nullptr;
+    o.on_boundary = [&](int64_t it) {
+      if (it == 0) engine->submit(reqs[0]);
+      if (it == 1) engine->submit(reqs[1]);
+      if (it == 3) {
+        engine->submit(reqs[2]);
+        engine->close();
+      }
+    };
+    Engine e(family, be, *comm, *comm, o);
+    engine = &e;
+    std::map<int64_t, EngineResult> got;
+    e.run([&](EngineResult&& r) { got[r.id] = std::move(r); });
+    EXPECT_EQ(e.stats().max_in_flight, 3);
+    return got;
+  };
+  auto on_cpu = run(cpu());
+  auto on_gpu = run(gpu());
+  ASSERT_EQ(on_gpu.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(on_gpu[i].gen.tokens, on_cpu[i].gen.tokens) << "request " << i;
+    ASSERT_EQ(on_gpu[i].rgb.size(), on_cpu[i].rgb.size());
+    for (size_t k = 0; k < on_cpu[i].rgb.size(); ++k)
+      for (size_t p = 0; p < on_cpu[i].rgb[k].size(); ++p)
+        ASSERT_LE(std::abs(on_gpu[i].rgb[k][p] - on_cpu[i].rgb[k][p]), 1) << "request " << i << " image " << k;
+  }
 }
 
 TEST_F(CudaOps, ReferenceMeasurementsRun) {
