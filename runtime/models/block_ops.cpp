@@ -24,6 +24,23 @@ Tensor packed_view(const Tensor& packed, const PackedPart& p) {
   return packed.slice0(p.begin, p.begin + p.rows * p.len).reshape({p.rows, p.len, packed.dim(-1)});
 }
 
+Tensor pack_parts(Backend& be, const std::vector<Tensor>& xs, std::vector<PackedPart>& parts) {
+  parts.clear();
+  int64_t T = 0;
+  for (const Tensor& x : xs) {
+    parts.push_back(PackedPart{T, x.dim(0), x.dim(1), nullptr});
+    T += x.dim(0) * x.dim(1);
+  }
+  const int64_t N = xs.at(0).dim(-1);
+  if (xs.size() == 1) return xs[0].reshape({T, N});
+  Tensor packed = be.empty({T, N});
+  for (size_t i = 0; i < xs.size(); ++i) {
+    Tensor dst = packed_view(packed, parts[i]);
+    be.copy(xs[i], dst);
+  }
+  return packed;
+}
+
 void adaln_ffn_packed(Backend& be, Communicator& comm, Tensor& x, const std::vector<PackedPart>& parts,
                       const Tensor& fc1_w, const Tensor& fc1_b, const Tensor& fc2_w, const Tensor& fc2_b,
                       int64_t local_ffn, float eps) {
@@ -46,13 +63,6 @@ void adaln_ffn_packed(Backend& be, Communicator& comm, Tensor& x, const std::vec
     const Tensor gamma2 = ada_slot(be, *p.ada, 1);
     be.add_gated(xp, packed_view(y, p), &gamma2);
   }
-}
-
-void adaln_ffn(Backend& be, Communicator& comm, Tensor& x, const Tensor& ada, const Tensor& fc1_w,
-               const Tensor& fc1_b, const Tensor& fc2_w, const Tensor& fc2_b, int64_t local_ffn, float eps) {
-  const int64_t R = x.dim(0), l = x.dim(1), C = x.dim(2);
-  Tensor flat = x.reshape({R * l, C});
-  adaln_ffn_packed(be, comm, flat, {PackedPart{0, R, l, &ada}}, fc1_w, fc1_b, fc2_w, fc2_b, local_ffn, eps);
 }
 
 }  // namespace skv

@@ -20,9 +20,37 @@ std::vector<double> per_scale(const std::vector<double>& v, int S, const char* w
   return std::vector<double>(v.begin(), v.begin() + S);
 }
 
-}  // namespace
+// Checks the request before anything is allocated for it; fills in the image ids and one cfg and tau
+// per scale.
+const InfinityRequest& checked(const InfinityModel& model, InfinityRequest& req) {
+  const InfinityConfig& cfg = model.config();
+  const size_t B = req.text.lens.size();
+  SKV_CHECK(B > 0, "no prompts to generate");
+  if (req.image_ids.empty())
+    for (size_t b = 0; b < B; ++b) req.image_ids.push_back(static_cast<uint32_t>(b));
+  SKV_CHECK(req.image_ids.size() == B, "image_ids: {} for {} prompts", req.image_ids.size(), B);
+  const Schedule& sched = req.schedule;
+  const int S = sched.num_scales();
+  SKV_CHECK(S >= 1 && S <= 15, "a schedule of {} scales; Infinity has level embeddings for 1 to 15", S);
+  for (int si = 0; si < S; ++si) SKV_CHECK(sched[si].t == 1, "scale {} has t = {}; images need t = 1", si, sched[si].t);
+  SKV_CHECK(sched[0].h == 1 && sched[0].w == 1, "the first scale must be 1x1 (the text token), got {}x{}", sched[0].h,
+            sched[0].w);
+  req.cfg_list = per_scale(req.cfg_list, S, "cfg");
+  req.tau_list = per_scale(req.tau_list, S, "tau");
+  for (double t : req.tau_list) SKV_CHECK(t > 0, "tau {} must be positive", t);
+  for (int item : req.cfg_insertion_layer) {
+    SKV_CHECK(item <= 0,
+              "cfg_insertion_layer {} is not supported (0: CFG on logits; -k: on the output of block depth - k)", item);
+    SKV_CHECK(cfg.depth + item > 0, "cfg_insertion_layer {} is not valid for depth {}", item, cfg.depth);
+  }
+  return req;
+}
 
-namespace {
+// Transformer rows: the images, and as many unconditional rows when CFG acts at any scale.
+int64_t rows_of(const InfinityRequest& req) {
+  const bool with_uncond = std::any_of(req.cfg_list.begin(), req.cfg_list.end(), [](double c) { return c != 1.0; });
+  return static_cast<int64_t>(req.text.lens.size()) * (with_uncond ? 2 : 1);
+}
 
 // The 2x2 spatial patchify of the 8B model as one index map: element (b, y, x, c, i, j) is at `patched`
 // in idx [B, h, w, 4d] (channel c * 4 + i * 2 + j) and at `plain` in [B, 2h, 2w, d]. Unpatchify copies
@@ -83,176 +111,215 @@ InfinityRequest infinity_request_defaults(const InfinityConfig& cfg, const Sched
   return req;
 }
 
-GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, const InfinityRequest& req,
-                                 const InfinityRunOptions& opt) {
+InfinityGeneration::InfinityGeneration(const InfinityModel& model, const BsqVae& vae, InfinityRequest req,
+                                       InfinityRunOptions opt, bool shared_kv)
+    : model_(model),
+      vae_(vae),
+      req_(checked(model, req)),
+      opt_(std::move(opt)),
+      rows_(rows_of(req_)),
+      kv_(model.backend(), model.comm(), opt_.policy, req_.schedule, model.config().depth, static_cast<int>(rows_),
+          model.local_heads(), model.config().head_dim(), res_, shared_kv) {
   const InfinityConfig& cfg = model.config();
   Backend& be = model.backend();
-  const int B = static_cast<int>(req.text.lens.size());
-  SKV_CHECK(B > 0, "no prompts to generate");
-  std::vector<uint32_t> ids = req.image_ids;
-  if (ids.empty())
-    for (int b = 0; b < B; ++b) ids.push_back(static_cast<uint32_t>(b));
-  SKV_CHECK(static_cast<int>(ids.size()) == B, "image_ids: {} for {} prompts", ids.size(), B);
-
-  const Schedule& sched = req.schedule;
-  const int S = sched.num_scales();
-  SKV_CHECK(S >= 1 && S <= 15, "a schedule of {} scales; Infinity has level embeddings for 1 to 15", S);
-  for (int si = 0; si < S; ++si) SKV_CHECK(sched[si].t == 1, "scale {} has t = {}; images need t = 1", si, sched[si].t);
-  SKV_CHECK(sched[0].h == 1 && sched[0].w == 1, "the first scale must be 1x1 (the text token), got {}x{}", sched[0].h,
-            sched[0].w);
-  const std::vector<double> cfgs = per_scale(req.cfg_list, S, "cfg");
-  const std::vector<double> taus = per_scale(req.tau_list, S, "tau");
-  for (double t : taus) SKV_CHECK(t > 0, "tau {} must be positive", t);
-  bool cfg_on_logits = false;
-  std::vector<int> cfg_layers;
-  for (int item : req.cfg_insertion_layer) {
-    if (item == 0) {
-      cfg_on_logits = true;
-    } else if (item < 0) {
-      SKV_CHECK(cfg.depth + item > 0, "cfg_insertion_layer {} is not valid for depth {}", item, cfg.depth);
-      cfg_layers.push_back(cfg.depth + item);
-    } else {
-      SKV_FAIL("cfg_insertion_layer {} is not supported (0: CFG on logits; -k: on the output of block depth - k)", item);
-    }
+  for (int item : req_.cfg_insertion_layer) {
+    if (item == 0)
+      cfg_on_logits_ = true;
+    else
+      cfg_layers_.push_back(cfg.depth + item);
   }
-  const bool with_uncond = std::any_of(cfgs.begin(), cfgs.end(), [](double c) { return c != 1.0; });
-  const int64_t R = with_uncond ? 2 * B : B;
-
-  GenerateResult res;
-  RequestKV kv(be, model.comm(), opt.policy, sched, cfg.depth, static_cast<int>(R), model.local_heads(),
-               cfg.head_dim(), res);
-  KVPolicy* policy = &kv.policy();
-  MultiScaleKVCache& cache = kv.cache();
-  const double t_start = now_seconds();
-
-  const InfinityModel::Cond cond = model.prepare_cond(req.text, with_uncond);
-  if (opt.observer) {
-    opt.observer->on_tensor("cond.text_norm", be.download(cond.text_norm));
-    opt.observer->on_tensor("cond.sos", be.download(cond.cond_BD));
-    opt.observer->on_tensor("cond.ca_kv", be.download(cond.ca_kv));
-    if (cond.gss.defined()) opt.observer->on_tensor("cond.gss", be.download(cond.gss));
+  t_start_ = now_seconds();
+  cond_ = model.prepare_cond(req_.text, rows_ == 2 * images());
+  if (GenerationObserver* obs = opt_.observer) {
+    obs->on_tensor("cond.text_norm", be.download(cond_.text_norm));
+    obs->on_tensor("cond.sos", be.download(cond_.cond_BD));
+    obs->on_tensor("cond.ca_kv", be.download(cond_.ca_kv));
+    if (cond_.gss.defined()) obs->on_tensor("cond.gss", be.download(cond_.gss));
   }
+  const Schedule& sched = req_.schedule;
   Tensor rope_host = infinity_rope_table(sched, cfg.head_dim(), cfg.rope2d_normalized_by_hw);
-  const Tensor rope = be.device() == Device::CPU ? rope_host : be.upload(rope_host, MemCategory::Weights);
+  rope_ = be.device() == Device::CPU ? rope_host : be.upload(rope_host, MemCategory::Weights);
+  const int pf = cfg.patch_factor(), last = num_scales() - 1;
+  summed_ = be.zeros({images(), vae.codebook_dim(), sched[last].h * pf, sched[last].w * pf});
+  x_ = model.first_input(cond_);
+}
 
-  const int pf = cfg.patch_factor(), d = vae.codebook_dim(), dv = cfg.d_vae(), V = cfg.V();
-  const int VH = sched[S - 1].h * pf, VW = sched[S - 1].w * pf;
-  Tensor summed = be.zeros({B, d, VH, VW});
-  Tensor x = model.first_input(cond);
+InfinityModel::ScaleArgs InfinityGeneration::scale_args() {
+  InfinityModel::ScaleArgs a;
+  a.schedule = &req_.schedule;
+  a.rope = &rope_;
+  a.cache = &kv_.cache();
+  a.policy = &kv_.policy();
+  a.observer = opt_.observer;
+  a.cfg_layers = cfg_layers_;
+  a.cfg = req_.cfg_list[si_];
+  a.select_at_last_scale = opt_.select_at_last_scale;
+  return a;
+}
 
-  InfinityModel::ScaleArgs args;
-  args.schedule = &sched;
-  args.rope = &rope;
-  args.cache = &cache;
-  args.policy = policy;
-  args.observer = opt.observer;
-  args.cfg_layers = cfg_layers;
-  args.select_at_last_scale = opt.select_at_last_scale;
-
-  for (int si = 0; si < S; ++si) {
-    const double t0 = now_seconds();
-    const int h = sched[si].h, w = sched[si].w;
-    const int64_t l = static_cast<int64_t>(h) * w;
-    args.cfg = cfgs[si];
-    policy->begin_scale(si);
-    cache.begin_scale(l, sched.offset(si));
-    model.forward_scale(x, cond, si, args);
-    cache.end_scale();
-    policy->end_scale(si);
-
-    const bool mix = cfgs[si] != 1.0 && cfg_on_logits && R == 2 * B;
-    Tensor raw = be.download(model.logits(x, cond, mix ? R : B));  // [rows, l, V]
-    check_finite(raw, fmt::format("scale {} ({}x{}): the logits", si, h, w));  // on every backend
-    if (opt.observer) opt.observer->on_logits_raw(si, raw);
-    // logits * (1 / tau), then cfg * cond + (1 - cfg) * uncond (PyTorch: float32 with float scalars)
-    const float inv_tau = static_cast<float>(1.0 / taus[si]);
-    const float ca = static_cast<float>(cfgs[si]), cb = static_cast<float>(1.0 - cfgs[si]);
-    Tensor mixed = Tensor::empty({B, l, V});
-    {
-      const float* rp = raw.f32();
-      float* mp = mixed.f32();
-      const int64_t n = static_cast<int64_t>(B) * l * V;
-      if (mix)
-        for (int64_t i = 0; i < n; ++i) mp[i] = ca * (rp[i] * inv_tau) + cb * (rp[n + i] * inv_tau);
-      else
-        for (int64_t i = 0; i < n; ++i) mp[i] = rp[i] * inv_tau;
-    }
-    if (opt.observer) opt.observer->on_logits(si, mixed);
-
-    const int64_t nbits = static_cast<int64_t>(B) * l * dv;
-    std::vector<uint8_t> bits(static_cast<size_t>(nbits));
-    if (opt.teacher) {
-      SKV_CHECK(static_cast<int>(opt.teacher->size()) > si && static_cast<int64_t>((*opt.teacher)[si].size()) == nbits,
-                "teacher bits for scale {} must have {} entries", si, nbits);
-      bits = (*opt.teacher)[si];
-    } else {
-      const float* mp = mixed.f32();
-      for (int b = 0; b < B; ++b)
-        for (int64_t t = 0; t < l; ++t)
-          for (int j = 0; j < dv; ++j) {
-            const float* pair = mp + ((static_cast<int64_t>(b) * l + t) * V) + 2 * j;
-            float work[2] = {pair[0], pair[1]};
-            const float u = uniform01(req.seed, ids[b], static_cast<uint32_t>(si), static_cast<uint32_t>(t),
-                                      static_cast<uint32_t>(j));
-            bits[(static_cast<int64_t>(b) * l + t) * dv + j] = static_cast<uint8_t>(sample_logits(work, 2, req.sampling, u));
-          }
-    }
-    // As VAR: rank 0's bits are broadcast, so replicated arithmetic can never split the TP group.
-    if (model.comm().size() > 1) model.comm().broadcast_host(bits.data(), bits.size(), 0);
-    std::vector<int64_t> tokens(bits.begin(), bits.end());
-    if (opt.observer) opt.observer->on_tokens(si, tokens);
-    res.tokens.push_back(std::move(tokens));
-
-    const std::vector<uint8_t> vbits = pf == 2 ? infinity_unpatchify_bits(bits, B, h, w, d) : bits;
-    Tensor codes = vae.bits_to_codes(vbits, B, h * pf, w * pf);
-    vae.accumulate(summed, codes);
-    if (si + 1 < S) {
-      const int hn = sched[si + 1].h, wn = sched[si + 1].w;
-      const int64_t ln = static_cast<int64_t>(hn) * wn;
-      Tensor next = vae.resample(summed, hn * pf, wn * pf);  // [B, d, hn * pf, wn * pf]
-      Tensor vin = be.empty({B, ln, dv});
-      if (pf == 1) {
-        be.transpose_last2(next.reshape({B, d, ln}), vin);
-      } else {  // pixel_unshuffle(2) -> [B, 4d, hn, wn] -> [B, hn * wn, 4d]
-        Tensor nh = be.download(next);
-        Tensor vh = Tensor::empty({B, ln, dv});
-        const int W2 = 2 * wn;
-        for (int b = 0; b < B; ++b)
-          for (int c = 0; c < d; ++c)
-            for (int y = 0; y < hn; ++y)
-              for (int xx = 0; xx < wn; ++xx)
-                for (int i = 0; i < 2; ++i)
-                  for (int j = 0; j < 2; ++j)
-                    vh.f32()[((static_cast<int64_t>(b) * ln) + y * wn + xx) * dv + c * 4 + i * 2 + j] =
-                        nh.f32()[((static_cast<int64_t>(b) * d + c) * 2 * hn + 2 * y + i) * W2 + 2 * xx + j];
-        if (be.device() == Device::CPU) vin = vh;
-        else vin = be.upload(vh, MemCategory::Activations);
-      }
-      if (opt.observer) opt.observer->on_vae_input(si + 1, be.download(vin));
-      x = model.embed_input(vin, R);
-    }
-    be.synchronize();
-    ScaleTiming st;
-    st.scale = si;
-    st.tokens = l;
-    st.seconds = now_seconds() - t0;
-    st.kv_store_tokens = kv.store_tokens();
-    res.timings.push_back(st);
-    if (opt.progress) opt.progress(si, S, st.seconds);
+void InfinityGeneration::step(const std::vector<InfinityGeneration*>& batch) {
+  SKV_CHECK(!batch.empty(), "internal: an empty Infinity step");
+  const InfinityModel& model = batch[0]->model_;
+  Backend& be = model.backend();
+  std::vector<InfinityModel::ScaleArgs> args;
+  args.reserve(batch.size());  // items point into it
+  std::vector<InfinityModel::ScaleItem> items;
+  for (InfinityGeneration* g : batch) {
+    SKV_CHECK(&g->model_ == &model && !g->done() && !g->finished_,
+              "internal: an Infinity step over mixed or finished requests");
+    g->t_scale_ = now_seconds();
+    const int si = g->si_;
+    const Schedule& sched = g->req_.schedule;
+    g->kv_.policy().begin_scale(si);
+    g->kv_.begin_scale(static_cast<int64_t>(sched[si].h) * sched[si].w, sched.offset(si));
+    args.push_back(g->scale_args());
+    items.push_back({g->x_, &g->cond_, si, &args.back()});
   }
-  res.transformer_seconds = now_seconds() - t_start;
-  kv.finish(res);
-  if (opt.observer) opt.observer->on_tensor("summed_codes", be.download(summed));
-  if (opt.decode) {
+  model.forward_scales(items);
+
+  // Logits, CFG and sampling; every generation's bits in one buffer so a TP group broadcasts them once.
+  std::vector<uint8_t> all;
+  std::vector<size_t> at;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    InfinityGeneration& g = *batch[i];
+    g.x_ = items[i].x;
+    g.kv_.cache().end_scale();
+    g.kv_.policy().end_scale(g.si_);
+    const std::vector<uint8_t> bits = g.sample_bits();
+    at.push_back(all.size());
+    all.insert(all.end(), bits.begin(), bits.end());
+  }
+  at.push_back(all.size());
+  // As VAR: rank 0's bits are broadcast, so replicated arithmetic can never split the TP group.
+  if (model.comm().size() > 1) model.comm().broadcast_host(all.data(), all.size(), 0);
+  for (size_t i = 0; i < batch.size(); ++i)
+    batch[i]->take_bits(std::vector<uint8_t>(all.begin() + static_cast<std::ptrdiff_t>(at[i]),
+                                             all.begin() + static_cast<std::ptrdiff_t>(at[i + 1])));
+  be.synchronize();
+  const double t_end = now_seconds();
+  for (InfinityGeneration* g : batch) {
+    const auto& s = g->req_.schedule[g->si_];
+    ScaleTiming st;
+    st.scale = g->si_;
+    st.tokens = static_cast<int64_t>(s.h) * s.w;
+    st.seconds = t_end - g->t_scale_;
+    st.kv_store_tokens = g->kv_.store_tokens();
+    g->res_.timings.push_back(st);
+    ++g->si_;
+    if (g->opt_.progress) g->opt_.progress(st.scale, g->num_scales(), st.seconds);
+    if (g->done()) g->res_.transformer_seconds = t_end - g->t_start_;
+  }
+}
+
+std::vector<uint8_t> InfinityGeneration::sample_bits() {
+  const InfinityConfig& cfg = model_.config();
+  Backend& be = model_.backend();
+  const int si = si_, B = images(), dv = cfg.d_vae(), V = cfg.V();
+  const int h = req_.schedule[si].h, w = req_.schedule[si].w;
+  const int64_t l = static_cast<int64_t>(h) * w;
+  const double cfg_s = req_.cfg_list[si];
+  const bool mix = cfg_s != 1.0 && cfg_on_logits_ && rows_ == 2 * B;
+  Tensor raw = be.download(model_.logits(x_, cond_, mix ? rows_ : B));  // [rows, l, V]
+  check_finite(raw, fmt::format("scale {} ({}x{}): the logits", si, h, w));  // on every backend
+  if (opt_.observer) opt_.observer->on_logits_raw(si, raw);
+  // logits * (1 / tau), then cfg * cond + (1 - cfg) * uncond (PyTorch: float32 with float scalars)
+  const float inv_tau = static_cast<float>(1.0 / req_.tau_list[si]);
+  const float ca = static_cast<float>(cfg_s), cb = static_cast<float>(1.0 - cfg_s);
+  Tensor mixed = Tensor::empty({B, l, V});
+  {
+    const float* rp = raw.f32();
+    float* mp = mixed.f32();
+    const int64_t n = static_cast<int64_t>(B) * l * V;
+    if (mix)
+      for (int64_t i = 0; i < n; ++i) mp[i] = ca * (rp[i] * inv_tau) + cb * (rp[n + i] * inv_tau);
+    else
+      for (int64_t i = 0; i < n; ++i) mp[i] = rp[i] * inv_tau;
+  }
+  if (opt_.observer) opt_.observer->on_logits(si, mixed);
+
+  const int64_t nbits = static_cast<int64_t>(B) * l * dv;
+  if (opt_.teacher) {
+    SKV_CHECK(static_cast<int>(opt_.teacher->size()) > si && static_cast<int64_t>((*opt_.teacher)[si].size()) == nbits,
+              "teacher bits for scale {} must have {} entries", si, nbits);
+    return (*opt_.teacher)[si];
+  }
+  std::vector<uint8_t> bits(static_cast<size_t>(nbits));
+  const float* mp = mixed.f32();
+  for (int b = 0; b < B; ++b)
+    for (int64_t t = 0; t < l; ++t)
+      for (int j = 0; j < dv; ++j) {
+        const float* pair = mp + ((static_cast<int64_t>(b) * l + t) * V) + 2 * j;
+        float work[2] = {pair[0], pair[1]};
+        const float u = uniform01(req_.seed, req_.image_ids[b], static_cast<uint32_t>(si), static_cast<uint32_t>(t),
+                                  static_cast<uint32_t>(j));
+        bits[(static_cast<int64_t>(b) * l + t) * dv + j] = static_cast<uint8_t>(sample_logits(work, 2, req_.sampling, u));
+      }
+  return bits;
+}
+
+void InfinityGeneration::take_bits(const std::vector<uint8_t>& bits) {
+  const InfinityConfig& cfg = model_.config();
+  Backend& be = model_.backend();
+  const Schedule& sched = req_.schedule;
+  const int si = si_, B = images(), pf = cfg.patch_factor(), d = vae_.codebook_dim(), dv = cfg.d_vae();
+  const int h = sched[si].h, w = sched[si].w;
+  std::vector<int64_t> tokens(bits.begin(), bits.end());
+  if (opt_.observer) opt_.observer->on_tokens(si, tokens);
+  res_.tokens.push_back(std::move(tokens));
+
+  const std::vector<uint8_t> vbits = pf == 2 ? infinity_unpatchify_bits(bits, B, h, w, d) : bits;
+  Tensor codes = vae_.bits_to_codes(vbits, B, h * pf, w * pf);
+  vae_.accumulate(summed_, codes);
+  if (si + 1 == num_scales()) return;
+  const int hn = sched[si + 1].h, wn = sched[si + 1].w;
+  const int64_t ln = static_cast<int64_t>(hn) * wn;
+  Tensor next = vae_.resample(summed_, hn * pf, wn * pf);  // [B, d, hn * pf, wn * pf]
+  Tensor vin = be.empty({B, ln, dv});
+  if (pf == 1) {
+    be.transpose_last2(next.reshape({B, d, ln}), vin);
+  } else {  // pixel_unshuffle(2) -> [B, 4d, hn, wn] -> [B, hn * wn, 4d]
+    Tensor nh = be.download(next);
+    Tensor vh = Tensor::empty({B, ln, dv});
+    const int W2 = 2 * wn;
+    for (int b = 0; b < B; ++b)
+      for (int c = 0; c < d; ++c)
+        for (int y = 0; y < hn; ++y)
+          for (int xx = 0; xx < wn; ++xx)
+            for (int i = 0; i < 2; ++i)
+              for (int j = 0; j < 2; ++j)
+                vh.f32()[((static_cast<int64_t>(b) * ln) + y * wn + xx) * dv + c * 4 + i * 2 + j] =
+                    nh.f32()[((static_cast<int64_t>(b) * d + c) * 2 * hn + 2 * y + i) * W2 + 2 * xx + j];
+    if (be.device() == Device::CPU) vin = vh;
+    else vin = be.upload(vh, MemCategory::Activations);
+  }
+  if (opt_.observer) opt_.observer->on_vae_input(si + 1, be.download(vin));
+  x_ = model_.embed_input(vin, rows_);
+}
+
+GenerateResult InfinityGeneration::finish() {
+  SKV_CHECK(done() && !finished_, "internal: finish() of an Infinity generation at scale {} of {}{}", si_,
+            num_scales(), finished_ ? " (finished already)" : "");
+  finished_ = true;
+  kv_.finish(res_);
+  Backend& be = model_.backend();
+  if (opt_.observer) opt_.observer->on_tensor("summed_codes", be.download(summed_));
+  if (opt_.decode) {
     const double t0 = now_seconds();
-    Tensor img = vae.decode(summed);
+    Tensor img = vae_.decode(summed_);
     check_finite(img, "the decoded images");
     float* p = img.f32();
     for (int64_t i = 0, n = img.numel(); i < n; ++i) p[i] = (p[i] + 1.0f) / 2.0f;
-    res.images = img;
-    res.decode_seconds = now_seconds() - t0;
+    res_.images = img;
+    res_.decode_seconds = now_seconds() - t0;
   }
-  return res;
+  return std::move(res_);
+}
+
+GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, const InfinityRequest& req,
+                                 const InfinityRunOptions& opt) {
+  InfinityGeneration g(model, vae, req, opt);
+  while (!g.done()) InfinityGeneration::step({&g});
+  return g.finish();
 }
 
 }  // namespace skv

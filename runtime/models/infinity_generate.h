@@ -9,6 +9,9 @@
 // on_logits_raw [R, l, V], on_logits [B, l, V], on_tokens (bits, [B*l*d_vae], transformer layout),
 // on_vae_input (word_embed input [B, l, d_vae]), on_tensor("cond.text_norm" | "cond.sos" | "cond.ca_kv"
 // | "cond.gss" | "summed_codes").
+// InfinityGeneration is that loop one scale at a time (see Generation): the engine steps many of them
+// together, each at its own scale of its own schedule, with its own text, CFG and KV policy;
+// infinity_generate steps one alone.
 #pragma once
 
 #include <vector>
@@ -17,6 +20,7 @@
 #include "runtime/models/bsq_vae.h"
 #include "runtime/models/generation.h"
 #include "runtime/models/infinity_model.h"
+#include "runtime/models/request_kv.h"
 
 namespace skv {
 
@@ -45,6 +49,46 @@ struct InfinityRunOptions {
 // top-p); the caller adds the text and the seed and may override the rest.
 InfinityRequest infinity_request_defaults(const InfinityConfig& cfg, const Schedule& schedule);
 
+// An Infinity request in progress. The constructor checks the request, prepares its text conditioning,
+// RoPE table and KV cache (from the memory plan); step() runs the next scale of several generations of
+// one model as one packed forward pass (InfinityModel::forward_scales), then the logits, CFG, sampling
+// and next input of each, with one broadcast of every generation's bits under tensor parallelism.
+class InfinityGeneration final : public Generation {
+ public:
+  // shared_kv: other requests hold KV beside this one (the engine); see RequestKV.
+  InfinityGeneration(const InfinityModel& model, const BsqVae& vae, InfinityRequest req, InfinityRunOptions opt,
+                     bool shared_kv = false);
+  int num_scales() const override { return req_.schedule.num_scales(); }
+  int scales_done() const override { return si_; }
+  int images() const { return static_cast<int>(req_.text.lens.size()); }
+  // The request as checked: image ids filled in, cfg_list and tau_list one value per scale.
+  const InfinityRequest& request() const { return req_; }
+  GenerateResult finish() override;
+  // The next scale of every generation in `batch` (distinct, not done, all of one model).
+  static void step(const std::vector<InfinityGeneration*>& batch);
+
+ private:
+  InfinityModel::ScaleArgs scale_args();            // the model's settings for the next scale
+  std::vector<uint8_t> sample_bits();                // this scale's bits from the model's output x_
+  void take_bits(const std::vector<uint8_t>& bits);  // records them, adds their codes, embeds the next input
+
+  const InfinityModel& model_;
+  const BsqVae& vae_;
+  InfinityRequest req_;
+  InfinityRunOptions opt_;
+  int64_t rows_;  // transformer rows: the images, twice with CFG at any scale
+  GenerateResult res_;
+  RequestKV kv_;
+  bool cfg_on_logits_ = false;  // cfg_insertion_layer holds 0
+  std::vector<int> cfg_layers_;  // blocks after which CFG mixes the hidden state
+  InfinityModel::Cond cond_;
+  Tensor rope_, summed_, x_;
+  int si_ = 0;
+  double t_start_ = 0, t_scale_ = 0;
+  bool finished_ = false;
+};
+
+// One request from start to end: an InfinityGeneration stepped alone.
 GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, const InfinityRequest& req,
                                  const InfinityRunOptions& opt);
 

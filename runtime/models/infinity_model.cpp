@@ -273,113 +273,155 @@ Tensor InfinityModel::embed_input(const Tensor& vae_in, int64_t rows) const {
   return x;
 }
 
-void InfinityModel::self_attention(Tensor& x, const Block& b, const Tensor& ada, int layer, int si,
-                                   const ScaleArgs& a) const {
-  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
-  MultiScaleKVCache& cache = *a.cache;
-  const Schedule& sched = *a.schedule;
-  Tensor h = be_.empty({R, l, C});
+void InfinityModel::self_attention(Tensor& x, const std::vector<PackedPart>& parts,
+                                   const std::vector<ScaleItem>& items, const Block& b, int layer) const {
+  const int64_t T = x.dim(0), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
+  Tensor h = be_.empty({T, C});
   be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
-  be_.modulate(h, ada_part(ada, 2), ada_part(ada, 4), h);
-  Tensor qkv = be_.empty({R, l, 3 * Hl * hd});
+  for (const PackedPart& p : parts) {
+    Tensor hp = packed_view(h, p);
+    be_.modulate(hp, ada_part(*p.ada, 2), ada_part(*p.ada, 4), hp);
+  }
+  Tensor qkv = be_.empty({T, 3 * Hl * hd});
   be_.linear(h, b.qkv_w, nullptr, qkv);
-  Tensor q = be_.empty({R, Hl, l, hd});
-  Tensor q_raw;
-  const QueryNeeds needs = a.policy->queries();
-  if (needs.raw) {  // q of mat_qkv(x) without bias, norm or RoPE (the released ScaleKV code)
-    q_raw = be_.empty({R, Hl, l, hd});
-    Tensor kd = be_.empty({R, Hl, l, hd}), vd = be_.empty({R, Hl, l, hd});
-    be_.split_qkv(qkv, nullptr, nullptr, nullptr, q_raw, kd, vd);
-  }
-  be_.split_qkv(qkv, &b.q_bias, nullptr, &b.v_bias, q, cache.cur_k(), cache.cur_v());
-  if (cfg_.cos_attn) {
-    be_.l2norm_heads(q, &b.head_scale);
-    be_.l2norm_heads(cache.cur_k(), nullptr);
-  }
-  std::vector<int64_t> pos(static_cast<size_t>(l));
-  for (int64_t i = 0; i < l; ++i) pos[i] = sched.offset(si) + i;
-  be_.rope(q, *a.rope, pos);
-  be_.rope(cache.cur_k(), *a.rope, pos);
-  Tensor att = be_.empty({R, l, Hl * hd});
-  std::vector<KVSegment> segs = cache.store_segments(layer);
-  segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
-  be_.attention(q, segs, attn_scale(), att);
-  Tensor y = be_.empty({R, l, C});
-  be_.linear(att, b.proj_w, nullptr, y);
-  all_reduce(y);
-  be_.add(y, b.proj_b, y);
-  const Tensor gamma1 = ada_part(ada, 0);
-  be_.add_gated(x, y, &gamma1);
-  const Tensor* q_raw_p = needs.raw ? &q_raw : nullptr;
-  const Tensor* q_attn_p = needs.attention ? &q : nullptr;
-  if (si + 1 < sched.num_scales()) {  // the last scale's K/V are never stored
-    cache.update(layer, si, *a.policy, sched, q_raw_p, q_attn_p, attn_scale(), head_offset_);
-  } else if (a.select_at_last_scale) {  // parity checks: the selection the official code makes there too
-    cache.select_only(layer, si, *a.policy, sched, q_raw_p, q_attn_p, attn_scale(), head_offset_);
-  }
-}
-
-void InfinityModel::cross_attention(Tensor& x, const Block& b, int layer, const Cond& cond) const {
-  const int64_t R = x.dim(0), l = x.dim(1), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
-  Tensor h = be_.empty({R, l, C});
-  be_.layer_norm(x, &b.ca_norm_w, &b.ca_norm_b, cfg_.norm_eps, h);
-  Tensor ql = be_.empty({R, l, Hl * hd});
-  be_.linear(h, b.ca_q_w, &b.ca_q_b, ql);
-  Tensor q = be_.empty({R, Hl, l, hd});
-  be_.to_heads(ql, nullptr, q);
-  SKV_CHECK(static_cast<int64_t>(cond.row_len.size()) >= R, "internal: {} text rows for {} rows", cond.row_len.size(), R);
-  KVSegment seg{&cond.ca_k[layer], &cond.ca_v[layer], 0,
-                std::vector<int64_t>(cond.row_len.begin(), cond.row_len.begin() + R)};
-  Tensor att = be_.empty({R, l, Hl * hd});
-  be_.attention(q, {seg}, 1.0f / std::sqrt(static_cast<float>(hd)), att);
-  Tensor y = be_.empty({R, l, C});
-  be_.linear(att, b.ca_proj_w, nullptr, y);
-  all_reduce(y);
-  be_.add(y, b.ca_proj_b, y);
-  if (b.ca_gamma.defined()) {
-    Tensor g = be_.empty({R, C});
-    for (int64_t r = 0; r < R; ++r) {
-      Tensor gr = g[r];
-      be_.copy(b.ca_gamma, gr);
+  Tensor att = be_.empty({T, Hl * hd});
+  std::vector<Tensor> qs(items.size()), q_raws(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {  // attention: each request against its own cache
+    const PackedPart& p = parts[i];
+    const ScaleArgs& a = *items[i].args;
+    MultiScaleKVCache& cache = *a.cache;
+    const int64_t R = p.rows, l = p.len;
+    const Tensor qkv_i = packed_view(qkv, p);
+    Tensor& q = qs[i];
+    q = be_.empty({R, Hl, l, hd});
+    if (a.policy->queries().raw) {  // q of mat_qkv(x) without bias, norm or RoPE (the released ScaleKV code)
+      q_raws[i] = be_.empty({R, Hl, l, hd});
+      Tensor kd = be_.empty({R, Hl, l, hd}), vd = be_.empty({R, Hl, l, hd});
+      be_.split_qkv(qkv_i, nullptr, nullptr, nullptr, q_raws[i], kd, vd);
     }
-    be_.add_gated(x, y, &g);
-  } else {
-    be_.add_gated(x, y, nullptr);
+    be_.split_qkv(qkv_i, &b.q_bias, nullptr, &b.v_bias, q, cache.cur_k(), cache.cur_v());
+    if (cfg_.cos_attn) {
+      be_.l2norm_heads(q, &b.head_scale);
+      be_.l2norm_heads(cache.cur_k(), nullptr);
+    }
+    std::vector<int64_t> pos(static_cast<size_t>(l));
+    for (int64_t t = 0; t < l; ++t) pos[t] = a.schedule->offset(items[i].si) + t;
+    be_.rope(q, *a.rope, pos);
+    be_.rope(cache.cur_k(), *a.rope, pos);
+    std::vector<KVSegment> segs = cache.store_segments(layer);
+    segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
+    Tensor att_i = packed_view(att, p);
+    be_.attention(q, segs, attn_scale(), att_i);
+  }
+  Tensor y = be_.empty({T, C});
+  be_.linear(att, b.proj_w, nullptr, y);
+  all_reduce(y);  // one reduction for every request of the step
+  be_.add(y, b.proj_b, y);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const PackedPart& p = parts[i];
+    Tensor xp = packed_view(x, p);
+    const Tensor gamma1 = ada_part(*p.ada, 0);
+    be_.add_gated(xp, packed_view(y, p), &gamma1);
+    const ScaleItem& it = items[i];
+    const ScaleArgs& a = *it.args;
+    const QueryNeeds needs = a.policy->queries();
+    const Tensor* q_raw = needs.raw ? &q_raws[i] : nullptr;
+    const Tensor* q_attn = needs.attention ? &qs[i] : nullptr;
+    if (it.si + 1 < a.schedule->num_scales()) {  // the last scale's K/V are never stored
+      a.cache->update(layer, it.si, *a.policy, *a.schedule, q_raw, q_attn, attn_scale(), head_offset_);
+    } else if (a.select_at_last_scale) {  // parity checks: the selection the official code makes there too
+      a.cache->select_only(layer, it.si, *a.policy, *a.schedule, q_raw, q_attn, attn_scale(), head_offset_);
+    }
   }
 }
 
-void InfinityModel::ffn(Tensor& x, const Block& b, const Tensor& ada) const {
-  adaln_ffn(be_, comm_, x, ada, b.fc1_w, b.fc1_b, b.fc2_w, b.fc2_b, local_ffn_, cfg_.norm_eps);
+void InfinityModel::cross_attention(Tensor& x, const std::vector<PackedPart>& parts,
+                                    const std::vector<ScaleItem>& items, const Block& b, int layer) const {
+  const int64_t T = x.dim(0), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
+  Tensor h = be_.empty({T, C});
+  be_.layer_norm(x, &b.ca_norm_w, &b.ca_norm_b, cfg_.norm_eps, h);
+  Tensor ql = be_.empty({T, Hl * hd});
+  be_.linear(h, b.ca_q_w, &b.ca_q_b, ql);
+  Tensor att = be_.empty({T, Hl * hd});
+  for (size_t i = 0; i < items.size(); ++i) {  // each request attends to its own text
+    const PackedPart& p = parts[i];
+    const Cond& cond = *items[i].cond;
+    const int64_t R = p.rows, l = p.len;
+    Tensor q = be_.empty({R, Hl, l, hd});
+    be_.to_heads(packed_view(ql, p), nullptr, q);
+    SKV_CHECK(static_cast<int64_t>(cond.row_len.size()) >= R, "internal: {} text rows for {} rows", cond.row_len.size(),
+              R);
+    KVSegment seg{&cond.ca_k[layer], &cond.ca_v[layer], 0,
+                  std::vector<int64_t>(cond.row_len.begin(), cond.row_len.begin() + R)};
+    Tensor att_i = packed_view(att, p);
+    be_.attention(q, {seg}, 1.0f / std::sqrt(static_cast<float>(hd)), att_i);
+  }
+  Tensor y = be_.empty({T, C});
+  be_.linear(att, b.ca_proj_w, nullptr, y);
+  all_reduce(y);  // one reduction for every request of the step
+  be_.add(y, b.ca_proj_b, y);
+  Tensor x1 = x.reshape({1, T, C});  // one gate row (ca_gamma) for every token
+  be_.add_gated(x1, y.reshape({1, T, C}), b.ca_gamma.defined() ? &b.ca_gamma : nullptr);
+}
+
+void InfinityModel::forward_scales(std::vector<ScaleItem>& items) const {
+  SKV_CHECK(!items.empty(), "internal: a scale step with no requests");
+  const int64_t C = cfg_.embed_dim;
+  std::vector<Tensor> xs;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const ScaleItem& it = items[i];
+    SKV_CHECK(it.x.ndim() == 3 && it.x.dim(2) == C && it.cond && it.args && it.args->schedule && it.args->rope &&
+                  it.args->cache && it.args->policy,
+              "internal: scale item {} is incomplete ({})", i, it.x.describe());
+    SKV_CHECK(it.si < lvl_embed_.dim(0), "scale {} has no level embedding (the model has {})", it.si, lvl_embed_.dim(0));
+    xs.push_back(it.x);
+  }
+  std::vector<PackedPart> parts;
+  Tensor x = pack_parts(be_, xs, parts);
+  const bool check = activation_checks_enabled() && x.device() == Device::CPU;
+  auto where = [&] {
+    std::string s;
+    for (const ScaleItem& it : items) s += fmt::format("{}{}", s.empty() ? "scale " : ", ", it.si);
+    return s;
+  };
+  if (check) check_finite(x, fmt::format("{}: the transformer input", where()));
+  for (int layer = 0; layer < cfg_.depth; ++layer) {
+    if (layer % cfg_.blocks_per_chunk() == 0 && (layer == 0 || !cfg_.lvl_embed_only_first_block))
+      for (size_t i = 0; i < items.size(); ++i) {
+        Tensor xp = packed_view(x, parts[i]);
+        be_.add(xp, lvl_embed_.slice0(items[i].si, items[i].si + 1), xp);
+        if (layer == 0 && items[i].args->observer) items[i].args->observer->on_input(items[i].si, be_.download(xp));
+      }
+    const Block& b = blocks_[layer];
+    for (size_t i = 0; i < items.size(); ++i) parts[i].ada = &items[i].cond->ada[layer];
+    self_attention(x, parts, items, b, layer);
+    cross_attention(x, parts, items, b, layer);
+    adaln_ffn_packed(be_, comm_, x, parts, b.fc1_w, b.fc1_b, b.fc2_w, b.fc2_b, local_ffn_, cfg_.norm_eps);
+    if (check) check_finite(x, fmt::format("{}, block {}: the hidden state", where(), layer));
+    for (size_t i = 0; i < items.size(); ++i) {
+      const ScaleItem& it = items[i];
+      const ScaleArgs& a = *it.args;
+      Tensor xp = packed_view(x, parts[i]);
+      if (a.observer && a.observer->wants_block_outputs()) a.observer->on_block_output(it.si, layer, be_.download(xp));
+      const int64_t B = it.cond->batch;
+      if (a.cfg != 1.0 && parts[i].rows == 2 * B &&
+          std::find(a.cfg_layers.begin(), a.cfg_layers.end(), layer) != a.cfg_layers.end()) {
+        // last_stage = cfg * x[:B] + (1 - cfg) * x[B:], then duplicated
+        Tensor top = xp.slice0(0, B), bottom = xp.slice0(B, 2 * B);
+        Tensor mixed = be_.empty(top.shape());
+        be_.axpby(top, static_cast<float>(a.cfg), bottom, static_cast<float>(1.0 - a.cfg), mixed);
+        be_.copy(mixed, top);
+        be_.copy(mixed, bottom);
+      }
+    }
+  }
+  for (size_t i = 0; i < items.size(); ++i) items[i].x = packed_view(x, parts[i]);
 }
 
 void InfinityModel::forward_scale(Tensor& x, const Cond& cond, int si, const ScaleArgs& a) const {
-  SKV_CHECK(si < lvl_embed_.dim(0), "scale {} has no level embedding (the model has {})", si, lvl_embed_.dim(0));
-  const int64_t R = x.dim(0), B = cond.batch;
-  const Tensor lvl = lvl_embed_.slice0(si, si + 1);
-  GenerationObserver* obs = a.observer;
-  const bool check = activation_checks_enabled() && x.device() == Device::CPU;
-  if (check) check_finite(x, fmt::format("scale {}: the transformer input", si));
-  for (int i = 0; i < cfg_.depth; ++i) {
-    if (i % cfg_.blocks_per_chunk() == 0 && (i == 0 || !cfg_.lvl_embed_only_first_block)) {
-      be_.add(x, lvl, x);
-      if (i == 0 && obs) obs->on_input(si, be_.download(x));
-    }
-    const Block& b = blocks_[i];
-    self_attention(x, b, cond.ada[i], i, si, a);
-    cross_attention(x, b, i, cond);
-    ffn(x, b, cond.ada[i]);
-    if (check) check_finite(x, fmt::format("scale {}, block {}: the hidden state", si, i));
-    if (obs && obs->wants_block_outputs()) obs->on_block_output(si, i, be_.download(x));
-    if (a.cfg != 1.0 && R == 2 * B &&
-        std::find(a.cfg_layers.begin(), a.cfg_layers.end(), i) != a.cfg_layers.end()) {
-      // last_stage = cfg * x[:B] + (1 - cfg) * x[B:], then duplicated
-      Tensor top = x.slice0(0, B), bottom = x.slice0(B, 2 * B);
-      Tensor mixed = be_.empty(top.shape());
-      be_.axpby(top, static_cast<float>(a.cfg), bottom, static_cast<float>(1.0 - a.cfg), mixed);
-      be_.copy(mixed, top);
-      be_.copy(mixed, bottom);
-    }
-  }
+  std::vector<ScaleItem> items{ScaleItem{x, &cond, si, &a}};
+  forward_scales(items);
+  x = items[0].x;
 }
 
 Tensor InfinityModel::logits(const Tensor& x, const Cond& cond, int64_t rows) const {

@@ -10,6 +10,8 @@
 // chunk). Tensor parallel (Megatron): mat_qkv, ca.mat_q, ca.mat_kv and fc1 are split by heads /
 // hidden units, both attention projections and fc2 by columns + one all-reduce; the text pool, the
 // text MLP and the head are replicated. The text K/V of every block are computed once per request.
+// A step of several requests (forward_scales, as VarModel's) packs their tokens: the token-wise layers
+// and the all-reduces run once over all of them, the per-request parts (AdaLN, attention, CFG) per request.
 #pragma once
 
 #include <memory>
@@ -17,6 +19,7 @@
 
 #include "kvcache/multiscale_cache.h"
 #include "parallel/communicator.h"
+#include "runtime/models/block_ops.h"
 #include "runtime/models/generation.h"
 #include "runtime/models/infinity_config.h"
 #include "runtime/models/weights.h"
@@ -68,6 +71,7 @@ class InfinityModel {
   // Scale input before the level embedding from the word_embed input [B, l, d_vae], repeated to `rows`.
   Tensor embed_input(const Tensor& vae_in, int64_t rows) const;
 
+  // One request's settings for a scale (InfinityGeneration builds them each step).
   struct ScaleArgs {
     const Schedule* schedule = nullptr;
     const Tensor* rope = nullptr;          // infinity_rope_table(schedule) on this backend
@@ -78,6 +82,19 @@ class InfinityModel {
     double cfg = 1.0;
     bool select_at_last_scale = false;     // run (but do not apply) the policy's selection at the last scale
   };
+  // One request's scale inside a packed step.
+  struct ScaleItem {
+    Tensor x;  // [R, l, C] before the level embedding; after forward_scales: the output (a view into the packed step)
+    const Cond* cond = nullptr;
+    int si = 0;
+    const ScaleArgs* args = nullptr;
+  };
+  // Runs every block once over the tokens of all items (requests, each at its own scale of its own
+  // schedule): the linear layers, LayerNorms and all-reduces over the packed [sum R * l, C] tokens; per
+  // item the level embedding, AdaLN, self-attention against its own cache with its own RoPE table, cross-
+  // attention to its own text, CFG mixing at its cfg layers and its observer. One item is the plain
+  // single-request forward pass.
+  void forward_scales(std::vector<ScaleItem>& items) const;
   // Adds the level embedding, runs every block on x [R, l, C] at scale si.
   void forward_scale(Tensor& x, const Cond& cond, int si, const ScaleArgs& a) const;
   // head(head_nm(x, cond_BD)) for the first `rows` rows of x: [rows, l, V].
@@ -93,9 +110,10 @@ class InfinityModel {
     Tensor ca_q_w, ca_q_b, ca_kv_w, ca_v_bias, ca_proj_w, ca_proj_b, ca_gamma;
     Tensor fc1_w, fc1_b, fc2_w, fc2_b;
   };
-  void self_attention(Tensor& x, const Block& b, const Tensor& ada, int layer, int si, const ScaleArgs& a) const;
-  void cross_attention(Tensor& x, const Block& b, int layer, const Cond& cond) const;
-  void ffn(Tensor& x, const Block& b, const Tensor& ada) const;
+  void self_attention(Tensor& x, const std::vector<PackedPart>& parts, const std::vector<ScaleItem>& items,
+                      const Block& b, int layer) const;
+  void cross_attention(Tensor& x, const std::vector<PackedPart>& parts, const std::vector<ScaleItem>& items,
+                       const Block& b, int layer) const;
   Tensor ada_part(const Tensor& ada, int part) const;
   void all_reduce(Tensor& t) const;
   // kv [N, 2 * H * hd] (host) -> k, v [R, H, Lmax, hd] on the backend, v += v_bias (host [H * hd]).

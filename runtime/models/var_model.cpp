@@ -228,25 +228,15 @@ void VarModel::attention_block(Tensor& x, const std::vector<PackedPart>& parts, 
 void VarModel::forward_scales(std::vector<ScaleItem>& items) const {
   SKV_CHECK(!items.empty(), "internal: a scale step with no requests");
   const int64_t C = cfg_.embed_dim;
-  std::vector<PackedPart> parts;
-  int64_t T = 0;
+  std::vector<Tensor> xs;
   for (size_t i = 0; i < items.size(); ++i) {
     const ScaleItem& it = items[i];
     SKV_CHECK(it.x.ndim() == 3 && it.x.dim(2) == C && it.cond && it.cache && it.policy && it.schedule,
               "internal: scale item {} is incomplete ({})", i, it.x.describe());
-    parts.push_back(PackedPart{T, it.x.dim(0), it.x.dim(1), nullptr});
-    T += it.x.dim(0) * it.x.dim(1);
+    xs.push_back(it.x);
   }
-  Tensor x;
-  if (items.size() == 1) {
-    x = items[0].x.reshape({T, C});  // one request: its own buffer, no copy
-  } else {
-    x = be_.empty({T, C});
-    for (size_t i = 0; i < items.size(); ++i) {
-      Tensor dst = packed_view(x, parts[i]);
-      be_.copy(items[i].x, dst);
-    }
-  }
+  std::vector<PackedPart> parts;
+  Tensor x = pack_parts(be_, xs, parts);
   const bool check = activation_checks_enabled() && x.device() == Device::CPU;
   auto where = [&] {
     std::string s;

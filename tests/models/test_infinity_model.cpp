@@ -2,13 +2,18 @@
 // layout loads and gives the same images as the in-memory random weights; generation is
 // deterministic, independent of batch composition and reproduced by teacher forcing; the 8B-style
 // 2x2 patchify path round-trips; tensor parallel over two (thread) ranks matches one rank; CFG
-// variants and user errors (long prompts, wrong text width) behave.
+// variants and user errors (long prompts, wrong text width) behave; requests stepped together
+// (InfinityGeneration::step, as the engine runs them) generate what they do alone.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <barrier>
 #include <filesystem>
+#include <memory>
 #include <thread>
+#include <utility>
 
+#include "kvcache/policy_factory.h"
 #include "parallel/communicator.h"
 #include "runtime/check.h"
 #include "runtime/models/infinity_generate.h"
@@ -225,6 +230,142 @@ TEST(InfinityModel, TensorParallelRanksFollowRankZerosSampledBits) {
   });
   ASSERT_EQ(got[0].tokens.size(), ref.tokens.size());
   EXPECT_EQ(got[1].tokens, got[0].tokens) << "rank 1 kept its own samples instead of rank 0's";
+}
+
+// The engine's use of InfinityGeneration: three requests with their own prompts (1 to 3 images of
+// different text lengths), seeds, schedules (square, 1:2 and 4:3), CFG (none; per scale on the logits
+// with tau 0.9; on the last block's output) and KV policies (full, ScaleKV and PyramidKV at 64 tokens
+// per layer) join a running batch at different steps (request 2 when request 1 is at scale 2, request 3
+// one step later), are stepped together as one packed pass per step (rows, scales and text lengths all
+// differ within a step) and leave when done. Each must get exactly the bits of its run alone
+// (infinity_generate) and its images within 1/255. The model has a learned cross-attention gate
+// (ca_gamma), the one gate the packed pass applies to all tokens at once.
+TEST(InfinityModel, GenerationsSteppedTogetherMatchRunsAlone) {
+  InfinityConfig cfg = test::tiny_infinity_config();
+  cfg.cross_attn_layer_scale = 1.0f;
+  auto comm = make_local_communicator();
+  WeightLoader wm(41, cpu_backend()), wv(42, cpu_backend());
+  InfinityModel model(cfg, wm, *comm);
+  BsqVae vae(cfg, wv);
+  struct Job {
+    InfinityRequest req;
+    std::string policy;
+    int joins_at_step = 0;
+  };
+  std::vector<Job> jobs(3);
+  jobs[0].req = test::tiny_infinity_request(cfg, {5, 3}, 1);
+  jobs[0].req.cfg_list = {1.0};
+  jobs[0].policy = "full";
+  jobs[1].req = test::tiny_infinity_request(cfg, {7}, 2);
+  jobs[1].req.schedule = infinity_schedule_for(0.5, 256);
+  jobs[1].req.cfg_list = {1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0};  // one per scale
+  jobs[1].req.tau_list = {0.9};
+  jobs[1].req.seed = 7;
+  jobs[1].policy = "scalekv";
+  jobs[1].joins_at_step = 2;
+  jobs[2].req = test::tiny_infinity_request(cfg, {2, 9, 4}, 3);
+  jobs[2].req.schedule = infinity_schedule_for(1.333, 256);
+  jobs[2].req.cfg_list = {2.5};
+  jobs[2].req.cfg_insertion_layer = {-1};
+  jobs[2].req.sampling.top_k = 1;
+  jobs[2].req.seed = 99;
+  jobs[2].policy = "pyramidkv";
+  jobs[2].joins_at_step = 3;
+  auto policy = [&](const Job& j) {
+    KVOptions o;
+    o.policy = j.policy;
+    if (j.policy != "full") o.budget = "64";
+    return make_kv_policy(o, {cfg.depth, cfg.num_heads, j.req.schedule});
+  };
+  std::vector<GenerateResult> alone;
+  for (const Job& j : jobs) {
+    auto p = policy(j);
+    InfinityRunOptions o;
+    o.policy = p.get();
+    alone.push_back(infinity_generate(model, vae, j.req, o));
+  }
+
+  std::vector<std::unique_ptr<KVPolicy>> policies;
+  std::vector<std::pair<size_t, std::unique_ptr<InfinityGeneration>>> running;  // (job, generation)
+  std::vector<GenerateResult> together(jobs.size());
+  size_t widest = 0;
+  for (int step = 0; step == 0 || !running.empty(); ++step) {
+    for (size_t i = 0; i < jobs.size(); ++i)
+      if (jobs[i].joins_at_step == step) {
+        if (i == 1) EXPECT_EQ(running.at(0).second->scales_done(), 2);
+        policies.push_back(policy(jobs[i]));
+        InfinityRunOptions o;
+        o.policy = policies.back().get();
+        running.emplace_back(i, std::make_unique<InfinityGeneration>(model, vae, jobs[i].req, o, true));
+      }
+    std::vector<InfinityGeneration*> batch;
+    for (auto& [i, g] : running) batch.push_back(g.get());
+    InfinityGeneration::step(batch);
+    widest = std::max(widest, batch.size());
+    for (auto it = running.begin(); it != running.end();) {
+      if (it->second->done()) {
+        together[it->first] = it->second->finish();
+        it = running.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  EXPECT_EQ(widest, 3u);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Schedule& sched = jobs[i].req.schedule;
+    EXPECT_EQ(together[i].tokens, alone[i].tokens) << "request " << i + 1 << " (" << jobs[i].policy << ")";
+    ASSERT_EQ(together[i].images.shape(), alone[i].images.shape());
+    EXPECT_LE(test::max_abs_diff(together[i].images, alone[i].images), 1.0 / 255) << "request " << i + 1;
+    ASSERT_EQ(together[i].timings.size(), static_cast<size_t>(sched.num_scales()));
+    const int64_t stored = alone[i].timings.back().kv_store_tokens, full = cfg.depth * sched.cached_before_last();
+    if (jobs[i].policy == "full")
+      EXPECT_EQ(stored, full);
+    else
+      EXPECT_LT(stored, full) << jobs[i].policy << " at 64 tokens per layer must hold fewer tokens than the full cache";
+  }
+}
+
+// A packed step under tensor parallelism: two requests (different schedules and text) stepped together
+// on two ranks make one all-reduce per sub-block (self-attention, cross-attention, FFN) for both and one
+// broadcast of both requests' bits per step; rank 1, sampling with other seeds, holds rank 0's bits.
+TEST(InfinityModel, TensorParallelStepReducesAndBroadcastsOncePerStep) {
+  InfinityConfig cfg = test::tiny_infinity_config();
+  cfg.num_heads = 4;
+  std::vector<InfinityRequest> reqs = {test::tiny_infinity_request(cfg, {5, 3}, 1),
+                                       test::tiny_infinity_request(cfg, {4}, 2)};
+  reqs[1].schedule = infinity_schedule_for(0.5, 256);
+  std::vector<std::vector<std::vector<std::vector<int64_t>>>> tokens(2);  // [rank][request]
+  std::vector<int> steps(2), tensor_calls(2), host_calls(2);
+  test::ThreadGroup g(2);
+  g.run([&](int r, Communicator& comm) {
+    test::DeviceClaimingComm dc(comm);
+    WeightLoader wm(21, cpu_backend()), wv(22, cpu_backend());
+    InfinityModel m(cfg, wm, dc);
+    BsqVae v(cfg, wv);
+    InfinityRunOptions o;
+    o.decode = false;
+    std::vector<std::unique_ptr<InfinityGeneration>> gens;
+    for (InfinityRequest q : reqs) {
+      q.seed += static_cast<uint64_t>(r);  // rank 1 would sample other bits
+      gens.push_back(std::make_unique<InfinityGeneration>(m, v, q, o));
+    }
+    for (; !gens[0]->done() || !gens[1]->done(); ++steps[r]) {
+      std::vector<InfinityGeneration*> batch;
+      for (size_t i = 0; i < gens.size(); ++i)  // request i joins at step i
+        if (!gens[i]->done() && steps[r] >= static_cast<int>(i)) batch.push_back(gens[i].get());
+      InfinityGeneration::step(batch);
+    }
+    for (auto& gen : gens) tokens[r].push_back(gen->finish().tokens);
+    tensor_calls[r] = dc.tensor_calls;
+    host_calls[r] = dc.host_calls;
+  });
+  EXPECT_EQ(steps[0], 8);
+  EXPECT_EQ(tokens[1], tokens[0]) << "rank 1 kept its own samples instead of rank 0's";
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(tensor_calls[r], steps[0] * cfg.depth * 3) << "rank " << r;
+    EXPECT_EQ(host_calls[r], steps[0]) << "rank " << r;
+  }
 }
 
 TEST(InfinityModel, CfgVariantsAndTextErrors) {

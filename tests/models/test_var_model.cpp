@@ -1,16 +1,20 @@
-// VAR model mechanics on small random models: loading errors, TP size errors, determinism, and that
-// the KV cache changes nothing (cached scale-by-scale run == teacher-forced tokens reproduce).
+// VAR model mechanics on small random models: loading errors, TP size errors, determinism, that the
+// KV cache changes nothing (cached scale-by-scale run == teacher-forced tokens reproduce), and that
+// requests stepped together (VarGeneration::step, as the engine runs them) generate what they do alone.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "parallel/communicator.h"
 #include "runtime/check.h"
 #include "runtime/models/random_checkpoint.h"
 #include "runtime/models/var_generate.h"
 #include "models/var_test_util.h"
+#include "test_util.h"
 
 namespace skv {
 
@@ -63,6 +67,80 @@ TEST(VarModel, RandomCheckpointLoadsAndGeneratesDeterministically) {
   GenerateResult d = var_generate(model, vae, req, tf);
   EXPECT_EQ(d.tokens, a.tokens);
   EXPECT_LT(std::abs(d.images.f32()[7] - a.images.f32()[7]), 1e-6);
+}
+
+// The engine's use of VarGeneration: three requests with their own labels (1 to 3 images), CFG, top-k,
+// seeds and KV policies (full, ScaleKV and SnapKV at 20 of 66 cached tokens) join a running batch at
+// different steps (request 2 when request 1 is at scale 2, request 3 one step later), are stepped
+// together as one packed pass per step and leave when done. Each must get exactly the tokens of its
+// run alone (var_generate) and its images within 1/255.
+TEST(VarModel, GenerationsSteppedTogetherMatchRunsAlone) {
+  const VarConfig c = test::tiny_var_config("batch", 3, {1, 2, 3, 4, 6, 8});
+  auto comm = make_local_communicator();
+  VarModel model(c, WeightLoader(9, cpu_backend()), *comm);
+  VQVAE vae(c, WeightLoader(10, cpu_backend()));
+  struct Job {
+    std::vector<int64_t> labels;
+    double cfg;
+    int top_k;
+    uint64_t seed;
+    std::string policy;
+    int joins_at_step;
+  };
+  const std::vector<Job> jobs = {{{1, 4}, 1.5, 900, 11, "full", 0},
+                                 {{2}, 3.0, 5, 12, "scalekv", 2},
+                                 {{0, 3, 1}, 0.5, 900, 13, "snapkv", 3}};
+  auto request = [](const Job& j) {
+    VarRequest r;
+    r.labels = j.labels;
+    r.cfg = j.cfg;
+    r.sampling = {j.top_k, 0.0f};
+    r.seed = j.seed;
+    return r;
+  };
+  std::vector<GenerateResult> alone;
+  for (const Job& j : jobs) {
+    auto p = test::make_test_policy(j.policy, 20, c);
+    VarRunOptions o;
+    o.policy = p.get();
+    alone.push_back(var_generate(model, vae, request(j), o));
+  }
+
+  std::vector<std::unique_ptr<KVPolicy>> policies;
+  std::vector<std::pair<size_t, std::unique_ptr<VarGeneration>>> running;  // (job, generation)
+  std::vector<GenerateResult> together(jobs.size());
+  std::vector<size_t> batch_sizes;
+  for (int step = 0; step == 0 || !running.empty(); ++step) {
+    for (size_t i = 0; i < jobs.size(); ++i)
+      if (jobs[i].joins_at_step == step) {
+        policies.push_back(test::make_test_policy(jobs[i].policy, 20, c));
+        VarRunOptions o;
+        o.policy = policies.back().get();
+        running.emplace_back(i, std::make_unique<VarGeneration>(model, vae, request(jobs[i]), o, true));
+      }
+    std::vector<VarGeneration*> batch;
+    for (auto& [i, g] : running) batch.push_back(g.get());
+    VarGeneration::step(batch);
+    batch_sizes.push_back(batch.size());
+    for (auto it = running.begin(); it != running.end();) {
+      if (it->second->done()) {
+        together[it->first] = it->second->finish();
+        it = running.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  // Steps 0-1: request 1 alone; 2: two; 3-5: three; 6-8: the two latecomers after request 1 left.
+  EXPECT_EQ(batch_sizes, (std::vector<size_t>{1, 1, 2, 3, 3, 3, 2, 2, 1}));
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    EXPECT_EQ(together[i].tokens, alone[i].tokens) << "request " << i + 1 << " (" << jobs[i].policy << ")";
+    ASSERT_EQ(together[i].images.shape(), alone[i].images.shape());
+    EXPECT_LE(test::max_abs_diff(together[i].images, alone[i].images), 1.0 / 255) << "request " << i + 1;
+    EXPECT_EQ(together[i].timings.size(), c.patch_nums.size());
+  }
+  EXPECT_NE(alone[1].timings.back().kv_store_tokens, alone[0].timings.back().kv_store_tokens)
+      << "ScaleKV at 20 tokens must hold fewer tokens than the full cache";
 }
 
 TEST(VarModel, CheckpointNotMatchingTheConfigNamesTensorAndShapes) {
