@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "launcher/generate_output.h"
 #include "launcher/progress.h"
@@ -12,6 +13,9 @@
 #include "runtime/models/infinity_generate.h"
 #include "runtime/models/model_bundle.h"
 #include "runtime/models/infinity_text.h"
+#include "runtime/models/request_kv.h"
+#include "engine/engine.h"
+#include "engine/infinity_family.h"
 
 namespace skv {
 
@@ -64,54 +68,61 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
     text_first = first;
   }
   const auto loaded = load_infinity(cfg, WeightSource::files(f.weights, f.vae), be, *ctx.tp);
-  const InfinityModel& model = *loaded->model;
-  const BsqVae& vae = *loaded->vae;
 
-  InfinityRequest req = infinity_request_defaults(cfg, sched);
-  if (cfg_scale >= 0) req.cfg_list = {cfg_scale};
-  if (a.tau > 0) req.tau_list = {a.tau};
-  if (top_k >= 0) req.sampling.top_k = top_k;
-  if (top_p >= 0) req.sampling.top_p = top_p;
-  req.seed = seed;
-  SKV_CHECK(req.sampling.top_p >= 0 && req.sampling.top_p <= 1, "--top-p {} must be in [0, 1]", req.sampling.top_p);
-  ImageOutput images(out, last - first);
-
-  const int bs = batch > 0 ? batch : std::max<int>(1, static_cast<int>(last - first));
+  InfinityRequest defaults = infinity_request_defaults(cfg, sched);
+  if (cfg_scale >= 0) defaults.cfg_list = {cfg_scale};
+  if (a.tau > 0) defaults.tau_list = {a.tau};
+  if (top_k >= 0) defaults.sampling.top_k = top_k;
+  if (top_p >= 0) defaults.sampling.top_p = top_p;
+  SKV_CHECK(defaults.sampling.top_p >= 0 && defaults.sampling.top_p <= 1, "--top-p {} must be in [0, 1]",
+            defaults.sampling.top_p);
+  // As VAR (cmd_generate.cpp): one engine request per prompt of this replica's share, all submitted at
+  // once; the engine steps those in flight together (at most --batch of them).
+  InfinityFamily family(*loaded->model, *loaded->vae, defaults, text, text_first);
+  EngineOptions eo;
+  eo.limits.kv_cap_bytes = std::numeric_limits<int64_t>::max() / 4;
+  eo.max_in_flight = batch;
+  const bool out_rank = ctx.is_output_rank();
   const int S = sched.num_scales();
-  double total_s = 0, dec_s = 0;
-  int64_t kv_peak = 0;
-  int W = 0, H = 0;
   Progress prog("generate");
-  for (int b0 = static_cast<int>(first); b0 < last; b0 += bs) {
-    const int b1 = std::min(static_cast<int>(last), b0 + bs);
-    InfinityRequest sub = req;
-    sub.text = slice_infinity_text(text, b0 - text_first, b1 - text_first);
-    for (int i = b0; i < b1; ++i) sub.image_ids.push_back(static_cast<uint32_t>(i));
-    InfinityRunOptions opt;
-    opt.policy = policy.get();
-    opt.decode = ctx.is_output_rank();  // the decoder is replicated: only the rank that writes runs it
-    opt.progress = [&](int si, int, double s) {
-      prog.update(fmt::format("images {}-{}/{}  scale {}/{} ({}x{})  {:.3f}s", b0 + 1, b1, n, si + 1, S, sched[si].h,
-                              sched[si].w, s));
-    };
-    GenerateResult r = infinity_generate(model, vae, sub, opt);
-    total_s += r.transformer_seconds + r.decode_seconds;
-    dec_s += r.decode_seconds;
-    kv_peak = std::max(kv_peak, r.kv_peak_bytes);
-    if (!opt.decode) continue;
-    const auto rgb = infinity_images_to_rgb8(r.images);
-    H = static_cast<int>(r.images.dim(2));
-    W = static_cast<int>(r.images.dim(3));
-    for (int i = b0; i < b1; ++i) images.write_png(fmt::format("{:04d}.png", i), rgb[i - b0].data(), W, H);
+  eo.on_progress = [&](const EngineProgress& p) {
+    if (out_rank && p.first_id >= 0)
+      prog.update(fmt::format("images {}/{}  {} in flight  image {} at scale {}/{}  {:.3f}s", p.finished,
+                              last - first, p.in_flight, p.first_id + 1, p.first_scales_done, S, p.step_seconds));
+  };
+  Engine engine(family, be, *ctx.tp, ctx.tp_host ? *ctx.tp_host : *ctx.tp, eo);
+  if (ctx.tp->rank() == 0) {
+    for (int64_t i = first; i < last; ++i) {
+      EngineRequest r;
+      r.id = i;
+      r.prompts = {i};
+      r.image_ids = {static_cast<uint32_t>(i)};
+      r.seed = seed;
+      r.kv = kv;
+      engine.submit(std::move(r));
+    }
+    engine.close();
   }
+  ImageOutput images(out, last - first);
+  double dec_s = 0;
+  int W = 0, H = 0;
+  const double t0 = now_seconds();
+  engine.run([&](EngineResult&& r) {
+    dec_s += r.gen.decode_seconds;
+    W = r.width;
+    H = r.height;
+    if (out_rank) images.write_png(fmt::format("{:04d}.png", r.id), r.rgb[0].data(), W, H);
+  });
+  const double total_s = now_seconds() - t0;
+  const EngineStats st = engine.stats();
   prog.done(fmt::format("{} images", last - first));
-  if (!ctx.is_output_rank() || last == first) return;
+  if (!out_rank || last == first) return;
   if (ctx.replicas > 1) fmt::print("replica {}/{}: images {}-{} of {}; ", ctx.replica, ctx.replicas, first, last - 1, n);
   fmt::print("generated {} images ({}x{}, h/w {}, {} scales: {}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}{}; "
-             "KV peak {}; wrote {} PNGs to {}/\n", last - first, W, H, h_div_w, S, sched.describe(), total_s,
-             total_s / (last - first), dec_s, be.name(),
+             "KV peak {} ({} requests in flight at most); wrote {} PNGs to {}/\n", last - first, W, H, h_div_w, S,
+             sched.describe(), total_s, total_s / (last - first), dec_s, be.name(),
              ctx.tp->size() > 1 ? fmt::format(" x {} tensor-parallel ranks", ctx.tp->size()) : std::string(),
-             format_bytes(kv_peak), images.written(), out);
+             format_bytes(st.kv_peak_bytes), st.max_in_flight, images.written(), out);
 }
 
 }  // namespace skv

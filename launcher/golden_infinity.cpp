@@ -25,6 +25,8 @@
 #include "parallel/communicator.h"
 #include "runtime/check.h"
 #include "runtime/json_util.h"
+#include "engine/engine.h"
+#include "engine/infinity_family.h"
 #include "runtime/models/infinity_generate.h"
 #include "runtime/models/model_bundle.h"
 
@@ -488,19 +490,32 @@ GoldenOutcome verify_infinity_golden(const std::string& dir, const std::string& 
   const auto bits = read_bits(exp, cfg, sched, g.B);
   int block_scales = 0;
   while (block_scales < S && exp.contains(fmt::format("block_out.{}.0", block_scales))) ++block_scales;
+  // Every run goes through the engine (one request each), the path generate takes: a family whose
+  // defaults are the golden's request, one request naming its prompts.
+  InfinityRequest defaults = g.req;
+  defaults.text = {};
+  InfinityFamily family(model, vae, defaults, g.req.text);
+  int64_t next_id = 0;
+  auto run = [&](const InfinityRunOptions& hooks) {
+    EngineRequest r;
+    r.id = next_id++;
+    for (int i = 0; i < g.B; ++i) r.prompts.push_back(i);
+    r.image_ids = g.req.image_ids;
+    r.seed = g.req.seed;
+    family.attach(r.id, hooks);
+    return Engine::run_one(family, be, *comm, *comm, r).gen;
+  };
   {
     Recorder rec(block_scales);
     InfinityRunOptions o;
     o.teacher = &bits;
     o.observer = &rec;
-    const GenerateResult res = infinity_generate(model, vae, g.req, o);
+    const GenerateResult res = run(o);
     compare_run(rep, "", exp, rec, res, cfg, g, bits, opt);
     rep.info("time", fmt::format("transformer {:.2f} s, decoder {:.2f} s", res.transformer_seconds, res.decode_seconds));
   }
   {  // free-running with the golden's sampling settings (informational: margins can be ~1e-5)
-    InfinityRunOptions o;
-    o.decode = false;
-    const GenerateResult fr = infinity_generate(model, vae, g.req, o);
+    const GenerateResult fr = run(InfinityRunOptions{});
     int64_t fa = 0, ft = 0;
     for (int si = 0; si < S; ++si)
       for (size_t t = 0; t < bits[si].size(); ++t) {
@@ -548,7 +563,7 @@ GoldenOutcome verify_infinity_golden(const std::string& dir, const std::string& 
       o.observer = &rec;
       o.policy = &tk;
       o.select_at_last_scale = inner != nullptr;
-      const GenerateResult res = infinity_generate(model, vae, g.req, o);
+      const GenerateResult res = run(o);
       compare_run(rep, "scalekv ", sexp, rec, res, cfg, g, sbits, opt);
       if (inner) compare_selections(rep, sexp, tk, cfg.num_heads, opt);
       else skv_note = why;

@@ -305,7 +305,10 @@ GenerateResult InfinityGeneration::finish() {
   if (opt_.observer) opt_.observer->on_tensor("summed_codes", be.download(summed_));
   if (opt_.decode) {
     const double t0 = now_seconds();
-    Tensor img = vae_.decode(summed_);
+    const int64_t B = images(), e = opt_.decode_end < 0 ? B : opt_.decode_end;
+    SKV_CHECK(0 <= opt_.decode_begin && opt_.decode_begin <= e && e <= B, "decode images [{}, {}) of a batch of {}",
+              opt_.decode_begin, e, B);
+    Tensor img = vae_.decode(opt_.decode_begin == 0 && e == B ? summed_ : summed_.slice0(opt_.decode_begin, e));
     check_finite(img, "the decoded images");
     float* p = img.f32();
     for (int64_t i = 0, n = img.numel(); i < n; ++i) p[i] = (p[i] + 1.0f) / 2.0f;

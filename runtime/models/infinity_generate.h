@@ -41,6 +41,8 @@ struct InfinityRunOptions {
   GenerationObserver* observer = nullptr;
   ProgressFn progress;
   bool decode = true;
+  // Decode only images [decode_begin, decode_end) of the batch (-1: to its end): as VarRunOptions.
+  int64_t decode_begin = 0, decode_end = -1;
   bool select_at_last_scale = false;  // also run the policy's selection at the last scale (records only)
 };
 

@@ -1,0 +1,46 @@
+// infinity_family.h - the text-to-image Infinity family behind the engine: a request names prompts by
+// their index in one table of prompt embeddings (InfinityText), every request runs on the family's
+// schedule (resolution and aspect ratio) with its sampling defaults, one InfinityGeneration each,
+// stepped together as one packed pass (InfinityGeneration::step).
+#pragma once
+
+#include <map>
+
+#include "engine/engine.h"
+#include "runtime/models/infinity_generate.h"
+
+namespace skv {
+
+class InfinityFamily final : public EngineFamily {
+ public:
+  // defaults: schedule, CFG, tau, CFG insertion layer and sampling of every request (a request's cfg,
+  // top_k and top_p override them); text holds the embeddings of prompts [text_first, text_first + n).
+  InfinityFamily(const InfinityModel& model, const BsqVae& vae, InfinityRequest defaults, InfinityText text,
+                 int64_t text_first = 0);
+  std::string name() const override { return "infinity"; }
+  void check(const EngineRequest& r) const override;
+  std::unique_ptr<KVPolicy> make_policy(const EngineRequest& r) const override;
+  std::vector<StepDemand> demand(const EngineRequest& r, const KVPolicy& policy) const override;
+  std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
+                                    int decode_end) override;
+  void step(const std::vector<Generation*>& batch) override;
+  std::vector<std::vector<uint8_t>> rgb8(const Tensor& images) const override {
+    return infinity_images_to_rgb8(images);
+  }
+  // The InfinityRequest the engine runs for `r` (its prompts' embeddings, the defaults it does not override).
+  InfinityRequest infinity_request(const EngineRequest& r) const;
+  // Local hooks for request `id` on this rank (observer, teacher bits, progress, select_at_last_scale; a
+  // policy object there replaces the one of the request's KV options: verify-golden replays recorded
+  // selections through it).
+  void attach(int64_t id, const InfinityRunOptions& hooks) { hooks_[id] = hooks; }
+
+ private:
+  const InfinityModel& model_;
+  const BsqVae& vae_;
+  InfinityRequest defaults_;
+  InfinityText text_;
+  int64_t text_first_;
+  std::map<int64_t, InfinityRunOptions> hooks_;
+};
+
+}  // namespace skv
