@@ -68,8 +68,6 @@ void check_generate_args(GenerateArgs& a, const std::string& family) {
       SKV_CHECK(!a.has(o), "{} applies to Infinity models; {} is a VAR model, whose image size and schedule are fixed "
                 "by its patch_nums (drop {})", o, a.files.config.empty() ? "the demo model" : a.files.config, o);
   } else {
-    SKV_CHECK(!a.has("--kv-memory"), "--kv-memory is not available for Infinity models yet (their generate does not "
-              "run through the engine); drop it");
     SKV_CHECK(!a.has("--labels"), "--labels is for class-conditional VAR models; an Infinity model's prompts come "
               "from --text-embeddings, or from --prompt / --prompts with --t5");
     SKV_CHECK(!a.has("--resolution") || a.inf.resolution > 0, "--resolution {} must be one of 256, 512, 768, 1024",
@@ -190,7 +188,7 @@ void run_generate(GenerateArgs& a) {
   if (family == "infinity")
     return run_generate_infinity(f, a.inf, a.has("--cfg") ? a.cfg : -1, a.has("--top-k") ? a.top_k : -1,
                                  a.has("--top-p") ? a.top_p : -1, a.seed, a.out, a.has("--batch") ? a.batch : 0,
-                                 a.ctx, a.kv);
+                                 a.has("--kv-memory") ? parse_byte_size(a.kv_memory, "--kv-memory") : 0, a.ctx, a.kv);
   SKV_FAIL("{}: the '{}' family is not supported by this build's generate command", f.config, family);
 }
 
@@ -211,7 +209,7 @@ void register_generate(CLI::App& app) {
   add_context_options(cmd, a->ctx);
   add_kv_options(cmd, a->kv);
   cmd->add_option("--batch", a->batch, "Images per forward pass: requests in flight at once (default: all)");
-  cmd->add_option("--kv-memory", a->kv_memory, "VAR: admit requests into this much KV memory (bytes, or with "
+  cmd->add_option("--kv-memory", a->kv_memory, "Admit requests into this much KV memory (bytes, or with "
                   "KiB/MiB/GiB; default: no cap)");
   add_infinity_generate_options(cmd, a->inf);
   cmd->callback([a, cmd] {

@@ -30,8 +30,8 @@ void add_infinity_generate_options(CLI::App* cmd, InfinityGenerateArgs& a) {
 }
 
 void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, double cfg_scale, int top_k, float top_p,
-                           uint64_t seed, const std::string& out, int batch, const ContextArgs& ctx_args,
-                           const KVOptions& kv) {
+                           uint64_t seed, const std::string& out, int batch, int64_t kv_memory,
+                           const ContextArgs& ctx_args, const KVOptions& kv) {
   const InfinityConfig cfg = InfinityConfig::load(f.config);
   std::vector<std::string> prompts = t5_prompts(a.t5, a.text_embeddings, cfg.text_channels, f.config);
   SKV_CHECK(a.t5.given() || !a.text_embeddings.empty(), "Infinity models need prompts: --t5 DIR with --prompt TEXT / "
@@ -77,10 +77,10 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
   SKV_CHECK(defaults.sampling.top_p >= 0 && defaults.sampling.top_p <= 1, "--top-p {} must be in [0, 1]",
             defaults.sampling.top_p);
   // As VAR (cmd_generate.cpp): one engine request per prompt of this replica's share, all submitted at
-  // once; the engine steps those in flight together (at most --batch of them).
+  // once; the engine steps those in flight together (at most --batch of them, within --kv-memory).
   InfinityFamily family(*loaded->model, *loaded->vae, defaults, text, text_first);
   EngineOptions eo;
-  eo.limits.kv_cap_bytes = std::numeric_limits<int64_t>::max() / 4;
+  eo.limits.kv_cap_bytes = kv_memory > 0 ? kv_memory : std::numeric_limits<int64_t>::max() / 4;
   eo.max_in_flight = batch;
   const bool out_rank = ctx.is_output_rank();
   const int S = sched.num_scales();
