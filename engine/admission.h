@@ -57,6 +57,7 @@ class AdmissionLedger {
   void cancel(int64_t id);
 
   bool empty() const { return flights_.empty(); }
+  bool contains(int64_t id) const { return flights_.count(id) != 0; }
   int64_t in_flight() const { return static_cast<int64_t>(flights_.size()); }
   // The reserved demand of future iteration t (t = 0: the next one).
   StepDemand reserved(int64_t t) const;

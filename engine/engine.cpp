@@ -118,7 +118,8 @@ void Engine::submit(EngineRequest r) {
   std::vector<StepDemand> demand = family_.demand(r, *policy);
   std::lock_guard<std::mutex> lk(mu_);
   SKV_CHECK(!closed_, "the engine is shutting down and takes no new requests");
-  SKV_CHECK(!waiting_.count(r.id), "request id {} is already queued", r.id);
+  SKV_CHECK(!waiting_.count(r.id) && !admission_.ledger().contains(r.id), "request id {} is already queued or in "
+            "flight", r.id);
   admission_.submit(r.id, std::move(demand));  // throws, naming the limit, if it could never fit
   const int64_t id = r.id;
   waiting_.emplace(id, Queued{std::move(r), now_seconds()});
@@ -126,13 +127,21 @@ void Engine::submit(EngineRequest r) {
   cv_.notify_all();
 }
 
+std::string Engine::never_fits(const EngineRequest& r) const {
+  family_.check(r);
+  const auto policy = family_.make_policy(r);
+  return admission_.ledger().never_fits(family_.demand(r, *policy));  // limits only: no lock needed
+}
+
 void Engine::cancel(int64_t id) {
+  SKV_CHECK(group_.rank() == 0, "internal: requests are cancelled on rank 0 of the group");
   std::lock_guard<std::mutex> lk(mu_);
   cancels_.push_back(id);
   cv_.notify_all();
 }
 
 void Engine::close() {
+  SKV_CHECK(group_.rank() == 0, "internal: the engine is closed on rank 0 of the group");
   std::lock_guard<std::mutex> lk(mu_);
   closed_ = true;
   cv_.notify_all();
@@ -275,59 +284,30 @@ void Engine::step(const std::function<void(EngineResult&&)>& on_done) {
     if (group_.rank() == 0) admission_.advance();
     stats_.kv_peak_bytes = be_.allocator().stats().pk(MemCategory::KV) - kv_before_;
   }
+  // Every rank first decodes its shares of every request that finished in this step (the ranks decode
+  // in parallel), then the shares travel, request by request in flight order.
+  std::vector<EngineResult> results;
+  for (const auto& f : flights_)
+    if (f->gen->done()) {
+      results.emplace_back();
+      results.back().id = f->req.id;
+      results.back().gen = f->gen->finish();  // decodes this rank's share of its images
+    }
+  size_t k_done = 0;
   for (auto it = flights_.begin(); it != flights_.end();) {
     Flight& f = **it;
     if (!f.gen->done()) {
       ++it;
       continue;
     }
-    EngineResult r;
-    r.id = f.req.id;
-    r.gen = f.gen->finish();  // decodes this rank's share of its images
-    const int n = f.req.images(), P = group_.size();
-    // The decoded images are [count, 3, H, W]; the first share's rank tells the others H and W.
-    auto check_images = [&](int64_t count, bool sets_size) {
-      const Tensor& im = r.gen.images;
-      SKV_CHECK(im.defined() && im.ndim() == 4 && im.dim(0) == count && im.dim(1) == 3 &&
-                (sets_size || (im.dim(2) == r.height && im.dim(3) == r.width)),
-                "request {}: the decoder made {} for {} images{}", r.id, im.defined() ? im.describe() : "nothing",
-                count, sets_size ? std::string() : fmt::format(" of {}x{}", r.width, r.height));
-      r.height = static_cast<int>(im.dim(2));
-      r.width = static_cast<int>(im.dim(3));
-    };
-    if (opt_.decode_everywhere) {
-      check_images(n, true);
-      r.rgb = family_.rgb8(r.gen.images);
-    } else {
-      if (f.first_rank == group_.rank()) check_images(decode_share(n, 0, P).second, true);  // share 0: never empty
-      if (P > 1) {  // the image size, from the rank that decoded the first share
-        int32_t hw[2] = {r.height, r.width};
-        control_.broadcast_host(hw, sizeof hw, f.first_rank);
-        r.height = hw[0];
-        r.width = hw[1];
-      }
-      const size_t px = static_cast<size_t>(r.height) * r.width * 3;
-      std::vector<uint8_t> all(px * static_cast<size_t>(n));
-      for (int k = 0; k < P; ++k) {
-        const int src = (f.first_rank + k) % P;
-        const auto [b, e] = decode_share(n, k, P);
-        if (e == b) continue;
-        if (src == group_.rank()) {
-          check_images(e - b, false);
-          const auto rgb = family_.rgb8(r.gen.images);
-          for (size_t i = 0; i < rgb.size(); ++i) std::copy(rgb[i].begin(), rgb[i].end(), all.begin() + (b + i) * px);
-        }
-        if (P > 1) control_.broadcast_host(all.data() + b * px, static_cast<size_t>(e - b) * px, src);
-      }
-      for (int i = 0; i < n; ++i)
-        r.rgb.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(i * px),
-                           all.begin() + static_cast<std::ptrdiff_t>((i + 1) * px));
-      r.gen.images = Tensor();  // a share at most: the 8-bit images are the result
-    }
+    EngineResult& r = results[k_done++];
+    gather_images(f, r);
     r.submitted = f.submitted;
     r.admitted = f.admitted;
     r.steps_in_batch_max = f.batch_max;
     it = flights_.erase(it);  // its KV goes before the next admission
+  }
+  for (EngineResult& r : results) {
     r.finished = now_seconds();
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -335,6 +315,48 @@ void Engine::step(const std::function<void(EngineResult&&)>& on_done) {
     }
     on_done(std::move(r));
   }
+}
+
+void Engine::gather_images(const Flight& f, EngineResult& r) {
+  const int n = f.req.images(), P = group_.size();
+  // The decoded images are [count, 3, H, W]; the first share's rank tells the others H and W.
+  auto check_images = [&](int64_t count, bool sets_size) {
+    const Tensor& im = r.gen.images;
+    SKV_CHECK(im.defined() && im.ndim() == 4 && im.dim(0) == count && im.dim(1) == 3 &&
+              (sets_size || (im.dim(2) == r.height && im.dim(3) == r.width)),
+              "request {}: the decoder made {} for {} images{}", r.id, im.defined() ? im.describe() : "nothing",
+              count, sets_size ? std::string() : fmt::format(" of {}x{}", r.width, r.height));
+    r.height = static_cast<int>(im.dim(2));
+    r.width = static_cast<int>(im.dim(3));
+  };
+  if (opt_.decode_everywhere) {
+    check_images(n, true);
+    r.rgb = family_.rgb8(r.gen.images);
+    return;
+  }
+  if (f.first_rank == group_.rank()) check_images(decode_share(n, 0, P).second, true);  // share 0: never empty
+  if (P > 1) {  // the image size, from the rank that decoded the first share
+    int32_t hw[2] = {r.height, r.width};
+    control_.broadcast_host(hw, sizeof hw, f.first_rank);
+    r.height = hw[0];
+    r.width = hw[1];
+  }
+  const size_t px = static_cast<size_t>(r.height) * r.width * 3;
+  std::vector<uint8_t> all(px * static_cast<size_t>(n));
+  for (int k = 0; k < P; ++k) {
+    const int src = (f.first_rank + k) % P;
+    const auto [b, e] = decode_share(n, k, P);
+    if (e == b) continue;
+    if (src == group_.rank()) {
+      check_images(e - b, false);
+      const auto rgb = family_.rgb8(r.gen.images);
+      for (size_t i = 0; i < rgb.size(); ++i) std::copy(rgb[i].begin(), rgb[i].end(), all.begin() + (b + i) * px);
+    }
+    if (P > 1) control_.broadcast_host(all.data() + b * px, static_cast<size_t>(e - b) * px, src);
+  }
+  for (int i = 0; i < n; ++i)
+    r.rgb.emplace_back(all.begin() + static_cast<std::ptrdiff_t>(i * px), all.begin() + static_cast<std::ptrdiff_t>((i + 1) * px));
+  r.gen.images = Tensor();  // a share at most: the 8-bit images are the result
 }
 
 EngineResult Engine::run_one(EngineFamily& family, Backend& backend, Communicator& group, Communicator& control,

@@ -125,9 +125,12 @@ class Engine {
   Engine(EngineFamily& family, Backend& backend, Communicator& group, Communicator& control, EngineOptions opt);
   ~Engine();
 
-  // Rank 0, any thread. Throws (the request is not taken) when it is not valid or could never fit the
-  // limits even alone; the message names the limit.
+  // Rank 0, any thread. Throws (the request is not taken) when it is not valid, its id is queued or in
+  // flight, or it could never fit the limits even alone; the message names the limit.
   void submit(EngineRequest r);
+  // Why `r` could never run under this engine's limits, even alone (empty: it can). Any rank, any thread;
+  // clients call it first to name their own option (--kv-memory) in the error.
+  std::string never_fits(const EngineRequest& r) const;
   // Rank 0, any thread: a waiting request leaves the queue (no on_done for it); one in flight stops at the
   // next boundary, returns its KV at once and is reported cancelled. Unknown ids are ignored (it may have
   // finished already).
@@ -153,6 +156,7 @@ class Engine {
   void apply(const Plan& plan, const std::function<void(EngineResult&&)>& on_done);
   void step(const std::function<void(EngineResult&&)>& on_done);
   void broadcast_plan(Plan& plan);
+  void gather_images(const Flight& f, EngineResult& r);  // every rank: the request's 8-bit images
 
   EngineFamily& family_;
   Backend& be_;

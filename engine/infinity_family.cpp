@@ -2,6 +2,7 @@
 #include "engine/infinity_family.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kvcache/planner.h"
@@ -11,7 +12,10 @@ namespace skv {
 
 InfinityFamily::InfinityFamily(const InfinityModel& model, const BsqVae& vae, InfinityRequest defaults,
                                InfinityText text, int64_t text_first)
-    : model_(model), vae_(vae), defaults_(std::move(defaults)), text_(std::move(text)), text_first_(text_first) {}
+    : model_(model), vae_(vae), defaults_(std::move(defaults)), text_(std::move(text)), text_first_(text_first) {
+  text_start_.assign(text_.lens.size() + 1, 0);
+  for (size_t i = 0; i < text_.lens.size(); ++i) text_start_[i + 1] = text_start_[i] + text_.lens[i];
+}
 
 void InfinityFamily::check(const EngineRequest& r) const {
   SKV_CHECK(!r.prompts.empty(), "request {}: no prompts (an Infinity request has one prompt per image)", r.id);
@@ -23,6 +27,7 @@ void InfinityFamily::check(const EngineRequest& r) const {
               "[{}, {})", r.id, p, text_first_, text_first_ + n);
   SKV_CHECK(r.image_ids.empty() || r.image_ids.size() == r.prompts.size(), "request {}: {} image_ids for {} prompts",
             r.id, r.image_ids.size(), r.prompts.size());
+  SKV_CHECK(std::isfinite(r.cfg), "request {}: cfg {} must be a finite number (< 0: the config's)", r.id, r.cfg);
   SKV_CHECK(r.top_p <= 1, "request {}: top_p {} must be in [0, 1]", r.id, r.top_p);
   check_kv_options(r.kv);
 }
@@ -36,8 +41,6 @@ InfinityRequest InfinityFamily::infinity_request(const EngineRequest& r) const {
   q.image_ids = r.image_ids;
   // The request's prompts, gathered from the table (each its own token range of kv_compact).
   const int64_t C = text_.kv_compact.dim(1);
-  std::vector<int64_t> start(text_.lens.size() + 1, 0);
-  for (size_t i = 0; i < text_.lens.size(); ++i) start[i + 1] = start[i] + text_.lens[i];
   int64_t tokens = 0;
   for (int64_t p : r.prompts) tokens += text_.lens[static_cast<size_t>(p - text_first_)];
   q.text.kv_compact = Tensor::empty({tokens, C});
@@ -45,7 +48,7 @@ InfinityRequest InfinityFamily::infinity_request(const EngineRequest& r) const {
   int64_t at = 0;
   for (int64_t p : r.prompts) {
     const size_t i = static_cast<size_t>(p - text_first_);
-    std::memcpy(q.text.kv_compact.f32() + at * C, text_.kv_compact.f32() + start[i] * C,
+    std::memcpy(q.text.kv_compact.f32() + at * C, text_.kv_compact.f32() + text_start_[i] * C,
                 static_cast<size_t>(text_.lens[i] * C) * sizeof(float));
     at += text_.lens[i];
     q.text.lens.push_back(text_.lens[i]);
@@ -60,11 +63,10 @@ std::unique_ptr<KVPolicy> InfinityFamily::make_policy(const EngineRequest& r) co
 
 std::vector<StepDemand> InfinityFamily::demand(const EngineRequest& r, const KVPolicy& policy) const {
   const InfinityConfig& cfg = model_.config();
-  const InfinityRequest q = infinity_request(r);
-  const bool with_uncond = std::any_of(q.cfg_list.begin(), q.cfg_list.end(), [](double c) { return c != 1.0; });
-  const int rows = (with_uncond ? 2 : 1) * r.images();  // as InfinityGeneration lays its rows out
-  const int64_t token_bytes = static_cast<int64_t>(rows) * model_.local_heads() * cfg.head_dim() * 2 *
-                              static_cast<int64_t>(dtype_size(DType::F32));
+  InfinityRequest q = defaults_;  // no text: only its CFG list and schedule decide the rows
+  if (r.cfg >= 0) q.cfg_list = {r.cfg};
+  const int rows = static_cast<int>(infinity_rows(q, r.images()));
+  const int64_t token_bytes = RequestKV::token_bytes(rows, model_.local_heads(), cfg.head_dim());
   return request_demand(plan_kv(policy, q.schedule, cfg.depth, token_bytes), rows);
 }
 

@@ -31,7 +31,7 @@ class InfinityFamily final : public EngineFamily {
   InfinityRequest infinity_request(const EngineRequest& r) const;
   // Local hooks for request `id` on this rank (observer, teacher bits, progress, select_at_last_scale; a
   // policy object there replaces the one of the request's KV options: verify-golden replays recorded
-  // selections through it).
+  // selections through it, in Engine::run_one, whose engine has no KV cap to keep).
   void attach(int64_t id, const InfinityRunOptions& hooks) { hooks_[id] = hooks; }
 
  private:
@@ -40,6 +40,7 @@ class InfinityFamily final : public EngineFamily {
   InfinityRequest defaults_;
   InfinityText text_;
   int64_t text_first_;
+  std::vector<int64_t> text_start_;  // text_start_[i]: the first kv_compact row of prompt text_first_ + i
   std::map<int64_t, InfinityRunOptions> hooks_;
 };
 

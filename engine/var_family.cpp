@@ -1,6 +1,8 @@
 // var_family.cpp - see var_family.h.
 #include "engine/var_family.h"
 
+#include <cmath>
+
 #include "kvcache/planner.h"
 #include "runtime/check.h"
 
@@ -38,6 +40,7 @@ void VarFamily::check(const EngineRequest& r) const {
     SKV_CHECK(lab >= 0 && lab < cfg.num_classes, "request {}: class label {} outside [0, {})", r.id, lab, cfg.num_classes);
   SKV_CHECK(r.image_ids.empty() || r.image_ids.size() == r.labels.size(), "request {}: {} image_ids for {} labels",
             r.id, r.image_ids.size(), r.labels.size());
+  SKV_CHECK(std::isfinite(r.cfg), "request {}: cfg {} must be a finite number (< 0: the model's)", r.id, r.cfg);
   SKV_CHECK(r.top_p <= 1, "request {}: top_p {} must be in [0, 1]", r.id, r.top_p);
   check_kv_options(r.kv);
 }
@@ -50,8 +53,7 @@ std::unique_ptr<KVPolicy> VarFamily::make_policy(const EngineRequest& r) const {
 std::vector<StepDemand> VarFamily::demand(const EngineRequest& r, const KVPolicy& policy) const {
   const VarConfig& cfg = model_.config();
   const int rows = 2 * r.images();  // CFG: a conditional and an unconditional row per image
-  const int64_t token_bytes = static_cast<int64_t>(rows) * model_.local_heads() * cfg.head_dim() * 2 *
-                              static_cast<int64_t>(dtype_size(DType::F32));
+  const int64_t token_bytes = RequestKV::token_bytes(rows, model_.local_heads(), cfg.head_dim());
   return request_demand(plan_kv(policy, cfg.schedule(), cfg.depth, token_bytes), rows);
 }
 

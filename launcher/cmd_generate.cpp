@@ -91,8 +91,9 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule(), cfg.kv_window});
   auto full_policy = make_full_policy();
   const int n = static_cast<int>(req.labels.size());
-  check_batch_fits(*policy, cfg.schedule(), cfg.depth, a.has("--batch") ? std::min(a.batch, n) : n,
-                   cfg.num_heads / std::max(1, a.ctx.tp), cfg.head_dim(), a.has("--batch"));
+  if (!a.has("--kv-memory"))  // a KV cap bounds what the engine holds at once instead
+    check_batch_fits(*policy, cfg.schedule(), cfg.depth, a.has("--batch") ? std::min(a.batch, n) : n,
+                     cfg.num_heads / std::max(1, a.ctx.tp), cfg.head_dim(), a.has("--batch"));
 
   RunContext ctx = make_context(a.ctx);
   // Ranks given different requests would meet in mismatched collectives (MPI_ERR_TRUNCATE): compare first.
@@ -137,6 +138,11 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
       r.top_k = req.sampling.top_k;
       r.top_p = req.sampling.top_p;
       r.kv = a.kv;
+      r.kv.given.clear();  // checked once for the command: no warning per request
+      if (i == first) {
+        const std::string why = engine.never_fits(r);
+        SKV_CHECK(why.empty(), "--kv-memory {}: one image can never run: {}", a.kv_memory, why);
+      }
       engine.submit(std::move(r));
     }
     engine.close();

@@ -43,8 +43,9 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
   const Schedule sched = infinity_schedule_for(h_div_w, resolution);
   auto policy = make_kv_policy(kv, {cfg.depth, cfg.num_heads, sched});
   const int n = static_cast<int>(a.t5.given() ? prompts.size() : text.lens.size());
-  check_batch_fits(*policy, sched, cfg.depth, batch > 0 ? std::min(batch, n) : n,
-                   cfg.num_heads / std::max(1, ctx_args.tp), cfg.head_dim(), batch > 0);
+  if (kv_memory == 0)  // a KV cap bounds what the engine holds at once instead
+    check_batch_fits(*policy, sched, cfg.depth, batch > 0 ? std::min(batch, n) : n,
+                     cfg.num_heads / std::max(1, ctx_args.tp), cfg.head_dim(), batch > 0);
   RunContext ctx = make_context(ctx_args);
   check_same_request(ctx, {{"--text-embeddings / --prompt (prompts)",
                             a.t5.given() ? fmt::format("{} prompts: {}", n, fmt::join(prompts, "\n"))
@@ -58,8 +59,8 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
                             fmt::format("{} {} {}", kv.budget, kv.window, kv.budget_table)}});
   Backend& be = *ctx.backend;
   // As VAR (cmd_generate.cpp): each data-parallel replica takes its contiguous share of the prompts, and
-  // only its output rank runs the (replicated) decoder and writes; image ids stay global, so a prompt's
-  // bits and pixels do not depend on which replica ran it. A replica encodes only its own prompts.
+  // its output rank writes; image ids stay global, so a prompt's bits and pixels do not depend on which
+  // replica ran it. A replica encodes only its own prompts.
   const auto [first, last] = ctx.share(n);
   int64_t text_first = 0;  // the global index of text's first prompt
   if (a.t5.given() && last > first) {
@@ -99,6 +100,11 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
       r.image_ids = {static_cast<uint32_t>(i)};
       r.seed = seed;
       r.kv = kv;
+      r.kv.given.clear();  // checked once for the command: no warning per request
+      if (i == first) {
+        const std::string why = engine.never_fits(r);
+        SKV_CHECK(why.empty(), "--kv-memory {}: one image can never run: {}", format_bytes(kv_memory), why);
+      }
       engine.submit(std::move(r));
     }
     engine.close();

@@ -47,10 +47,7 @@ const InfinityRequest& checked(const InfinityModel& model, InfinityRequest& req)
 }
 
 // Transformer rows: the images, and as many unconditional rows when CFG acts at any scale.
-int64_t rows_of(const InfinityRequest& req) {
-  const bool with_uncond = std::any_of(req.cfg_list.begin(), req.cfg_list.end(), [](double c) { return c != 1.0; });
-  return static_cast<int64_t>(req.text.lens.size()) * (with_uncond ? 2 : 1);
-}
+int64_t rows_of(const InfinityRequest& req) { return infinity_rows(req, static_cast<int64_t>(req.text.lens.size())); }
 
 // The 2x2 spatial patchify of the 8B model as one index map: element (b, y, x, c, i, j) is at `patched`
 // in idx [B, h, w, 4d] (channel c * 4 + i * 2 + j) and at `plain` in [B, 2h, 2w, d]. Unpatchify copies
@@ -316,6 +313,12 @@ GenerateResult InfinityGeneration::finish() {
     res_.decode_seconds = now_seconds() - t0;
   }
   return std::move(res_);
+}
+
+int64_t infinity_rows(const InfinityRequest& req, int64_t images) {
+  const std::vector<double> cfgs = per_scale(req.cfg_list, req.schedule.num_scales(), "cfg");
+  const bool with_uncond = std::any_of(cfgs.begin(), cfgs.end(), [](double c) { return c != 1.0; });
+  return images * (with_uncond ? 2 : 1);
 }
 
 GenerateResult infinity_generate(const InfinityModel& model, const BsqVae& vae, const InfinityRequest& req,

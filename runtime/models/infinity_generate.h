@@ -51,6 +51,10 @@ struct InfinityRunOptions {
 // top-p); the caller adds the text and the seed and may override the rest.
 InfinityRequest infinity_request_defaults(const InfinityConfig& cfg, const Schedule& schedule);
 
+// Transformer rows of `req` with `images` images: twice the images when CFG is on at any of its scales
+// (cfg_list: one value for every scale, or one per scale).
+int64_t infinity_rows(const InfinityRequest& req, int64_t images);
+
 // An Infinity request in progress. The constructor checks the request, prepares its text conditioning,
 // RoPE table and KV cache (from the memory plan); step() runs the next scale of several generations of
 // one model as one packed forward pass (InfinityModel::forward_scales), then the logits, CFG, sampling

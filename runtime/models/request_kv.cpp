@@ -18,8 +18,7 @@ RequestKV::RequestKV(Backend& be, Communicator& comm, KVPolicy* policy, const Sc
   if (!shared_) alloc_.reset_peaks();
   policy_->set_communicator(&comm);
   policy_->begin_request();
-  const int64_t token_bytes = static_cast<int64_t>(rows) * local_heads * head_dim * 2 *
-                              static_cast<int64_t>(dtype_size(DType::F32));
+  const int64_t token_bytes = RequestKV::token_bytes(rows, local_heads, head_dim);
   token_bytes_ = token_bytes;
   const KVPlan plan = plan_kv(*policy_, schedule, depth, token_bytes);
   cache_ = std::make_unique<MultiScaleKVCache>(be, rows, local_heads, head_dim, depth, plan.pool_tokens);

@@ -27,6 +27,11 @@ class RequestKV {
   // engine's, and the request's own peak is what its cache allocated: its pool plus its largest scale.
   RequestKV(Backend& be, Communicator& comm, KVPolicy* policy, const Schedule& schedule, int depth, int rows,
             int local_heads, int head_dim, GenerateResult& res, bool shared = false);
+  // Bytes of one cached token in one layer: F32 K and V of `local_heads` heads for every row (what the
+  // plan counts and the cache allocates).
+  static int64_t token_bytes(int64_t rows, int64_t local_heads, int64_t head_dim) {
+    return rows * local_heads * head_dim * 2 * static_cast<int64_t>(dtype_size(DType::F32));
+  }
   KVPolicy& policy() { return *policy_; }
   MultiScaleKVCache& cache() { return *cache_; }
   // cache().begin_scale, noting the transient K/V it allocates.

@@ -27,8 +27,8 @@ struct VarRunOptions {
   GenerationObserver* observer = nullptr;
   ProgressFn progress;
   bool decode = true;
-  // Decode only images [decode_begin, decode_end) of the batch (-1: to its end): the ranks of a
-  // tensor-parallel group each decode a share, so no rank idles in a collective while one decodes.
+  // Decode only images [decode_begin, decode_end) of the batch (-1: to its end): the engine gives each
+  // rank of a tensor-parallel group a share of a request's images, so they decode in parallel.
   int64_t decode_begin = 0, decode_end = -1;
 };
 
