@@ -7,7 +7,8 @@
 # with random weights at 256x256 (depth reduced to 4 for the latency runs, 20 requests, 128 MiB cap =
 # 4 full-cache requests of that depth; the burst runs the full depth 16 at 4 full-cache requests' cap,
 # 512 MiB). QUICK=1 runs the demo model only. Writes OUT_DIR/serve_bench.md, OUT_DIR/serve_latency.png
-# and one JSON per run (OUT_DIR/runs/). Takes about 30 minutes on 2 cores (QUICK: 2 minutes).
+# and one JSON per run (OUT_DIR/runs/). Takes about 30 minutes on 2 cores (QUICK: 2 minutes). RESUME=1 keeps
+# the runs whose JSON is already there (a long run that was interrupted).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-bench-results/serve}
@@ -23,6 +24,7 @@ scalekv_10=(--kv-policy scalekv --kv-budget 10%)
 run() {  # run NAME ARGS...: one bench serve run, its JSON in runs/NAME.json
   local name=$1
   shift
+  if [ "${RESUME:-0}" = 1 ] && [ -s "$out/runs/$name.json" ]; then echo "serve_bench: $name (kept)"; return; fi
   echo "serve_bench: $name"
   "$skv" bench serve "$@" --json "$out/runs/$name.json" >/dev/null
 }
