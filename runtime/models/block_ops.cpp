@@ -41,16 +41,38 @@ Tensor pack_parts(Backend& be, const std::vector<Tensor>& xs, std::vector<Packed
   return packed;
 }
 
+Tensor adaln_norm(Backend& be, const Tensor& x, const std::vector<PackedPart>& parts, int scale_slot, int shift_slot,
+                  float eps) {
+  Tensor h = be.empty({x.dim(0), x.dim(1)});
+  be.layer_norm(x, nullptr, nullptr, eps, h);
+  for (const PackedPart& p : parts) {
+    Tensor hp = packed_view(h, p);
+    be.modulate(hp, ada_slot(be, *p.ada, scale_slot), ada_slot(be, *p.ada, shift_slot), hp);
+  }
+  return h;
+}
+
+void split_request_qkv(Backend& be, const Tensor& qkv, const Tensor& q_bias, const Tensor& v_bias,
+                       const Tensor* q_head_scale, bool raw, MultiScaleKVCache& cache, Tensor& q, Tensor& q_raw) {
+  const int64_t R = qkv.dim(0), l = qkv.dim(1), Hl = cache.heads(), hd = cache.head_dim();
+  q = be.empty({R, Hl, l, hd});
+  if (raw) {
+    q_raw = be.empty({R, Hl, l, hd});
+    Tensor kd = be.empty({R, Hl, l, hd}), vd = be.empty({R, Hl, l, hd});
+    be.split_qkv(qkv, nullptr, nullptr, nullptr, q_raw, kd, vd);
+  }
+  be.split_qkv(qkv, &q_bias, nullptr, &v_bias, q, cache.cur_k(), cache.cur_v());
+  if (q_head_scale) {
+    be.l2norm_heads(q, q_head_scale);
+    be.l2norm_heads(cache.cur_k(), nullptr);
+  }
+}
+
 void adaln_ffn_packed(Backend& be, Communicator& comm, Tensor& x, const std::vector<PackedPart>& parts,
                       const Tensor& fc1_w, const Tensor& fc1_b, const Tensor& fc2_w, const Tensor& fc2_b,
                       int64_t local_ffn, float eps) {
   const int64_t T = x.dim(0), C = x.dim(1);
-  Tensor h = be.empty({T, C});
-  be.layer_norm(x, nullptr, nullptr, eps, h);
-  for (const PackedPart& p : parts) {
-    Tensor hp = packed_view(h, p);
-    be.modulate(hp, ada_slot(be, *p.ada, 3), ada_slot(be, *p.ada, 5), hp);
-  }
+  const Tensor h = adaln_norm(be, x, parts, 3, 5, eps);
   Tensor f = be.empty({T, local_ffn});
   be.linear(h, fc1_w, &fc1_b, f);
   be.gelu_tanh(f);

@@ -276,12 +276,7 @@ Tensor InfinityModel::embed_input(const Tensor& vae_in, int64_t rows) const {
 void InfinityModel::self_attention(Tensor& x, const std::vector<PackedPart>& parts,
                                    const std::vector<ScaleItem>& items, const Block& b, int layer) const {
   const int64_t T = x.dim(0), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
-  Tensor h = be_.empty({T, C});
-  be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
-  for (const PackedPart& p : parts) {
-    Tensor hp = packed_view(h, p);
-    be_.modulate(hp, ada_part(*p.ada, 2), ada_part(*p.ada, 4), hp);
-  }
+  const Tensor h = adaln_norm(be_, x, parts, 2, 4, cfg_.norm_eps);
   Tensor qkv = be_.empty({T, 3 * Hl * hd});
   be_.linear(h, b.qkv_w, nullptr, qkv);
   Tensor att = be_.empty({T, Hl * hd});
@@ -290,20 +285,11 @@ void InfinityModel::self_attention(Tensor& x, const std::vector<PackedPart>& par
     const PackedPart& p = parts[i];
     const ScaleArgs& a = *items[i].args;
     MultiScaleKVCache& cache = *a.cache;
-    const int64_t R = p.rows, l = p.len;
-    const Tensor qkv_i = packed_view(qkv, p);
+    // q_raw: q of mat_qkv(x) without bias, norm or RoPE (the released ScaleKV code)
+    split_request_qkv(be_, packed_view(qkv, p), b.q_bias, b.v_bias, cfg_.cos_attn ? &b.head_scale : nullptr,
+                      a.policy->queries().raw, cache, qs[i], q_raws[i]);
     Tensor& q = qs[i];
-    q = be_.empty({R, Hl, l, hd});
-    if (a.policy->queries().raw) {  // q of mat_qkv(x) without bias, norm or RoPE (the released ScaleKV code)
-      q_raws[i] = be_.empty({R, Hl, l, hd});
-      Tensor kd = be_.empty({R, Hl, l, hd}), vd = be_.empty({R, Hl, l, hd});
-      be_.split_qkv(qkv_i, nullptr, nullptr, nullptr, q_raws[i], kd, vd);
-    }
-    be_.split_qkv(qkv_i, &b.q_bias, nullptr, &b.v_bias, q, cache.cur_k(), cache.cur_v());
-    if (cfg_.cos_attn) {
-      be_.l2norm_heads(q, &b.head_scale);
-      be_.l2norm_heads(cache.cur_k(), nullptr);
-    }
+    const int64_t l = p.len;
     std::vector<int64_t> pos(static_cast<size_t>(l));
     for (int64_t t = 0; t < l; ++t) pos[t] = a.schedule->offset(items[i].si) + t;
     be_.rope(q, *a.rope, pos);

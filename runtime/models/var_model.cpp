@@ -176,12 +176,7 @@ Tensor VarModel::embed_input(const Tensor& vae_in, int si) const {
 void VarModel::attention_block(Tensor& x, const std::vector<PackedPart>& parts, std::vector<ScaleItem>& items,
                                const Block& b, int layer) const {
   const int64_t T = x.dim(0), C = cfg_.embed_dim, hd = cfg_.head_dim(), Hl = local_heads_;
-  Tensor h = be_.empty({T, C});
-  be_.layer_norm(x, nullptr, nullptr, cfg_.norm_eps, h);
-  for (const PackedPart& p : parts) {
-    Tensor hp = packed_view(h, p);
-    be_.modulate(hp, ada_part(*p.ada, 2), ada_part(*p.ada, 4), hp);
-  }
+  const Tensor h = adaln_norm(be_, x, parts, 2, 4, cfg_.norm_eps);
   Tensor qkv = be_.empty({T, 3 * Hl * hd});
   be_.linear(h, b.qkv_w, nullptr, qkv);
   Tensor att = be_.empty({T, Hl * hd});
@@ -190,20 +185,10 @@ void VarModel::attention_block(Tensor& x, const std::vector<PackedPart>& parts, 
     const PackedPart& p = parts[i];
     ScaleItem& it = items[i];
     MultiScaleKVCache& cache = *it.cache;
-    const int64_t R = p.rows, l = p.len;
-    const Tensor qkv_i = packed_view(qkv, p);
-    Tensor& q = qs[i];
-    q = be_.empty({R, Hl, l, hd});
-    if (it.policy->queries().raw) {  // q of mat_qkv(x) without bias (released ScaleKV code)
-      q_raws[i] = be_.empty({R, Hl, l, hd});
-      Tensor kd = be_.empty({R, Hl, l, hd}), vd = be_.empty({R, Hl, l, hd});
-      be_.split_qkv(qkv_i, nullptr, nullptr, nullptr, q_raws[i], kd, vd);
-    }
-    be_.split_qkv(qkv_i, &b.q_bias, nullptr, &b.v_bias, q, cache.cur_k(), cache.cur_v());
-    if (cfg_.attn_l2_norm) {
-      be_.l2norm_heads(q, &b.head_scale);
-      be_.l2norm_heads(cache.cur_k(), nullptr);
-    }
+    split_request_qkv(be_, packed_view(qkv, p), b.q_bias, b.v_bias, cfg_.attn_l2_norm ? &b.head_scale : nullptr,
+                      it.policy->queries().raw, cache, qs[i], q_raws[i]);
+    const Tensor& q = qs[i];
+    const int64_t l = p.len;
     std::vector<KVSegment> segs = cache.store_segments(layer);
     segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
     Tensor att_i = packed_view(att, p);

@@ -105,7 +105,9 @@ TEST(Engine, RequestsJoiningMidFlightGetTheTokensTheyGetAlone) {
   Engine* engine = nullptr;
   o.on_boundary = [&](int64_t it) {
     if (join.count(it)) engine->submit(reqs[join.at(it)]);
-    if (it == 1) EXPECT_THROW(engine->submit(reqs[0]), Error);  // its id is in flight
+    if (it == 1) {
+      EXPECT_THROW(engine->submit(reqs[0]), Error);  // its id is in flight
+    }
     if (it == 4) engine->close();
   };
   Engine e(m.family, cpu_backend(), *m.comm, *m.comm, o);

@@ -292,7 +292,9 @@ TEST(InfinityModel, GenerationsSteppedTogetherMatchRunsAlone) {
   for (int step = 0; step == 0 || !running.empty(); ++step) {
     for (size_t i = 0; i < jobs.size(); ++i)
       if (jobs[i].joins_at_step == step) {
-        if (i == 1) EXPECT_EQ(running.at(0).second->scales_done(), 2);
+        if (i == 1) {
+          EXPECT_EQ(running.at(0).second->scales_done(), 2);
+        }
         policies.push_back(policy(jobs[i]));
         InfinityRunOptions o;
         o.policy = policies.back().get();
