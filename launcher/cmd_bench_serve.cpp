@@ -1,8 +1,8 @@
 // cmd_bench_serve.cpp - `scalekv bench serve`: replays an arrival trace against the engine in one
 // process (or one mpirun job of one tensor-parallel group) and reports throughput, latency, queue time,
-// concurrency and the measured KV peak against the cap. Request i is one image of label i of --labels,
-// image id i and --seed S, so its PNG (DIR/NNNN_cC.png) equals image i of `scalekv generate --labels ...
-// --seed S`. Arrivals are Poisson at --rate requests per second (0: all at once), timed from the
+// concurrency and the measured KV peak against the cap. Request i is one image: label i of --labels (VAR)
+// or prompt i of --text-embeddings (Infinity), image id i and --seed S, so its PNG (DIR/NNNN_cC.png or
+// DIR/NNNN.png) equals image i of `scalekv generate` with the same labels or prompts and seed. Arrivals are Poisson at --rate requests per second (0: all at once), timed from the
 // first; a thread on rank 0 submits each at its time (open loop: arrivals never wait for the engine).
 #include <fmt/core.h>
 
@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "engine/engine.h"
+#include "engine/infinity_family.h"
 #include "engine/var_family.h"
 #include "launcher/bench.h"
 #include "launcher/bench_serve.h"
@@ -27,10 +28,11 @@
 #include "launcher/model_files.h"
 #include "launcher/progress.h"
 #include "launcher/request_check.h"
-#include "launcher/var_bundle.h"
 #include "parallel/communicator.h"
 #include "runtime/check.h"
 #include "runtime/file_io.h"
+#include "runtime/models/infinity_text.h"
+#include "runtime/models/model_bundle.h"
 #include "runtime/models/request_kv.h"
 
 namespace skv {
@@ -42,6 +44,9 @@ struct ServeBenchArgs {
   bool random = false;
   int depth = 0;
   std::string labels = "0-9x4";
+  std::string text_embeddings;  // Infinity: one request per prompt
+  int resolution = 0;           // Infinity: 0 = the config's
+  double h_div_w = 0;           // Infinity: 0 = the config's
   std::string seed_text = "0";
   double rate = 0;
   std::string mode = "continuous";
@@ -81,23 +86,48 @@ void run_bench_serve(ServeBenchArgs& a) {
   RunContext ctx = make_context(a.ctx);
   SKV_CHECK(ctx.replicas == 1, "bench serve runs one tensor-parallel group; start it with as many ranks as --tp "
             "({} ranks, --tp {})", ctx.world_size, ctx.tp->size());
-  check_same_request(ctx, {{"--labels", a.labels}, {"--seed", std::to_string(seed)}, {"--rate", fmt::format("{}", a.rate)},
+  check_same_request(ctx, {{"--labels / --text-embeddings", a.labels + " " + a.text_embeddings}, {"--seed", std::to_string(seed)}, {"--rate", fmt::format("{}", a.rate)},
                            {"--mode", a.mode}, {"--kv-memory", a.kv_memory},
                            {"--kv-policy / --kv-budget", a.kv.policy + " " + a.kv.budget}});
   Backend& be = *ctx.backend;
   ModelFiles files = a.files;
+  SKV_CHECK(!a.random || !files.config.empty(), "--random-weights needs --model CONFIG.json (the shape to fill)");
   if (!a.random) files = resolve_model_files(files);
-  std::unique_ptr<VarBundle> bundle;
-  if (a.random && a.depth > 0) {
+  const std::string family_name = model_family(files.config);
+  // The model, its family, and one request per image: label i (VAR) or prompt i (Infinity), image id i.
+  std::unique_ptr<VarBundle> var;
+  std::unique_ptr<InfinityBundle> inf;
+  std::unique_ptr<EngineFamily> family;
+  std::vector<int64_t> labels;
+  int64_t n = 0;
+  const WeightSource src = a.random ? WeightSource::random_weights(1) : WeightSource::files(files.weights, files.vae);
+  if (family_name == "var") {
+    SKV_CHECK(a.text_embeddings.empty() && !a.given.count("--resolution") && !a.given.count("--h-div-w"),
+              "--text-embeddings, --resolution and --h-div-w are for Infinity models; {} is a VAR model (drop them)",
+              files.config);
     VarConfig cfg = VarConfig::load(files.config);
-    cfg.depth = a.depth;
-    bundle = load_var(std::move(cfg), WeightSource::random_weights(1), be, *ctx.tp);
+    if (a.depth > 0) cfg.depth = a.depth;
+    var = load_var(std::move(cfg), src, be, *ctx.tp);
+    labels = parse_labels(a.labels, var->cfg.num_classes);
+    n = static_cast<int64_t>(labels.size());
+    family = std::make_unique<VarFamily>(*var->model, *var->vae);
+  } else if (family_name == "infinity") {
+    SKV_CHECK(!a.text_embeddings.empty() && !a.given.count("--labels"), "an Infinity model's requests are the prompts "
+              "of --text-embeddings FILE (scripts/encode_prompts.py or `scalekv encode-text`), not --labels");
+    InfinityConfig cfg = InfinityConfig::load(files.config);
+    if (a.depth > 0) cfg.depth = a.depth;
+    InfinityText text = load_infinity_text(a.text_embeddings, cfg.text_channels);
+    n = static_cast<int64_t>(text.lens.size());
+    const Schedule sched = infinity_schedule_for(a.h_div_w > 0 ? a.h_div_w : cfg.h_div_w,
+                                                 a.resolution > 0 ? a.resolution : cfg.resolution);
+    inf = load_infinity(std::move(cfg), src, be, *ctx.tp);
+    family = std::make_unique<InfinityFamily>(*inf->model, *inf->vae, infinity_request_defaults(inf->cfg, sched),
+                                              std::move(text));
   } else {
-    bundle = load_var_bundle(files, a.random, 1, be, *ctx.tp);
+    SKV_FAIL("{}: bench serve runs VAR and Infinity models, not the '{}' family", files.config, family_name);
   }
-  const VarConfig& cfg = bundle->cfg;
-  const std::vector<int64_t> labels = parse_labels(a.labels, cfg.num_classes);
-  const int64_t n = static_cast<int64_t>(labels.size());
+  const std::string model_path = var ? var->cfg.path : inf->cfg.path;
+  const int depth = var ? var->cfg.depth : inf->cfg.depth;
 
   std::vector<double> arrival(static_cast<size_t>(n), 0.0);  // seconds after the start
   if (a.rate > 0) {
@@ -112,7 +142,10 @@ void run_bench_serve(ServeBenchArgs& a) {
   auto make_request = [&](int64_t i) {
     EngineRequest r;
     r.id = i;
-    r.labels = {labels[static_cast<size_t>(i)]};
+    if (var)
+      r.labels = {labels[static_cast<size_t>(i)]};
+    else
+      r.prompts = {i};
     r.image_ids = {static_cast<uint32_t>(i)};
     r.seed = seed;
     r.kv = a.kv;
@@ -120,7 +153,6 @@ void run_bench_serve(ServeBenchArgs& a) {
     return r;
   };
 
-  VarFamily family(*bundle->model, *bundle->vae);
   Communicator& control = ctx.tp_host ? *ctx.tp_host : *ctx.tp;
   const bool out_rank = ctx.is_output_rank();
   Progress prog("bench serve");
@@ -129,7 +161,7 @@ void run_bench_serve(ServeBenchArgs& a) {
       prog.update(fmt::format("{}/{} images  {} in flight  iteration {}  {:.3f}s", p.finished, n, p.in_flight,
                               p.iteration, p.step_seconds));
   };
-  Engine engine(family, be, *ctx.tp, control, eo);
+  Engine engine(*family, be, *ctx.tp, control, eo);
   if (out_rank) {  // a request that could never fit is refused before the clock starts (all are alike)
     const std::string why = engine.never_fits(make_request(0));
     SKV_CHECK(why.empty(), "--kv-memory {}: a request ({} policy) can never run: {}", a.kv_memory, a.kv.policy, why);
@@ -170,8 +202,9 @@ void run_bench_serve(ServeBenchArgs& a) {
       latency.push_back(r.finished - r.submitted);
       queue.push_back(r.admitted - r.submitted);
       if (!out_rank || a.out.empty()) return;
-      out.write_png(fmt::format("{:04d}_c{}.png", r.id, labels[static_cast<size_t>(r.id)]), r.rgb[0].data(), r.width,
-                    r.height);
+      const std::string name = var ? fmt::format("{:04d}_c{}.png", r.id, labels[static_cast<size_t>(r.id)])
+                                   : fmt::format("{:04d}.png", r.id);  // generate's names
+      out.write_png(name, r.rgb[0].data(), r.width, r.height);
     });
   } catch (...) {
     if (feeder.joinable()) {
@@ -195,9 +228,10 @@ void run_bench_serve(ServeBenchArgs& a) {
   nlohmann::json j;
   j["command"] = a.command;
   j["machine"] = machine_description();
-  j["model"] = cfg.path;
+  j["model"] = model_path;
+  j["family"] = family_name;
   j["weights"] = a.random ? "random" : files.weights;
-  j["depth"] = cfg.depth;
+  j["depth"] = depth;
   j["tp"] = ctx.tp->size();
   j["backend"] = be.name();
   j["mode"] = batch_mode_name(eo.mode);
@@ -237,7 +271,10 @@ void register_bench_serve(CLI::App* bench) {
   cmd->add_option("--vae", a->files.vae, "VAE weights (safetensors)");
   cmd->add_flag("--random-weights", a->random, "Random weights of --model's shape");
   cmd->add_option("--depth", a->depth, "With --random-weights: override the config's depth (for time)");
-  cmd->add_option("--labels", a->labels, "One request per label: 3,7 or 0-9 or 0-9x4")->capture_default_str();
+  cmd->add_option("--labels", a->labels, "VAR: one request per label: 3,7 or 0-9 or 0-9x4")->capture_default_str();
+  cmd->add_option("--text-embeddings", a->text_embeddings, "Infinity: one request per prompt of this file");
+  cmd->add_option("--resolution", a->resolution, "Infinity: 256, 512, 768 or 1024 (default: the config's)");
+  cmd->add_option("--h-div-w", a->h_div_w, "Infinity: aspect ratio height/width (default: the config's)");
   cmd->add_option("--seed", a->seed_text, "Sampling seed (request i is image i of generate --seed S)")
       ->capture_default_str();
   cmd->add_option("--rate", a->rate, "Poisson arrivals per second (0: all at once)")->capture_default_str();

@@ -3,7 +3,8 @@
 # across data-parallel replicas as VAR does: 2 replicas of TP 1 and 2 replicas of TP 2 write the images
 # of the one-process run (identical pixels with TP 1, within 1 level with TP 2), each image once, each
 # replica its own contiguous share (it used to redo every prompt and write every PNG on every replica).
-# Sampled, not greedy, so the per-image RNG ids must stay global. Skipped (77) without the golden folder.
+# Sampled, not greedy, so the per-image RNG ids must stay global. Also `bench serve` on the same model
+# (the engine under arrivals, ScaleKV, TP 2) writes generate's images. Skipped (77) without the golden folder.
 #   cli_infinity_replicas.sh SCALEKV PNG_DIFF MPIEXEC NUMPROC_FLAG OVERSUBSCRIBE_FLAG GOLDEN_DIR
 set -uo pipefail
 . "$(dirname "$0")/cli_common.sh"
@@ -45,4 +46,14 @@ run() {
 }
 run replicas_tp1 2 1 0
 run replicas_tp2 4 2 1
+
+sargs=(--model "$G/infinity-tiny.config.json" --weights "$G/infinity-tiny.model.safetensors"
+       --vae "$G/infinity-tiny.vae.safetensors" --text-embeddings "$WORK/text.safetensors" --resolution 256 --seed 3
+       --kv-policy scalekv --kv-budget 25%)
+"$SCALEKV" generate "${sargs[@]}" --out "$WORK/gen_skv" > /dev/null || fail "generate (ScaleKV) failed"
+mpirun_n 2 "$SCALEKV" bench serve "${sargs[@]}" --tp 2 --rate 50 --kv-memory 64MiB --out "$WORK/serve_skv" \
+  --json "$WORK/serve_skv.json" || fail "bench serve (Infinity, TP 2) failed"
+"$PNG_DIFF" "$WORK/gen_skv" "$WORK/serve_skv" 1 || fail "bench serve differs from generate"
+python3 -c "import json, sys; j = json.load(open(sys.argv[1])); assert j['images'] == 5 and j['family'] == 'infinity' \
+  and 0 < j['kv_peak_bytes'] <= j['kv_cap_bytes'], j" "$WORK/serve_skv.json" || fail "bad bench serve summary"
 echo "PASS"
