@@ -2,11 +2,13 @@
 // verify-golden and benchmarks hook into, per-scale progress and timing.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "parallel/communicator.h"
 #include "runtime/models/sampler.h"
 #include "runtime/tensor.h"
 
@@ -64,6 +66,22 @@ class Generation {
   // After the last scale: decodes (as the run options say) and returns the result. Once.
   virtual GenerateResult finish() = 0;
 };
+
+// What one scale step sampled for each generation of a batch, made rank 0's on every rank of the TP group
+// in ONE broadcast (every rank samples the same values from bit-identical logits; broadcasting rank 0's
+// anyway means replicated arithmetic can never split the group). Parts have the same sizes on every rank.
+template <class T>
+void broadcast_parts(Communicator& comm, std::vector<std::vector<T>>& parts) {
+  if (comm.size() == 1) return;
+  std::vector<T> all;
+  for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
+  comm.broadcast_host(all.data(), all.size() * sizeof(T), 0);
+  auto at = all.begin();
+  for (auto& p : parts) {
+    std::copy(at, at + static_cast<std::ptrdiff_t>(p.size()), p.begin());
+    at += static_cast<std::ptrdiff_t>(p.size());
+  }
+}
 
 // Converts [B, 3, H, W] in [0, 1] to 8-bit RGB (floor(x * 255 + 0.5), clamped), one buffer per image.
 std::vector<std::vector<uint8_t>> images_to_rgb8(const Tensor& images);

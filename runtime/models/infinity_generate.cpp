@@ -174,24 +174,17 @@ void InfinityGeneration::step(const std::vector<InfinityGeneration*>& batch) {
   }
   model.forward_scales(items);
 
-  // Logits, CFG and sampling; every generation's bits in one buffer so a TP group broadcasts them once.
-  std::vector<uint8_t> all;
-  std::vector<size_t> at;
+  // Logits, CFG and sampling of every generation; the TP group then broadcasts all their bits once.
+  std::vector<std::vector<uint8_t>> bits(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
     InfinityGeneration& g = *batch[i];
     g.x_ = items[i].x;
     g.kv_.cache().end_scale();
     g.kv_.policy().end_scale(g.si_);
-    const std::vector<uint8_t> bits = g.sample_bits();
-    at.push_back(all.size());
-    all.insert(all.end(), bits.begin(), bits.end());
+    bits[i] = g.sample_bits();
   }
-  at.push_back(all.size());
-  // As VAR: rank 0's bits are broadcast, so replicated arithmetic can never split the TP group.
-  if (model.comm().size() > 1) model.comm().broadcast_host(all.data(), all.size(), 0);
-  for (size_t i = 0; i < batch.size(); ++i)
-    batch[i]->take_bits(std::vector<uint8_t>(all.begin() + static_cast<std::ptrdiff_t>(at[i]),
-                                             all.begin() + static_cast<std::ptrdiff_t>(at[i + 1])));
+  broadcast_parts(model.comm(), bits);
+  for (size_t i = 0; i < batch.size(); ++i) batch[i]->take_bits(bits[i]);
   be.synchronize();
   const double t_end = now_seconds();
   for (InfinityGeneration* g : batch) {

@@ -82,9 +82,8 @@ void VarGeneration::step(const std::vector<VarGeneration*>& batch) {
   }
   model.forward_scales(items);
 
-  // CFG and sampling, every generation's tokens in one buffer so a TP group broadcasts them once.
-  std::vector<int64_t> all;
-  std::vector<size_t> at;
+  // CFG and sampling of every generation; the TP group then broadcasts all their tokens once.
+  std::vector<std::vector<int64_t>> tokens(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
     VarGeneration& g = *batch[i];
     g.x_ = items[i].x;
@@ -108,32 +107,28 @@ void VarGeneration::step(const std::vector<VarGeneration*>& batch) {
       for (int64_t k = 0; k < n; ++k) mp[k] = a * lp[k] - t * lp[n + k];
     }
     if (g.opt_.observer) g.opt_.observer->on_logits(si, mixed);
-    at.push_back(all.size());
+    std::vector<int64_t>& idx = tokens[i];
     if (g.opt_.teacher) {
       SKV_CHECK(static_cast<int>(g.opt_.teacher->size()) > si && static_cast<int64_t>((*g.opt_.teacher)[si].size()) == B * l,
                 "teacher tokens for scale {} must have {} entries", si, B * l);
-      all.insert(all.end(), (*g.opt_.teacher)[si].begin(), (*g.opt_.teacher)[si].end());
+      idx = (*g.opt_.teacher)[si];
     } else {
       Tensor work = mixed.clone(MemCategory::Workspace);  // sample_logits works in place
       float* mp = work.f32();
       for (int b = 0; b < B; ++b)
         for (int64_t j = 0; j < l; ++j) {
           const float u = uniform01(g.req_.seed, g.req_.image_ids[b], static_cast<uint32_t>(si), static_cast<uint32_t>(j), 0);
-          all.push_back(sample_logits(mp + (b * l + j) * cfg.V, cfg.V, g.req_.sampling, u));
+          idx.push_back(sample_logits(mp + (b * l + j) * cfg.V, cfg.V, g.req_.sampling, u));
         }
     }
   }
-  // Every rank of the TP group samples the same tokens from the same (bit-identical) logits; rank 0's
-  // are broadcast anyway, so a difference in replicated arithmetic can never split the group.
-  if (model.comm().size() > 1) model.comm().broadcast_host(all.data(), all.size() * sizeof(int64_t), 0);
+  broadcast_parts(model.comm(), tokens);
 
   for (size_t i = 0; i < batch.size(); ++i) {
     VarGeneration& g = *batch[i];
     const int si = g.si_, S = g.num_scales(), B = g.images();
     const int pn = cfg.patch_nums[si];
-    const int64_t l = static_cast<int64_t>(pn) * pn;
-    std::vector<int64_t> idx(all.begin() + static_cast<std::ptrdiff_t>(at[i]),
-                             all.begin() + static_cast<std::ptrdiff_t>(at[i] + B * l));
+    std::vector<int64_t>& idx = tokens[i];
     if (g.opt_.observer) g.opt_.observer->on_tokens(si, idx);
     Tensor h = g.vae_.lookup(idx, B, pn);
     Tensor next = g.vae_.add_scale(si, g.f_hat_, h);
