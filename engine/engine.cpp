@@ -39,7 +39,7 @@ KVOptions kv_from_json(const nlohmann::json& j) {
 nlohmann::json request_json(const EngineRequest& r) {
   return {{"id", r.id},   {"labels", r.labels}, {"prompts", r.prompts}, {"image_ids", r.image_ids},
           {"seed", r.seed}, {"cfg", r.cfg},     {"top_k", r.top_k},     {"top_p", r.top_p},
-          {"kv", kv_to_json(r.kv)}};
+          {"kv", kv_to_json(r.kv)}, {"previews", r.previews}};
 }
 
 EngineRequest request_of(const nlohmann::json& j) {
@@ -53,6 +53,7 @@ EngineRequest request_of(const nlohmann::json& j) {
   r.top_k = j.at("top_k");
   r.top_p = j.at("top_p");
   r.kv = kv_from_json(j.at("kv"));
+  r.previews = j.value("previews", false);
   return r;
 }
 
@@ -106,6 +107,7 @@ Engine::Engine(EngineFamily& family, Backend& backend, Communicator& group, Comm
             control_.size(), group_.rank(), group_.size());
   be_.allocator().reset_peaks();
   kv_before_ = be_.allocator().stats().cur(MemCategory::KV);
+  comm_before_ = group_.seconds_in_collectives() + (&control_ != &group_ ? control_.seconds_in_collectives() : 0.0);
   stats_.kv_cap_bytes = opt.limits.kv_cap_bytes;
 }
 
@@ -284,6 +286,19 @@ void Engine::step(const std::function<void(EngineResult&&)>& on_done) {
     if (group_.rank() == 0) admission_.advance();
     stats_.kv_peak_bytes = be_.allocator().stats().pk(MemCategory::KV) - kv_before_;
   }
+  if (opt_.on_preview && group_.rank() == 0)
+    for (const auto& f : flights_)
+      if (f->req.previews && !f->gen->done()) {
+        EngineOptions::Preview pv;
+        pv.id = f->req.id;
+        pv.scales_done = f->gen->scales_done();
+        pv.num_scales = f->gen->num_scales();
+        const Tensor im = f->gen->preview();
+        pv.height = static_cast<int>(im.dim(2));
+        pv.width = static_cast<int>(im.dim(3));
+        pv.rgb = family_.rgb8(im);
+        opt_.on_preview(pv);
+      }
   // Every rank first decodes its shares of every request that finished in this step (the ranks decode
   // in parallel), then the shares travel, request by request in flight order.
   std::vector<EngineResult> results;
@@ -383,6 +398,12 @@ void Engine::run(const std::function<void(EngineResult&&)>& on_done) {
     apply(p, on_done);
     if (p.stop) break;
     if (!flights_.empty()) step(on_done);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stats_.kv_used_bytes = be_.allocator().stats().cur(MemCategory::KV) - kv_before_;
+      stats_.comm_seconds = group_.seconds_in_collectives() +
+                            (&control_ != &group_ ? control_.seconds_in_collectives() : 0.0) - comm_before_;
+    }
     collective_keepalive();
     if (opt_.on_progress) {
       EngineProgress pr;

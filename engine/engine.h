@@ -44,6 +44,7 @@ struct EngineRequest {
   int top_k = -1;                   // < 0: the model's
   double top_p = -1;                // < 0: the model's
   KVOptions kv;                     // this request's KV policy and budget
+  bool previews = false;            // decode the accumulated map after every scale but the last (on_preview)
   int images() const { return static_cast<int>(labels.empty() ? prompts.size() : labels.size()); }
 };
 std::string engine_request_to_json(const EngineRequest& r);
@@ -92,6 +93,16 @@ struct EngineOptions {
   // arrivals replayed by iteration in tests). The argument counts the iterations run so far.
   std::function<void(int64_t iterations)> on_boundary;
   std::function<void(const EngineProgress&)> on_progress;
+  // Rank 0 of the group, on the loop thread, after each scale step but the last of a request that asked for
+  // previews: its images decoded from the map accumulated so far, 8-bit RGB. The other ranks go on to the
+  // next plan meanwhile (they wait for rank 0 in its broadcast).
+  struct Preview {
+    int64_t id = 0;
+    int scales_done = 0, num_scales = 0;
+    int width = 0, height = 0;
+    std::vector<std::vector<uint8_t>> rgb;
+  };
+  std::function<void(const Preview&)> on_preview;
 };
 
 struct EngineResult {
@@ -111,6 +122,8 @@ struct EngineStats {
   int64_t kv_planned_peak_bytes = 0;  // rank 0: the largest KV reservation of one iteration (the plans' peak)
   int64_t kv_cap_bytes = 0;
   double step_seconds = 0;    // in forward steps
+  int64_t kv_used_bytes = 0;  // the allocator's KV bytes in use after the last iteration (this rank)
+  double comm_seconds = 0;    // seconds in the group's collectives since the engine started (this rank)
 };
 
 class Engine {
@@ -164,6 +177,7 @@ class Engine {
   Communicator& control_;
   EngineOptions opt_;
   int64_t kv_before_ = 0;
+  double comm_before_ = 0;
 
   mutable std::mutex mu_;  // guards everything below that rank 0's clients touch
   std::condition_variable cv_;

@@ -17,5 +17,6 @@ void register_bench_scaling(CLI::App& app);      // cmd_bench_scaling.cpp
 void register_plan(CLI::App& app);
 void register_calibrate(CLI::App& app);
 void register_encode_text(CLI::App& app);  // cmd_encode_text.cpp: prompts -> T5 embeddings file
+void register_serve(CLI::App& app);        // cmd_serve.cpp: the HTTP endpoint (server/)
 
 }  // namespace skv

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   skv::register_plan(app);
   skv::register_calibrate(app);
   skv::register_encode_text(app);
+  skv::register_serve(app);
   skv::rewrite_bench_flags(argc, argv);
   skv::set_warnings_enabled(skv::job_topology().world_rank == 0);  // one copy of each warning per job
   try {

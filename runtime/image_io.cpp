@@ -21,16 +21,14 @@ void flush_nothing(png_structp) {}
 
 }  // namespace
 
-// Encodes in memory, then writes through file_io.h: a temporary name, every write checked, renamed into
-// place when complete - a PNG under its final name is never empty or cut short.
-void write_png_rgb(const std::string& path, const uint8_t* rgb, int w, int h) {
+std::string encode_png_rgb(const uint8_t* rgb, int w, int h) {
   std::string bytes;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
-  SKV_CHECK(png && info, "{}: libpng initialisation failed", path);
+  SKV_CHECK(png && info, "libpng initialisation failed");
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
-    SKV_FAIL("{}: libpng failed while encoding", path);
+    SKV_FAIL("libpng failed while encoding a {}x{} image", w, h);
   }
   png_set_write_fn(png, &bytes, &append_png_bytes, &flush_nothing);
   png_set_IHDR(png, info, static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), 8, PNG_COLOR_TYPE_RGB,
@@ -39,6 +37,18 @@ void write_png_rgb(const std::string& path, const uint8_t* rgb, int w, int h) {
   for (int y = 0; y < h; ++y) png_write_row(png, const_cast<png_bytep>(rgb + static_cast<size_t>(y) * w * 3));
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
+  return bytes;
+}
+
+// Encodes in memory, then writes through file_io.h: a temporary name, every write checked, renamed into
+// place when complete - a PNG under its final name is never empty or cut short.
+void write_png_rgb(const std::string& path, const uint8_t* rgb, int w, int h) {
+  std::string bytes;
+  try {
+    bytes = encode_png_rgb(rgb, w, h);
+  } catch (const std::exception& e) {
+    SKV_FAIL("{}: {}", path, e.what());
+  }
   write_file_atomic(path, bytes);
 }
 

@@ -65,6 +65,9 @@ class Generation {
   bool done() const { return scales_done() == num_scales(); }
   // After the last scale: decodes (as the run options say) and returns the result. Once.
   virtual GenerateResult finish() = 0;
+  // Every image of the map accumulated over the scales done so far, decoded: [B, 3, H, W] in [0, 1], host
+  // memory (the server's streamed previews; after the last scale it is the final image). Any rank.
+  virtual Tensor preview() const = 0;
 };
 
 // What one scale step sampled for each generation of a batch, made rank 0's on every rank of the TP group

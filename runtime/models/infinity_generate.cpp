@@ -286,6 +286,15 @@ void InfinityGeneration::take_bits(const std::vector<uint8_t>& bits) {
   x_ = model_.embed_input(vin, rows_);
 }
 
+Tensor InfinityGeneration::preview() const {
+  Backend& be = model_.backend();
+  Tensor img = vae_.decode(summed_);
+  if (img.device() != Device::CPU) img = be.download(img);
+  float* p = img.f32();
+  for (int64_t i = 0, n = img.numel(); i < n; ++i) p[i] = (p[i] + 1.0f) / 2.0f;
+  return img;
+}
+
 GenerateResult InfinityGeneration::finish() {
   SKV_CHECK(done() && !finished_, "internal: finish() of an Infinity generation at scale {} of {}{}", si_,
             num_scales(), finished_ ? " (finished already)" : "");

@@ -70,6 +70,7 @@ class InfinityGeneration final : public Generation {
   // The request as checked: image ids filled in, cfg_list and tau_list one value per scale.
   const InfinityRequest& request() const { return req_; }
   GenerateResult finish() override;
+  Tensor preview() const override;
   // The next scale of every generation in `batch` (distinct, not done, all of one model).
   static void step(const std::vector<InfinityGeneration*>& batch);
 

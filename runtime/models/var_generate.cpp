@@ -156,6 +156,12 @@ void VarGeneration::step(const std::vector<VarGeneration*>& batch) {
   }
 }
 
+Tensor VarGeneration::preview() const {
+  Backend& be = model_.backend();
+  Tensor img = vae_.decode(f_hat_);
+  return img.device() == Device::CPU ? img : be.download(img);
+}
+
 GenerateResult VarGeneration::finish() {
   SKV_CHECK(done() && !finished_, "internal: finish() of a VAR generation at scale {} of {}{}", si_, num_scales(),
             finished_ ? " (finished already)" : "");

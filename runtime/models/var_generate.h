@@ -46,6 +46,7 @@ class VarGeneration final : public Generation {
   int images() const { return static_cast<int>(req_.labels.size()); }
   const VarRequest& request() const { return req_; }
   GenerateResult finish() override;
+  Tensor preview() const override;
   // The next scale of every generation in `batch` (distinct, not done, all of one model and decoder).
   static void step(const std::vector<VarGeneration*>& batch);
 

@@ -1,0 +1,452 @@
+// frontend.cpp - see frontend.h.
+#include "server/frontend.h"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <csignal>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "runtime/check.h"
+#include "runtime/file_io.h"
+#include "runtime/image_io.h"
+#include "runtime/models/request_kv.h"  // now_seconds
+#include "server/web_page.h"
+
+namespace skv {
+
+namespace {
+
+using json = nlohmann::json;
+constexpr int64_t kWarmupId = 0;  // job ids start at 1
+
+bool same_secret(const std::string& a, const std::string& b) {  // in time independent of where they differ
+  unsigned diff = static_cast<unsigned>(a.size() ^ b.size());
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned>(a[i] ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
+HttpResponse error_response(const HttpRequest& req, int status, const std::string& message,
+                            const std::string& type = "invalid_request_error", const std::string& param = "") {
+  return make_response(req, static_cast<http::status>(status), error_body(message, type, param));
+}
+
+std::string png_b64(const std::vector<uint8_t>& rgb, int w, int h) {
+  return base64_encode(encode_png_rgb(rgb.data(), w, h));
+}
+
+}  // namespace
+
+struct Frontend::Job {
+  int64_t id = 0;
+  int replica = 0;
+  ImageRequest req;
+  EngineRequest engine;
+  std::shared_ptr<HttpExchange> ex;  // null: the warm-up
+  HttpRequest head;                  // the request line and headers (version, keep-alive) for the answer
+  double arrived = 0;
+  int previews_sent = 0;
+};
+
+Frontend::Frontend(ServeOptions opt, ModelInfo model, std::vector<ReplicaHandle*> replicas)
+    : opt_(std::move(opt)), model_(std::move(model)), replicas_(std::move(replicas)),
+      metrics_(static_cast<int>(replicas_.size())) {
+  SKV_CHECK(!replicas_.empty(), "internal: a front end with no replica");
+  SKV_CHECK(opt_.max_queue >= 1, "--max-queue {} must be >= 1", opt_.max_queue);
+  SKV_CHECK(opt_.io_threads >= 1 && opt_.io_threads <= 64, "--io-threads {} must be in [1, 64]", opt_.io_threads);
+  SKV_CHECK(opt_.drain_timeout_s >= 0, "--drain-timeout {} must be >= 0 seconds", opt_.drain_timeout_s);
+  http_ = std::make_unique<HttpServer>(opt_.host, opt_.port, opt_.http,
+                                       [this](const HttpRequest& req, std::shared_ptr<HttpExchange> ex) {
+                                         handle(req, std::move(ex));
+                                       });
+}
+
+Frontend::~Frontend() {
+  if (drain_thread_.joinable()) drain_thread_.join();
+}
+
+int Frontend::port() const { return http_->port(); }
+
+void Frontend::start() {
+  http_->on_signals({SIGTERM, SIGINT, SIGUSR1}, [this](int sig) {
+    drain(fmt::format("signal {}", sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGUSR1"));
+  });
+  http_->start(opt_.io_threads);
+  if (!opt_.port_file.empty()) write_file_atomic(opt_.port_file, std::to_string(port()) + "\n");
+  if (!opt_.warmup) {
+    ready_ = true;
+    return;
+  }
+  auto job = std::make_shared<Job>();
+  job->id = kWarmupId;
+  job->req.labels = {0};
+  job->req.kv = opt_.kv;
+  job->engine.id = kWarmupId;
+  job->engine.labels = {0};
+  job->engine.image_ids = {0};
+  job->engine.kv = opt_.kv;
+  job->engine.kv.given.clear();
+  job->arrived = now_seconds();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    jobs_[kWarmupId] = job;
+  }
+  replicas_[0]->submit(job->engine);
+}
+
+void Frontend::handle(const HttpRequest& req, std::shared_ptr<HttpExchange> ex) {
+  const std::string target(req.target());
+  const std::string path = target.substr(0, target.find('?'));
+  const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+  auto method_not_allowed = [&](const char* allow) {
+    HttpResponse res = error_response(req, 405, fmt::format("{} takes {} only", path, allow));
+    res.set(http::field::allow, allow);
+    ex->reply(std::move(res));
+  };
+  if (path == "/health") {
+    if (!get) return method_not_allowed("GET");
+    return ex->reply(make_response(req, http::status::ok, "{\"status\":\"ok\"}\n"));
+  }
+  if (path == "/" || path == "/index.html") {  // static, no data: a browser cannot send a bearer token here
+    if (!get) return method_not_allowed("GET");
+    return ex->reply(make_response(req, http::status::ok, kIndexHtml, "text/html; charset=utf-8"));
+  }
+  if (!opt_.api_key.empty()) {
+    const auto auth = req.find(http::field::authorization);
+    const std::string given = auth == req.end() ? "" : std::string(auth->value());
+    if (!same_secret(given, "Bearer " + opt_.api_key)) {
+      HttpResponse res = error_response(req, 401, auth == req.end() ? "this server needs an API key: send "
+                                                                      "'Authorization: Bearer KEY'"
+                                                                    : "the API key is not valid",
+                                        "authentication_error");
+      res.set(http::field::www_authenticate, "Bearer");
+      return ex->reply(std::move(res));
+    }
+  }
+  if (path == "/ready") {
+    if (!get) return method_not_allowed("GET");
+    std::lock_guard<std::mutex> lk(mu_);
+    const char* st = state_ == State::Failed ? "failed" : state_ == State::Draining ? "draining"
+                                                         : ready_ ? "ready" : "warming up";
+    return ex->reply(make_response(req, ready_ && state_ == State::Serving ? http::status::ok : http::status::service_unavailable,
+                                   fmt::format("{{\"status\":\"{}\"}}\n", st)));
+  }
+  if (path == "/metrics") {
+    if (!get) return method_not_allowed("GET");
+    for (size_t i = 0; i < replicas_.size(); ++i) metrics_.set_replica(static_cast<int>(i), replicas_[i]->gauges());
+    return ex->reply(make_response(req, http::status::ok, metrics_.text(), "text/plain; version=0.0.4; charset=utf-8"));
+  }
+  if (path == "/v1/models") {
+    if (!get) return method_not_allowed("GET");
+    return ex->reply(make_response(req, http::status::ok, models_body(model_, opt_.kv, opt_.api)));
+  }
+  if (path == "/v1/images/generations") {
+    if (req.method() != http::verb::post) return method_not_allowed("POST");
+    return generate(req, std::move(ex));
+  }
+  ex->reply(error_response(req, 404, fmt::format("no such endpoint {}; the endpoints are POST /v1/images/generations, GET "
+                                                 "/v1/models, /health, /ready, /metrics and / (the web page)", path)));
+}
+
+int Frontend::pick_replica(const EngineRequest&) {
+  // The replica that can admit it soonest: the fewest requests queued, then the least KV reserved (as a
+  // share of its cap). Replicas are alike, so their queues drain at the same pace.
+  int best = 0;
+  double best_key = 0;
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    const ReplicaGauges g = replicas_[i]->gauges();
+    const double key = static_cast<double>(g.waiting) +
+                       (g.kv_capacity > 0 ? static_cast<double>(g.kv_reserved) / static_cast<double>(g.kv_capacity) : 0.0);
+    if (i == 0 || key < best_key) {
+      best = static_cast<int>(i);
+      best_key = key;
+    }
+  }
+  return best;
+}
+
+void Frontend::generate(const HttpRequest& req, std::shared_ptr<HttpExchange> ex) {
+  auto job = std::make_shared<Job>();
+  job->arrived = now_seconds();
+  try {
+    job->req = parse_image_request(req.body(), model_, opt_.api, opt_.kv);
+  } catch (const ApiError& e) {
+    metrics_.rejected("invalid");
+    return ex->reply(error_response(req, e.status, e.what(), e.type, e.param));
+  }
+  EngineRequest& er = job->engine;
+  er.labels = job->req.labels;
+  for (int j = 0; j < job->req.n; ++j) er.image_ids.push_back(static_cast<uint32_t>(j));
+  er.seed = job->req.seed;
+  er.cfg = job->req.cfg;
+  er.top_k = job->req.top_k;
+  er.top_p = job->req.top_p;
+  er.kv = job->req.kv;
+  er.previews = job->req.stream;
+  job->head = req;
+  job->head.body().clear();
+  job->ex = ex;
+
+  std::unique_lock<std::mutex> lk(mu_);
+  if (state_ != State::Serving) {
+    const bool failed = state_ == State::Failed;
+    metrics_.rejected(failed ? "unavailable" : "draining");
+    lk.unlock();
+    return ex->reply(error_response(req, 503, failed ? "the server failed and is stopping: " + failure_
+                                                     : "the server is shutting down and takes no new requests",
+                                    "server_error"));
+  }
+  int64_t waiting = 0;
+  for (auto* r : replicas_) waiting += r->gauges().waiting;
+  if (waiting >= opt_.max_queue) {
+    metrics_.rejected("queue_full");
+    HttpResponse res = error_response(req, 429, fmt::format("the queue is full ({} requests waiting, --max-queue {}); "
+                                                            "retry later", waiting, opt_.max_queue),
+                                      "rate_limit_error");
+    res.set(http::field::retry_after, std::to_string(std::max(1, static_cast<int>(std::ceil(mean_latency_)))));
+    lk.unlock();
+    return ex->reply(std::move(res));
+  }
+  job->id = next_id_++;
+  er.id = job->id;
+  job->replica = pick_replica(er);
+  const std::string why = replicas_[static_cast<size_t>(job->replica)]->never_fits(er);
+  if (!why.empty()) {
+    metrics_.rejected("never_fits");
+    lk.unlock();
+    return ex->reply(error_response(req, 400, fmt::format("this request can never run on this server ({} with kv_policy "
+                                                          "{}): {}", job->req.n == 1 ? "1 image" : fmt::format("{} images", job->req.n),
+                                                          er.kv.policy, why), "invalid_request_error", "n"));
+  }
+  jobs_[job->id] = job;
+  lk.unlock();
+  const int64_t id = job->id;
+  ex->on_disconnect([this, id] { cancel_job(id, "disconnect"); });
+  if (job->req.stream) ex->start_events();
+  try {
+    replicas_[static_cast<size_t>(job->replica)]->submit(er);
+  } catch (const std::exception& e) {
+    {
+      std::lock_guard<std::mutex> lk2(mu_);
+      jobs_.erase(id);
+    }
+    metrics_.rejected("unavailable");
+    const auto* err = dynamic_cast<const Error*>(&e);
+    const std::string msg = err ? err->message() : e.what();
+    if (job->req.stream) {
+      ex->send_event("error", error_body(msg, "server_error"));
+      ex->end_events();
+    } else {
+      ex->reply(error_response(req, 503, msg, "server_error"));
+    }
+  }
+}
+
+void Frontend::cancel_job(int64_t id, const std::string& cause) {
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    job = it->second;
+    jobs_.erase(it);
+  }
+  replicas_[static_cast<size_t>(job->replica)]->cancel(id);
+  metrics_.cancelled(cause);
+  cv_.notify_all();
+  maybe_close_engines();
+}
+
+std::string Frontend::scalekv_fields_json(const Job& job, const EngineResult* r) const {
+  json s = {{"id", job.id}, {"replica", job.replica}, {"seed", job.req.seed}, {"class_labels", job.req.labels},
+            {"policy", job.req.kv.policy},
+            {"budget", job.req.kv.policy == "full" ? "" : (job.req.kv.budget.empty() ? "10%" : job.req.kv.budget)}};
+  if (r) {
+    s["seconds"] = r->finished - job.arrived;
+    s["queue_seconds"] = std::max(0.0, r->admitted - job.arrived);
+    s["kv_peak_bytes"] = r->gen.kv_peak_bytes;
+    s["kv_planned_peak_bytes"] = r->gen.kv_planned_peak_bytes;
+    s["width"] = r->width;
+    s["height"] = r->height;
+  }
+  return s.dump();
+}
+
+void Frontend::deliver(int, EngineResult&& r) {
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = jobs_.find(r.id);
+    if (it == jobs_.end()) return;  // cancelled: its client has gone
+    job = it->second;
+    jobs_.erase(it);
+    if (!r.cancelled) mean_latency_ = 0.9 * mean_latency_ + 0.1 * (now_seconds() - job->arrived);
+  }
+  if (!job->ex) {  // the warm-up
+    ready_ = !r.cancelled;
+    cv_.notify_all();
+    maybe_close_engines();
+    return;
+  }
+  if (!r.cancelled) metrics_.finished(std::max(0.0, r.admitted - job->arrived), now_seconds() - job->arrived, job->req.n);
+  // PNG encoding off the engine's thread.
+  auto shared = std::make_shared<EngineResult>(std::move(r));
+  http_->post([this, job, shared] { finish_job(job, std::move(*shared)); });
+}
+
+void Frontend::finish_job(std::shared_ptr<Job> job, EngineResult&& r) {
+  auto& ex = *job->ex;
+  if (r.cancelled) {
+    const std::string msg = "the request was cancelled by the server";
+    if (job->req.stream) {
+      ex.send_event("error", error_body(msg, "server_error"));
+      ex.end_events();
+    } else {
+      ex.reply(error_response(job->head, 503, msg, "server_error"));
+    }
+  } else if (job->req.stream) {
+    for (size_t j = 0; j < r.rgb.size(); ++j) {
+      json e = {{"type", "image_generation.completed"},
+                {"b64_json", png_b64(r.rgb[j], r.width, r.height)},
+                {"image_index", j},
+                {"created_at", static_cast<int64_t>(std::time(nullptr))},
+                {"size", fmt::format("{}x{}", r.width, r.height)},
+                {"output_format", "png"},
+                {"scalekv", json::parse(scalekv_fields_json(*job, &r))}};
+      ex.send_event("image_generation.completed", e.dump());
+    }
+    ex.end_events();
+  } else {
+    json body = {{"created", static_cast<int64_t>(std::time(nullptr))}, {"data", json::array()}};
+    for (const auto& img : r.rgb) body["data"].push_back({{"b64_json", png_b64(img, r.width, r.height)}});
+    body["scalekv"] = json::parse(scalekv_fields_json(*job, &r));
+    ex.reply(make_response(job->head, http::status::ok, body.dump() + "\n"));
+  }
+  cv_.notify_all();
+  maybe_close_engines();
+}
+
+void Frontend::preview(int, const EngineOptions::Preview& p) {
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = jobs_.find(p.id);
+    if (it == jobs_.end() || !it->second->ex) return;
+    job = it->second;
+  }
+  auto pv = std::make_shared<EngineOptions::Preview>(p);
+  http_->post([this, job, pv] {
+    const int64_t total = model_.schedule.total();
+    const int64_t done = pv->scales_done >= model_.num_scales() ? total : model_.schedule.offset(pv->scales_done);
+    for (size_t j = 0; j < pv->rgb.size(); ++j) {
+      json e = {{"type", "image_generation.partial_image"},
+                {"b64_json", png_b64(pv->rgb[j], pv->width, pv->height)},
+                {"partial_image_index", pv->scales_done - 1},
+                {"image_index", j},
+                {"scale", pv->scales_done - 1},
+                {"scales_done", pv->scales_done},
+                {"num_scales", pv->num_scales},
+                {"tokens_done", done},
+                {"tokens_total", total},
+                {"created_at", static_cast<int64_t>(std::time(nullptr))}};
+      job->ex->send_event("image_generation.partial_image", e.dump());
+    }
+  });
+}
+
+void Frontend::step(int, double seconds) { metrics_.step(seconds); }
+
+void Frontend::drain(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (state_ != State::Serving) return;
+    state_ = State::Draining;
+  }
+  fmt::print(stderr, "scalekv serve: {}: draining (new requests get 503; in-flight ones have {} s)\n", why,
+             opt_.drain_timeout_s);
+  http_->close_listener();
+  drain_thread_ = std::thread([this] {
+    std::unique_lock<std::mutex> lk(mu_);
+    auto clients_left = [&] {
+      return std::any_of(jobs_.begin(), jobs_.end(), [](const auto& kv) { return kv.second->ex != nullptr; });
+    };
+    const bool empty = cv_.wait_for(lk, std::chrono::duration<double>(opt_.drain_timeout_s), [&] {
+      return !clients_left() || state_ == State::Failed;
+    });
+    std::vector<std::shared_ptr<Job>> left;
+    if (!empty) {  // the drain timeout: what is left is cancelled, and its client told so
+      for (auto it = jobs_.begin(); it != jobs_.end();)
+        if (it->second->ex) {
+          left.push_back(it->second);
+          it = jobs_.erase(it);
+        } else {
+          ++it;
+        }
+    }
+    lk.unlock();
+    if (!left.empty()) fmt::print(stderr, "scalekv serve: drain timeout: cancelling {} request(s)\n", left.size());
+    for (const auto& job : left) {
+      replicas_[static_cast<size_t>(job->replica)]->cancel(job->id);
+      metrics_.cancelled("shutdown");
+      const std::string msg = "the request was cancelled: the server is shutting down (drain timeout)";
+      if (job->req.stream) {
+        job->ex->send_event("error", error_body(msg, "server_error"));
+        job->ex->end_events();
+      } else {
+        job->ex->reply(error_response(job->head, 503, msg, "server_error"));
+      }
+    }
+    maybe_close_engines();
+  });
+}
+
+void Frontend::maybe_close_engines() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (engines_closed_ || state_ == State::Serving) return;
+    if (std::any_of(jobs_.begin(), jobs_.end(), [](const auto& kv) { return kv.second->ex != nullptr; })) return;
+    engines_closed_ = true;
+  }
+  for (auto* r : replicas_) r->close();
+}
+
+void Frontend::fail(const std::string& why) {
+  std::map<int64_t, std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    state_ = State::Failed;
+    failure_ = why;
+    jobs.swap(jobs_);
+    engines_closed_ = true;
+  }
+  http_->close_listener();
+  for (auto* r : replicas_) r->close();
+  for (auto& [id, job] : jobs) {
+    if (!job->ex) continue;
+    const std::string msg = "the server failed and is stopping: " + why;
+    if (job->req.stream) {
+      job->ex->send_event("error", error_body(msg, "server_error"));
+      job->ex->end_events();
+    } else {
+      job->ex->reply(error_response(job->head, 503, msg, "server_error"));
+    }
+  }
+  cv_.notify_all();
+}
+
+void Frontend::stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (state_ == State::Serving) state_ = State::Draining;
+  }
+  cv_.notify_all();
+  if (drain_thread_.joinable()) drain_thread_.join();
+  http_->stop(2.0);
+}
+
+}  // namespace skv

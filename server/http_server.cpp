@@ -1,0 +1,330 @@
+// http_server.cpp - see http_server.h. One Session per connection; everything a session does runs on
+// its strand, so its state needs no lock. While a request waits for its answer, the session watches the
+// socket (async_wait for readability, then a 1-byte MSG_PEEK): end of stream or an error there means the
+// client went away, which the handler hears through on_disconnect().
+#include "server/http_server.h"
+
+#include <boost/asio.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/beast/core.hpp>
+#include <fmt/core.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "runtime/check.h"
+
+namespace skv {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+using tcp = net::ip::tcp;
+
+namespace {
+
+struct Shared {
+  HttpLimits limits;
+  HttpHandler handler;
+  std::atomic<int64_t> connections{0};
+  std::atomic<bool> closing{false};  // the listener closed: answers end their connections
+};
+
+class Session final : public HttpExchange, public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket sock, std::shared_ptr<Shared> sh)
+      : sock_(std::move(sock)), timer_(sock_.get_executor()), sh_(std::move(sh)) {
+    ++sh_->connections;
+  }
+  ~Session() override { --sh_->connections; }
+
+  void start() {
+    net::dispatch(sock_.get_executor(), [self = shared_from_this()] { self->do_read(); });
+  }
+
+  void reply(HttpResponse res) override {
+    net::post(sock_.get_executor(), [self = shared_from_this(), r = std::move(res)]() mutable {
+      self->do_reply(std::move(r));
+    });
+  }
+  void start_events() override {
+    net::post(sock_.get_executor(), [self = shared_from_this()] {
+      if (self->closed_) return;
+      self->events_ = true;
+      self->out_.push_back(
+          "HTTP/1.1 200 OK\r\nServer: scalekv\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+          "X-Accel-Buffering: no\r\nConnection: close\r\n\r\n");
+      self->write_next();
+    });
+  }
+  void send_event(const std::string& name, const std::string& data) override {
+    std::string ev = fmt::format("event: {}\ndata: {}\n\n", name, data);
+    net::post(sock_.get_executor(), [self = shared_from_this(), e = std::move(ev)]() mutable {
+      if (self->closed_) return;
+      self->out_.push_back(std::move(e));
+      self->write_next();
+    });
+  }
+  void end_events() override {
+    net::post(sock_.get_executor(), [self = shared_from_this()] {
+      self->end_after_ = true;
+      if (!self->writing_ && self->out_.empty()) self->close();
+    });
+  }
+  void on_disconnect(std::function<void()> fn) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    on_gone_ = std::move(fn);
+  }
+  bool disconnected() const override { return gone_; }
+
+ private:
+  void do_read() {
+    if (closed_) return;
+    parser_.emplace();
+    parser_->body_limit(sh_->limits.max_body_bytes);
+    parser_->header_limit(static_cast<uint32_t>(sh_->limits.max_header_bytes));
+    timed_out_ = false;
+    timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(sh_->limits.read_timeout_s)));
+    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || self->closed_ || self->answering_) return;
+      self->timed_out_ = true;
+      beast::error_code ignore;
+      self->sock_.cancel(ignore);  // the pending read ends with operation_aborted
+    });
+    http::async_read(sock_, buf_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->on_read(ec);
+    });
+  }
+
+  void on_read(beast::error_code ec) {
+    timer_.cancel();
+    const bool some = parser_->got_some() || buf_.size() > 0;
+    if (timed_out_) {  // a stalled request gets 408; an idle keep-alive connection just closes
+      if (some) return fail_request(http::status::request_timeout, "the request was not complete within the read timeout");
+      return close();
+    }
+    if (ec == http::error::end_of_stream || ec == net::error::connection_reset || ec == net::error::eof ||
+        ec == net::error::operation_aborted)
+      return close();
+    if (ec == http::error::body_limit)
+      return fail_request(http::status::payload_too_large,
+                          fmt::format("the request body is over the limit of {} bytes", sh_->limits.max_body_bytes));
+    if (ec == http::error::header_limit)
+      return fail_request(http::status::request_header_fields_too_large,
+                          fmt::format("the request headers are over the limit of {} bytes", sh_->limits.max_header_bytes));
+    if (ec) return fail_request(http::status::bad_request, fmt::format("malformed HTTP request: {}", ec.message()));
+    HttpRequest req = parser_->release();
+    keep_alive_ = req.keep_alive();
+    answering_ = true;
+    watch();
+    try {
+      sh_->handler(req, shared_from_this());
+    } catch (const std::exception& e) {
+      do_reply(make_response(req, http::status::internal_server_error,
+                             fmt::format(R"({{"error":{{"message":"internal error: {}","type":"server_error"}}}})",
+                                         e.what())));
+    }
+  }
+
+  // An answer to a request that could not be read: JSON error, then the connection closes.
+  void fail_request(http::status st, const std::string& message) {
+    std::string esc;
+    for (char c : message) {
+      if (c == '"' || c == '\\') esc += '\\';
+      esc += c;
+    }
+    HttpResponse res{st, 11};
+    res.set(http::field::server, "scalekv");
+    res.set(http::field::content_type, "application/json");
+    res.body() = fmt::format(R"({{"error":{{"message":"{}","type":"invalid_request_error"}}}})", esc) + "\n";
+    keep_alive_ = false;
+    answering_ = true;
+    do_reply(std::move(res));
+  }
+
+  // While an answer is pending: does the client go away?
+  void watch() {
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+      if (!self->answering_ || self->closed_ || ec == net::error::operation_aborted) return;
+      char c;
+      beast::error_code e2;
+      const size_t n = ec ? 0 : self->sock_.receive(net::buffer(&c, 1), tcp::socket::message_peek, e2);
+      if (ec || e2 || n == 0) self->gone();
+      // Otherwise the client pipelined its next request: it is read after this answer.
+    });
+  }
+
+  void gone() {
+    if (gone_.exchange(true)) return;
+    std::function<void()> fn;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      fn = std::move(on_gone_);
+    }
+    close();
+    if (fn) fn();
+  }
+
+  void do_reply(HttpResponse res) {
+    if (closed_ || !answering_) return;
+    answering_ = false;
+    beast::error_code ignore;
+    sock_.cancel(ignore);  // ends the watch
+    res.keep_alive(keep_alive_ && !sh_->closing);
+    res.prepare_payload();
+    res_ = std::make_shared<HttpResponse>(std::move(res));
+    http::async_write(sock_, *res_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      const bool eof = self->res_->need_eof();
+      self->res_.reset();
+      if (ec) return self->gone();
+      if (eof) return self->close();
+      self->do_read();
+    });
+  }
+
+  void write_next() {
+    if (writing_ || out_.empty() || closed_) return;
+    writing_ = true;
+    net::async_write(sock_, net::buffer(out_.front()), [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->writing_ = false;
+      if (ec) return self->gone();
+      self->out_.pop_front();
+      if (!self->out_.empty()) return self->write_next();
+      if (self->end_after_) self->close();
+    });
+  }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    answering_ = false;
+    beast::error_code ignore;
+    timer_.cancel();
+    sock_.shutdown(tcp::socket::shutdown_both, ignore);
+    sock_.close(ignore);
+  }
+
+  tcp::socket sock_;
+  net::steady_timer timer_;
+  std::shared_ptr<Shared> sh_;
+  beast::flat_buffer buf_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::shared_ptr<HttpResponse> res_;
+  std::deque<std::string> out_;
+  bool timed_out_ = false, answering_ = false, events_ = false, writing_ = false, end_after_ = false, closed_ = false;
+  bool keep_alive_ = false;
+  std::atomic<bool> gone_{false};
+  std::mutex mu_;
+  std::function<void()> on_gone_;
+};
+
+}  // namespace
+
+HttpResponse make_response(const HttpRequest& req, http::status status, std::string body,
+                           const std::string& content_type) {
+  HttpResponse res{status, req.version()};
+  res.set(http::field::server, "scalekv");
+  res.set(http::field::content_type, content_type);
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+struct HttpServer::Impl {
+  net::io_context ioc;
+  tcp::acceptor acceptor{net::make_strand(ioc)};
+  std::shared_ptr<Shared> sh = std::make_shared<Shared>();
+  std::vector<std::thread> threads;
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+  std::unique_ptr<net::signal_set> signals;
+  std::function<void(int)> on_signal;
+  int port = 0;
+
+  void accept() {
+    acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket sock) {
+      if (!acceptor.is_open()) return;
+      if (!ec) std::make_shared<Session>(std::move(sock), sh)->start();
+      accept();
+    });
+  }
+  void wait_signal() {
+    signals->async_wait([this](beast::error_code ec, int sig) {
+      if (ec) return;
+      if (on_signal) on_signal(sig);
+      wait_signal();
+    });
+  }
+};
+
+HttpServer::HttpServer(const std::string& host, int port, HttpLimits limits, HttpHandler handler)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->sh->limits = limits;
+  impl_->sh->handler = std::move(handler);
+  SKV_CHECK(port >= 0 && port <= 65535, "--port {} must be in [0, 65535] (0: a free port)", port);
+  beast::error_code ec;
+  const auto addr = net::ip::make_address(host, ec);
+  SKV_CHECK(!ec, "--host '{}' is not an IP address ({}); use 127.0.0.1 (loopback) or 0.0.0.0 (every interface)", host,
+            ec.message());
+  const tcp::endpoint ep{addr, static_cast<unsigned short>(port)};
+  auto& a = impl_->acceptor;
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) a.bind(ep, ec);
+  if (!ec) a.listen(net::socket_base::max_listen_connections, ec);
+  SKV_CHECK(!ec, "cannot listen on {}:{}: {}", host, port, ec.message());
+  impl_->port = a.local_endpoint().port();
+}
+
+HttpServer::~HttpServer() {
+  if (!impl_->threads.empty()) stop(0);
+}
+
+int HttpServer::port() const { return impl_->port; }
+
+void HttpServer::start(int threads) {
+  impl_->work.emplace(impl_->ioc.get_executor());
+  net::dispatch(impl_->acceptor.get_executor(), [this] { impl_->accept(); });
+  for (int i = 0; i < std::max(1, threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+}
+
+void HttpServer::close_listener() {
+  impl_->sh->closing = true;
+  net::post(impl_->acceptor.get_executor(), [this] {
+    beast::error_code ignore;
+    impl_->acceptor.close(ignore);
+  });
+}
+
+void HttpServer::on_signals(const std::vector<int>& signals, std::function<void(int)> fn) {
+  impl_->on_signal = std::move(fn);
+  impl_->signals = std::make_unique<net::signal_set>(impl_->ioc);
+  for (int s : signals) impl_->signals->add(s);
+  impl_->wait_signal();
+}
+
+void HttpServer::stop(double grace_s) {
+  close_listener();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                            std::chrono::duration<double>(grace_s));
+  while (impl_->sh->connections > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (impl_->signals) {
+    beast::error_code ignore;
+    impl_->signals->cancel(ignore);
+  }
+  impl_->work.reset();
+  impl_->ioc.stop();
+  for (auto& t : impl_->threads) t.join();
+  impl_->threads.clear();
+}
+
+void HttpServer::post(std::function<void()> fn) { net::post(impl_->ioc, std::move(fn)); }
+
+int64_t HttpServer::connections() const { return impl_->sh->connections; }
+
+}  // namespace skv

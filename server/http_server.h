@@ -1,0 +1,77 @@
+// http_server.h - a small HTTP/1.1 server on Boost.Beast / Boost.Asio: keep-alive, a body limit (413), a
+// read deadline for slow or stalled clients (408), Server-Sent Events, and disconnect detection while a
+// response is pending (the client's request is cancelled when it goes away). It knows nothing about
+// images: every request goes to one Handler, on an I/O thread, which must not block - it answers at once
+// or keeps the Exchange and answers later from any thread (model work runs on the engine's thread).
+// Modelled on Beast's advanced server example (one strand per connection, async reads and writes).
+#pragma once
+
+#include <boost/beast/http.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace skv {
+
+namespace http = boost::beast::http;
+using HttpRequest = http::request<http::string_body>;
+using HttpResponse = http::response<http::string_body>;
+
+struct HttpLimits {
+  size_t max_body_bytes = 64 * 1024;   // larger bodies get 413
+  size_t max_header_bytes = 16 * 1024;
+  double read_timeout_s = 10;          // a request not complete this long after its first byte gets 408
+  double idle_timeout_s = 60;          // a keep-alive connection with no request this long is closed
+};
+
+// One request's answer channel. Thread-safe: reply() and the SSE calls may come from any thread; they
+// are carried out on the connection's strand. Exactly one of reply() or start_events() is used.
+class HttpExchange {
+ public:
+  virtual ~HttpExchange() = default;
+  virtual void reply(HttpResponse res) = 0;
+  // Starts a text/event-stream response (HTTP/1.1, ended by closing the connection).
+  virtual void start_events() = 0;
+  // One event: "event: NAME\ndata: DATA\n\n" (DATA on one line).
+  virtual void send_event(const std::string& name, const std::string& data) = 0;
+  // Sends what is queued, then closes the connection.
+  virtual void end_events() = 0;
+  // Called once, on an I/O thread, if the client goes away before the answer is complete (it closed the
+  // connection while waiting, or a write failed). Set it before the exchange can be answered.
+  virtual void on_disconnect(std::function<void()> fn) = 0;
+  virtual bool disconnected() const = 0;
+};
+
+using HttpHandler = std::function<void(const HttpRequest& req, std::shared_ptr<HttpExchange> ex)>;
+
+// A response with a body and the usual headers (Server, Content-Type, Content-Length, keep-alive as asked).
+HttpResponse make_response(const HttpRequest& req, http::status status, std::string body,
+                           const std::string& content_type = "application/json");
+
+class HttpServer {
+ public:
+  // Binds host:port (port 0: a free one, see port()); throws with a one-line reason when it cannot.
+  HttpServer(const std::string& host, int port, HttpLimits limits, HttpHandler handler);
+  ~HttpServer();
+  int port() const;
+  // Runs the I/O threads (returns at once).
+  void start(int threads);
+  // Stops accepting; open connections finish what they are doing.
+  void close_listener();
+  // Calls fn on an I/O thread when one of the signals arrives (SIGTERM, SIGINT, SIGUSR1...).
+  void on_signals(const std::vector<int>& signals, std::function<void(int)> fn);
+  // Stops the I/O threads (after giving open writes up to `grace_s` to finish) and joins them.
+  void stop(double grace_s = 1.0);
+  // Runs fn on an I/O thread (work that must not hold up the caller: encoding an image).
+  void post(std::function<void()> fn);
+  // Connections open now.
+  int64_t connections() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace skv

@@ -1,0 +1,27 @@
+// serve.h - `scalekv serve` on every rank of the job: world rank 0 runs the HTTP front end
+// (server/frontend.h) beside its replica's engine; every rank runs its replica's engine loop on its main
+// thread (model work never runs on an I/O thread). With several replicas (world size = tp x replicas)
+// the other replicas' rank 0s take requests from world rank 0 over MPI (server/replica_link.h).
+#pragma once
+
+#include "engine/engine.h"
+#include "server/frontend.h"
+
+namespace skv {
+
+// This rank's place in the job (launcher/context.h makes it): its TP group, the host communicator of that
+// group (the same object on CPU), every rank of the job (null in a one-process run).
+struct ServeTopology {
+  Backend* backend = nullptr;
+  Communicator* tp = nullptr;
+  Communicator* control = nullptr;
+  Communicator* world = nullptr;
+  int world_rank = 0, replica = 0, replicas = 1;
+};
+
+// Returns when the server has drained (SIGTERM) and every rank's engine has stopped; throws when an
+// engine failed (after the front end has answered 503 to every pending request).
+void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo& model, const ServeOptions& opt,
+               const EngineOptions& engine_opt);
+
+}  // namespace skv
