@@ -271,6 +271,7 @@ std::string Frontend::scalekv_fields_json(const Job& job, const EngineResult* r)
     s["queue_seconds"] = std::max(0.0, r->admitted - job.arrived);
     s["kv_peak_bytes"] = r->gen.kv_peak_bytes;
     s["kv_planned_peak_bytes"] = r->gen.kv_planned_peak_bytes;
+    s["max_batch"] = r->steps_in_batch_max;  // the most requests it shared a scale step with (itself included)
     s["width"] = r->width;
     s["height"] = r->height;
   }
