@@ -36,6 +36,7 @@ struct ServeArgs {
 };
 
 void run_serve_command(ServeArgs& a) {
+  serve_hold_early_signals();
   EngineOptions eo;
   eo.mode = parse_batch_mode(a.mode, "--mode");
   eo.limits.kv_cap_bytes = parse_byte_size(a.kv_memory, "--kv-memory");

@@ -68,8 +68,10 @@ ParallelSession::ParallelSession(int* argc, char*** argv) {
   }
   if (!g_topo.launched()) return;
 #ifdef SKV_HAVE_MPI
+  // MPI_THREAD_MULTIPLE: a server with several replicas talks to them from a service thread
+  // (message_link.h); everything else calls MPI from the main thread only.
   int provided = 0;
-  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
     g_problem = "MPI_Init_thread failed";
     return;
   }

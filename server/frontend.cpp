@@ -23,7 +23,6 @@ namespace skv {
 namespace {
 
 using json = nlohmann::json;
-constexpr int64_t kWarmupId = 0;  // job ids start at 1
 
 bool same_secret(const std::string& a, const std::string& b) {  // in time independent of where they differ
   unsigned diff = static_cast<unsigned>(a.size() ^ b.size());
@@ -82,21 +81,28 @@ void Frontend::start() {
     ready_ = true;
     return;
   }
-  auto job = std::make_shared<Job>();
-  job->id = kWarmupId;
-  job->req.labels = {0};
-  job->req.kv = opt_.kv;
-  job->engine.id = kWarmupId;
-  job->engine.labels = {0};
-  job->engine.image_ids = {0};
-  job->engine.kv = opt_.kv;
-  job->engine.kv.given.clear();
-  job->arrived = now_seconds();
+  // One warm-up request per replica (ids -1, -2, ...; client jobs count from 1): ready when all are done.
+  std::vector<std::shared_ptr<Job>> warm;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    jobs_[kWarmupId] = job;
+    for (size_t i = 0; i < replicas_.size(); ++i) {
+      auto job = std::make_shared<Job>();
+      job->id = -1 - static_cast<int64_t>(i);
+      job->replica = static_cast<int>(i);
+      job->req.labels = {0};
+      job->req.kv = opt_.kv;
+      job->engine.id = job->id;
+      job->engine.labels = {0};
+      job->engine.image_ids = {0};
+      job->engine.kv = opt_.kv;
+      job->engine.kv.given.clear();
+      job->arrived = now_seconds();
+      jobs_[job->id] = job;
+      warm.push_back(job);
+    }
+    warmups_left_ = static_cast<int>(warm.size());
   }
-  replicas_[0]->submit(job->engine);
+  for (const auto& job : warm) replicas_[static_cast<size_t>(job->replica)]->submit(job->engine);
 }
 
 void Frontend::handle(const HttpRequest& req, std::shared_ptr<HttpExchange> ex) {
@@ -288,8 +294,11 @@ void Frontend::deliver(int, EngineResult&& r) {
     jobs_.erase(it);
     if (!r.cancelled) mean_latency_ = 0.9 * mean_latency_ + 0.1 * (now_seconds() - job->arrived);
   }
-  if (!job->ex) {  // the warm-up
-    ready_ = !r.cancelled;
+  if (!job->ex) {  // a warm-up
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!r.cancelled && --warmups_left_ == 0) ready_ = true;
+    }
     cv_.notify_all();
     maybe_close_engines();
     return;
@@ -358,6 +367,29 @@ void Frontend::preview(int, const EngineOptions::Preview& p) {
       job->ex->send_event("image_generation.partial_image", e.dump());
     }
   });
+}
+
+void Frontend::refused(int, int64_t id, const std::string& why) {
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    job = it->second;
+    jobs_.erase(it);
+  }
+  metrics_.rejected("unavailable");
+  if (job->ex) {
+    const std::string msg = "the replica could not take the request: " + why;
+    if (job->req.stream) {
+      job->ex->send_event("error", error_body(msg, "server_error"));
+      job->ex->end_events();
+    } else {
+      job->ex->reply(error_response(job->head, 503, msg, "server_error"));
+    }
+  }
+  cv_.notify_all();
+  maybe_close_engines();
 }
 
 void Frontend::step(int, double seconds) { metrics_.step(seconds); }

@@ -58,6 +58,8 @@ class Frontend {
   void deliver(int replica, EngineResult&& r);
   void preview(int replica, const EngineOptions::Preview& p);
   void step(int replica, double seconds);
+  // A replica refused a request it was sent (its engine was closing): the client gets 503.
+  void refused(int replica, int64_t id, const std::string& why);
   // SIGTERM: stop listening, answer 503 to new requests, let in-flight ones finish (drain timeout), then
   // close every replica's engine (their run() returns).
   void drain(const std::string& why);
@@ -93,6 +95,7 @@ class Frontend {
   std::string failure_;
   bool engines_closed_ = false;
   double mean_latency_ = 1.0;  // for Retry-After
+  int warmups_left_ = 0;
   std::atomic<bool> ready_{false};
 };
 

@@ -10,6 +10,7 @@
 #include <fmt/core.h>
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -42,6 +43,8 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
   ~Session() override { --sh_->connections; }
 
   void start() {
+    beast::error_code ignore;
+    sock_.non_blocking(true, ignore);  // the watch's peek must never block the strand (async_wait may wake early)
     net::dispatch(sock_.get_executor(), [self = shared_from_this()] { self->do_read(); });
   }
 
@@ -153,6 +156,7 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
       char c;
       beast::error_code e2;
       const size_t n = ec ? 0 : self->sock_.receive(net::buffer(&c, 1), tcp::socket::message_peek, e2);
+      if (e2 == net::error::would_block || e2 == net::error::try_again) return self->watch();  // woke early
       if (ec || e2 || n == 0) self->gone();
       // Otherwise the client pipelined its next request: it is read after this answer.
     });
@@ -243,6 +247,7 @@ struct HttpServer::Impl {
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::unique_ptr<net::signal_set> signals;
   std::function<void(int)> on_signal;
+  std::vector<int> signal_numbers;
   int port = 0;
 
   void accept() {
@@ -304,6 +309,7 @@ void HttpServer::on_signals(const std::vector<int>& signals, std::function<void(
   impl_->on_signal = std::move(fn);
   impl_->signals = std::make_unique<net::signal_set>(impl_->ioc);
   for (int s : signals) impl_->signals->add(s);
+  impl_->signal_numbers = signals;
   impl_->wait_signal();
 }
 
@@ -313,7 +319,8 @@ void HttpServer::stop(double grace_s) {
                                                             std::chrono::duration<double>(grace_s));
   while (impl_->sh->connections > 0 && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  if (impl_->signals) {
+  if (impl_->signals) {  // a second signal while the process ends must not kill it (the drain already ran)
+    for (int sig : impl_->signal_numbers) std::signal(sig, SIG_IGN);
     beast::error_code ignore;
     impl_->signals->cancel(ignore);
   }

@@ -19,6 +19,11 @@ struct ServeTopology {
   int world_rank = 0, replica = 0, replicas = 1;
 };
 
+// Call first thing (before loading the model): a drain signal (SIGTERM, SIGUSR1) that arrives before the
+// server listens is remembered, and the server drains as soon as it starts, instead of the signal killing
+// the rank mid-load.
+void serve_hold_early_signals();
+
 // Returns when the server has drained (SIGTERM) and every rank's engine has stopped; throws when an
 // engine failed (after the front end has answered 503 to every pending request).
 void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo& model, const ServeOptions& opt,

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""serve_client.py - the HTTP client of the server tests (Python stdlib only: http.client, json, base64).
+
+  serve_client.py post   PORT BODY OUTDIR [KEY]  POST /v1/images/generations; writes image j as
+                                                 OUTDIR/NNNN_cC.png (generate's names); prints the scalekv object
+  serve_client.py stream PORT BODY OUTDIR        the same with "stream": true: checks one partial_image event per
+                                                 scale but the last for every image, in scale order, then one
+                                                 completed event per image; writes the completed PNGs
+  serve_client.py drop   PORT BODY               starts a streamed request and closes the connection after the
+                                                 first partial_image event (a client that goes away mid-stream)
+  serve_client.py metric PORT NAME               prints the value of one /metrics sample (e.g.
+                                                 'scalekv_kv_bytes_used{replica="0"}'); 0 when absent
+Every call sends 'Authorization: Bearer $SKV_API_KEY' when that variable is set (post: or KEY).
+Exit 1 with a message on any unexpected answer.
+"""
+import base64
+import http.client
+import json
+import os
+import socket
+import sys
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def auth():
+    key = os.environ.get("SKV_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def conn(port, timeout=120):
+    return http.client.HTTPConnection("127.0.0.1", int(port), timeout=timeout)
+
+
+def write_images(outdir, images, labels):
+    os.makedirs(outdir, exist_ok=True)
+    for j, b64 in enumerate(images):
+        with open(os.path.join(outdir, f"{j:04d}_c{labels[j]}.png"), "wb") as f:
+            f.write(base64.b64decode(b64))
+
+
+def post(port, body, outdir, key=None):
+    c = conn(port)
+    headers = {"Content-Type": "application/json", **auth()}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    c.request("POST", "/v1/images/generations", body=body, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    if r.status != 200:
+        fail(f"POST {body} -> {r.status} {data[:300]!r}")
+    d = json.loads(data)
+    s = d["scalekv"]
+    if len(d["data"]) != len(s["class_labels"]):
+        fail(f"{len(d['data'])} images for {len(s['class_labels'])} labels")
+    write_images(outdir, [x["b64_json"] for x in d["data"]], s["class_labels"])
+    print(json.dumps(s))
+
+
+def events(resp):
+    """Yields (event, data) of a text/event-stream response."""
+    name, data = None, []
+    while True:
+        line = resp.readline()
+        if not line:
+            return
+        line = line.decode().rstrip("\n")
+        if line == "":
+            if name is not None or data:
+                yield name, "\n".join(data)
+            name, data = None, []
+        elif line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+
+
+def start_stream(port, body):
+    b = json.loads(body)
+    b["stream"] = True
+    c = conn(port)
+    c.connect()
+    c.raw_sock = c.sock  # the response takes the socket over (Connection: close): keep it to drop it
+    c.request("POST", "/v1/images/generations", body=json.dumps(b), headers={"Content-Type": "application/json", **auth()})
+    r = c.getresponse()
+    if r.status != 200 or not r.getheader("Content-Type", "").startswith("text/event-stream"):
+        fail(f"stream -> {r.status} {r.getheader('Content-Type')} {r.read()[:300]!r}")
+    return c, r
+
+
+def stream(port, body, outdir):
+    c, r = start_stream(port, body)
+    partial = {}  # image index -> scales seen
+    done = {}
+    for name, data in events(r):
+        d = json.loads(data)
+        if name == "image_generation.partial_image":
+            j = d["image_index"]
+            seen = partial.setdefault(j, [])
+            if d["scale"] != len(seen) or d["scales_done"] != d["scale"] + 1:
+                fail(f"image {j}: partial event for scale {d['scale']} after {len(seen)} scales")
+            if not (0 < d["tokens_done"] < d["tokens_total"]):
+                fail(f"tokens_done {d['tokens_done']} of {d['tokens_total']}")
+            base64.b64decode(d["b64_json"])
+            seen.append(d["scale"])
+            num_scales = d["num_scales"]
+        elif name == "image_generation.completed":
+            done[d["image_index"]] = d
+        else:
+            fail(f"unexpected event {name}: {data[:300]}")
+    if not done:
+        fail("no completed event")
+    n = len(done)
+    for j in range(n):
+        if len(partial.get(j, [])) != num_scales - 1:
+            fail(f"image {j}: {len(partial.get(j, []))} previews for {num_scales} scales (want one per scale but the last)")
+    labels = done[0]["scalekv"]["class_labels"]
+    write_images(outdir, [done[j]["b64_json"] for j in range(n)], labels)
+    print(json.dumps({"images": n, "previews_per_image": num_scales - 1, "scalekv": done[0]["scalekv"]}))
+
+
+def drop(port, body):
+    c, r = start_stream(port, body)
+    for name, _ in events(r):
+        if name == "image_generation.partial_image":
+            c.raw_sock.shutdown(socket.SHUT_RDWR)  # gone, mid-stream
+            c.raw_sock.close()
+            print("dropped after the first preview")
+            return
+    fail("the stream ended before its first preview")
+
+
+def metric(port, name):
+    c = conn(port, 10)
+    c.request("GET", "/metrics", headers=auth())
+    text = c.getresponse().read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            print(line.split()[-1])
+            return
+    print(0)
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"post": post, "stream": stream, "drop": drop, "metric": metric}[cmd](*args)
