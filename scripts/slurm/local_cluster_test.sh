@@ -7,10 +7,16 @@
 # run, the batch log and one log per rank exist and are named by job and rank; a second job with a
 # corrupt weights file fails and its rank logs name the failing rank. The daemons are stopped on
 # every exit.
+# local_cluster_test.sh BUILD_DIR serve - the same cluster, then scripts/slurm/serve.sbatch with 2 tasks
+# (TP 2, the demo model): its batch log prints the URL, /health and /ready answer, a request's PNG equals
+# `scalekv generate` on one rank, and `scancel --signal=TERM --batch` (what --signal=B:TERM@120 does
+# before the time limit) drains it: the job ends COMPLETED with exit code 0:0 and its log says it drained.
 # Exit 77 (ctest: skipped) where slurm-wlm/munge are not installed or the user is not root.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$(cd "${1:?usage: local_cluster_test.sh BUILD_DIR}" && pwd)
+MODE=${2:-generate}
+[[ "$MODE" == generate || "$MODE" == serve ]] || { echo "usage: local_cluster_test.sh BUILD_DIR [generate|serve]"; exit 2; }
 SKV=$BUILD/bin/scalekv
 PNG_DIFF=$BUILD/bin/skv_png_diff
 
@@ -75,6 +81,93 @@ fail() {
   exit 1
 }
 
+# wait_job ID: until the job leaves the queue (at most 120 s); prints its final state and exit code.
+wait_job() {
+  for _ in $(seq 600); do
+    [ -z "$(squeue -h -j "$1" -o %T 2> /dev/null)" ] && break
+    sleep 0.2
+  done
+  scontrol show job "$1" | grep -oE "JobState=[A-Z_]+|Reason=[^ ]+|ExitCode=[0-9:]+" | tr '\n' ' '
+}
+
+# http METHOD URL [BODY]: prints the status code, then the body (python3's stdlib: no curl needed).
+http() {
+  python3 - "$@" << 'PY'
+import sys, urllib.request, urllib.error
+method, url = sys.argv[1], sys.argv[2]
+body = sys.argv[3].encode() if len(sys.argv) > 3 else None
+req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=60) as r:
+        code, data = r.status, r.read()
+except urllib.error.HTTPError as e:
+    code, data = e.code, e.read()
+except OSError as e:
+    code, data = 0, str(e).encode()
+sys.stdout.write(f"{code}\n{data.decode(errors='replace')}")
+PY
+}
+
+# test_serve: serve.sbatch with 2 tasks (TP 2, demo model); a request's PNG equals one-rank generate;
+# scancel --signal=TERM --batch drains it and the job completes with 0:0.
+test_serve() {
+  local jid log url="" st code
+  cd "$T/submit" || fail "no submit dir"
+  jid=$(sbatch --parsable --ntasks=2 --time=5 --export="ALL,SKV_ROOT=$ROOT,SKV_BIN=$SKV,LOG_DIR=$T/logs" \
+    "$ROOT/scripts/slurm/serve.sbatch" --kv-memory 64MiB --drain-timeout 20) || fail "sbatch refused the serve job"
+  JOBS+=("$jid")
+  log=slurm-scalekv-serve-$jid.out
+  show_logs() {
+    echo "--- batch log $log"
+    cat "$log" 2> /dev/null
+    for r in 0 1; do
+      echo "--- rank $r log"
+      cat "$T/logs/scalekv-serve-$jid-rank$r.log" 2> /dev/null
+    done
+  }
+  # The URL line, within 90 s (the job may wait for the node, then loads the model on both ranks).
+  for _ in $(seq 450); do
+    url=$(grep -oE "serving on http://[^ ]+/" "$log" 2> /dev/null | head -n 1 | sed 's/^serving on //')
+    [ -n "$url" ] && break
+    [ -z "$(squeue -h -j "$jid" -o %T 2> /dev/null)" ] && { show_logs; fail "job $jid ended before serving: $(wait_job "$jid")"; }
+    sleep 0.2
+  done
+  [ -n "$url" ] || { show_logs; fail "no 'serving on http://' line in $log after 90 s"; }
+  echo "job $jid: $url"
+  code=$(http GET "${url}health" | head -n 1)
+  [ "$code" = 200 ] || { show_logs; fail "GET /health answered $code"; }
+  for _ in $(seq 150); do
+    code=$(http GET "${url}ready" | head -n 1)
+    [ "$code" = 200 ] && break
+    sleep 0.2
+  done
+  [ "$code" = 200 ] || { show_logs; fail "GET /ready answered $code after 30 s"; }
+  http POST "${url}v1/images/generations" '{"class_label":3,"seed":5}' > "$T/answer.txt"
+  code=$(head -n 1 "$T/answer.txt")
+  [ "$code" = 200 ] || { show_logs; fail "POST /v1/images/generations answered: $(head -c 500 "$T/answer.txt")"; }
+  mkdir -p "$T/served"
+  tail -n +2 "$T/answer.txt" | python3 -c '
+import base64, json, sys
+j = json.load(sys.stdin)
+open(sys.argv[1], "wb").write(base64.b64decode(j["data"][0]["b64_json"]))' "$T/served/0000_c3.png" ||
+    fail "the answer has no data[0].b64_json: $(head -c 500 "$T/answer.txt")"
+  "$SKV" generate --labels 3 --seed 5 --out "$T/ref" > /dev/null || fail "the one-rank reference generate failed"
+  [ -f "$T/ref/0000_c3.png" ] || fail "the reference generate wrote no $T/ref/0000_c3.png"
+  "$PNG_DIFF" "$T/ref" "$T/served" 1 || { show_logs; fail "the served TP 2 PNG differs from one-rank generate"; }
+
+  # Slurm's early warning (--signal=B:TERM@120) is SIGTERM to the batch shell alone: the same as this.
+  scancel --signal=TERM --batch "$jid" || fail "scancel --signal=TERM --batch $jid failed"
+  st=$(wait_job "$jid")
+  echo "job $jid (after scancel --signal=TERM --batch): $st"
+  show_logs
+  grep -q "JobState=COMPLETED" <<< "$st" && grep -q "ExitCode=0:0" <<< "$st" || fail "job $jid did not complete with 0:0: $st"
+  grep -q "SIGTERM: draining: sent SIGTERM to world rank 0" "$log" || fail "$log does not say rank 0 was told to drain"
+  grep -q "^scalekv serve: drained and stopped" "$log" || fail "$log does not say the server drained"
+  grep -q "srun exited with 0" "$log" || fail "srun did not exit 0"
+  grep -qs "^error:" "$T/logs/scalekv-serve-$jid"-rank*.log && fail "a rank log of job $jid has an error"
+  echo "PASS"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # --- munge: own key, socket, pid and log --------------------------------------------------------
@@ -134,6 +227,9 @@ done
 echo "slurm: node $NODE idle (slurmctld :$CTLD_PORT, slurmd :$SLURMD_PORT, config $SLURM_CONF)"
 [[ "$(srun --mpi=list 2>&1)" == *pmix* ]] || fail "this Slurm has no pmix MPI plugin (srun --mpi=list)"
 
+# --- serve mode: its own test, then done ----------------------------------------------------------
+[ "$MODE" = serve ] && { test_serve; exit; }
+
 # --- a tiny model ---------------------------------------------------------------------------------
 cat > "$T/tiny.config.json" << EOF
 {"family": "var", "depth": 2, "embed_dim": 64, "num_heads": 4, "patch_nums": [1, 2, 3, 4], "V": 32, "Cvae": 8,
@@ -142,15 +238,6 @@ cat > "$T/tiny.config.json" << EOF
 EOF
 "$SKV" random-checkpoint --model "$T/tiny.config.json" --out "$T" --seed 9 > /dev/null || fail "random-checkpoint failed"
 MODEL_ENV="SKV_ROOT=$ROOT,SKV_BIN=$SKV,MODEL=$T/tiny.config.json,WEIGHTS=$T/tiny.var.safetensors,VAE=$T/tiny.vae.safetensors"
-
-# wait_job ID: until the job leaves the queue (at most 120 s); prints its final state and exit code.
-wait_job() {
-  for _ in $(seq 600); do
-    [ -z "$(squeue -h -j "$1" -o %T 2> /dev/null)" ] && break
-    sleep 0.2
-  done
-  scontrol show job "$1" | grep -oE "JobState=[A-Z_]+|Reason=[^ ]+|ExitCode=[0-9:]+" | tr '\n' ' '
-}
 
 # --- the job: 2 tasks, TP 2 -----------------------------------------------------------------------
 cd "$T/submit" || fail "no submit dir"
