@@ -22,6 +22,8 @@ pkgs=(
   nlohmann-json3-dev libcli11-dev libfmt-dev   # configs and JSON, the CLI, formatting
   libgtest-dev libgmock-dev libpng-dev zlib1g-dev
   libsentencepiece-dev                     # the Flan-T5 tokenizer loads spiece.model (runtime/models/t5_tokenizer.cpp)
+  libboost-dev prometheus-cpp-dev          # scalekv serve: Boost.Beast/Asio HTTP, Prometheus metrics (server/)
+  curl hey chromium                        # the server's tests: a real HTTP client, load generator and browser
   clang libclang-rt-14-dev                 # libFuzzer + sanitizers for the safetensors fuzzer
   python3 python3-numpy
 )
