@@ -50,7 +50,12 @@ void run_serve_command(ServeArgs& a) {
   opt.kv.given.clear();
   opt.warmup = !a.no_warmup;
   opt.http.max_body_bytes = static_cast<size_t>(parse_byte_size(a.max_body, "--max-body"));
-  SKV_CHECK(opt.http.read_timeout_s > 0, "--read-timeout {} must be > 0 seconds", opt.http.read_timeout_s);
+  SKV_CHECK(opt.http.read_timeout_s > 0 && opt.http.read_timeout_s <= 1e6, "--read-timeout {} must be in (0, 1e6] "
+            "seconds", opt.http.read_timeout_s);
+  SKV_CHECK(opt.http.idle_timeout_s > 0 && opt.http.idle_timeout_s <= 1e6, "--idle-timeout {} must be in (0, 1e6] "
+            "seconds", opt.http.idle_timeout_s);
+  SKV_CHECK(opt.drain_timeout_s >= 0 && opt.drain_timeout_s <= 1e6, "--drain-timeout {} must be in [0, 1e6] seconds",
+            opt.drain_timeout_s);
   SKV_CHECK(opt.api.max_n >= 1 && opt.api.max_n <= 64, "--max-n {} must be in [1, 64]", opt.api.max_n);
   if (opt.api_key.empty())
     if (const char* k = std::getenv("SCALEKV_API_KEY")) opt.api_key = k;  // keeps the key out of `ps`
@@ -118,6 +123,8 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--max-n", a->opt.api.max_n, "Most images one request may ask for")->capture_default_str();
   cmd->add_option("--max-body", a->max_body, "Largest request body (larger: 413)")->capture_default_str();
   cmd->add_option("--read-timeout", a->opt.http.read_timeout_s, "Seconds to receive a whole request (then 408)")
+      ->capture_default_str();
+  cmd->add_option("--idle-timeout", a->opt.http.idle_timeout_s, "Seconds a connection may wait for its next request")
       ->capture_default_str();
   cmd->add_option("--drain-timeout", a->opt.drain_timeout_s, "Seconds in-flight requests get to finish after SIGTERM")
       ->capture_default_str();

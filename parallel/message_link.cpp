@@ -1,6 +1,7 @@
 // message_link.cpp - see message_link.h.
 #include "parallel/message_link.h"
 
+#include <chrono>
 #include <deque>
 #include <utility>
 
@@ -35,7 +36,13 @@ class MpiLink final : public MessageLink {
     MPI_Comm_size(comm_, &size_);
   }
   ~MpiLink() override {
-    for (auto& s : out_) MPI_Cancel(&s.req);  // unmatched sends of a job that is ending anyway
+    // Unmatched sends of a job that is ending anyway: cancelled, and given a second to complete; a buffer
+    // MPI may still own after that is left allocated rather than freed under it.
+    for (auto& s : out_) MPI_Cancel(&s.req);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!out_.empty() && std::chrono::steady_clock::now() < until) progress();
+    if (!out_.empty()) new std::deque<Out>(std::move(out_));  // moves the blocks, not the elements: never freed
+
     MPI_Comm_free(&comm_);
   }
   int rank() const override { return rank_; }

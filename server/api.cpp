@@ -18,8 +18,16 @@ namespace {
 
 using json = nlohmann::json;
 
-const char* kFields[] = {"prompt", "n",    "size",  "response_format", "stream", "model",     "user",
-                         "class_label", "seed", "cfg", "top_k",       "top_p",  "kv_policy", "kv_budget"};
+const char* kFields[] = {"prompt",      "n",    "size", "response_format", "output_format", "stream", "partial_images",
+                         "model",       "user", "class_label", "seed", "cfg", "top_k", "top_p", "kv_policy", "kv_budget"};
+
+// A value as an error message shows it: short, and never a deep structure printed recursively.
+std::string shown(const json& j) {
+  if (j.is_object()) return "an object";
+  if (j.is_array()) return "an array";
+  std::string d = j.dump();
+  return d.size() > 60 ? d.substr(0, 57) + "..." : d;
+}
 
 [[noreturn]] void bad(const std::string& field, const std::string& message) { throw ApiError(400, field, message); }
 
@@ -29,35 +37,46 @@ std::string lower(std::string s) {
 }
 
 int64_t get_int(const json& j, const std::string& field, int64_t lo, int64_t hi) {
-  if (!j.is_number_integer()) bad(field, fmt::format("field '{}' must be an integer in [{}, {}], not {}", field, lo, hi, j.dump()));
+  if (!j.is_number_integer()) bad(field, fmt::format("field '{}' must be an integer in [{}, {}], not {}", field, lo, hi, shown(j)));
   if (j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-    bad(field, fmt::format("field '{}' = {} is outside [{}, {}]", field, j.dump(), lo, hi));
+    bad(field, fmt::format("field '{}' = {} is outside [{}, {}]", field, shown(j), lo, hi));
   const int64_t v = j.get<int64_t>();
   if (v < lo || v > hi) bad(field, fmt::format("field '{}' = {} is outside [{}, {}]", field, v, lo, hi));
   return v;
 }
 
 double get_number(const json& j, const std::string& field, double lo, double hi) {
-  if (!j.is_number()) bad(field, fmt::format("field '{}' must be a number in [{}, {}], not {}", field, lo, hi, j.dump()));
+  if (!j.is_number()) bad(field, fmt::format("field '{}' must be a number in [{}, {}], not {}", field, lo, hi, shown(j)));
   const double v = j.get<double>();
   if (!std::isfinite(v) || v < lo || v > hi) bad(field, fmt::format("field '{}' = {} is outside [{}, {}]", field, v, lo, hi));
   return v;
 }
 
 std::string get_string(const json& j, const std::string& field) {
-  if (!j.is_string()) bad(field, fmt::format("field '{}' must be a string, not {}", field, j.dump()));
+  if (!j.is_string()) bad(field, fmt::format("field '{}' must be a string, not {}", field, shown(j)));
   return j.get<std::string>();
 }
 
-// A VAR class from a prompt: its name (any case) or its number.
-int64_t class_of_prompt(const std::string& prompt, const ModelInfo& m) {
-  const std::string p = lower(prompt);
+std::string trimmed(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
+  return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+}
+
+// A VAR class from a prompt: its name (any case, surrounding space ignored) or its number; -1 if none.
+int64_t class_named(const std::string& prompt, const ModelInfo& m) {
+  const std::string p = lower(trimmed(prompt));
   for (size_t i = 0; i < m.class_names.size(); ++i)
     if (lower(m.class_names[i]) == p) return static_cast<int64_t>(i);
   if (!p.empty() && p.size() < 10 && std::all_of(p.begin(), p.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
     const int64_t v = std::stoll(p);
     if (v < m.num_classes) return v;
   }
+  return -1;
+}
+
+int64_t class_of_prompt(const std::string& prompt, const ModelInfo& m) {
+  const int64_t c = class_named(prompt, m);
+  if (c >= 0) return c;
   std::string names;
   for (size_t i = 0; i < m.class_names.size(); ++i) names += fmt::format("{}{} ({})", i ? ", " : "", m.class_names[i], i);
   bad("prompt", fmt::format("{} is class-conditional: give class_label in [0, {}) or a prompt that names a class{}{}",
@@ -71,7 +90,7 @@ ImageRequest parse_image_request(std::string_view body, const ModelInfo& m, cons
   json j;
   try {
     j = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and numbers out of range (1e400)
     throw ApiError(400, "", fmt::format("the request body is not valid JSON: {}", e.what()));
   }
   if (!j.is_object()) throw ApiError(400, "", "the request body must be a JSON object");
@@ -82,7 +101,14 @@ ImageRequest parse_image_request(std::string_view body, const ModelInfo& m, cons
   ImageRequest r;
   if (j.contains("model") && !j["model"].is_null() && get_string(j["model"], "model") != m.id)
     bad("model", fmt::format("model '{}' is not served here; this server serves '{}'", j["model"].get<std::string>(), m.id));
-  if (j.contains("user") && !j["user"].is_string()) bad("user", "field 'user' must be a string");
+  if (j.contains("user") && !j["user"].is_null() && !j["user"].is_string()) bad("user", "field 'user' must be a string");
+  if (j.contains("output_format") && !j["output_format"].is_null()) {
+    const std::string f = get_string(j["output_format"], "output_format");
+    if (f != "png") bad("output_format", fmt::format("output_format '{}' is not supported; the images are png", f));
+  }
+  bool previews = true;  // OpenAI's partial_images: 0 turns the streamed previews off; any other count gets one per scale
+  if (j.contains("partial_images") && !j["partial_images"].is_null())
+    previews = get_int(j["partial_images"], "partial_images", 0, 64) > 0;
   if (j.contains("n") && !j["n"].is_null()) r.n = static_cast<int>(get_int(j["n"], "n", 1, limits.max_n));
   if (j.contains("size") && !j["size"].is_null()) {
     const std::string s = get_string(j["size"], "size");
@@ -96,9 +122,10 @@ ImageRequest parse_image_request(std::string_view body, const ModelInfo& m, cons
                                          "as base64 PNG; this server stores no files)", f));
   }
   if (j.contains("stream") && !j["stream"].is_null()) {
-    if (!j["stream"].is_boolean()) bad("stream", fmt::format("field 'stream' must be true or false, not {}", j["stream"].dump()));
+    if (!j["stream"].is_boolean()) bad("stream", fmt::format("field 'stream' must be true or false, not {}", shown(j["stream"])));
     r.stream = j["stream"].get<bool>();
   }
+  r.previews = r.stream && previews;
   std::string prompt;
   if (j.contains("prompt") && !j["prompt"].is_null()) {
     prompt = get_string(j["prompt"], "prompt");
@@ -106,17 +133,21 @@ ImageRequest parse_image_request(std::string_view body, const ModelInfo& m, cons
       bad("prompt", fmt::format("the prompt has {} characters; the limit is {}", prompt.size(), limits.max_prompt_chars));
   }
   int64_t label = -1;
-  if (j.contains("class_label") && !j["class_label"].is_null())
+  if (j.contains("class_label") && !j["class_label"].is_null()) {
     label = get_int(j["class_label"], "class_label", 0, m.num_classes - 1);
-  else if (!prompt.empty())
+    const int64_t named = prompt.empty() ? -1 : class_named(prompt, m);
+    if (named >= 0 && named != label)
+      bad("prompt", fmt::format("the prompt names class {} but class_label is {}; give one of them", named, label));
+  } else if (!prompt.empty()) {
     label = class_of_prompt(prompt, m);
-  else
+  } else {
     bad("class_label", fmt::format("give class_label (an integer in [0, {})) or a prompt naming a class", m.num_classes));
+  }
   r.labels.assign(static_cast<size_t>(r.n), label);
   if (j.contains("seed") && !j["seed"].is_null()) {
     const json& s = j["seed"];
     if (!s.is_number_integer() || (s.is_number_integer() && !s.is_number_unsigned() && s.get<int64_t>() < 0))
-      bad("seed", fmt::format("field 'seed' must be an integer in [0, 2^64), not {}", s.dump()));
+      bad("seed", fmt::format("field 'seed' must be an integer in [0, 2^64), not {}", shown(s)));
     r.seed = s.get<uint64_t>();
   }
   if (j.contains("cfg") && !j["cfg"].is_null()) r.cfg = get_number(j["cfg"], "cfg", 0, 100);
@@ -146,7 +177,7 @@ ImageRequest parse_image_request(std::string_view body, const ModelInfo& m, cons
   if (has_budget) {
     const json& b = j["kv_budget"];
     if (!b.is_string() && !b.is_number_integer())
-      bad("kv_budget", fmt::format("field 'kv_budget' must be a share (\"10%\") or tokens per layer (650), not {}", b.dump()));
+      bad("kv_budget", fmt::format("field 'kv_budget' must be a share (\"10%\") or tokens per layer (650), not {}", shown(b)));
     r.kv.budget = b.is_string() ? b.get<std::string>() : std::to_string(b.get<int64_t>());
     if (r.kv.policy == "full")
       bad("kv_budget", "kv_budget does not apply to kv_policy 'full' (it caches every token); drop it or name a policy");

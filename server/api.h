@@ -1,5 +1,5 @@
 // api.h - the HTTP API's bodies: OpenAI's images API (POST /v1/images/generations: prompt, n, size,
-// response_format, stream) plus scalekv's fields (class_label, seed, cfg, top_k, top_p, kv_policy,
+// response_format, output_format, stream, partial_images) plus scalekv's fields (class_label, seed, cfg, top_k, top_p, kv_policy,
 // kv_budget), checked field by field. Every error names the field and what it accepts; nothing here
 // touches files (no request field is ever a path).
 #pragma once
@@ -41,6 +41,7 @@ struct ImageRequest {
   double top_p = -1;
   KVOptions kv;
   bool stream = false;
+  bool previews = false;        // stream, and partial_images is not 0
   int n = 1;
 };
 

@@ -66,12 +66,30 @@ Frontend::Frontend(ServeOptions opt, ModelInfo model, std::vector<ReplicaHandle*
 }
 
 Frontend::~Frontend() {
-  if (drain_thread_.joinable()) drain_thread_.join();
+  http_->stop(0);  // no I/O thread may run a handler on members destroyed below
+  std::thread drain;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (state_ == State::Serving) state_ = State::Failed;
+    drain.swap(drain_thread_);
+  }
+  cv_.notify_all();
+  if (drain.joinable()) drain.join();
 }
 
 int Frontend::port() const { return http_->port(); }
 
 void Frontend::start() {
+  if (opt_.warmup) {  // a cap too small for even the warm-up (one image, the server's policy) is an error now
+    EngineRequest probe;
+    probe.id = -1;
+    probe.labels = {0};
+    probe.image_ids = {0};
+    probe.kv = opt_.kv;
+    probe.kv.given.clear();
+    const std::string why = replicas_[0]->never_fits(probe);
+    SKV_CHECK(why.empty(), "--kv-memory: one image with --kv-policy {} can never run: {}", opt_.kv.policy, why);
+  }
   http_->on_signals({SIGTERM, SIGINT, SIGUSR1}, [this](int sig) {
     drain(fmt::format("signal {}", sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGUSR1"));
   });
@@ -193,7 +211,7 @@ void Frontend::generate(const HttpRequest& req, std::shared_ptr<HttpExchange> ex
   er.top_k = job->req.top_k;
   er.top_p = job->req.top_p;
   er.kv = job->req.kv;
-  er.previews = job->req.stream;
+  er.previews = job->req.previews;
   job->head = req;
   job->head.body().clear();
   job->ex = ex;
@@ -221,7 +239,16 @@ void Frontend::generate(const HttpRequest& req, std::shared_ptr<HttpExchange> ex
   job->id = next_id_++;
   er.id = job->id;
   job->replica = pick_replica(er);
-  const std::string why = replicas_[static_cast<size_t>(job->replica)]->never_fits(er);
+  std::string why;
+  try {
+    why = replicas_[static_cast<size_t>(job->replica)]->never_fits(er);  // builds the policy: checks the budget
+  } catch (const Error& e) {
+    std::string msg = e.message();
+    for (size_t at = 0; (at = msg.find("--kv-budget", at)) != std::string::npos; at += 9) msg.replace(at, 11, "kv_budget");
+    metrics_.rejected("invalid");
+    lk.unlock();
+    return ex->reply(error_response(req, 400, msg, "invalid_request_error", "kv_budget"));
+  }
   if (!why.empty()) {
     metrics_.rejected("never_fits");
     lk.unlock();
@@ -229,18 +256,20 @@ void Frontend::generate(const HttpRequest& req, std::shared_ptr<HttpExchange> ex
                                                           "{}): {}", job->req.n == 1 ? "1 image" : fmt::format("{} images", job->req.n),
                                                           er.kv.policy, why), "invalid_request_error", "n"));
   }
-  jobs_[job->id] = job;
-  lk.unlock();
   const int64_t id = job->id;
+  if (job->req.stream) ex->start_events();  // before anything else can be sent on it
   ex->on_disconnect([this, id] { cancel_job(id, "disconnect"); });
-  if (job->req.stream) ex->start_events();
+  jobs_[id] = job;
+  lk.unlock();
   try {
     replicas_[static_cast<size_t>(job->replica)]->submit(er);
   } catch (const std::exception& e) {
     {
       std::lock_guard<std::mutex> lk2(mu_);
-      jobs_.erase(id);
+      if (jobs_.erase(id) == 0) return;  // answered already (a drain timeout, a failure)
     }
+    cv_.notify_all();
+    maybe_close_engines();
     metrics_.rejected("unavailable");
     const auto* err = dynamic_cast<const Error*>(&e);
     const std::string msg = err ? err->message() : e.what();
@@ -306,7 +335,20 @@ void Frontend::deliver(int, EngineResult&& r) {
   if (!r.cancelled) metrics_.finished(std::max(0.0, r.admitted - job->arrived), now_seconds() - job->arrived, job->req.n);
   // PNG encoding off the engine's thread.
   auto shared = std::make_shared<EngineResult>(std::move(r));
-  http_->post([this, job, shared] { finish_job(job, std::move(*shared)); });
+  ++answers_in_progress_;
+  job->ex->post([this, job, shared] {  // on the connection's strand: after its previews
+    try {
+      finish_job(job, std::move(*shared));
+    } catch (const std::exception& e) {
+      job->ex->reply(error_response(job->head, 500, std::string("internal error: ") + e.what(), "server_error"));
+      job->ex->end_events();
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      --answers_in_progress_;
+    }
+    cv_.notify_all();
+  });
 }
 
 void Frontend::finish_job(std::shared_ptr<Job> job, EngineResult&& r) {
@@ -350,7 +392,7 @@ void Frontend::preview(int, const EngineOptions::Preview& p) {
     job = it->second;
   }
   auto pv = std::make_shared<EngineOptions::Preview>(p);
-  http_->post([this, job, pv] {
+  job->ex->post([this, job, pv] {  // on the connection's strand: in scale order, before the final image
     const int64_t total = model_.schedule.total();
     const int64_t done = pv->scales_done >= model_.num_scales() ? total : model_.schedule.offset(pv->scales_done);
     for (size_t j = 0; j < pv->rgb.size(); ++j) {
@@ -395,11 +437,9 @@ void Frontend::refused(int, int64_t id, const std::string& why) {
 void Frontend::step(int, double seconds) { metrics_.step(seconds); }
 
 void Frontend::drain(const std::string& why) {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (state_ != State::Serving) return;
-    state_ = State::Draining;
-  }
+  std::lock_guard<std::mutex> guard(mu_);
+  if (state_ != State::Serving) return;
+  state_ = State::Draining;
   fmt::print(stderr, "scalekv serve: {}: draining (new requests get 503; in-flight ones have {} s)\n", why,
              opt_.drain_timeout_s);
   http_->close_listener();
@@ -473,12 +513,16 @@ void Frontend::fail(const std::string& why) {
 }
 
 void Frontend::stop() {
+  std::thread drain;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    std::unique_lock<std::mutex> lk(mu_);
     if (state_ == State::Serving) state_ = State::Draining;
+    // Answers being encoded and written (their jobs have left jobs_) go out first.
+    cv_.wait_for(lk, std::chrono::seconds(10), [&] { return answers_in_progress_ == 0; });
+    drain.swap(drain_thread_);
   }
   cv_.notify_all();
-  if (drain_thread_.joinable()) drain_thread_.join();
+  if (drain.joinable()) drain.join();
   http_->stop(2.0);
 }
 

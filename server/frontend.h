@@ -96,6 +96,7 @@ class Frontend {
   bool engines_closed_ = false;
   double mean_latency_ = 1.0;  // for Retry-After
   int warmups_left_ = 0;
+  std::atomic<int64_t> answers_in_progress_{0};  // results being encoded and written
   std::atomic<bool> ready_{false};
 };
 

@@ -9,6 +9,9 @@
 #include <boost/beast/core.hpp>
 #include <fmt/core.h>
 
+#include <nlohmann/json.hpp>
+
+#include <array>
 #include <atomic>
 #include <csignal>
 #include <chrono>
@@ -55,7 +58,7 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
   }
   void start_events() override {
     net::post(sock_.get_executor(), [self = shared_from_this()] {
-      if (self->closed_) return;
+      if (self->closed_ || !self->answering_ || self->events_) return;
       self->events_ = true;
       self->out_.push_back(
           "HTTP/1.1 200 OK\r\nServer: scalekv\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -64,7 +67,16 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     });
   }
   void send_event(const std::string& name, const std::string& data) override {
-    std::string ev = fmt::format("event: {}\ndata: {}\n\n", name, data);
+    std::string ev = fmt::format("event: {}\n", name);
+    std::string d = data;
+    while (!d.empty() && d.back() == '\n') d.pop_back();
+    for (size_t a = 0;;) {  // one data: line per line of the data
+      const size_t b = d.find('\n', a);
+      ev += "data: " + d.substr(a, b == std::string::npos ? std::string::npos : b - a) + "\n";
+      if (b == std::string::npos) break;
+      a = b + 1;
+    }
+    ev += "\n";
     net::post(sock_.get_executor(), [self = shared_from_this(), e = std::move(ev)]() mutable {
       if (self->closed_) return;
       self->out_.push_back(std::move(e));
@@ -82,31 +94,50 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     on_gone_ = std::move(fn);
   }
   bool disconnected() const override { return gone_; }
+  void post(std::function<void()> fn) override { net::post(sock_.get_executor(), std::move(fn)); }
 
  private:
+  void arm_timer(double seconds, bool reading) {
+    reading_ = reading;
+    timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(seconds)));
+    timer_.async_wait([self = shared_from_this(), gen = ++timer_gen_](beast::error_code ec) {
+      if (ec || gen != self->timer_gen_ || self->closed_ || self->answering_) return;
+      if (!self->reading_) return self->close();  // an idle keep-alive connection
+      self->timed_out_ = true;
+      beast::error_code ignore;
+      self->sock_.cancel(ignore);  // the pending read ends with operation_aborted
+    });
+  }
+
+  // Waits (idle timeout) for the next request's first byte, then reads it (read timeout).
   void do_read() {
     if (closed_) return;
     parser_.emplace();
     parser_->body_limit(sh_->limits.max_body_bytes);
     parser_->header_limit(static_cast<uint32_t>(sh_->limits.max_header_bytes));
     timed_out_ = false;
-    timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(sh_->limits.read_timeout_s)));
-    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
-      if (ec || self->closed_ || self->answering_) return;
-      self->timed_out_ = true;
-      beast::error_code ignore;
-      self->sock_.cancel(ignore);  // the pending read ends with operation_aborted
+    if (buf_.size() > 0) return start_read();  // pipelined: its bytes are here
+    arm_timer(sh_->limits.idle_timeout_s, false);
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+      if (self->closed_) return;
+      if (ec) return self->close();
+      self->start_read();
     });
+  }
+
+  void start_read() {
+    arm_timer(sh_->limits.read_timeout_s, true);
     http::async_read(sock_, buf_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
       self->on_read(ec);
     });
   }
 
   void on_read(beast::error_code ec) {
+    ++timer_gen_;  // the timer's pending wake-up (if any) is stale now
     timer_.cancel();
     const bool some = parser_->got_some() || buf_.size() > 0;
-    if (timed_out_) {  // a stalled request gets 408; an idle keep-alive connection just closes
+    if (timed_out_ && ec) {  // a stalled request gets 408
       if (some) return fail_request(http::status::request_timeout, "the request was not complete within the read timeout");
       return close();
     }
@@ -127,25 +158,25 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     try {
       sh_->handler(req, shared_from_this());
     } catch (const std::exception& e) {
-      do_reply(make_response(req, http::status::internal_server_error,
-                             fmt::format(R"({{"error":{{"message":"internal error: {}","type":"server_error"}}}})",
-                                         e.what())));
+      do_reply(make_response(req, http::status::internal_server_error, error_json(std::string("internal error: ") + e.what(), "server_error")));
     }
   }
 
-  // An answer to a request that could not be read: JSON error, then the connection closes.
+  static std::string error_json(const std::string& message, const char* type) {
+    return nlohmann::json{{"error", {{"message", message}, {"type", type}}}}.dump() + "\n";
+  }
+
+  // An answer to a request that could not be read: JSON error, then the connection closes (lingering:
+  // what the client is still sending is read and dropped, so the answer is not lost to a TCP reset).
   void fail_request(http::status st, const std::string& message) {
-    std::string esc;
-    for (char c : message) {
-      if (c == '"' || c == '\\') esc += '\\';
-      esc += c;
-    }
     HttpResponse res{st, 11};
     res.set(http::field::server, "scalekv");
     res.set(http::field::content_type, "application/json");
-    res.body() = fmt::format(R"({{"error":{{"message":"{}","type":"invalid_request_error"}}}})", esc) + "\n";
+    res.body() = error_json(message, "invalid_request_error");
+    res.prepare_payload();
     keep_alive_ = false;
     answering_ = true;
+    linger_ = true;
     do_reply(std::move(res));
   }
 
@@ -174,18 +205,21 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
   }
 
   void do_reply(HttpResponse res) {
-    if (closed_ || !answering_) return;
+    if (closed_ || !answering_ || events_) return;
     answering_ = false;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      on_gone_ = nullptr;  // answered: a later disconnect is no cancellation
+    }
     beast::error_code ignore;
     sock_.cancel(ignore);  // ends the watch
-    res.keep_alive(keep_alive_ && !sh_->closing);
-    res.prepare_payload();
+    res.keep_alive(keep_alive_ && !sh_->closing);  // (the payload headers were set by make_response)
     res_ = std::make_shared<HttpResponse>(std::move(res));
     http::async_write(sock_, *res_, [self = shared_from_this()](beast::error_code ec, size_t) {
       const bool eof = self->res_->need_eof();
       self->res_.reset();
       if (ec) return self->gone();
-      if (eof) return self->close();
+      if (eof) return self->linger_ ? self->linger() : self->close();
       self->do_read();
     });
   }
@@ -199,6 +233,21 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
       self->out_.pop_front();
       if (!self->out_.empty()) return self->write_next();
       if (self->end_after_) self->close();
+    });
+  }
+
+  // Half-close, then read and drop what still comes for up to a second, then close.
+  void linger() {
+    beast::error_code ignore;
+    sock_.shutdown(tcp::socket::shutdown_send, ignore);
+    answering_ = false;
+    arm_timer(1.0, false);
+    drain_input();
+  }
+  void drain_input() {
+    sock_.async_read_some(net::buffer(sink_), [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec || self->closed_) return self->close();
+      self->drain_input();
     });
   }
 
@@ -220,6 +269,9 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
   std::shared_ptr<HttpResponse> res_;
   std::deque<std::string> out_;
   bool timed_out_ = false, answering_ = false, events_ = false, writing_ = false, end_after_ = false, closed_ = false;
+  bool reading_ = false, linger_ = false;
+  uint64_t timer_gen_ = 0;  // a timer wake-up for an earlier arming is ignored
+  std::array<char, 4096> sink_;
   bool keep_alive_ = false;
   std::atomic<bool> gone_{false};
   std::mutex mu_;
@@ -234,6 +286,10 @@ HttpResponse make_response(const HttpRequest& req, http::status status, std::str
   res.set(http::field::server, "scalekv");
   res.set(http::field::content_type, content_type);
   res.keep_alive(req.keep_alive());
+  if (req.method() == http::verb::head) {  // the headers of a GET, no body
+    res.content_length(body.size());
+    return res;
+  }
   res.body() = std::move(body);
   res.prepare_payload();
   return res;
@@ -242,6 +298,7 @@ HttpResponse make_response(const HttpRequest& req, http::status status, std::str
 struct HttpServer::Impl {
   net::io_context ioc;
   tcp::acceptor acceptor{net::make_strand(ioc)};
+  net::steady_timer accept_timer{acceptor.get_executor()};
   std::shared_ptr<Shared> sh = std::make_shared<Shared>();
   std::vector<std::thread> threads;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
@@ -253,8 +310,13 @@ struct HttpServer::Impl {
   void accept() {
     acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket sock) {
       if (!acceptor.is_open()) return;
-      if (!ec) std::make_shared<Session>(std::move(sock), sh)->start();
-      accept();
+      if (!ec) {
+        std::make_shared<Session>(std::move(sock), sh)->start();
+        return accept();
+      }
+      // Out of file descriptors (or another accept error): try again shortly instead of spinning.
+      accept_timer.expires_after(std::chrono::milliseconds(100));
+      accept_timer.async_wait([this](beast::error_code) { accept(); });
     });
   }
   void wait_signal() {
@@ -294,7 +356,17 @@ int HttpServer::port() const { return impl_->port; }
 void HttpServer::start(int threads) {
   impl_->work.emplace(impl_->ioc.get_executor());
   net::dispatch(impl_->acceptor.get_executor(), [this] { impl_->accept(); });
-  for (int i = 0; i < std::max(1, threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+  for (int i = 0; i < std::max(1, threads); ++i)
+    impl_->threads.emplace_back([this] {
+      for (;;) {
+        try {
+          impl_->ioc.run();
+          return;
+        } catch (const std::exception& e) {  // one handler failed: say so, keep serving the others
+          std::fprintf(stderr, "scalekv serve: an I/O handler failed: %s\n", e.what());
+        }
+      }
+    });
 }
 
 void HttpServer::close_listener() {
@@ -321,8 +393,10 @@ void HttpServer::stop(double grace_s) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (impl_->signals) {  // a second signal while the process ends must not kill it (the drain already ran)
     for (int sig : impl_->signal_numbers) std::signal(sig, SIG_IGN);
-    beast::error_code ignore;
-    impl_->signals->cancel(ignore);
+    net::post(impl_->ioc, [this] {
+      beast::error_code ignore;
+      impl_->signals->cancel(ignore);
+    });
   }
   impl_->work.reset();
   impl_->ioc.stop();

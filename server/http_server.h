@@ -23,7 +23,7 @@ struct HttpLimits {
   size_t max_body_bytes = 64 * 1024;   // larger bodies get 413
   size_t max_header_bytes = 16 * 1024;
   double read_timeout_s = 10;          // a request not complete this long after its first byte gets 408
-  double idle_timeout_s = 60;          // a keep-alive connection with no request this long is closed
+  double idle_timeout_s = 60;          // a connection with no request this long is closed
 };
 
 // One request's answer channel. Thread-safe: reply() and the SSE calls may come from any thread; they
@@ -34,7 +34,7 @@ class HttpExchange {
   virtual void reply(HttpResponse res) = 0;
   // Starts a text/event-stream response (HTTP/1.1, ended by closing the connection).
   virtual void start_events() = 0;
-  // One event: "event: NAME\ndata: DATA\n\n" (DATA on one line).
+  // One event: "event: NAME\ndata: DATA\n\n" (a trailing newline dropped; a line of DATA per data: line).
   virtual void send_event(const std::string& name, const std::string& data) = 0;
   // Sends what is queued, then closes the connection.
   virtual void end_events() = 0;
@@ -42,6 +42,9 @@ class HttpExchange {
   // connection while waiting, or a write failed). Set it before the exchange can be answered.
   virtual void on_disconnect(std::function<void()> fn) = 0;
   virtual bool disconnected() const = 0;
+  // Runs fn on this connection's strand, after what was posted before: a job's previews and final image
+  // are encoded and sent in order.
+  virtual void post(std::function<void()> fn) = 0;
 };
 
 using HttpHandler = std::function<void(const HttpRequest& req, std::shared_ptr<HttpExchange> ex)>;

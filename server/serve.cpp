@@ -44,7 +44,7 @@ json unpack(const std::string& msg, std::string* bytes) {
   uint64_t n = 0;
   SKV_CHECK(msg.size() >= sizeof n, "internal: a link message of {} bytes", msg.size());
   std::memcpy(&n, msg.data(), sizeof n);
-  SKV_CHECK(sizeof n + n <= msg.size(), "internal: a link message's header of {} bytes in {}", n, msg.size());
+  SKV_CHECK(n <= msg.size() - sizeof n, "internal: a link message's header of {} bytes in {}", n, msg.size());
   if (bytes) *bytes = msg.substr(sizeof n + n);
   return json::parse(msg.begin() + sizeof n, msg.begin() + static_cast<std::ptrdiff_t>(sizeof n + n));
 }
@@ -117,9 +117,21 @@ class LinkThread {
   LinkThread(std::unique_ptr<MessageLink> link, std::function<void(int, int, std::string&)> on_message,
              std::function<void()> on_tick = {})
       : link_(std::move(link)), on_message_(std::move(on_message)), on_tick_(std::move(on_tick)) {}
+  // What the thread failed with (empty: nothing); set once, then the thread ends.
+  std::string error() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return error_;
+  }
   ~LinkThread() { stop(0); }
   void start() {
-    thread_ = std::thread([this] { loop(); });
+    thread_ = std::thread([this] {
+      try {
+        loop();
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lk(mu_);
+        error_ = e.what();
+      }
+    });
   }
   void send(int dest, int tag, std::string bytes) {
     std::lock_guard<std::mutex> lk(mu_);
@@ -172,8 +184,9 @@ class LinkThread {
   std::unique_ptr<MessageLink> link_;
   std::function<void(int, int, std::string&)> on_message_;
   std::function<void()> on_tick_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::deque<Out> out_;
+  std::string error_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<double> stop_at_{0};
@@ -270,6 +283,15 @@ void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo&
   std::atomic<int> byes{0};
   std::atomic<int64_t> submitted{0};  // an agent: requests the front end sent it
   std::atomic<bool> acked{false};     // an agent: the front end heard of its failure
+  std::mutex failure_mu;
+  std::string replica_failure;        // world rank 0: a replica that failed
+  // On any exit, the link thread stops before the objects its callbacks use (declared above) go.
+  struct StopLink {
+    std::unique_ptr<LinkThread>& lt;
+    ~StopLink() {
+      if (lt) lt->stop(0);
+    }
+  } stop_link{lt};
   if (front) {
     local = std::make_unique<LocalReplica>(engine);
     std::vector<ReplicaHandle*> handles{local.get()};
@@ -311,11 +333,18 @@ void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo&
             for (double s : h.at("steps")) fe->step(r, s);
             break;
           case REFUSED: fe->refused(r, h.at("id"), h.at("why")); break;
-          case FAILED:
-            fe->fail(fmt::format("replica {} (rank {}) failed: {}", r, src, h.at("why").get<std::string>()));
+          case FAILED: {
+            const std::string why = fmt::format("replica {} (rank {}) failed: {}", r, src, h.at("why").get<std::string>());
+            {
+              std::lock_guard<std::mutex> lk(failure_mu);
+              replica_failure = why;
+            }
+            fe->fail(why);
             std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the 503s go out first
             lt->send(src, ACK, pack(json::object()));
+            ++byes;  // it will not say BYE
             break;
+          }
           case BYE: ++byes; break;
           default: break;
         }
@@ -404,9 +433,22 @@ void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo&
   }
   // Every other replica stops once closed (the front end closes them all when the drain is done).
   const double until = now_seconds() + opt.drain_timeout_s + 60;
-  while (byes < topo.replicas - 1 && now_seconds() < until) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (byes < topo.replicas - 1 && now_seconds() < until && (!lt || lt->error().empty())) {
+    collective_keepalive();  // the other ranks may be in the end-of-job barrier already
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   if (lt) lt->stop(5);
   fe->stop();
+  fe.reset();
+  std::signal(SIGTERM, SIG_IGN);  // the signal set restored the defaults: a late signal must not kill the rank
+  std::signal(SIGUSR1, SIG_IGN);
+  {
+    std::lock_guard<std::mutex> lk(failure_mu);
+    SKV_CHECK(replica_failure.empty(), "{}", replica_failure);
+  }
+  SKV_CHECK(!lt || lt->error().empty(), "the link to the replicas failed: {}", lt ? lt->error() : "");
+  SKV_CHECK(byes >= topo.replicas - 1, "{} of {} replicas did not stop within {} s of the drain",
+            topo.replicas - 1 - byes, topo.replicas - 1, opt.drain_timeout_s + 60);
   fmt::print("scalekv serve: drained and stopped\n");
 }
 

@@ -132,6 +132,14 @@ api)
   expect 413 'over the limit of 4096 bytes' POST /v1/images/generations "@$T/big.json" "${AUTH[@]}"
   python3 -c "print('{\"prompt\":\"' + 'x' * 1200 + '\"}')" > "$T/long.json"
   expect 400 'the limit is 1000' POST /v1/images/generations "@$T/long.json" "${AUTH[@]}"
+  head -c 1000000 /dev/zero | tr '\0' x > "$T/huge.json"  # still being sent when the 413 goes: answered, not reset
+  expect 413 'over the limit of 4096 bytes' POST /v1/images/generations "@$T/huge.json" "${AUTH[@]}"
+  expect 400 "kv_budget" POST /v1/images/generations '{"class_label":1,"kv_policy":"snapkv","kv_budget":1}' "${AUTH[@]}"
+  expect 400 'not valid JSON' POST /v1/images/generations '{"class_label":1,"n":1e400}' "${AUTH[@]}"
+  expect 400 'names class 7 but class_label is 1' POST /v1/images/generations '{"prompt":" sneaker ","class_label":1}' "${AUTH[@]}"
+  expect 400 "output_format 'jpeg'" POST /v1/images/generations '{"class_label":1,"output_format":"jpeg"}' "${AUTH[@]}"
+  [ "$(curl -s --head -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$PORT/health")" = "200 0" ] \
+    || fail "HEAD /health must answer 200 without a body"
   expect 404 'no such endpoint' GET /v2/images "" "${AUTH[@]}"
   expect 405 'takes POST only' GET /v1/images/generations "" "${AUTH[@]}"
   # A stalled client (headers promise a body that never comes) gets 408 after --read-timeout.
