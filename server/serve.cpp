@@ -399,7 +399,7 @@ void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo&
     lt->start();
     try {
       engine.run([&](EngineResult&& r) {
-        if (!r.cancelled) images += static_cast<int64_t>(r.rgb.size());
+        if (!r.cancelled && r.id > 0) images += static_cast<int64_t>(r.rgb.size());  // warm-ups (ids < 0) aside
         json h = {{"id", r.id}, {"cancelled", r.cancelled}, {"width", r.width}, {"height", r.height},
                   {"n", r.rgb.size()}, {"kv_peak_bytes", r.gen.kv_peak_bytes},
                   {"kv_planned_peak_bytes", r.gen.kv_planned_peak_bytes}, {"max_batch", r.steps_in_batch_max},
@@ -423,7 +423,7 @@ void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo&
   }
   try {
     engine.run([&](EngineResult&& r) {
-      if (!r.cancelled) local->images += static_cast<int64_t>(r.rgb.size());
+      if (!r.cancelled && r.id > 0) local->images += static_cast<int64_t>(r.rgb.size());  // warm-ups aside
       fe->deliver(0, std::move(r));
     });
   } catch (const std::exception& e) {
