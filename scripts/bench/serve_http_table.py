@@ -40,7 +40,8 @@ md = ["### scalekv serve over HTTP: open-loop Poisson arrivals on loopback", "",
       "- command: `scripts/bench/serve.sh` (each row: one fresh server, `scripts/bench/serve_client.py --rate R "
       "--requests N --seed 1 --labels 0-9`, then SIGTERM); the first row's server: "
       f"`{first['server_command']}`",
-      "- latency = client-measured, POST sent to the whole answer read (2xx only); queue = the answer's "
+      "- latency = client-measured, POST sent to the whole answer read (2xx only; no answer = a transport error, "
+      "e.g. the client's timeout, and is in no percentile); queue = the answer's "
       "scalekv.queue_seconds (arrival at the server to admission); images/s = images answered / (last answer - "
       "first send); one run per row (arrivals are a seeded Poisson trace, so rows of one rate see the same trace)",
       "- most in one step = the largest `scalekv.max_batch` of the run's answers (requests sharing a scale step: "
@@ -53,7 +54,7 @@ for key, title, _ in MODELS:
         continue
     cap = rows[0]["kv_cap_bytes"] or 0
     md += [f"**{title}**, KV cap {cap / MiB:.0f} MiB, {rows[0]['requests']} requests per row:", "",
-           "| KV policy | rate (req/s) | answered / 429 / 5xx | images/s | latency p50 s | latency p99 s | queue p50 s "
+           "| KV policy | rate (req/s) | answered / 429 / 5xx / no answer | images/s | latency p50 s | latency p99 s | queue p50 s "
            "| queue p99 s | most in one step | most outstanding | KV peak / cap | load avg before / after |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rows.sort(key=lambda r: (r["rate"], policy(r)))
@@ -61,14 +62,12 @@ for key, title, _ in MODELS:
         mb = "-" if r.get("max_batch") is None else str(r["max_batch"])
         kv = "-" if r.get("kv_peak_bytes") is None else f"{r['kv_peak_bytes'] / MiB:.1f} / {r['kv_cap_bytes'] / MiB:.0f} MiB"
         odd = []
-        if r.get("transport_errors"):
-            odd.append(f"{r['transport_errors']} transport errors")
         if r.get("server_exit"):
             odd.append(f"server exit {r['server_exit']}")
         if r.get("max_batch_missing"):
             odd.append(f"{r['max_batch_missing']} answers without max_batch")
         note = f" ({'; '.join(odd)})" if odd else ""
-        md.append(f"| {policy(r)} | {r['rate']:g} | {r['completed']} / {r['rejected_429']} / {r['status_5xx']}{note} | "
+        md.append(f"| {policy(r)} | {r['rate']:g} | {r['completed']} / {r['rejected_429']} / {r['status_5xx']} / {r['transport_errors']}{note} | "
                   f"{r['images_per_s']:.2f} | {fmt_s(r['latency_p50_s'])} | {fmt_s(r['latency_p99_s'])} | "
                   f"{fmt_s(r['queue_p50_s'])} | {fmt_s(r['queue_p99_s'])} | {mb} | {r['client_in_flight_max']} | {kv} | "
                   f"{r['loadavg_before'].split()[0]} / {r['loadavg_after'].split()[0]} |")
@@ -98,13 +97,14 @@ for ax, (key, _, short) in zip(axes[0], panels):
     ax.set_xscale("log")
     ax.set_xticks(sorted({r["rate"] for k, r in runs.items() if k.startswith(key + "_")}))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("offered load (requests/s, Poisson)")
     ax.set_ylabel("latency, client-measured (s)")
     ax.set_title(f"{short}, KV cap {cap / MiB:.0f} MiB" if cap else short)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-fig.suptitle("scalekv serve over HTTP (loopback, continuous batching): latency against load")
+fig.suptitle("scalekv serve over HTTP (loopback, continuous batching): latency against load, one run per point")
 fig.tight_layout()
 fig.savefig(os.path.join(out, "serve_http_latency.png"), dpi=100)
 print(f"wrote {out}/serve_http.md and {out}/serve_http_latency.png")
