@@ -73,11 +73,7 @@ void run_bench_serve(ServeBenchArgs& a) {
   SKV_CHECK(std::isfinite(a.rate) && a.rate >= 0, "--rate {} must be >= 0 requests per second (0: all at once)", a.rate);
   SKV_CHECK(!a.kv_memory.empty(), "bench serve needs --kv-memory BYTES (e.g. 512MiB): the KV cap the engine admits "
             "requests into");
-  EngineOptions eo;
-  eo.mode = parse_batch_mode(a.mode, "--mode");
-  eo.limits.kv_cap_bytes = parse_byte_size(a.kv_memory, "--kv-memory");
-  SKV_CHECK(a.max_step_tokens >= 0, "--max-step-tokens {} must be >= 0 (0: no bound)", a.max_step_tokens);
-  eo.limits.max_step_tokens = a.max_step_tokens;
+  EngineOptions eo = parse_engine_options(a.mode, a.kv_memory, a.max_step_tokens);
   SKV_CHECK(!a.given.count("--depth") || (a.random && a.depth >= 1), "--depth {} needs --random-weights and must be "
             ">= 1", a.depth);
   check_kv_options(a.kv);

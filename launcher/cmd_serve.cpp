@@ -37,11 +37,7 @@ struct ServeArgs {
 
 void run_serve_command(ServeArgs& a) {
   serve_hold_early_signals();
-  EngineOptions eo;
-  eo.mode = parse_batch_mode(a.mode, "--mode");
-  eo.limits.kv_cap_bytes = parse_byte_size(a.kv_memory, "--kv-memory");
-  SKV_CHECK(a.max_step_tokens >= 0, "--max-step-tokens {} must be >= 0 (0: no bound)", a.max_step_tokens);
-  eo.limits.max_step_tokens = a.max_step_tokens;
+  EngineOptions eo = parse_engine_options(a.mode, a.kv_memory, a.max_step_tokens);
   SKV_CHECK(!a.given.count("--depth") || (a.random && a.depth >= 1), "--depth {} needs --random-weights and must be "
             ">= 1", a.depth);
   check_kv_options(a.kv);

@@ -50,4 +50,13 @@ int64_t parse_byte_size(const std::string& text, const std::string& option) {
   return static_cast<int64_t>(std::llround(v));
 }
 
+EngineOptions parse_engine_options(const std::string& mode, const std::string& kv_memory, int64_t max_step_tokens) {
+  EngineOptions eo;
+  eo.mode = parse_batch_mode(mode, "--mode");
+  eo.limits.kv_cap_bytes = parse_byte_size(kv_memory, "--kv-memory");
+  SKV_CHECK(max_step_tokens >= 0, "--max-step-tokens {} must be >= 0 (0: no bound)", max_step_tokens);
+  eo.limits.max_step_tokens = max_step_tokens;
+  return eo;
+}
+
 }  // namespace skv

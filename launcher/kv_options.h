@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "engine/engine.h"
 #include "kvcache/policy_factory.h"
 
 namespace skv {
@@ -15,5 +16,9 @@ void add_kv_options(CLI::App* cmd, KVOptions& o);
 // A memory size option (--kv-memory): bytes, or a number with KiB/MiB/GiB/TiB (also K/M/G/T) or
 // KB/MB/GB/TB; a one-line error naming `option` otherwise. Positive and below 2^63.
 int64_t parse_byte_size(const std::string& text, const std::string& option);
+
+// The engine's --mode, --kv-memory and --max-step-tokens (bench serve, serve), each checked, errors naming
+// the option.
+EngineOptions parse_engine_options(const std::string& mode, const std::string& kv_memory, int64_t max_step_tokens);
 
 }  // namespace skv

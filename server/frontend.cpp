@@ -52,6 +52,17 @@ struct Frontend::Job {
   int previews_sent = 0;
 };
 
+// A job that ends without images: an error event on a stream, 503 otherwise.
+void Frontend::answer_error(const Job& job, const std::string& message) {
+  if (job.req.stream) {
+    job.ex->send_event("error", error_body(message, "server_error"));
+    job.ex->end_events();
+  } else {
+    job.ex->reply(error_response(job.head, 503, message, "server_error"));
+  }
+}
+
+
 Frontend::Frontend(ServeOptions opt, ModelInfo model, std::vector<ReplicaHandle*> replicas)
     : opt_(std::move(opt)), model_(std::move(model)), replicas_(std::move(replicas)),
       metrics_(static_cast<int>(replicas_.size())) {
@@ -272,13 +283,7 @@ void Frontend::generate(const HttpRequest& req, std::shared_ptr<HttpExchange> ex
     maybe_close_engines();
     metrics_.rejected("unavailable");
     const auto* err = dynamic_cast<const Error*>(&e);
-    const std::string msg = err ? err->message() : e.what();
-    if (job->req.stream) {
-      ex->send_event("error", error_body(msg, "server_error"));
-      ex->end_events();
-    } else {
-      ex->reply(error_response(req, 503, msg, "server_error"));
-    }
+    answer_error(*job, err ? err->message() : e.what());
   }
 }
 
@@ -354,13 +359,7 @@ void Frontend::deliver(int, EngineResult&& r) {
 void Frontend::finish_job(std::shared_ptr<Job> job, EngineResult&& r) {
   auto& ex = *job->ex;
   if (r.cancelled) {
-    const std::string msg = "the request was cancelled by the server";
-    if (job->req.stream) {
-      ex.send_event("error", error_body(msg, "server_error"));
-      ex.end_events();
-    } else {
-      ex.reply(error_response(job->head, 503, msg, "server_error"));
-    }
+    answer_error(*job, "the request was cancelled by the server");
   } else if (job->req.stream) {
     for (size_t j = 0; j < r.rgb.size(); ++j) {
       json e = {{"type", "image_generation.completed"},
@@ -421,15 +420,7 @@ void Frontend::refused(int, int64_t id, const std::string& why) {
     jobs_.erase(it);
   }
   metrics_.rejected("unavailable");
-  if (job->ex) {
-    const std::string msg = "the replica could not take the request: " + why;
-    if (job->req.stream) {
-      job->ex->send_event("error", error_body(msg, "server_error"));
-      job->ex->end_events();
-    } else {
-      job->ex->reply(error_response(job->head, 503, msg, "server_error"));
-    }
-  }
+  if (job->ex) answer_error(*job, "the replica could not take the request: " + why);
   cv_.notify_all();
   maybe_close_engines();
 }
@@ -466,13 +457,7 @@ void Frontend::drain(const std::string& why) {
     for (const auto& job : left) {
       replicas_[static_cast<size_t>(job->replica)]->cancel(job->id);
       metrics_.cancelled("shutdown");
-      const std::string msg = "the request was cancelled: the server is shutting down (drain timeout)";
-      if (job->req.stream) {
-        job->ex->send_event("error", error_body(msg, "server_error"));
-        job->ex->end_events();
-      } else {
-        job->ex->reply(error_response(job->head, 503, msg, "server_error"));
-      }
+      answer_error(*job, "the request was cancelled: the server is shutting down (drain timeout)");
     }
     maybe_close_engines();
   });
@@ -500,14 +485,7 @@ void Frontend::fail(const std::string& why) {
   http_->close_listener();
   for (auto* r : replicas_) r->close();
   for (auto& [id, job] : jobs) {
-    if (!job->ex) continue;
-    const std::string msg = "the server failed and is stopping: " + why;
-    if (job->req.stream) {
-      job->ex->send_event("error", error_body(msg, "server_error"));
-      job->ex->end_events();
-    } else {
-      job->ex->reply(error_response(job->head, 503, msg, "server_error"));
-    }
+    if (job->ex) answer_error(*job, "the server failed and is stopping: " + why);
   }
   cv_.notify_all();
 }

@@ -76,7 +76,8 @@ class Frontend {
   void generate(const HttpRequest& req, std::shared_ptr<HttpExchange> ex);
   void finish_job(std::shared_ptr<Job> job, EngineResult&& r);
   void cancel_job(int64_t id, const std::string& cause);
-  void maybe_close_engines();  // draining and nothing left: close them (once)
+  void maybe_close_engines();
+  void answer_error(const Job& job, const std::string& message);  // 503, or an error event on a stream  // draining and nothing left: close them (once)
   int pick_replica(const EngineRequest& r);
   std::string scalekv_fields_json(const Job& job, const EngineResult* r) const;
 
