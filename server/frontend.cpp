@@ -69,7 +69,6 @@ Frontend::Frontend(ServeOptions opt, ModelInfo model, std::vector<ReplicaHandle*
   SKV_CHECK(!replicas_.empty(), "internal: a front end with no replica");
   SKV_CHECK(opt_.max_queue >= 1, "--max-queue {} must be >= 1", opt_.max_queue);
   SKV_CHECK(opt_.io_threads >= 1 && opt_.io_threads <= 64, "--io-threads {} must be in [1, 64]", opt_.io_threads);
-  SKV_CHECK(opt_.drain_timeout_s >= 0, "--drain-timeout {} must be >= 0 seconds", opt_.drain_timeout_s);
   http_ = std::make_unique<HttpServer>(opt_.host, opt_.port, opt_.http,
                                        [this](const HttpRequest& req, std::shared_ptr<HttpExchange> ex) {
                                          handle(req, std::move(ex));
@@ -90,15 +89,20 @@ Frontend::~Frontend() {
 
 int Frontend::port() const { return http_->port(); }
 
+// The warm-up request of a replica: one image of class 0 with the server's KV policy (ids -1, -2, ...).
+EngineRequest Frontend::warmup_request(int replica) const {
+  EngineRequest r;
+  r.id = -1 - replica;
+  r.labels = {0};
+  r.image_ids = {0};
+  r.kv = opt_.kv;
+  r.kv.given.clear();
+  return r;
+}
+
 void Frontend::start() {
   if (opt_.warmup) {  // a cap too small for even the warm-up (one image, the server's policy) is an error now
-    EngineRequest probe;
-    probe.id = -1;
-    probe.labels = {0};
-    probe.image_ids = {0};
-    probe.kv = opt_.kv;
-    probe.kv.given.clear();
-    const std::string why = replicas_[0]->never_fits(probe);
+    const std::string why = replicas_[0]->never_fits(warmup_request(0));
     SKV_CHECK(why.empty(), "--kv-memory: one image with --kv-policy {} can never run: {}", opt_.kv.policy, why);
   }
   http_->on_signals({SIGTERM, SIGINT, SIGUSR1}, [this](int sig) {
@@ -116,15 +120,9 @@ void Frontend::start() {
     std::lock_guard<std::mutex> lk(mu_);
     for (size_t i = 0; i < replicas_.size(); ++i) {
       auto job = std::make_shared<Job>();
-      job->id = -1 - static_cast<int64_t>(i);
       job->replica = static_cast<int>(i);
-      job->req.labels = {0};
-      job->req.kv = opt_.kv;
-      job->engine.id = job->id;
-      job->engine.labels = {0};
-      job->engine.image_ids = {0};
-      job->engine.kv = opt_.kv;
-      job->engine.kv.given.clear();
+      job->engine = warmup_request(job->replica);
+      job->id = job->engine.id;
       job->arrived = now_seconds();
       jobs_[job->id] = job;
       warm.push_back(job);
@@ -287,52 +285,52 @@ void Frontend::generate(const HttpRequest& req, std::shared_ptr<HttpExchange> ex
   }
 }
 
+std::shared_ptr<Frontend::Job> Frontend::take_job(int64_t id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return nullptr;
+  std::shared_ptr<Job> job = std::move(it->second);
+  jobs_.erase(it);
+  return job;
+}
+
 void Frontend::cancel_job(int64_t id, const std::string& cause) {
-  std::shared_ptr<Job> job;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) return;
-    job = it->second;
-    jobs_.erase(it);
-  }
+  const std::shared_ptr<Job> job = take_job(id);
+  if (!job) return;
   replicas_[static_cast<size_t>(job->replica)]->cancel(id);
   metrics_.cancelled(cause);
   cv_.notify_all();
   maybe_close_engines();
 }
 
-std::string Frontend::scalekv_fields_json(const Job& job, const EngineResult* r) const {
-  json s = {{"id", job.id}, {"replica", job.replica}, {"seed", job.req.seed}, {"class_labels", job.req.labels},
-            {"policy", job.req.kv.policy},
-            {"budget", job.req.kv.policy == "full" ? "" : (job.req.kv.budget.empty() ? "10%" : job.req.kv.budget)}};
-  if (r) {
-    s["seconds"] = r->finished - job.arrived;
-    s["queue_seconds"] = std::max(0.0, r->admitted - job.arrived);
-    s["kv_peak_bytes"] = r->gen.kv_peak_bytes;
-    s["kv_planned_peak_bytes"] = r->gen.kv_planned_peak_bytes;
-    s["max_batch"] = r->steps_in_batch_max;  // the most requests it shared a scale step with (itself included)
-    s["width"] = r->width;
-    s["height"] = r->height;
-  }
-  return s.dump();
+nlohmann::json Frontend::scalekv_fields(const Job& job, const EngineResult& r) const {
+  return {{"id", job.id},
+          {"replica", job.replica},
+          {"seed", job.req.seed},
+          {"class_labels", job.req.labels},
+          {"policy", job.req.kv.policy},
+          {"budget", job.req.kv.policy == "full" ? "" : (job.req.kv.budget.empty() ? "10%" : job.req.kv.budget)},
+          {"seconds", r.finished - job.arrived},
+          {"queue_seconds", std::max(0.0, r.admitted - job.arrived)},
+          {"kv_peak_bytes", r.gen.kv_peak_bytes},
+          {"kv_planned_peak_bytes", r.gen.kv_planned_peak_bytes},
+          {"max_batch", r.steps_in_batch_max},  // the most requests it shared a scale step with (itself included)
+          {"width", r.width},
+          {"height", r.height}};
 }
 
 void Frontend::deliver(int, EngineResult&& r) {
-  std::shared_ptr<Job> job;
+  const std::shared_ptr<Job> job = take_job(r.id);
+  if (!job) return;  // cancelled: its client has gone
   {
     std::lock_guard<std::mutex> lk(mu_);
-    auto it = jobs_.find(r.id);
-    if (it == jobs_.end()) return;  // cancelled: its client has gone
-    job = it->second;
-    jobs_.erase(it);
-    if (!r.cancelled) mean_latency_ = 0.9 * mean_latency_ + 0.1 * (now_seconds() - job->arrived);
+    if (!job->ex) {
+      if (!r.cancelled && --warmups_left_ == 0) ready_ = true;
+    } else if (!r.cancelled) {
+      mean_latency_ = 0.9 * mean_latency_ + 0.1 * (now_seconds() - job->arrived);
+    }
   }
   if (!job->ex) {  // a warm-up
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (!r.cancelled && --warmups_left_ == 0) ready_ = true;
-    }
     cv_.notify_all();
     maybe_close_engines();
     return;
@@ -368,14 +366,14 @@ void Frontend::finish_job(std::shared_ptr<Job> job, EngineResult&& r) {
                 {"created_at", static_cast<int64_t>(std::time(nullptr))},
                 {"size", fmt::format("{}x{}", r.width, r.height)},
                 {"output_format", "png"},
-                {"scalekv", json::parse(scalekv_fields_json(*job, &r))}};
+                {"scalekv", scalekv_fields(*job, r)}};
       ex.send_event("image_generation.completed", e.dump());
     }
     ex.end_events();
   } else {
     json body = {{"created", static_cast<int64_t>(std::time(nullptr))}, {"data", json::array()}};
     for (const auto& img : r.rgb) body["data"].push_back({{"b64_json", png_b64(img, r.width, r.height)}});
-    body["scalekv"] = json::parse(scalekv_fields_json(*job, &r));
+    body["scalekv"] = scalekv_fields(*job, r);
     ex.reply(make_response(job->head, http::status::ok, body.dump() + "\n"));
   }
   cv_.notify_all();
@@ -411,14 +409,8 @@ void Frontend::preview(int, const EngineOptions::Preview& p) {
 }
 
 void Frontend::refused(int, int64_t id, const std::string& why) {
-  std::shared_ptr<Job> job;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) return;
-    job = it->second;
-    jobs_.erase(it);
-  }
+  const std::shared_ptr<Job> job = take_job(id);
+  if (!job) return;
   metrics_.rejected("unavailable");
   if (job->ex) answer_error(*job, "the replica could not take the request: " + why);
   cv_.notify_all();

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -68,7 +69,6 @@ class Frontend {
   // After every engine has stopped: stops the HTTP server.
   void stop();
   int port() const;
-  bool ready() const { return ready_; }
 
  private:
   struct Job;
@@ -79,7 +79,9 @@ class Frontend {
   void maybe_close_engines();
   void answer_error(const Job& job, const std::string& message);  // 503, or an error event on a stream  // draining and nothing left: close them (once)
   int pick_replica(const EngineRequest& r);
-  std::string scalekv_fields_json(const Job& job, const EngineResult* r) const;
+  nlohmann::json scalekv_fields(const Job& job, const EngineResult& r) const;  // the answer's scalekv object
+  std::shared_ptr<Job> take_job(int64_t id);  // removes and returns it (null: answered already)
+  EngineRequest warmup_request(int replica) const;
 
   ServeOptions opt_;
   ModelInfo model_;
