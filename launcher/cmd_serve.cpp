@@ -87,9 +87,7 @@ void run_serve_command(ServeArgs& a) {
   topo.backend = ctx.backend;
   topo.tp = ctx.tp.get();
   topo.control = ctx.tp_host ? ctx.tp_host.get() : ctx.tp.get();
-  topo.world = ctx.world.get();
   topo.world_rank = ctx.world_rank;
-  topo.replica = ctx.replica;
   topo.replicas = ctx.replicas;
   run_serve(topo, family, info, opt, eo);
 }

@@ -26,6 +26,10 @@
 
 namespace skv {
 
+// A replica's gauges travel in its STATS messages (nlohmann's to_json/from_json, found by ADL in skv).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ReplicaGauges, running, waiting, kv_used, kv_reserved, kv_capacity, kv_peak,
+                                   images, comm_seconds)
+
 namespace {
 
 using json = nlohmann::json;
@@ -74,24 +78,6 @@ ReplicaGauges engine_gauges(const Engine& e, int64_t images) {
   g.kv_peak = s.kv_peak_bytes;
   g.images = images;
   g.comm_seconds = s.comm_seconds;
-  return g;
-}
-
-json gauges_json(const ReplicaGauges& g) {
-  return {{"running", g.running}, {"waiting", g.waiting}, {"kv_used", g.kv_used}, {"kv_reserved", g.kv_reserved},
-          {"kv_capacity", g.kv_capacity}, {"kv_peak", g.kv_peak}, {"images", g.images}, {"comm", g.comm_seconds}};
-}
-
-ReplicaGauges gauges_of(const json& j) {
-  ReplicaGauges g;
-  g.running = j.at("running");
-  g.waiting = j.at("waiting");
-  g.kv_used = j.at("kv_used");
-  g.kv_reserved = j.at("kv_reserved");
-  g.kv_capacity = j.at("kv_capacity");
-  g.kv_peak = j.at("kv_peak");
-  g.images = j.at("images");
-  g.comm_seconds = j.at("comm");
   return g;
 }
 
@@ -329,7 +315,7 @@ void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo&
             break;
           }
           case STATS:
-            remotes[static_cast<size_t>(r - 1)]->update(gauges_of(h.at("gauges")), h.at("submitted"));
+            remotes[static_cast<size_t>(r - 1)]->update(h.at("gauges").get<ReplicaGauges>(), h.at("submitted"));
             for (double s : h.at("steps")) fe->step(r, s);
             break;
           case REFUSED: fe->refused(r, h.at("id"), h.at("why")); break;
@@ -393,7 +379,7 @@ void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo&
             std::lock_guard<std::mutex> lk(steps_mu);
             s.swap(steps);
           }
-          lt->send(0, STATS, pack({{"gauges", gauges_json(engine_gauges(engine, images))}, {"submitted", submitted.load()},
+          lt->send(0, STATS, pack({{"gauges", engine_gauges(engine, images)}, {"submitted", submitted.load()},
                                    {"steps", s}}));
         });
     lt->start();

@@ -9,14 +9,13 @@
 
 namespace skv {
 
-// This rank's place in the job (launcher/context.h makes it): its TP group, the host communicator of that
-// group (the same object on CPU), every rank of the job (null in a one-process run).
+// This rank's place in the job (launcher/context.h makes it): its TP group and the host communicator of
+// that group (the same object on CPU); replicas are blocks of tp ranks of the world.
 struct ServeTopology {
   Backend* backend = nullptr;
   Communicator* tp = nullptr;
   Communicator* control = nullptr;
-  Communicator* world = nullptr;
-  int world_rank = 0, replica = 0, replicas = 1;
+  int world_rank = 0, replicas = 1;
 };
 
 // Call first thing (before loading the model): a drain signal (SIGTERM, SIGUSR1) that arrives before the
