@@ -93,7 +93,6 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     std::lock_guard<std::mutex> lk(mu_);
     on_gone_ = std::move(fn);
   }
-  bool disconnected() const override { return gone_; }
   void post(std::function<void()> fn) override { net::post(sock_.get_executor(), std::move(fn)); }
 
  private:
@@ -403,9 +402,5 @@ void HttpServer::stop(double grace_s) {
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
 }
-
-void HttpServer::post(std::function<void()> fn) { net::post(impl_->ioc, std::move(fn)); }
-
-int64_t HttpServer::connections() const { return impl_->sh->connections; }
 
 }  // namespace skv

@@ -41,7 +41,6 @@ class HttpExchange {
   // Called once, on an I/O thread, if the client goes away before the answer is complete (it closed the
   // connection while waiting, or a write failed). Set it before the exchange can be answered.
   virtual void on_disconnect(std::function<void()> fn) = 0;
-  virtual bool disconnected() const = 0;
   // Runs fn on this connection's strand, after what was posted before: a job's previews and final image
   // are encoded and sent in order.
   virtual void post(std::function<void()> fn) = 0;
@@ -67,10 +66,6 @@ class HttpServer {
   void on_signals(const std::vector<int>& signals, std::function<void(int)> fn);
   // Stops the I/O threads (after giving open writes up to `grace_s` to finish) and joins them.
   void stop(double grace_s = 1.0);
-  // Runs fn on an I/O thread (work that must not hold up the caller: encoding an image).
-  void post(std::function<void()> fn);
-  // Connections open now.
-  int64_t connections() const;
 
  private:
   struct Impl;
