@@ -107,11 +107,15 @@ Engine::Engine(EngineFamily& family, Backend& backend, Communicator& group, Comm
             control_.size(), group_.rank(), group_.size());
   be_.allocator().reset_peaks();
   kv_before_ = be_.allocator().stats().cur(MemCategory::KV);
-  comm_before_ = group_.seconds_in_collectives() + (&control_ != &group_ ? control_.seconds_in_collectives() : 0.0);
+  comm_before_ = comm_seconds();
   stats_.kv_cap_bytes = opt.limits.kv_cap_bytes;
 }
 
 Engine::~Engine() = default;
+
+double Engine::comm_seconds() const {  // the group's collectives, and the plans' when they travel apart
+  return group_.seconds_in_collectives() + (&control_ != &group_ ? control_.seconds_in_collectives() : 0.0);
+}
 
 void Engine::submit(EngineRequest r) {
   SKV_CHECK(group_.rank() == 0, "internal: requests are submitted on rank 0 of the group");
@@ -401,8 +405,7 @@ void Engine::run(const std::function<void(EngineResult&&)>& on_done) {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stats_.kv_used_bytes = be_.allocator().stats().cur(MemCategory::KV) - kv_before_;
-      stats_.comm_seconds = group_.seconds_in_collectives() +
-                            (&control_ != &group_ ? control_.seconds_in_collectives() : 0.0) - comm_before_;
+      stats_.comm_seconds = comm_seconds() - comm_before_;
     }
     collective_keepalive();
     if (opt_.on_progress) {

@@ -170,6 +170,7 @@ class Engine {
   void step(const std::function<void(EngineResult&&)>& on_done);
   void broadcast_plan(Plan& plan);
   void gather_images(const Flight& f, EngineResult& r);  // every rank: the request's 8-bit images
+  double comm_seconds() const;  // this rank's seconds in collectives so far
 
   EngineFamily& family_;
   Backend& be_;
