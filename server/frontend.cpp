@@ -186,13 +186,13 @@ void Frontend::handle(const HttpRequest& req, std::shared_ptr<HttpExchange> ex) 
                                                  "/v1/models, /health, /ready, /metrics and / (the web page)", path)));
 }
 
-int Frontend::pick_replica(const EngineRequest&) {
+int Frontend::pick_replica(const std::vector<ReplicaGauges>& gauges) {
   // The replica that can admit it soonest: the fewest requests queued, then the least KV reserved (as a
   // share of its cap). Replicas are alike, so their queues drain at the same pace.
   int best = 0;
   double best_key = 0;
-  for (size_t i = 0; i < replicas_.size(); ++i) {
-    const ReplicaGauges g = replicas_[i]->gauges();
+  for (size_t i = 0; i < gauges.size(); ++i) {
+    const ReplicaGauges& g = gauges[i];
     const double key = static_cast<double>(g.waiting) +
                        (g.kv_capacity > 0 ? static_cast<double>(g.kv_reserved) / static_cast<double>(g.kv_capacity) : 0.0);
     if (i == 0 || key < best_key) {
@@ -234,8 +234,12 @@ void Frontend::generate(const HttpRequest& req, std::shared_ptr<HttpExchange> ex
                                                      : "the server is shutting down and takes no new requests",
                                     "server_error"));
   }
+  std::vector<ReplicaGauges> gauges;  // read once: the queue bound and the choice of replica
   int64_t waiting = 0;
-  for (auto* r : replicas_) waiting += r->gauges().waiting;
+  for (auto* r : replicas_) {
+    gauges.push_back(r->gauges());
+    waiting += gauges.back().waiting;
+  }
   if (waiting >= opt_.max_queue) {
     metrics_.rejected("queue_full");
     HttpResponse res = error_response(req, 429, fmt::format("the queue is full ({} requests waiting, --max-queue {}); "
@@ -247,7 +251,7 @@ void Frontend::generate(const HttpRequest& req, std::shared_ptr<HttpExchange> ex
   }
   job->id = next_id_++;
   er.id = job->id;
-  job->replica = pick_replica(er);
+  job->replica = pick_replica(gauges);
   std::string why;
   try {
     why = replicas_[static_cast<size_t>(job->replica)]->never_fits(er);  // builds the policy: checks the budget

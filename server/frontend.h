@@ -78,7 +78,7 @@ class Frontend {
   void cancel_job(int64_t id, const std::string& cause);
   void maybe_close_engines();
   void answer_error(const Job& job, const std::string& message);  // 503, or an error event on a stream  // draining and nothing left: close them (once)
-  int pick_replica(const EngineRequest& r);
+  int pick_replica(const std::vector<ReplicaGauges>& gauges);
   nlohmann::json scalekv_fields(const Job& job, const EngineResult& r) const;  // the answer's scalekv object
   std::shared_ptr<Job> take_job(int64_t id);  // removes and returns it (null: answered already)
   EngineRequest warmup_request(int replica) const;
