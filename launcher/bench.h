@@ -32,7 +32,10 @@ struct BenchArgs {
 
 std::string machine_description();  // CPU model, cores, BLAS, build type
 double median(std::vector<double> v);
-// Best-of-N single-precision GEMM throughput of this machine's BLAS (GFLOP/s) for an n x n x n product.
-double measure_sgemm_gflops(int n, int repeats);
+// Best-of-N throughput (GFLOP/s) of an n x n x n product through the backend's own linear(), with the
+// weights in `w_dtype` (on the CPU: oneDNN's F32 kernels, or its bf16 kernels for BF16 weights).
+double measure_gemm_gflops(Backend& be, DType w_dtype, int n, int repeats);
+// The same through OpenBLAS's cblas_sgemm on every core (what Debian's PyTorch calls for F.linear).
+double measure_openblas_sgemm_gflops(int n, int repeats);
 
 }  // namespace skv

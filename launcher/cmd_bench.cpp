@@ -1,7 +1,8 @@
 // cmd_bench.cpp - `scalekv bench`: wall time per scale, total, decoder, and peak memory per category
 // for a model (random weights unless --weights/--vae are given), for each batch size, median of
-// --repeats runs. In the same run it measures this machine's sgemm throughput and reports how far
-// the transformer is from the time its GEMM + attention FLOPs would take at that peak. Infinity
+// --repeats runs. In the same run it measures this machine's GEMM peak (F32, BF16 where the backend runs it,
+// and OpenBLAS's sgemm) and reports the share of the compute dtype's peak that the transformer's GEMM +
+// attention FLOPs reach. Infinity
 // configs (e.g. configs/infinity-2b.json, --resolution 512 --depth 4) go to bench_infinity.h.
 // `bench fidelity` (or `bench --fidelity`) and `bench kv-memory` (`--kv-memory`) run the KV-cache
 // benchmarks of bench_fidelity.h and bench_kv_memory.h; `bench serve` replays arrivals against the engine
@@ -122,7 +123,14 @@ void run_bench(const BenchArgs& a) {
   const VQVAE& vae = *loaded->vae;
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule(), cfg.kv_window});
-  const double gflops = measure_sgemm_gflops(2048, 3);
+  // GEMM peaks measured in this run: the backend's F32 and (where it runs them) BF16 kernels, and
+  // OpenBLAS's sgemm (PyTorch's F.linear on Debian). The transformer is compared with the peak of the
+  // dtype it computes in.
+  const bool bf16 = be.compute_dtype() == DType::BF16;
+  const double peak_f32 = measure_gemm_gflops(be, DType::F32, 2048, 3);
+  const double peak_bf16 = be.compute_dtype_supported(DType::BF16) ? measure_gemm_gflops(be, DType::BF16, 2048, 3) : 0;
+  const double peak_openblas = be.device() == Device::CPU ? measure_openblas_sgemm_gflops(2048, 3) : 0;
+  const double gflops = bf16 ? peak_bf16 : peak_f32;
   std::unique_ptr<CudaBenchReport> gpu;  // GPU-only figures: kernel times, attention bandwidth, GEMM vs cuBLAS peak
   if (be.device() == Device::CUDA) gpu = std::make_unique<CudaBenchReport>(be.weight_dtype());
 
@@ -170,15 +178,18 @@ void run_bench(const BenchArgs& a) {
   out(fmt::format("- model: depth {}, width {}, heads {}, {} scales ({} tokens), {}x{} images, KV policy {}, "
                   "tp {}\n", cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.patch_nums.size(), cfg.schedule().total(),
                   cfg.image_size, cfg.image_size, policy->name(), ctx.tp->size()));
-  out(fmt::format("- median of {} runs after {} warm-up; weights ready in {:.1f} s; sgemm peak measured in this run "
-                  "(2048^3): {:.1f} GFLOP/s\n\n", a.repeats, a.warmup, load_s, gflops));
-  out("| batch (x2 CFG) | total s | transformer s | decoder s | s / image | transformer GFLOP | at sgemm peak s | "
-      "transformer / peak time |\n|---|---|---|---|---|---|---|---|\n");
+  out(fmt::format("- compute dtype {}, linear weights {}; median of {} runs after {} warm-up; weights ready in {:.1f} s\n",
+                  dtype_name(be.compute_dtype()), dtype_name(be.weight_dtype()), a.repeats, a.warmup, load_s));
+  out(fmt::format("- GEMM peaks measured in this run (2048^3, best of 3): {} F32 {:.1f} GFLOP/s{}{}\n\n", be.name(),
+                  peak_f32, peak_bf16 > 0 ? fmt::format(", {} BF16 {:.1f} GFLOP/s", be.name(), peak_bf16) : "",
+                  peak_openblas > 0 ? fmt::format(", OpenBLAS sgemm {:.1f} GFLOP/s", peak_openblas) : ""));
+  out(fmt::format("| batch (x2 CFG) | total s | transformer s | decoder s | s / image | transformer GFLOP | at {} peak s | "
+                  "share of peak |\n|---|---|---|---|---|---|---|---|\n", dtype_name(be.compute_dtype())));
   for (const auto& r : rows) {
     const double fl = var_flops(cfg, r.batch) / 1e9;
     const double t = median(r.transformer);
-    out(fmt::format("| {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.3f} | {:.2f}x |\n", r.batch, median(r.total),
-                    t, median(r.decode), median(r.total) / r.batch, fl, fl / gflops, t / (fl / gflops)));
+    out(fmt::format("| {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.3f} | {:.0f} % |\n", r.batch, median(r.total),
+                    t, median(r.decode), median(r.total) / r.batch, fl, fl / gflops, 100 * (fl / gflops) / t));
   }
   out("\nPer-scale transformer time (median, ms; includes sampling and the next-scale input):\n\n| scale | tokens |");
   for (const auto& r : rows) out(fmt::format(" batch {} |", r.batch));

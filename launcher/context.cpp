@@ -41,6 +41,18 @@ Backend& rank_backend(const std::string& device, int gpu) {
   return be;
 }
 
+// --weight-dtype and --compute-dtype onto the backend (one backend per process: both are always set).
+void apply_dtypes(Backend& be, const ContextArgs& a) {
+  const DType wdt = dtype_from_cli(a.weight_dtype), cdt = dtype_from_cli(a.compute_dtype);
+  SKV_CHECK(cdt == DType::F32 || cdt == DType::BF16, "--compute-dtype {}: use f32 or bf16", a.compute_dtype);
+  SKV_CHECK(cdt == DType::F32 || wdt != DType::F16,
+            "--compute-dtype bf16 keeps the linear weights in bf16; it cannot be combined with --weight-dtype {}",
+            a.weight_dtype);
+  be.set_compute_dtype(DType::F32);
+  be.set_weight_dtype(wdt);
+  if (cdt != DType::F32) be.set_compute_dtype(cdt);
+}
+
 }  // namespace
 
 void add_context_options(CLI::App* cmd, ContextArgs& a) {
@@ -49,6 +61,10 @@ void add_context_options(CLI::App* cmd, ContextArgs& a) {
                   "replicas)")->capture_default_str();
   cmd->add_option("--weight-dtype", a.weight_dtype,
                   "Linear-layer weights on the device: f32 (parity with the goldens), bf16 or f16 (FP32 accumulation)")
+      ->capture_default_str();
+  cmd->add_option("--compute-dtype", a.compute_dtype,
+                  "Inputs of linear layers (and CPU convolutions): f32 (parity with the goldens) or bf16 (F32 "
+                  "accumulation, bf16 weights; on the CPU needs avx512_bf16)")
       ->capture_default_str();
 }
 
@@ -69,7 +85,7 @@ RunContext make_context(const ContextArgs& a) {
       cuda_use_device(c.device);
     }
     c.backend = &rank_backend(a.device, c.device);
-    c.backend->set_weight_dtype(dtype_from_cli(a.weight_dtype));  // one-process runs honour it too
+    apply_dtypes(*c.backend, a);  // one-process runs honour them too
     c.tp = make_local_communicator();
     return c;
   }
@@ -87,7 +103,7 @@ RunContext make_context(const ContextArgs& a) {
     cuda_use_device(c.device);
   }
   c.backend = &rank_backend(a.device, c.device);
-  c.backend->set_weight_dtype(dtype_from_cli(a.weight_dtype));
+  apply_dtypes(*c.backend, a);
   c.world = make_mpi_world_communicator();
   std::unique_ptr<Communicator> group = c.world->split(p.replica, p.tp_rank);
   if (a.device == "cuda" && p.tp > 1) {

@@ -21,8 +21,9 @@ struct ContextArgs {
   std::string device = "cpu";
   int tp = 1;
   std::string weight_dtype = "f32";  // Linear weights on the device: f32 (parity), bf16 or f16
+  std::string compute_dtype = "f32"; // Inputs of linear layers and (CPU) convolutions: f32 (parity) or bf16
 };
-void add_context_options(CLI::App* cmd, ContextArgs& a);  // --device, --tp, --weight-dtype
+void add_context_options(CLI::App* cmd, ContextArgs& a);  // --device, --tp, --weight-dtype, --compute-dtype
 
 struct RunContext {
   Backend* backend = nullptr;

@@ -80,6 +80,15 @@ class Backend {
   // weight bytes (on CUDA: tensor-core GEMMs, activations rounded to that dtype, FP32 accumulation).
   void set_weight_dtype(DType dt);
   DType weight_dtype() const { return weight_dtype_; }
+  // Dtype the products of linear layers (and, on the CPU, convolutions) take their inputs in: F32, the
+  // default and the golden path, or BF16: inputs rounded to bf16, F32 accumulation, linear weights kept
+  // in BF16 (set_weight_dtype(BF16) follows). Both backends meet that contract: CUDA's tensor-core GEMMs
+  // for bf16 weights, the CPU's oneDNN bf16 kernels, which need avx512_bf16 (the CPU backend fails
+  // naming the missing instruction set). CUDA's convolutions stay F32.
+  void set_compute_dtype(DType dt);
+  DType compute_dtype() const { return compute_dtype_; }
+  // Whether this backend (on this machine) runs `dt` products; `why` gets what is missing when not.
+  virtual bool compute_dtype_supported(DType dt, std::string* why = nullptr) const;
 
   // y[M,N] = x[M,K] . w[N,K]^T (+ bias[N]). x, y F32; w F32/F16/BF16.
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) = 0;
@@ -152,6 +161,7 @@ class Backend {
 
  private:
   DType weight_dtype_ = DType::F32;
+  DType compute_dtype_ = DType::F32;
 };
 
 // The CPU reference backend (OpenBLAS + OpenMP); one per process.

@@ -16,7 +16,8 @@ done
 
 pkgs=(
   build-essential cmake ninja-build pkg-config git
-  libopenblas-dev libopenblas0-pthread     # CPU GEMM (and the BLAS Debian's PyTorch calls)
+  libopenblas-dev libopenblas0-pthread     # attention's GEMMs on the CPU (and the BLAS Debian's PyTorch calls)
+  libdnnl-dev ocl-icd-opencl-dev           # oneDNN: CPU linear layers and convolutions, F32 and BF16 (its CMake config needs OpenCL)
   libopenmpi-dev openmpi-bin               # MPI communicator, mpirun
   slurm-wlm munge procps                   # the one-node Slurm test (scripts/slurm/local_cluster_test.sh)
   nlohmann-json3-dev libcli11-dev libfmt-dev   # configs and JSON, the CLI, formatting

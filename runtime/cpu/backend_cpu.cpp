@@ -1,11 +1,11 @@
-// backend_cpu.cpp - the reference backend: OpenBLAS for matrix products, OpenMP loops for the rest.
-// Every op follows PyTorch's float32 CPU definition (interpolation index/weight rules, biased variance
-// in the norms, GELU-tanh), because the goldens were produced by PyTorch on a CPU. Attention works in
-// query chunks so the score matrix never exceeds kAttnChunk x keys floats.
-// Threads: ONE pool. OpenBLAS is set to one thread and every matrix product is split across OpenMP
-// threads here (column/row blocks, (row, head, query-chunk) tiles, conv pixel blocks). With OpenBLAS's
-// own pthreads next to the OpenMP workers, each pool spun while the other worked and a 2-core run of
-// Infinity took twice as long.
+// backend_cpu.cpp - the reference backend: oneDNN for linear layers and convolutions (runtime/cpu/onednn.h
+// says why), OpenBLAS for attention's small per-tile products, OpenMP loops for the rest. Every op follows
+// PyTorch's float32 CPU definition (interpolation index/weight rules, biased variance in the norms,
+// GELU-tanh), because the goldens were produced by PyTorch on a CPU. Attention works in query chunks so
+// the score matrix never exceeds kAttnChunk x keys floats.
+// Threads: ONE pool. OpenBLAS is set to one thread and called once per OpenMP tile; oneDNN runs on the
+// same OpenMP runtime. With OpenBLAS's own pthreads next to the OpenMP workers, each pool spun while the
+// other worked and a 2-core run of Infinity took twice as long.
 #include <cblas.h>
 #include <omp.h>
 
@@ -17,6 +17,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/check.h"
+#include "runtime/cpu/onednn.h"
 #include "runtime/cuda/kernel_math.h"  // host-compatible: the CUDA kernels' limits, checked in debug builds
 #include "runtime/hostdevice.h"
 
@@ -43,6 +44,20 @@ void Backend::set_weight_dtype(DType dt) {
   weight_dtype_ = dt;
 }
 
+bool Backend::compute_dtype_supported(DType dt, std::string* why) const {
+  if (dt == DType::F32 || dt == DType::BF16) return true;
+  if (why) *why = fmt::format("a {} compute path (use f32 or bf16)", dtype_name(dt));
+  return false;
+}
+
+void Backend::set_compute_dtype(DType dt) {
+  std::string missing;
+  SKV_CHECK(compute_dtype_supported(dt, &missing), "compute dtype {} on the {} backend needs {}, which this machine lacks; "
+            "use --compute-dtype f32", dtype_name(dt), name(), missing);
+  compute_dtype_ = dt;
+  if (dt == DType::BF16) set_weight_dtype(DType::BF16);
+}
+
 Tensor Backend::zeros(const Shape& shape, DType dt, MemCategory cat) {
   Tensor t = empty(shape, dt, cat);
   fill(t, 0.0f);
@@ -67,33 +82,6 @@ void Backend::select_kept(const Tensor&, const KeepSpec&, Tensor&) {
 namespace {
 
 constexpr int64_t kAttnChunk = 256;
-
-// C[M,N] (ldc) = alpha * A[M,K] (lda) * op(B) + beta * C, op(B) = B^T ([N,K], ldb) or B ([K,N], ldb),
-// split into contiguous column (or, when M > N, row) blocks, one single-threaded OpenBLAS call per
-// OpenMP thread. Each output element is the same K-long product whatever the split.
-void gemm(bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
-          int64_t ldb, float beta, float* C, int64_t ldc) {
-  const int T = omp_in_parallel() ? 1 : omp_get_max_threads();
-  auto call = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    if (m1 <= m0 || n1 <= n0) return;
-    const float* b = trans_b ? B + n0 * ldb : B + n0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m1 - m0),
-                static_cast<int>(n1 - n0), static_cast<int>(K), alpha, A + m0 * lda, static_cast<int>(lda), b,
-                static_cast<int>(ldb), beta, C + m0 * ldc + n0, static_cast<int>(ldc));
-  };
-  if (T <= 1 || 2.0 * static_cast<double>(M) * N * K < 2e6) return call(0, M, 0, N);
-  const bool by_cols = N >= M;
-  const int64_t len = by_cols ? N : M;
-  const int64_t blk = ((len + T - 1) / T + 15) / 16 * 16;
-#pragma omp parallel for schedule(static)
-  for (int t = 0; t < T; ++t) {
-    const int64_t a = std::min(len, t * blk), b = std::min(len, (t + 1) * blk);
-    if (by_cols)
-      call(0, M, a, b);
-    else
-      call(a, b, 0, N);
-  }
-}
 
 void check_f32(const Tensor& t, const char* what) {
   SKV_CHECK(t.defined() && t.dtype() == DType::F32 && t.device() == Device::CPU, "{}: expected a host F32 tensor, got {}",
@@ -135,6 +123,16 @@ class CpuBackend final : public Backend {
     }
   }
 
+  bool compute_dtype_supported(DType dt, std::string* why) const override {
+    if (!Backend::compute_dtype_supported(dt, why)) return false;
+    if (onednn::native(dt, why)) return true;
+    if (why) *why += fmt::format(" (oneDNN runs {} here)", onednn::isa());
+    return false;
+  }
+
+  // oneDNN's matmul (runtime/cpu/onednn.h): F32 weights in F32; BF16 weights with the inputs rounded to
+  // bf16 where the CPU has bf16 instructions (the contract of CUDA's tensor-core path), else the
+  // weights widened to F32 per call; F16 weights widened per call.
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y) override {
     check_f32(x, "linear x");
     check_f32(y, "linear y");
@@ -143,23 +141,26 @@ class CpuBackend final : public Backend {
     SKV_CHECK(x.dim(-1) == K && y.dim(-1) == N && x.numel() / K == y.numel() / N, "linear: x {} w {} y {}",
               x.describe(), w.describe(), y.describe());
     const int64_t M = x.numel() / K;
-    Tensor w32 = w.dtype() == DType::F32 ? w : w.to_f32(MemCategory::Workspace);
-    float* yp = y.f32();
-    if (M > 0 && N > 0) {
-      if (K == 0) {
-        std::fill(yp, yp + M * N, 0.0f);
-      } else {
-        gemm(true, M, N, K, 1.0f, x.f32(), K, w32.f32(), K, 0.0f, yp, N);
-      }
-    }
     if (bias) {
       check_f32(*bias, "linear bias");
       SKV_CHECK(bias->numel() == N, "linear: bias {} for N={}", bias->describe(), N);
-      const float* b = bias->f32();
-#pragma omp parallel for if (M * N > 65536)
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = 0; n < N; ++n) yp[m * N + n] += b[n];
     }
+    if (M == 0 || N == 0) return;
+    float* yp = y.f32();
+    if (K == 0) {
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) yp[m * N + n] = bias ? bias->f32()[n] : 0.0f;
+      return;
+    }
+    const float* bp = bias ? bias->f32() : nullptr;
+    if (w.dtype() == DType::BF16 && bf16_native()) {
+      Tensor xb = Tensor::empty({M, K}, DType::BF16, MemCategory::Workspace);
+      onednn::to_bf16(x.f32(), xb.data<uint16_t>(), M * K);
+      onednn::matmul(DType::BF16, M, N, K, xb.raw(), w.raw(), bp, yp);
+      return;
+    }
+    Tensor w32 = w.dtype() == DType::F32 ? w : w.to_f32(MemCategory::Workspace);
+    onednn::matmul(DType::F32, M, N, K, x.f32(), w32.f32(), bp, yp);
   }
 
   void layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& y) override {
@@ -611,61 +612,24 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // oneDNN's convolution (runtime/cpu/onednn.h), in the compute dtype.
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int stride, int pad, Tensor& y) override {
     check_f32(x, "conv2d x");
+    check_f32(y, "conv2d y");
     const int64_t N = x.dim(0), Ci = x.dim(1), H = x.dim(2), W = x.dim(3);
     const int64_t Co = w.dim(0), kh = w.dim(2), kw = w.dim(3);
     SKV_CHECK(w.dim(1) == Ci, "conv2d: weight {} for input {}", w.describe(), x.describe());
     const int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
     SKV_CHECK(y.dim(0) == N && y.dim(1) == Co && y.dim(2) == Ho && y.dim(3) == Wo, "conv2d: output {} expected [{}, {}, {}, {}]",
               y.describe(), N, Co, Ho, Wo);
-    Tensor w32 = w.dtype() == DType::F32 ? w : w.to_f32(MemCategory::Workspace);
-    const int64_t Kc = Ci * kh * kw, P = Ho * Wo;
-    const bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
-    // Output pixels in blocks: each block gathers its own im2col columns (at most ~8 MiB) and runs one
-    // single-threaded GEMM, so the workspace stays small and the blocks run in parallel.
-    const int64_t pb = std::max<int64_t>(64, std::min<int64_t>(P, (int64_t{2} << 20) / std::max<int64_t>(Kc, 1)));
-    const int64_t nblk = (P + pb - 1) / pb;
-    const float* wp = w32.f32();
-    for (int64_t n = 0; n < N; ++n) {
-      const float* xp = x.f32() + n * Ci * H * W;
-      float* yp = y.f32() + n * Co * P;
-      if (direct) {
-        gemm(false, Co, P, Kc, 1.0f, wp, Kc, xp, P, 0.0f, yp, P);
-      } else {
-#pragma omp parallel if (nblk > 1)
-        {
-          Tensor col = Tensor::empty({Kc, pb}, DType::F32, MemCategory::Workspace);
-          float* c = col.f32();
-#pragma omp for schedule(dynamic)
-          for (int64_t blk = 0; blk < nblk; ++blk) {
-            const int64_t p0 = blk * pb, np = std::min(pb, P - p0);
-            for (int64_t k = 0; k < Kc; ++k) {
-              const int64_t ci = k / (kh * kw), dy = (k / kw) % kh, dx = k % kw;
-              float* row = c + k * np;
-              int64_t oy = p0 / Wo, ox = p0 % Wo;
-              for (int64_t j = 0; j < np; ++j) {
-                const int64_t iy = oy * stride - pad + dy, ix = ox * stride - pad + dx;
-                row[j] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? xp[(ci * H + iy) * W + ix] : 0.0f;
-                if (++ox == Wo) {
-                  ox = 0;
-                  ++oy;
-                }
-              }
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(Co), static_cast<int>(np),
-                        static_cast<int>(Kc), 1.0f, wp, static_cast<int>(Kc), c, static_cast<int>(np), 0.0f, yp + p0,
-                        static_cast<int>(P));
-          }
-        }
-      }
-      if (b) {
-        const float* bp = b->f32();
-#pragma omp parallel for if (Co * P > 65536)
-        for (int64_t co = 0; co < Co; ++co)
-          for (int64_t p = 0; p < P; ++p) yp[co * P + p] += bp[co];
-      }
+    if (b) {
+      check_f32(*b, "conv2d bias");
+      SKV_CHECK(b->numel() == Co, "conv2d: bias {} for {} channels", b->describe(), Co);
     }
+    if (N == 0) return;
+    Tensor wc = w.dtype() == DType::F32 || w.dtype() == DType::BF16 ? w : w.to_f32(MemCategory::Workspace);
+    onednn::conv2d(compute_dtype(), N, Ci, H, W, Co, kh, kw, stride, pad, x.f32(), wc.raw(), wc.dtype(),
+                   b ? b->f32() : nullptr, y.f32(), Ho, Wo);
   }
 
   void group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps, Tensor& y) override {
@@ -762,6 +726,11 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  static bool bf16_native() {
+    static const bool ok = onednn::native(DType::BF16);
+    return ok;
+  }
+
   static void softmax_row(float* p, int64_t n) {
     if (n == 0) return;
     float mx = -std::numeric_limits<float>::infinity();

@@ -216,6 +216,74 @@ TEST(CpuOps, Conv2dMatchesNaive) {
   }
 }
 
+// --compute-dtype bf16: linear (bf16 weights) and conv2d round both inputs to bf16 and accumulate in F32.
+// Checked tightly against a double-precision product of the rounded inputs, and against F32 within
+// bf16's tolerance. Skipped where the CPU has no bf16 instructions (the backend refuses the dtype there).
+TEST(CpuOps, Bf16LinearAndConvRoundInputsAndAccumulateInF32) {
+  std::string missing;
+  if (!be().compute_dtype_supported(DType::BF16, &missing)) GTEST_SKIP() << "this CPU lacks " << missing;
+  struct Restore {
+    ~Restore() {
+      be().set_compute_dtype(DType::F32);
+      be().set_weight_dtype(DType::F32);
+    }
+  } restore;
+  be().set_compute_dtype(DType::BF16);
+  auto r = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
+
+  // Linear, M across oneDNN's small- and large-row kernels, K not a multiple of the blocking.
+  for (int M : {1, 37, 300}) {
+    const int K = 200, N = 48;
+    Tensor x = randn({M, K}, 40), w = randn({N, K}, 41), b = randn({N}, 42);
+    Tensor wb = Tensor::empty({N, K}, DType::BF16);
+    for (int i = 0; i < N * K; ++i) wb.data<uint16_t>()[i] = f32_to_bf16(w.f32()[i]);
+    Tensor y = Tensor::empty({M, N});
+    be().linear(x, wb, &b, y);
+    double err_rounded = 0, err_f32 = 0;
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) {
+        double sr = b.f32()[n], sf = b.f32()[n];
+        for (int k = 0; k < K; ++k) {
+          sr += static_cast<double>(r(x.f32()[m * K + k])) * r(w.f32()[n * K + k]);
+          sf += static_cast<double>(x.f32()[m * K + k]) * w.f32()[n * K + k];
+        }
+        err_rounded = std::max(err_rounded, std::fabs(y.f32()[m * N + n] - sr));
+        err_f32 = std::max(err_f32, std::fabs(y.f32()[m * N + n] - sf));
+      }
+    EXPECT_LT(err_rounded, 1e-4) << "M=" << M << ": not an F32 accumulation of bf16-rounded inputs";
+    EXPECT_LT(err_f32, 0.25) << "M=" << M;  // K=200 unit normals: sum ~ 14, bf16 relative 2^-9 per input
+    EXPECT_GT(err_f32, 1e-4) << "M=" << M << ": the inputs were not rounded to bf16";
+  }
+
+  // Conv2d (F32 weights rounded on the fly), 3x3 and 1x1, stride 1 and 2.
+  for (int ks : {1, 3}) {
+    for (int stride : {1, 2}) {
+      const int N = 2, Ci = 19, Co = 20, H = 9, W = 7, pad = ks / 2;
+      Tensor x = randn({N, Ci, H, W}, 43), w = randn({Co, Ci, ks, ks}, 44), b = randn({Co}, 45);
+      const int Ho = (H + 2 * pad - ks) / stride + 1, Wo = (W + 2 * pad - ks) / stride + 1;
+      Tensor y = Tensor::empty({N, Co, Ho, Wo});
+      be().conv2d(x, w, &b, stride, pad, y);
+      double err_rounded = 0;
+      for (int n = 0; n < N; ++n)
+        for (int co = 0; co < Co; ++co)
+          for (int oy = 0; oy < Ho; ++oy)
+            for (int ox = 0; ox < Wo; ++ox) {
+              double s = b.f32()[co];
+              for (int ci = 0; ci < Ci; ++ci)
+                for (int dy = 0; dy < ks; ++dy)
+                  for (int dx = 0; dx < ks; ++dx) {
+                    const int iy = oy * stride - pad + dy, ix = ox * stride - pad + dx;
+                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                    s += static_cast<double>(r(x.f32()[((n * Ci + ci) * H + iy) * W + ix])) *
+                         r(w.f32()[((co * Ci + ci) * ks + dy) * ks + dx]);
+                  }
+              err_rounded = std::max(err_rounded, std::fabs(y.f32()[((n * Co + co) * Ho + oy) * Wo + ox] - s));
+            }
+      EXPECT_LT(err_rounded, 1e-4) << "conv " << ks << "x" << ks << " stride " << stride;
+    }
+  }
+}
+
 TEST(CpuOps, GroupNormMatchesNaive) {
   const int N = 2, C = 64, HW = 5;
   Tensor x = randn({N, C, 1, HW}, 40, 3.0f), w = randn({C}, 41), b = randn({C}, 42);
