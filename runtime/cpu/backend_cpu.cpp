@@ -52,8 +52,8 @@ bool Backend::compute_dtype_supported(DType dt, std::string* why) const {
 
 void Backend::set_compute_dtype(DType dt) {
   std::string missing;
-  SKV_CHECK(compute_dtype_supported(dt, &missing), "compute dtype {} on the {} backend needs {}, which this machine lacks; "
-            "use --compute-dtype f32", dtype_name(dt), name(), missing);
+  SKV_CHECK(compute_dtype_supported(dt, &missing), "compute dtype {} on the {} backend needs {}; use --compute-dtype f32",
+            dtype_name(dt), name(), missing);
   compute_dtype_ = dt;
   if (dt == DType::BF16) set_weight_dtype(DType::BF16);
 }
@@ -125,9 +125,7 @@ class CpuBackend final : public Backend {
 
   bool compute_dtype_supported(DType dt, std::string* why) const override {
     if (!Backend::compute_dtype_supported(dt, why)) return false;
-    if (onednn::native(dt, why)) return true;
-    if (why) *why += fmt::format(" (oneDNN runs {} here)", onednn::isa());
-    return false;
+    return onednn::native(dt, why);
   }
 
   // oneDNN's matmul (runtime/cpu/onednn.h): F32 weights in F32; BF16 weights with the inputs rounded to

@@ -26,4 +26,8 @@ expect_error "--labels '3,x'" generate --model "$cfg" --weights "$w" --vae "$v" 
 expect_error "unknown device 'tpu'" generate --model "$cfg" --weights "$w" --vae "$v" --device tpu --out "$work/o"
 expect_error "no such file" generate --model "$cfg" --weights "$work/none.safetensors" --vae "$v" --out "$work/o"
 expect_error "--top-p 2 must be in \[0, 1\]" generate --model "$cfg" --weights "$w" --vae "$v" --top-p 2 --out "$work/o"
+expect_error "--compute-dtype f16: use f32 or bf16" generate --model "$cfg" --weights "$w" --vae "$v" --compute-dtype f16 --out "$work/o"
+expect_error "cannot be combined with --weight-dtype f16" generate --model "$cfg" --weights "$w" --vae "$v" --compute-dtype bf16 --weight-dtype f16 --out "$work/o"
+# A CPU without avx512_bf16, as oneDNN sees it when capped to plain AVX-512 (ONEDNN_MAX_CPU_ISA).
+ONEDNN_MAX_CPU_ISA=AVX512_CORE expect_error "needs avx512_bf16.*this CPU lacks" generate --model "$cfg" --weights "$w" --vae "$v" --compute-dtype bf16 --out "$work/o"
 [ $fails -eq 0 ] && echo "all bad-input cases give one clear line" || { echo "$fails case(s) failed"; exit 1; }
