@@ -134,9 +134,10 @@ double run_infinity_bench(const InfinityBenchOptions& o) {
     md += fmt::format("\n### scalekv Infinity: {} shape (width {}, {} heads, depth {} of {}), {}x{} (h/w {}), batch {} "
                "(+CFG: {} rows), KV policy {}\n\n", cfg.name, cfg.embed_dim, cfg.num_heads, cfg.depth, full_depth, img_w,
                img_h, o.h_div_w, B, 2 * B, policy->name());
-    md += fmt::format("machine: {}, {} OpenMP threads; backend {}; build {}; random weights ({} linear weights); text {} "
-               "tokens/prompt; median of {} run(s){}; load average at the starts: {:.1f}\n", cpu_name(), omp_get_max_threads(),
-               be.name(), build, dtype_name(be.weight_dtype()), o.text_len, o.repeats, o.warmup ? " after 1 warm-up" : "", median(loads));
+    md += fmt::format("machine: {}, {} OpenMP threads; backend {}; build {}; random weights ({} linear weights, {} "
+               "compute); text {} tokens/prompt; median of {} run(s){}; load average at the starts: {:.1f}\n", cpu_name(),
+               omp_get_max_threads(), be.name(), build, dtype_name(be.weight_dtype()), dtype_name(be.compute_dtype()),
+               o.text_len, o.repeats, o.warmup ? " after 1 warm-up" : "", median(loads));
     if (!o.command.empty()) md += fmt::format("command: `{}`\n", o.command);
     md += fmt::format("\n| scale | tokens | time (s) | CPU time, all threads (s) | KV stored after (tokens, all layers) |\n"
                "|---:|---:|---:|---:|---:|\n");

@@ -44,6 +44,7 @@ struct GenerateArgs {
   std::string out = "out";
   int batch = 0;
   std::string kv_memory;
+  bool save_tokens = false;
   ContextArgs ctx;
   KVOptions kv;
   InfinityGenerateArgs inf;
@@ -155,8 +156,9 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
     if (!out_rank) return;
     SKV_CHECK(r.height == cfg.image_size && r.width == cfg.image_size, "the decoder made {}x{} images for a {}x{} "
               "model", r.width, r.height, cfg.image_size, cfg.image_size);
-    out.write_png(fmt::format("{:04d}_c{}.png", r.id, req.labels[static_cast<size_t>(r.id)]), r.rgb[0].data(), r.width,
-                  r.height);
+    const std::string name = fmt::format("{:04d}_c{}.png", r.id, req.labels[static_cast<size_t>(r.id)]);
+    out.write_png(name, r.rgb[0].data(), r.width, r.height);
+    if (a.save_tokens) out.add_tokens(name, std::move(r.gen.tokens));
   });
   const double total_s = now_seconds() - t0;
   const EngineStats st = engine.stats();
@@ -166,12 +168,13 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
     for (int i = 0; i < n; ++i) labels[fmt::format("{:04d}_c{}.png", i, req.labels[i])] = req.labels[i];
     out.write_text("labels.json", labels.dump(1) + "\n");
   }
+  if (out_rank && a.save_tokens) out.write_tokens(ctx.replica);
   if (!out_rank || last == first) return;
   if (ctx.replicas > 1) fmt::print("replica {}/{}: images {}-{} of {}; ", ctx.replica, ctx.replicas, first, last - 1, n);
-  fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}{}; wrote {} PNGs{} to "
+  fmt::print("generated {} images ({}x{}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}{}; wrote {} PNGs{}{} to "
              "{}/\n", last - first, cfg.image_size, cfg.image_size, total_s, total_s / (last - first), dec_s, be.name(),
              ctx.tp->size() > 1 ? fmt::format(" x {} tensor-parallel ranks", ctx.tp->size()) : std::string(),
-             out.written(), ctx.replica == 0 ? " and labels.json" : "", a.out);
+             out.written(), ctx.replica == 0 ? " and labels.json" : "", a.save_tokens ? " and tokens.json" : "", a.out);
   // The full cache of the same requests in flight, as the same allocator would hold it (F32 K and V).
   EngineRequest one;
   one.labels = {0};
@@ -192,6 +195,7 @@ void run_generate(GenerateArgs& a) {
   if (family == "var" || family == "infinity") check_generate_args(a, family);
   if (family == "var") return run_generate_var(a, f);
   if (family == "infinity")
+    a.inf.save_tokens = a.save_tokens;
     return run_generate_infinity(f, a.inf, a.has("--cfg") ? a.cfg : -1, a.has("--top-k") ? a.top_k : -1,
                                  a.has("--top-p") ? a.top_p : -1, a.seed, a.out, a.has("--batch") ? a.batch : 0,
                                  a.has("--kv-memory") ? parse_byte_size(a.kv_memory, "--kv-memory") : 0, a.ctx, a.kv);
@@ -217,6 +221,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "Images per forward pass: requests in flight at once (default: all)");
   cmd->add_option("--kv-memory", a->kv_memory, "Admit requests into this much KV memory (bytes, or with "
                   "KiB/MiB/GiB; default: no cap)");
+  cmd->add_flag("--save-tokens", a->save_tokens, "Also write OUT/tokens.json: each image's sampled tokens per scale "
+                "(to compare runs, e.g. scripts/bench/quality_bf16.sh)");
   add_infinity_generate_options(cmd, a->inf);
   cmd->callback([a, cmd] {
     for (const auto* o : cmd->get_options())

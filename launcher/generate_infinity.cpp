@@ -117,8 +117,11 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
     dec_s += r.gen.decode_seconds;
     W = r.width;
     H = r.height;
-    if (out_rank) images.write_png(fmt::format("{:04d}.png", r.id), r.rgb[0].data(), W, H);
+    if (!out_rank) return;
+    images.write_png(fmt::format("{:04d}.png", r.id), r.rgb[0].data(), W, H);
+    if (a.save_tokens) images.add_tokens(fmt::format("{:04d}.png", r.id), std::move(r.gen.tokens));
   });
+  if (out_rank && a.save_tokens) images.write_tokens(ctx.replica);
   const double total_s = now_seconds() - t0;
   const EngineStats st = engine.stats();
   prog.done(fmt::format("{} images", last - first));

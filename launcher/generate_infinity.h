@@ -20,10 +20,12 @@ struct InfinityGenerateArgs {
   int resolution = -1;          // < 0: the config's sampling.resolution
   double tau = -1;              // < 0: the config's sampling.tau
   T5PromptArgs t5;              // --t5 DIR with --prompt / --prompts instead of --text-embeddings
+  bool save_tokens = false;     // generate's --save-tokens: OUT/tokens.json
 };
 void add_infinity_generate_options(CLI::App* cmd, InfinityGenerateArgs& a);
 
-// cfg / top_k / top_p < 0 take the config's defaults; kv_memory 0: no KV cap. Writes OUT/NNNN.png per prompt.
+// cfg / top_k / top_p < 0 take the config's defaults; kv_memory 0: no KV cap. Writes OUT/NNNN.png per prompt
+// (and OUT/tokens.json with a.save_tokens).
 void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, double cfg, int top_k, float top_p,
                            uint64_t seed, const std::string& out, int batch, int64_t kv_memory, const ContextArgs& ctx,
                            const KVOptions& kv);

@@ -59,4 +59,8 @@ void ImageOutput::write_text(const std::string& name, const std::string& text) {
   }
 }
 
+void ImageOutput::write_tokens(int replica) {
+  write_text(replica == 0 ? "tokens.json" : fmt::format("tokens.r{}.json", replica), tokens_.dump() + "\n");
+}
+
 }  // namespace skv

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "kvcache/policy.h"
@@ -27,12 +28,17 @@ class ImageOutput {
   void write_png(const std::string& name, const uint8_t* rgb, int w, int h);
   // Writes DIR/name (e.g. labels.json) the same way.
   void write_text(const std::string& name, const std::string& text);
+  // --save-tokens: keeps `tokens` (one image's sampled tokens per scale) under the image's file name, and
+  // write_tokens() writes them all as DIR/tokens.json (tokens.rR.json for data-parallel replica R > 0).
+  void add_tokens(const std::string& image, nlohmann::json tokens) { tokens_[image] = std::move(tokens); }
+  void write_tokens(int replica);
   int64_t written() const { return written_; }
   const std::string& dir() const { return dir_; }
 
  private:
   std::string dir_;
   int64_t expected_ = 0, written_ = 0;
+  nlohmann::json tokens_ = nlohmann::json::object();
 };
 
 }  // namespace skv

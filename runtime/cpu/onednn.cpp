@@ -100,9 +100,10 @@ void conv2d(DType in, int64_t N, int64_t Ci, int64_t H, int64_t W, int64_t Co, i
 bool native(DType in, std::string* why) {
   if (in == DType::F32) return true;
   if (in == DType::BF16) {
-    const auto isa = dnnl::get_effective_cpu_isa();
-    const bool ok = isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
-    if (!ok && why) *why = fmt::format("avx512_bf16 (AVX-512 BF16 instructions), which this CPU lacks (oneDNN runs {} here)", isa());
+    const auto have = dnnl::get_effective_cpu_isa();
+    const bool ok = have == dnnl::cpu_isa::avx512_core_bf16 || have == dnnl::cpu_isa::avx512_core_amx;
+    if (!ok && why)
+      *why = fmt::format("avx512_bf16 (AVX-512 BF16 instructions), which this CPU lacks (oneDNN runs {} here)", isa());
     return ok;
   }
   if (why) *why = fmt::format("a {} compute path (only F32 and BF16 exist on the CPU)", dtype_name(in));
