@@ -4,7 +4,8 @@
 #   scripts/bench/bench_infinity.sh [RESOLUTION] [BATCHES] [DEPTH] [REPEATS] [OUT_DIR] [CONFIG]
 # Defaults: 512, batches 1,4, depth 2 of the config's blocks (for time; 0 = all), 3 repeats after one
 # warm-up, bench-results/infinity, configs/infinity-2b.json. Random weights and random 32-token prompts,
-# CFG (2 rows per image), all cores for both sides; scalekv in F32 and with --compute-dtype bf16, PyTorch in F32. The PyTorch side
+# CFG (2 rows per image), all cores for both sides; scalekv in F32 and with --compute-dtype bf16 (skipped,
+# with the reason, on a CPU without avx512_bf16), PyTorch in F32. The PyTorch side
 # (scripts/bench/infinity_torch_ref.py, written from the architecture) keeps the full cache the way the
 # official code does (concatenated per scale). Writes OUT_DIR/infinity_bench.md.
 set -euo pipefail
@@ -22,11 +23,12 @@ warm=(--warmup 1); twarm=()
 [ "$repeats" -gt 1 ] || { warm=(--warmup 0); twarm=(--no-warmup); }
 for b in ${batches//,/ }; do
   for p in full scalekv; do
+    budget=(); [ "$p" = full ] || budget=(--kv-budget 10%)
     build/bin/scalekv bench --model "$cfg" --resolution "$res" --batch "$b" --depth "$depth" --repeats "$repeats" \
-      "${warm[@]}" --no-decode --kv-policy "$p" --kv-budget 10% --md "$out/skv_${res}_b${b}_$p.md" > /dev/null
+      "${warm[@]}" --no-decode --kv-policy "$p" "${budget[@]}" --md "$out/skv_${res}_b${b}_$p.md" > /dev/null
     # The same with --compute-dtype bf16 (skipped, with the reason, on a CPU without avx512_bf16).
     if ! build/bin/scalekv bench --model "$cfg" --resolution "$res" --batch "$b" --depth "$depth" --repeats "$repeats" \
-        "${warm[@]}" --no-decode --kv-policy "$p" --kv-budget 10% --compute-dtype bf16 \
+        "${warm[@]}" --no-decode --kv-policy "$p" "${budget[@]}" --compute-dtype bf16 \
         --md "$out/skv_${res}_b${b}_${p}_bf16.md" > /dev/null 2> "$out/bf16.err"; then
       grep -q "needs avx512_bf16" "$out/bf16.err" || { cat "$out/bf16.err"; exit 1; }
       rm -f "$out/skv_${res}_b${b}_${p}_bf16.md"
