@@ -14,6 +14,32 @@ using test::randn;
 
 namespace {
 Backend& be() { return cpu_backend(); }
+
+// Naive conv2d in double, NCHW / OIHW, zero padding; `round` is applied to every input and weight first.
+std::vector<double> naive_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad,
+                                 float (*round)(float)) {
+  const int N = x.dim(0), Ci = x.dim(1), H = x.dim(2), W = x.dim(3), Co = w.dim(0), ks = w.dim(2);
+  const int Ho = (H + 2 * pad - ks) / stride + 1, Wo = (W + 2 * pad - ks) / stride + 1;
+  std::vector<double> y(static_cast<size_t>(N) * Co * Ho * Wo);
+  for (int n = 0; n < N; ++n)
+    for (int co = 0; co < Co; ++co)
+      for (int oy = 0; oy < Ho; ++oy)
+        for (int ox = 0; ox < Wo; ++ox) {
+          double s = b.f32()[co];
+          for (int ci = 0; ci < Ci; ++ci)
+            for (int dy = 0; dy < ks; ++dy)
+              for (int dx = 0; dx < ks; ++dx) {
+                const int iy = oy * stride - pad + dy, ix = ox * stride - pad + dx;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                s += static_cast<double>(round(x.f32()[((n * Ci + ci) * H + iy) * W + ix])) *
+                     round(w.f32()[((co * Ci + ci) * ks + dy) * ks + dx]);
+              }
+          y[((static_cast<size_t>(n) * Co + co) * Ho + oy) * Wo + ox] = s;
+        }
+  return y;
+}
+float identity(float v) { return v; }
+float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 }  // namespace
 
 TEST(CpuOps, LinearMatchesNaiveForEveryWeightDtype) {
@@ -198,20 +224,8 @@ TEST(CpuOps, Conv2dMatchesNaive) {
       const int Ho = (H + 2 * pad - ks) / stride + 1, Wo = (W + 2 * pad - ks) / stride + 1;
       Tensor y = Tensor::empty({N, Co, Ho, Wo});
       be().conv2d(x, w, &b, stride, pad, y);
-      for (int n = 0; n < N; ++n)
-        for (int co = 0; co < Co; ++co)
-          for (int oy = 0; oy < Ho; ++oy)
-            for (int ox = 0; ox < Wo; ++ox) {
-              double s = b.f32()[co];
-              for (int ci = 0; ci < Ci; ++ci)
-                for (int dy = 0; dy < ks; ++dy)
-                  for (int dx = 0; dx < ks; ++dx) {
-                    const int iy = oy * stride - pad + dy, ix = ox * stride - pad + dx;
-                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                    s += x.f32()[((n * Ci + ci) * H + iy) * W + ix] * w.f32()[((co * Ci + ci) * ks + dy) * ks + dx];
-                  }
-              EXPECT_NEAR(y.f32()[((n * Co + co) * Ho + oy) * Wo + ox], s, 1e-4);
-            }
+      const std::vector<double> want = naive_conv2d(x, w, b, stride, pad, identity);
+      for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(y.f32()[i], want[i], 1e-4);
     }
   }
 }
@@ -229,7 +243,6 @@ TEST(CpuOps, Bf16LinearAndConvRoundInputsAndAccumulateInF32) {
     }
   } restore;
   be().set_compute_dtype(DType::BF16);
-  auto r = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
 
   // Linear, M across oneDNN's small- and large-row kernels, K not a multiple of the blocking.
   for (int M : {1, 37, 300}) {
@@ -244,7 +257,7 @@ TEST(CpuOps, Bf16LinearAndConvRoundInputsAndAccumulateInF32) {
       for (int n = 0; n < N; ++n) {
         double sr = b.f32()[n], sf = b.f32()[n];
         for (int k = 0; k < K; ++k) {
-          sr += static_cast<double>(r(x.f32()[m * K + k])) * r(w.f32()[n * K + k]);
+          sr += static_cast<double>(round_bf16(x.f32()[m * K + k])) * round_bf16(w.f32()[n * K + k]);
           sf += static_cast<double>(x.f32()[m * K + k]) * w.f32()[n * K + k];
         }
         err_rounded = std::max(err_rounded, std::fabs(y.f32()[m * N + n] - sr));
@@ -263,22 +276,9 @@ TEST(CpuOps, Bf16LinearAndConvRoundInputsAndAccumulateInF32) {
       const int Ho = (H + 2 * pad - ks) / stride + 1, Wo = (W + 2 * pad - ks) / stride + 1;
       Tensor y = Tensor::empty({N, Co, Ho, Wo});
       be().conv2d(x, w, &b, stride, pad, y);
+      const std::vector<double> want = naive_conv2d(x, w, b, stride, pad, round_bf16);
       double err_rounded = 0;
-      for (int n = 0; n < N; ++n)
-        for (int co = 0; co < Co; ++co)
-          for (int oy = 0; oy < Ho; ++oy)
-            for (int ox = 0; ox < Wo; ++ox) {
-              double s = b.f32()[co];
-              for (int ci = 0; ci < Ci; ++ci)
-                for (int dy = 0; dy < ks; ++dy)
-                  for (int dx = 0; dx < ks; ++dx) {
-                    const int iy = oy * stride - pad + dy, ix = ox * stride - pad + dx;
-                    if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                    s += static_cast<double>(r(x.f32()[((n * Ci + ci) * H + iy) * W + ix])) *
-                         r(w.f32()[((co * Ci + ci) * ks + dy) * ks + dx]);
-                  }
-              err_rounded = std::max(err_rounded, std::fabs(y.f32()[((n * Co + co) * Ho + oy) * Wo + ox] - s));
-            }
+      for (size_t i = 0; i < want.size(); ++i) err_rounded = std::max(err_rounded, std::fabs(y.f32()[i] - want[i]));
       EXPECT_LT(err_rounded, 1e-4) << "conv " << ks << "x" << ks << " stride " << stride;
     }
   }
