@@ -13,44 +13,22 @@ per_class=${1:-50}
 out=${2:-bench-results/quality-bf16}
 seed=${3:-0}
 bin=build/bin/scalekv
-[ -x "$bin" ] || { echo "quality_bf16.sh: build first (scripts/test.sh or cmake --build build)"; exit 1; }
-/usr/bin/python3 -c "import torch, PIL" 2>/dev/null ||
-  { echo "quality_bf16.sh: needs Debian's PyTorch and PIL (scripts/setup.sh --torch)"; exit 1; }
-threads=$(nproc)
-export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=1 SKV_PROGRESS=0
-mkdir -p "$out"
-: > "$out/runs.txt"
-run() {  # run NAME REFERENCE generate-args...
-  local name=$1 ref=$2; shift 2
-  rm -rf "${out:?}/$name"
-  local log
-  log=$("$bin" generate --labels "0-9x$per_class" --seed "$seed" --batch 50 --save-tokens --out "$out/$name" "$@")
-  echo "$name|$*|$log" | tr '\n' ' ' >> "$out/runs.txt"
-  echo >> "$out/runs.txt"
-  /usr/bin/python3 scripts/eval/evaluate.py "$out/$name" --threads "$threads" --json "$out/$name.eval.json" \
-    $( [ -z "$ref" ] || echo --reference "$out/$ref" ) > /dev/null
-  echo "  $name done"
-}
+source scripts/bench/quality_common.sh
+quality_setup quality_bf16.sh
 echo "quality_bf16.sh: $((per_class * 10)) images per configuration into $out"
 for p in full scalekv; do
   budget=(); [ "$p" = full ] || budget=(--kv-budget 10%)
-  run "$p-f32" "" --kv-policy "$p" "${budget[@]}" --compute-dtype f32
-  run "$p-bf16" "$p-f32" --kv-policy "$p" "${budget[@]}" --compute-dtype bf16
+  quality_run "$p-f32" "" --save-tokens --kv-policy "$p" "${budget[@]}" --compute-dtype f32
+  quality_run "$p-bf16" "$p-f32" --save-tokens --kv-policy "$p" "${budget[@]}" --compute-dtype bf16
 done
 /usr/bin/python3 - "$out" "$per_class" "$seed" <<'PY'
-import json, platform, re, subprocess, sys
+import json, sys
+sys.path.insert(0, "scripts/bench")
+import quality_rows
 out, per_class, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rows = []
-for line in open(f"{out}/runs.txt"):
-    if not line.strip():
-        continue
-    name, args, log = line.split("|", 2)
-    t = re.search(r"generated (\d+) images .* in ([\d.]+) s", log)
-    ev = json.load(open(f"{out}/{name}.eval.json"))
-    rows.append(dict(name=name, args=args.strip(), images=int(t.group(1)), seconds=float(t.group(2)),
-                     accuracy=ev.get("accuracy"), fid=ev.get("fid_fmnist"), psnr=ev.get("psnr_mean"),
-                     ssim=ev.get("ssim_mean"),
-                     identical=sum(1 for v in ev.get("per_image", {}).values() if v.get("psnr", 0) >= 100)))
+rows = quality_rows.rows(out)
+for r in rows:
+    del r["log"]
 # Token agreement per scale of each BF16 row with the F32 row of the same policy.
 for r in rows:
     if not r["name"].endswith("-bf16"):
@@ -67,9 +45,7 @@ for r in rows:
     r["token_agreement"] = [s / c for s, c in zip(same, count)]
     r["images_identical_tokens"] = sum(a[i] == b[i] for i in a)
 json.dump(rows, open(f"{out}/quality_bf16.json", "w"), indent=1)
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
-cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-build = next((l.split("=", 1)[1].strip() for l in open("build/CMakeCache.txt") if l.startswith("CMAKE_BUILD_TYPE:")), "?")
+cpu, cores, build = quality_rows.machine()
 md = [f"Demo model (models/demo), {rows[0]['images']} images per row ({per_class} per class, seed {seed}, the config's "
       f"CFG/top-k), CPU {cpu}, {cores} cores, build {build}.",
       f"Command: `scripts/bench/quality_bf16.sh {per_class}`; each row is `scalekv generate --labels 0-9x{per_class} --seed "
