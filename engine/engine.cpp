@@ -37,7 +37,8 @@ KVOptions kv_from_json(const nlohmann::json& j) {
 }
 
 nlohmann::json request_json(const EngineRequest& r) {
-  return {{"id", r.id},   {"labels", r.labels}, {"prompts", r.prompts}, {"image_ids", r.image_ids},
+  return {{"id", r.id},   {"labels", r.labels}, {"prompts", r.prompts}, {"texts", r.texts},
+          {"h_div_w", r.h_div_w},   {"image_ids", r.image_ids},
           {"seed", r.seed}, {"cfg", r.cfg},     {"top_k", r.top_k},     {"top_p", r.top_p},
           {"kv", kv_to_json(r.kv)}, {"previews", r.previews}};
 }
@@ -47,6 +48,8 @@ EngineRequest request_of(const nlohmann::json& j) {
   r.id = j.at("id");
   r.labels = j.at("labels").get<std::vector<int64_t>>();
   r.prompts = j.at("prompts").get<std::vector<int64_t>>();
+  r.texts = j.at("texts").get<std::vector<std::string>>();
+  r.h_div_w = j.at("h_div_w");
   r.image_ids = j.at("image_ids").get<std::vector<uint32_t>>();
   r.seed = j.at("seed");
   r.cfg = j.at("cfg");

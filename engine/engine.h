@@ -38,6 +38,8 @@ struct EngineRequest {
   int64_t id = 0;                   // the client's, unique among requests not yet finished
   std::vector<int64_t> labels;      // VAR: the class of each image
   std::vector<int64_t> prompts;     // Infinity: the index of each image's prompt in the family's text table
+  std::vector<std::string> texts;   // Infinity: or each image's prompt as text (the family's resident encoder)
+  double h_div_w = 0;               // Infinity: aspect ratio h/w from the dynamic-resolution table (0: the family's)
   std::vector<uint32_t> image_ids;  // per image RNG stream (empty: 0..n-1)
   uint64_t seed = 0;
   double cfg = -1;                  // < 0: the model's
@@ -45,7 +47,9 @@ struct EngineRequest {
   double top_p = -1;                // < 0: the model's
   KVOptions kv;                     // this request's KV policy and budget
   bool previews = false;            // decode the accumulated map after every scale but the last (on_preview)
-  int images() const { return static_cast<int>(labels.empty() ? prompts.size() : labels.size()); }
+  int images() const {
+    return static_cast<int>(!labels.empty() ? labels.size() : !prompts.empty() ? prompts.size() : texts.size());
+  }
 };
 std::string engine_request_to_json(const EngineRequest& r);
 EngineRequest engine_request_from_json(const std::string& s);

@@ -1,13 +1,15 @@
 // infinity_family.h - the text-to-image Infinity family behind the engine: a request names prompts by
-// their index in one table of prompt embeddings (InfinityText), every request runs on the family's
-// schedule (resolution and aspect ratio) with its sampling defaults, one InfinityGeneration each,
-// stepped together as one packed pass (InfinityGeneration::step).
+// their index in one table of prompt embeddings (InfinityText), or (with a resident T5 encoder, serve)
+// gives them as text, encoded when the request starts on every rank of the group; it runs on the family's
+// schedule or on its own aspect ratio at the family's resolution, with the sampling defaults it does not
+// override; one InfinityGeneration each, stepped together as one packed pass (InfinityGeneration::step).
 #pragma once
 
 #include <map>
 
 #include "engine/engine.h"
 #include "runtime/models/infinity_generate.h"
+#include "runtime/models/t5_encoder.h"
 
 namespace skv {
 
@@ -28,7 +30,16 @@ class InfinityFamily final : public EngineFamily {
     return infinity_images_to_rgb8(images);
   }
   // The InfinityRequest the engine runs for `r` (its prompts' embeddings, the defaults it does not override).
+  // Text prompts are encoded here (every rank of the encoder's group must call it, in the same order).
   InfinityRequest infinity_request(const EngineRequest& r) const;
+  // Requests may then give their prompts as text (EngineRequest::texts, encoded by `encoder`, which stays
+  // resident) and their own aspect ratio (EngineRequest::h_div_w) at `resolution` (256, 512, 768, 1024).
+  void accept_text(const T5TextEncoder* encoder, int resolution) {
+    encoder_ = encoder;
+    resolution_ = resolution;
+  }
+  // The schedule `r` runs on: its aspect ratio's at the family's resolution, or the defaults' (h_div_w 0).
+  Schedule schedule(const EngineRequest& r) const;
   // Local hooks for request `id` on this rank (observer, teacher bits, progress, select_at_last_scale; a
   // policy object there replaces the one of the request's KV options: verify-golden replays recorded
   // selections through it, in Engine::run_one, whose engine has no KV cap to keep).
@@ -42,6 +53,8 @@ class InfinityFamily final : public EngineFamily {
   int64_t text_first_;
   std::vector<int64_t> text_start_;  // text_start_[i]: the first kv_compact row of prompt text_first_ + i
   std::map<int64_t, InfinityRunOptions> hooks_;
+  const T5TextEncoder* encoder_ = nullptr;
+  int resolution_ = 0;
 };
 
 }  // namespace skv

@@ -35,7 +35,8 @@ EngineRequest VarFamily::engine_request(int64_t id, const VarRequest& v) {
 void VarFamily::check(const EngineRequest& r) const {
   const VarConfig& cfg = model_.config();
   SKV_CHECK(!r.labels.empty(), "request {}: no class labels (a VAR request has one label per image)", r.id);
-  SKV_CHECK(r.prompts.empty(), "request {}: prompts are for Infinity models; {} is class-conditional", r.id, cfg.path);
+  SKV_CHECK(r.prompts.empty() && r.texts.empty() && r.h_div_w == 0, "request {}: prompts and aspect ratios are for "
+            "Infinity models; {} is class-conditional", r.id, cfg.path);
   for (int64_t lab : r.labels)
     SKV_CHECK(lab >= 0 && lab < cfg.num_classes, "request {}: class label {} outside [0, {})", r.id, lab, cfg.num_classes);
   SKV_CHECK(r.image_ids.empty() || r.image_ids.size() == r.labels.size(), "request {}: {} image_ids for {} labels",

@@ -87,9 +87,13 @@ TEST(Engine, RequestsRoundTripThroughTheirJson) {
   r.cfg = 2.5;
   r.top_k = 3;
   r.top_p = 0.5;
+  r.texts = {"a red fox", "caf\xc3\xa9 \"quoted\"\n"};  // Infinity's text prompts travel to every rank as they are
+  r.h_div_w = 0.5;
   const EngineRequest b = engine_request_from_json(engine_request_to_json(r));
   EXPECT_EQ(engine_request_to_json(b), engine_request_to_json(r));
   EXPECT_EQ(b.seed, 1ull << 60);
+  EXPECT_EQ(b.texts, r.texts);
+  EXPECT_EQ(b.h_div_w, 0.5);
   EXPECT_EQ(b.kv.given, r.kv.given);
 }
 
