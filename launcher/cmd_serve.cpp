@@ -1,19 +1,23 @@
 // cmd_serve.cpp - `scalekv serve`: the HTTP endpoint (server/serve.h) on a model. Parses the options,
 // loads the model on every rank and hands over; with no arguments it serves the shipped demo model on
-// 127.0.0.1:8000.
+// 127.0.0.1:8000. Infinity models take text prompts: `--t5 DIR` loads the text encoder beside the image
+// model on every rank of the group (sharded like it) and keeps it for the server's life.
 #include <fmt/core.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
+#include "engine/infinity_family.h"
 #include "engine/var_family.h"
 #include "launcher/commands.h"
 #include "launcher/context.h"
 #include "launcher/kv_options.h"
 #include "launcher/model_files.h"
 #include "runtime/check.h"
+#include "kvcache/schedule.h"
 #include "runtime/models/model_bundle.h"
+#include "runtime/models/t5_encoder.h"
 #include "server/serve.h"
 
 namespace skv {
@@ -24,6 +28,9 @@ struct ServeArgs {
   ModelFiles files;
   bool random = false;
   int depth = 0;
+  std::string t5;         // Infinity: the Flan-T5 folder (resident: it encodes every request's prompt)
+  int resolution = 0;     // Infinity: 0 = the config's
+  double h_div_w = 0;     // Infinity: the default size's aspect ratio (0 = the config's)
   std::string kv_memory = "1GiB";
   int64_t max_step_tokens = 0;
   std::string mode = "continuous";
@@ -61,13 +68,9 @@ void run_serve_command(ServeArgs& a) {
   SKV_CHECK(!a.random || !files.config.empty(), "--random-weights needs --model CONFIG.json (the shape to fill)");
   if (!a.random) files = resolve_model_files(files);
   const std::string family_name = model_family(files.config);
-  SKV_CHECK(family_name == "var", "{}: serve runs class-conditional VAR models so far, not the '{}' family (Infinity "
-            "behind HTTP needs a text encoder in the server)", files.config, family_name);
-  VarConfig cfg = VarConfig::load(files.config);
-  if (a.depth > 0) cfg.depth = a.depth;
+  SKV_CHECK(family_name == "var" || family_name == "infinity", "{}: serve runs VAR and Infinity models, not the '{}' "
+            "family", files.config, family_name);
   const WeightSource src = a.random ? WeightSource::random_weights(1) : WeightSource::files(files.weights, files.vae);
-  auto var = load_var(std::move(cfg), src, *ctx.backend, *ctx.tp);
-  VarFamily family(*var->model, *var->vae);
 
   ModelInfo info;
   info.id = std::filesystem::path(files.config).filename().string();  // var-fmnist.config.json -> var-fmnist
@@ -76,12 +79,52 @@ void run_serve_command(ServeArgs& a) {
       info.id.resize(info.id.size() - std::strlen(ext));
       break;
     }
-  info.family = "var";
-  info.width = info.height = var->cfg.image_size;
-  info.num_classes = var->cfg.num_classes;
-  info.class_names = var->cfg.class_names;
-  info.vocabulary = var->cfg.V;
-  info.schedule = var->cfg.schedule();
+  info.family = family_name;
+  std::unique_ptr<VarBundle> var;
+  std::unique_ptr<InfinityBundle> inf;
+  std::unique_ptr<T5TextEncoder> t5;
+  std::unique_ptr<EngineFamily> family;
+  if (family_name == "var") {
+    SKV_CHECK(a.t5.empty() && a.resolution <= 0 && a.h_div_w <= 0, "--t5, --resolution and --h-div-w are for "
+              "Infinity models; {} is a class-conditional VAR model (drop them)", files.config);
+    VarConfig cfg = VarConfig::load(files.config);
+    if (a.depth > 0) cfg.depth = a.depth;
+    var = load_var(std::move(cfg), src, *ctx.backend, *ctx.tp);
+    family = std::make_unique<VarFamily>(*var->model, *var->vae);
+    info.sizes = {{var->cfg.image_size, var->cfg.image_size, 0, var->cfg.schedule()}};
+    info.num_classes = var->cfg.num_classes;
+    info.class_names = var->cfg.class_names;
+    info.vocabulary = var->cfg.V;
+  } else {
+    SKV_CHECK(!a.t5.empty(), "{} is a text-to-image Infinity model: serve needs --t5 DIR (its Flan-T5 text encoder, "
+              "kept resident to encode each request's prompt)", files.config);
+    InfinityConfig cfg = InfinityConfig::load(files.config);
+    if (a.depth > 0) cfg.depth = a.depth;
+    const T5Config t5cfg = T5Config::load(a.t5);
+    SKV_CHECK(t5cfg.d_model == cfg.text_channels, "--t5 {}: d_model {} but {} expects text_channels {} (this T5 is "
+              "not the model's text encoder)", a.t5, t5cfg.d_model, files.config, cfg.text_channels);
+    const int resolution = a.resolution > 0 ? a.resolution : cfg.resolution;
+    const double h_div_w = a.h_div_w > 0 ? a.h_div_w : cfg.h_div_w;
+    const Schedule sched = infinity_schedule_for(h_div_w, resolution);  // errors list the valid ones
+    t5 = std::make_unique<T5TextEncoder>(a.t5, *ctx.backend, *ctx.tp);
+    inf = load_infinity(std::move(cfg), src, *ctx.backend, *ctx.tp);
+    auto f = std::make_unique<InfinityFamily>(*inf->model, *inf->vae, infinity_request_defaults(inf->cfg, sched),
+                                              InfinityText{});
+    f->accept_text(t5.get(), resolution);
+    family = std::move(f);
+    // The sizes: the default aspect ratio first, then every other ratio of the dynamic-resolution table at
+    // this resolution (one per pixel size).
+    const int px = inf->cfg.vae.patch_size * inf->cfg.patch_factor();  // image pixels per token
+    auto add_size = [&](double r, const Schedule& s) {
+      const ModelSize z{s.scales().back().w * px, s.scales().back().h * px, r, s};
+      for (const ModelSize& o : info.sizes)
+        if (o.name() == z.name()) return;
+      info.sizes.push_back(z);
+    };
+    add_size(0, sched);
+    for (double r : infinity_aspect_ratios()) add_size(r, infinity_schedule_for(r, resolution));
+    info.vocabulary = 1 << 20;  // top_k over each bit's two logits: any k >= 2 keeps both, as the official 900
+  }
 
   ServeTopology topo;
   topo.backend = ctx.backend;
@@ -89,7 +132,7 @@ void run_serve_command(ServeArgs& a) {
   topo.control = ctx.tp_host ? ctx.tp_host.get() : ctx.tp.get();
   topo.world_rank = ctx.world_rank;
   topo.replicas = ctx.replicas;
-  run_serve(topo, family, info, opt, eo);
+  run_serve(topo, *family, info, opt, eo);
 }
 
 }  // namespace
@@ -103,6 +146,12 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--vae", a->files.vae, "VAE weights (safetensors)");
   cmd->add_flag("--random-weights", a->random, "Random weights of --model's shape (benchmarks)");
   cmd->add_option("--depth", a->depth, "With --random-weights: override the config's depth");
+  cmd->add_option("--t5", a->t5, "Infinity: Flan-T5 folder (Hugging Face layout); kept resident, it encodes each "
+                                 "request's prompt");
+  cmd->add_option("--resolution", a->resolution, "Infinity: 256, 512, 768 or 1024 (default: the config's); every "
+                                                 "aspect ratio of the dynamic-resolution table is a size");
+  cmd->add_option("--h-div-w", a->h_div_w, "Infinity: the default size's aspect ratio height/width (default: the "
+                                           "config's)");
   cmd->add_option("--host", a->opt.host, "Address to bind (loopback unless you say otherwise)")->capture_default_str();
   cmd->add_option("--port", a->opt.port, "Port (0: a free one; see --port-file)")->capture_default_str();
   cmd->add_option("--port-file", a->opt.port_file, "Write the bound port here once listening");

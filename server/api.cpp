@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/check.h"
+#include "runtime/models/t5_tokenizer.h"
 
 namespace skv {
 
@@ -25,7 +26,7 @@ const char* kFields[] = {"prompt",      "n",    "size", "response_format", "outp
 std::string shown(const json& j) {
   if (j.is_object()) return "an object";
   if (j.is_array()) return "an array";
-  std::string d = j.dump();
+  std::string d = j.dump(-1, ' ', false, json::error_handler_t::replace);  // bytes that are not UTF-8: U+FFFD
   return d.size() > 60 ? d.substr(0, 57) + "..." : d;
 }
 
@@ -112,8 +113,13 @@ ImageRequest parse_image_request(std::string_view body, const ModelInfo& m, cons
   if (j.contains("n") && !j["n"].is_null()) r.n = static_cast<int>(get_int(j["n"], "n", 1, limits.max_n));
   if (j.contains("size") && !j["size"].is_null()) {
     const std::string s = get_string(j["size"], "size");
-    if (s != "auto" && s != m.size())
-      bad("size", fmt::format("size '{}' is not one this model makes; the sizes are {} (or auto)", s, m.size()));
+    std::vector<std::string> names;
+    for (const ModelSize& z : m.sizes) names.push_back(z.name());
+    const auto it = std::find(names.begin(), names.end(), s);
+    if (s != "auto" && it == names.end())
+      bad("size", fmt::format("size '{}' is not one this model makes; the sizes are {} (or auto: {})", s,
+                              fmt::join(names, ", "), names.front()));
+    r.size = s == "auto" ? 0 : static_cast<int>(it - names.begin());
   }
   if (j.contains("response_format") && !j["response_format"].is_null()) {
     const std::string f = get_string(j["response_format"], "response_format");
@@ -132,18 +138,30 @@ ImageRequest parse_image_request(std::string_view body, const ModelInfo& m, cons
     if (prompt.size() > limits.max_prompt_chars)
       bad("prompt", fmt::format("the prompt has {} characters; the limit is {}", prompt.size(), limits.max_prompt_chars));
   }
-  int64_t label = -1;
-  if (j.contains("class_label") && !j["class_label"].is_null()) {
-    label = get_int(j["class_label"], "class_label", 0, m.num_classes - 1);
-    const int64_t named = prompt.empty() ? -1 : class_named(prompt, m);
-    if (named >= 0 && named != label)
-      bad("prompt", fmt::format("the prompt names class {} but class_label is {}; give one of them", named, label));
-  } else if (!prompt.empty()) {
-    label = class_of_prompt(prompt, m);
+  if (m.text()) {  // Infinity: the prompt is the text the model is conditioned on
+    if (j.contains("class_label") && !j["class_label"].is_null())
+      bad("class_label", fmt::format("class_label is for class-conditional models; {} takes a text prompt", m.id));
+    if (trimmed(prompt).empty()) bad("prompt", fmt::format("give a prompt: {} is a text-to-image model", m.id));
+    try {
+      check_utf8(prompt, "prompt");
+    } catch (const Error& e) {
+      bad("prompt", e.message());
+    }
+    r.prompt = prompt;
   } else {
-    bad("class_label", fmt::format("give class_label (an integer in [0, {})) or a prompt naming a class", m.num_classes));
+    int64_t label = -1;
+    if (j.contains("class_label") && !j["class_label"].is_null()) {
+      label = get_int(j["class_label"], "class_label", 0, m.num_classes - 1);
+      const int64_t named = prompt.empty() ? -1 : class_named(prompt, m);
+      if (named >= 0 && named != label)
+        bad("prompt", fmt::format("the prompt names class {} but class_label is {}; give one of them", named, label));
+    } else if (!prompt.empty()) {
+      label = class_of_prompt(prompt, m);
+    } else {
+      bad("class_label", fmt::format("give class_label (an integer in [0, {})) or a prompt naming a class", m.num_classes));
+    }
+    r.labels.assign(static_cast<size_t>(r.n), label);
   }
-  r.labels.assign(static_cast<size_t>(r.n), label);
   if (j.contains("seed") && !j["seed"].is_null()) {
     const json& s = j["seed"];
     if (!s.is_number_integer() || (s.is_number_integer() && !s.is_number_unsigned() && s.get<int64_t>() < 0))
@@ -182,7 +200,7 @@ ImageRequest parse_image_request(std::string_view body, const ModelInfo& m, cons
     if (r.kv.policy == "full")
       bad("kv_budget", "kv_budget does not apply to kv_policy 'full' (it caches every token); drop it or name a policy");
     try {
-      resolve_kv_budget(r.kv.budget, m.schedule);
+      resolve_kv_budget(r.kv.budget, m.size(r.size).schedule);
     } catch (const Error& e) {
       std::string msg = e.message();
       for (size_t at; (at = msg.find("--kv-budget")) != std::string::npos;) msg.replace(at, 11, "kv_budget");
@@ -196,7 +214,7 @@ ImageRequest parse_image_request(std::string_view body, const ModelInfo& m, cons
 std::string error_body(const std::string& message, const std::string& type, const std::string& param) {
   json e = {{"message", message}, {"type", type}, {"code", nullptr}};
   e["param"] = param.empty() ? json(nullptr) : json(param);
-  return json{{"error", e}}.dump() + "\n";
+  return json{{"error", e}}.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";  // echoed input may not be UTF-8
 }
 
 std::string models_body(const ModelInfo& m, const KVOptions& defaults, const ApiLimits& limits) {
@@ -208,11 +226,15 @@ std::string models_body(const ModelInfo& m, const KVOptions& defaults, const Api
     a = b + 2;
   }
   json model = {{"id", m.id}, {"object", "model"}, {"created", 0}, {"owned_by", "scalekv"}};
+  std::vector<std::string> sizes;
+  for (const ModelSize& z : m.sizes) sizes.push_back(z.name());
   model["scalekv"] = {{"family", m.family},
-                      {"sizes", {m.size()}},
+                      {"sizes", sizes},
                       {"num_classes", m.num_classes},
                       {"class_names", m.class_names},
-                      {"num_scales", m.num_scales()},
+                      {"prompt", m.text() ? "text" : "class"},
+                      {"max_prompt_chars", limits.max_prompt_chars},
+                      {"num_scales", m.size().schedule.num_scales()},
                       {"max_n", limits.max_n},
                       {"kv_policies", policies},
                       {"kv_budgets", {"10%", "5%", "20%", "50%", "tokens per layer, e.g. 650"}},

@@ -89,11 +89,15 @@ Frontend::~Frontend() {
 
 int Frontend::port() const { return http_->port(); }
 
-// The warm-up request of a replica: one image of class 0 with the server's KV policy (ids -1, -2, ...).
+// The warm-up request of a replica: one image of class 0 (or a short prompt) of the default size with the
+// server's KV policy (ids -1, -2, ...).
 EngineRequest Frontend::warmup_request(int replica) const {
   EngineRequest r;
   r.id = -1 - replica;
-  r.labels = {0};
+  if (model_.text())
+    r.texts = {"a photo of a cat"};
+  else
+    r.labels = {0};
   r.image_ids = {0};
   r.kv = opt_.kv;
   r.kv.given.clear();
@@ -214,6 +218,8 @@ void Frontend::generate(const HttpRequest& req, std::shared_ptr<HttpExchange> ex
   }
   EngineRequest& er = job->engine;
   er.labels = job->req.labels;
+  if (model_.text()) er.texts.assign(static_cast<size_t>(job->req.n), job->req.prompt);
+  er.h_div_w = model_.size(job->req.size).h_div_w;
   for (int j = 0; j < job->req.n; ++j) er.image_ids.push_back(static_cast<uint32_t>(j));
   er.seed = job->req.seed;
   er.cfg = job->req.cfg;
@@ -308,19 +314,23 @@ void Frontend::cancel_job(int64_t id, const std::string& cause) {
 }
 
 nlohmann::json Frontend::scalekv_fields(const Job& job, const EngineResult& r) const {
-  return {{"id", job.id},
-          {"replica", job.replica},
-          {"seed", job.req.seed},
-          {"class_labels", job.req.labels},
-          {"policy", job.req.kv.policy},
-          {"budget", job.req.kv.policy == "full" ? "" : (job.req.kv.budget.empty() ? "10%" : job.req.kv.budget)},
-          {"seconds", r.finished - job.arrived},
-          {"queue_seconds", std::max(0.0, r.admitted - job.arrived)},
-          {"kv_peak_bytes", r.gen.kv_peak_bytes},
-          {"kv_planned_peak_bytes", r.gen.kv_planned_peak_bytes},
-          {"max_batch", r.steps_in_batch_max},  // the most requests it shared a scale step with (itself included)
-          {"width", r.width},
-          {"height", r.height}};
+  json f = {{"id", job.id},
+            {"replica", job.replica},
+            {"seed", job.req.seed},
+            {"policy", job.req.kv.policy},
+            {"budget", job.req.kv.policy == "full" ? "" : (job.req.kv.budget.empty() ? "10%" : job.req.kv.budget)},
+            {"seconds", r.finished - job.arrived},
+            {"queue_seconds", std::max(0.0, r.admitted - job.arrived)},
+            {"kv_peak_bytes", r.gen.kv_peak_bytes},
+            {"kv_planned_peak_bytes", r.gen.kv_planned_peak_bytes},
+            {"max_batch", r.steps_in_batch_max},  // the most requests it shared a scale step with (itself included)
+            {"width", r.width},
+            {"height", r.height}};
+  if (model_.text())
+    f["prompt"] = job.req.prompt;
+  else
+    f["class_labels"] = job.req.labels;
+  return f;
 }
 
 void Frontend::deliver(int, EngineResult&& r) {
@@ -394,8 +404,9 @@ void Frontend::preview(int, const EngineOptions::Preview& p) {
   }
   auto pv = std::make_shared<EngineOptions::Preview>(p);
   job->ex->post([this, job, pv] {  // on the connection's strand: in scale order, before the final image
-    const int64_t total = model_.schedule.total();
-    const int64_t done = pv->scales_done >= model_.num_scales() ? total : model_.schedule.offset(pv->scales_done);
+    const Schedule& sched = model_.size(job->req.size).schedule;
+    const int64_t total = sched.total();
+    const int64_t done = pv->scales_done >= sched.num_scales() ? total : sched.offset(pv->scales_done);
     for (size_t j = 0; j < pv->rgb.size(); ++j) {
       json e = {{"type", "image_generation.partial_image"},
                 {"b64_json", png_b64(pv->rgb[j], pv->width, pv->height)},

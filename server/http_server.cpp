@@ -162,7 +162,7 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
   }
 
   static std::string error_json(const std::string& message, const char* type) {
-    return nlohmann::json{{"error", {{"message", message}, {"type", type}}}}.dump() + "\n";
+    return nlohmann::json{{"error", {{"message", message}, {"type", type}}}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
 
   // An answer to a request that could not be read: JSON error, then the connection closes (lingering:

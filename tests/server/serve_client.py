@@ -2,7 +2,8 @@
 """serve_client.py - the HTTP client of the server tests (Python stdlib only: http.client, json, base64).
 
   serve_client.py post   PORT BODY OUTDIR [KEY]  POST /v1/images/generations; writes image j as
-                                                 OUTDIR/NNNN_cC.png (generate's names); prints the scalekv object
+                                                 OUTDIR/NNNN_cC.png, or NNNN.png for a text prompt (generate's
+                                                 names); prints the scalekv object
   serve_client.py stream PORT BODY OUTDIR        the same with "stream": true: checks one partial_image event per
                                                  scale but the last for every image, in scale order, then one
                                                  completed event per image; writes the completed PNGs
@@ -36,9 +37,11 @@ def conn(port, timeout=120):
 
 
 def write_images(outdir, images, labels):
+    """Image j as generate names it: NNNN_cC.png for VAR class labels, NNNN.png for Infinity (labels None)."""
     os.makedirs(outdir, exist_ok=True)
     for j, b64 in enumerate(images):
-        with open(os.path.join(outdir, f"{j:04d}_c{labels[j]}.png"), "wb") as f:
+        name = f"{j:04d}.png" if labels is None else f"{j:04d}_c{labels[j]}.png"
+        with open(os.path.join(outdir, name), "wb") as f:
             f.write(base64.b64decode(b64))
 
 
@@ -54,9 +57,10 @@ def post(port, body, outdir, key=None):
         fail(f"POST {body} -> {r.status} {data[:300]!r}")
     d = json.loads(data)
     s = d["scalekv"]
-    if len(d["data"]) != len(s["class_labels"]):
-        fail(f"{len(d['data'])} images for {len(s['class_labels'])} labels")
-    write_images(outdir, [x["b64_json"] for x in d["data"]], s["class_labels"])
+    labels = s.get("class_labels")  # absent for Infinity (a text prompt)
+    if labels is not None and len(d["data"]) != len(labels):
+        fail(f"{len(d['data'])} images for {len(labels)} labels")
+    write_images(outdir, [x["b64_json"] for x in d["data"]], labels)
     print(json.dumps(s))
 
 
@@ -117,7 +121,7 @@ def stream(port, body, outdir):
     for j in range(n):
         if len(partial.get(j, [])) != num_scales - 1:
             fail(f"image {j}: {len(partial.get(j, []))} previews for {num_scales} scales (want one per scale but the last)")
-    labels = done[0]["scalekv"]["class_labels"]
+    labels = done[0]["scalekv"].get("class_labels")
     write_images(outdir, [done[j]["b64_json"] for j in range(n)], labels)
     print(json.dumps({"images": n, "previews_per_image": num_scales - 1, "scalekv": done[0]["scalekv"]}))
 

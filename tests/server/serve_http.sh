@@ -6,6 +6,10 @@
 #          the field, 404, 405, 408, 413, 401 with --api-key), 429 with Retry-After from a bounded queue, a
 #          request that can never fit (400), queued and mid-stream disconnects cancel and free KV (/metrics)
 #   tp     mpiexec -n 2 --tp 2, and -n 4 --tp 2 (two replicas, requests on both): PNGs equal generate's
+#   infinity  a tiny Infinity model with the tiny T5 of scripts/make_t5_golden.py (SKV_T5_GOLDEN): text prompts in;
+#          PNGs equal `generate --t5 --prompt` (n 1, n 2, another size of the dynamic-resolution table,
+#          ScaleKV, streamed), bad prompts and sizes get 400 naming the field; then under mpiexec -n 2 with
+#          --tp 2 (the prompt encoded on both ranks) and --tp 1 (two replicas): the same PNGs
 #   load   hey: 320 requests (20 per worker) at concurrency 16: zero 5xx, all complete, KV peak <= cap, /health < 100 ms
 #          throughout; then SIGTERM under load: every answer is 200 or 503, exit 0 within the drain timeout
 set -uo pipefail
@@ -219,6 +223,66 @@ tp)
     || fail "/metrics reports no image on replica 1"
   stop "$PID" USR1 30
   echo "serve tp: OK (replicas used: $replicas)"
+  ;;
+infinity)
+  export OMP_NUM_THREADS=1
+  G=${SKV_T5_GOLDEN:-$BUILD/t5-golden}/sharded
+  [ -f "$G/config.json" ] || fail "no tiny T5 at $G (ctest's t5_golden_make fixture writes it)"
+  "$SKV" random-checkpoint --model "$HERE/../t5/infinity-t5tiny.config.json" --out "$T/m" --seed 3 > /dev/null \
+    || fail "random-checkpoint"
+  M=(--model "$T/m/infinity-t5tiny.config.json" --weights "$T/m/infinity-t5tiny.model.safetensors"
+     --vae "$T/m/infinity-t5tiny.vae.safetensors" --t5 "$G")
+  P1="a red fox in the snow" P2="a watercolor castle at night"
+  igen() {  # igen DIR SEED [ARGS...]: generate's PNGs of the prompts in ARGS
+    local dir=$1 seed=$2
+    shift 2
+    "$SKV" generate "${M[@]}" --seed "$seed" --out "$dir" "$@" > /dev/null || fail "generate $*"
+  }
+  igen "$T/g1" 5 --prompt "$P1"
+  igen "$T/g2" 7 --prompt "$P2" --prompt "$P2"
+  igen "$T/gw" 9 --prompt "$P1" --h-div-w 0.5
+  igen "$T/gs" 11 --prompt "$P2" --kv-policy scalekv --kv-budget 10%
+  start i -- "${M[@]}" --kv-memory 64MiB --drain-timeout 10
+  expect 200 '"prompt":"text"' GET /v1/models ""
+  grep -qF '"family":"infinity"' "$T/body" || fail "/v1/models: $(head -c 300 "$T/body")"
+  $CLIENT post "$PORT" "{\"prompt\":\"$P1\",\"seed\":5}" "$T/s1" > "$T/s1.json" || fail "POST a prompt"
+  "$PNG_DIFF" "$T/g1" "$T/s1" 1 || fail "the served image differs from generate --t5 --prompt"
+  grep -qF "\"prompt\": \"$P1\"" "$T/s1.json" || fail "the answer does not name its prompt: $(cat "$T/s1.json")"
+  $CLIENT post "$PORT" "{\"prompt\":\"$P2\",\"seed\":7,\"n\":2}" "$T/s2" > /dev/null || fail "POST n=2"
+  "$PNG_DIFF" "$T/g2" "$T/s2" 1 || fail "n=2: the served images differ from generate's"
+  cmp -s "$T/s2/0000.png" "$T/s2/0001.png" && fail "n=2 gave two identical images"
+  $CLIENT post "$PORT" "{\"prompt\":\"$P1\",\"seed\":9,\"size\":\"88x44\"}" "$T/sw" > "$T/sw.json" || fail "POST size 88x44"
+  "$PNG_DIFF" "$T/gw" "$T/sw" 1 || fail "size 88x44: the served image differs from generate --h-div-w 0.5"
+  python3 -c "import json,sys; d=json.load(open('$T/sw.json')); sys.exit(not (d['width'] == 88 and d['height'] == 44))" \
+    || fail "size 88x44: $(cat "$T/sw.json")"
+  $CLIENT post "$PORT" "{\"prompt\":\"$P2\",\"seed\":11,\"kv_policy\":\"scalekv\",\"kv_budget\":\"10%\"}" "$T/ss" > /dev/null \
+    || fail "POST scalekv"
+  "$PNG_DIFF" "$T/gs" "$T/ss" 1 || fail "ScaleKV: the served image differs from generate's"
+  $CLIENT stream "$PORT" "{\"prompt\":\"$P2\",\"seed\":7,\"n\":2}" "$T/st" > /dev/null || fail "stream"
+  "$PNG_DIFF" "$T/g2" "$T/st" 1 || fail "the streamed images differ from generate's"
+  expect 400 'give a prompt' POST /v1/images/generations '{"seed":1}'
+  expect 400 'give a prompt' POST /v1/images/generations '{"prompt":"   "}'
+  expect 400 'class_label is for class-conditional models' POST /v1/images/generations '{"prompt":"a cat","class_label":1}'
+  expect 400 'the sizes are 64x64, ' POST /v1/images/generations '{"prompt":"a cat","size":"1024x1024"}'
+  printf '{"prompt":"caf\xe9"}' > "$T/latin1.json"
+  expect 400 'not valid JSON' POST /v1/images/generations "@$T/latin1.json"
+  expect 400 "'n' = 0 is outside [1, 8]" POST /v1/images/generations '{"prompt":"a cat","n":0}'
+  stop "$PID" TERM 20
+  # TP 2 (every rank encodes the prompt with its half of T5's heads), then two replicas of TP 1.
+  for topo in "--tp 2" "--tp 1"; do
+    start "tp${topo#--tp }" "$MPIEXEC" "$NP" 2 $OVERSUB -- $topo "${M[@]}" --kv-memory 64MiB --drain-timeout 10
+    W=()
+    for i in 1 2 3; do
+      $CLIENT post "$PORT" "{\"prompt\":\"$P2\",\"seed\":7,\"n\":2}" "$T/p$i" > "$T/p$i.json" &
+      W+=($!)
+    done
+    wait "${W[@]}" || fail "$topo: a POST failed"
+    for i in 1 2 3; do "$PNG_DIFF" "$T/g2" "$T/p$i" 1 || fail "$topo: request $i differs from generate's"; done
+    $CLIENT post "$PORT" "{\"prompt\":\"$P1\",\"seed\":9,\"size\":\"88x44\"}" "$T/pw" > /dev/null || fail "$topo: size"
+    "$PNG_DIFF" "$T/gw" "$T/pw" 1 || fail "$topo: size 88x44 differs from generate's"
+    stop "$PID" USR1 30
+  done
+  echo "serve infinity: OK"
   ;;
 load)
   command -v hey > /dev/null || { echo "SKIP: hey is not installed (scripts/setup.sh installs it)"; exit 77; }
