@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# web_page.sh BUILD_DIR - the web page of `scalekv serve` in a real headless browser: the server runs the
+# web_page.sh BUILD_DIR [infinity] - the web page of `scalekv serve` in a real headless browser: the server runs the
 # demo model; Debian's chromium opens /?class_label=3&seed=5&kv_policy=scalekv&kv_budget=10%25&autorun=1,
 # which prefills the form and generates at once, streaming a preview per scale. Checked: GET / is
 # server/web/index.html byte for byte (the compiled-in copy is intact), the page showed at least one
 # preview, its stats line names the policy and budget, and the final <img id="final"> holds a PNG within
 # 1 level per pixel of `scalekv generate` with the same label, seed and policy. A screenshot of the page
 # after the generation is kept as BUILD_DIR/test-artifacts/web_page.png.
+# With `infinity`: a tiny Infinity model with the tiny T5 of scripts/make_t5_golden.py ($SKV_T5_GOLDEN); the
+# page shows a prompt box, /?prompt=...&size=88x44&... types a prompt and picks a non-default size, and the
+# final image equals `generate --t5 --prompt ... --h-div-w 0.5` (screenshot web_page_infinity.png).
 #
 # How the browser waits: `chromium --dump-dom --virtual-time-budget=N` dumps the DOM as soon as the
 # page's load event has fired and virtual time has run out, and neither waits for a streaming fetch()
@@ -15,7 +18,8 @@
 # Exit 77 (ctest: skipped) where chromium is not installed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:?usage: web_page.sh BUILD_DIR}" && pwd)
+BUILD=$(cd "${1:?usage: web_page.sh BUILD_DIR [infinity]}" && pwd)
+MODE=${2:-var}
 SKV=$BUILD/bin/scalekv
 PNG_DIFF=$BUILD/bin/skv_png_diff
 
@@ -46,8 +50,27 @@ fail() {
   exit 1
 }
 
-# The server on a free port, the demo model; wait (bounded) for the port file, then for /ready.
-"$SKV" serve --port 0 --port-file "$T/port" --kv-memory 64MiB > "$T/serve.log" 2>&1 &
+# What runs: the model, the page's query, the same image from the command line, the screenshot's name.
+KV=(--kv-policy scalekv --kv-budget 10%)
+if [ "$MODE" = infinity ]; then
+  G=${SKV_T5_GOLDEN:-$BUILD/t5-golden}/sharded
+  [ -f "$G/config.json" ] || fail "no tiny T5 at $G (ctest's t5_golden_make fixture writes it)"
+  "$SKV" random-checkpoint --model "$ROOT/tests/t5/infinity-t5tiny.config.json" --out "$T/m" --seed 3 > /dev/null ||
+    fail "random-checkpoint failed"
+  MODEL=(--model "$T/m/infinity-t5tiny.config.json" --weights "$T/m/infinity-t5tiny.model.safetensors"
+         --vae "$T/m/infinity-t5tiny.vae.safetensors" --t5 "$G")
+  QUERY="prompt=a%20red%20fox%20in%20the%20snow&size=88x44&seed=5&kv_policy=scalekv&kv_budget=10%25&autorun=1"
+  GEN=("${MODEL[@]}" --prompt "a red fox in the snow" --h-div-w 0.5 --seed 5 "${KV[@]}")
+  SHOT=web_page_infinity.png
+else
+  MODEL=()  # the demo model
+  QUERY="class_label=3&seed=5&kv_policy=scalekv&kv_budget=10%25&autorun=1"
+  GEN=(--labels 3 --seed 5 "${KV[@]}")
+  SHOT=web_page.png
+fi
+
+# The server on a free port; wait (bounded) for the port file, then for /ready.
+"$SKV" serve "${MODEL[@]}" --port 0 --port-file "$T/port" --kv-memory 64MiB > "$T/serve.log" 2>&1 &
 SERVER_PID=$!
 # Every wait is bounded; together they stay under ctest's TIMEOUT (180 s). A normal run takes seconds.
 SECONDS=0
@@ -72,11 +95,11 @@ cmp -s "$T/served.html" "$ROOT/server/web/index.html" ||
   fail "GET / differs from server/web/index.html (rebuild, or the page has a CMake at-variable pattern)"
 
 # The browser: run the page, wait for the final image, keep the DOM and a screenshot.
-URL="$BASE/?class_label=3&seed=5&kv_policy=scalekv&kv_budget=10%25&autorun=1"
+URL="$BASE/?$QUERY"
 ARTIFACTS=$BUILD/test-artifacts
 mkdir -p "$ARTIFACTS"
-rm -f "$ARTIFACTS/web_page.png"
-timeout 60 python3 - "$CHROMIUM" "$URL" "$T" "$ARTIFACTS/web_page.png" <<'PY' || fail "the browser run failed"
+rm -f "$ARTIFACTS/$SHOT"
+timeout 60 python3 - "$CHROMIUM" "$URL" "$T" "$ARTIFACTS/$SHOT" <<'PY' || fail "the browser run failed"
 # A minimal Chrome DevTools Protocol client over --remote-debugging-pipe: chromium reads commands on its
 # fd 3 and writes answers and events on its fd 4, each message JSON ending in a NUL byte.
 import base64, fcntl, json, os, select, signal, subprocess, sys, time
@@ -241,12 +264,12 @@ print(f"final image: {len(png)} bytes of PNG, {previews} previews; stats: {P.sta
 PY
 
 # The same image from the command line; png_diff wants the same file names in both folders.
-timeout 40 "$SKV" generate --labels 3 --seed 5 --kv-policy scalekv --kv-budget 10% --out "$T/gen" > "$T/gen.log" 2>&1 ||
+timeout 40 "$SKV" generate "${GEN[@]}" --out "$T/gen" > "$T/gen.log" 2>&1 ||
   { cat "$T/gen.log" >&2; fail "scalekv generate failed"; }
 shopt -s nullglob
 gen_pngs=("$T"/gen/*.png)
 [ ${#gen_pngs[@]} = 1 ] || fail "scalekv generate wrote ${#gen_pngs[@]} PNGs, expected 1"
 mv "$T/web/final.png" "$T/web/$(basename "${gen_pngs[0]}")"
 "$PNG_DIFF" "$T/gen" "$T/web" 1 || fail "the page's final image differs from scalekv generate's"
-echo "screenshot: $ARTIFACTS/web_page.png"
+echo "screenshot: $ARTIFACTS/$SHOT"
 echo "PASS"
