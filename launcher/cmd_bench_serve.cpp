@@ -1,6 +1,7 @@
 // cmd_bench_serve.cpp - `scalekv bench serve`: replays an arrival trace against the engine in one
-// process (or one mpirun job of one tensor-parallel group) and reports throughput, latency, queue time,
-// concurrency and the measured KV peak against the cap. Request i is one image: label i of --labels (VAR)
+// process (or an mpirun job: one tensor-parallel group, or data-parallel replicas of --tp ranks, which
+// take the trace's requests in turn, request i on replica i % replicas, as a round-robin balancer would)
+// and reports throughput, latency, queue time, concurrency and the measured KV peak against the cap. Request i is one image: label i of --labels (VAR)
 // or prompt i of --text-embeddings (Infinity), image id i and --seed S, so its PNG (DIR/NNNN_cC.png or
 // DIR/NNNN.png) equals image i of `scalekv generate` with the same labels or prompts and seed. Arrivals are Poisson at --rate requests per second (0: all at once), timed from the
 // first; a thread on rank 0 submits each at its time (open loop: arrivals never wait for the engine).
@@ -52,6 +53,9 @@ struct ServeBenchArgs {
   std::string mode = "continuous";
   std::string kv_memory;
   int64_t max_step_tokens = 0;
+  double cfg = -1;  // < 0: the model's
+  int top_k = -1;
+  double top_p = -1;
   std::string out, json;
   ContextArgs ctx;
   KVOptions kv;
@@ -79,11 +83,12 @@ void run_bench_serve(ServeBenchArgs& a) {
   check_kv_options(a.kv);
   if (!a.out.empty()) prepare_output_dir(a.out, "--out");
 
+  SKV_CHECK(a.cfg < 0 || (std::isfinite(a.cfg) && a.cfg <= 100), "--cfg {} must be in [0, 100]", a.cfg);
+  SKV_CHECK(a.top_p < 0 || a.top_p <= 1, "--top-p {} must be in [0, 1]", a.top_p);
   RunContext ctx = make_context(a.ctx);
-  SKV_CHECK(ctx.replicas == 1, "bench serve runs one tensor-parallel group; start it with as many ranks as --tp "
-            "({} ranks, --tp {})", ctx.world_size, ctx.tp->size());
   check_same_request(ctx, {{"--labels / --text-embeddings", a.labels + " " + a.text_embeddings}, {"--seed", std::to_string(seed)}, {"--rate", fmt::format("{}", a.rate)},
                            {"--mode", a.mode}, {"--kv-memory", a.kv_memory},
+                           {"--cfg / --top-k / --top-p", fmt::format("{} {} {}", a.cfg, a.top_k, a.top_p)},
                            {"--kv-policy / --kv-budget", a.kv.policy + " " + a.kv.budget}});
   Backend& be = *ctx.backend;
   ModelFiles files = a.files;
@@ -144,38 +149,49 @@ void run_bench_serve(ServeBenchArgs& a) {
       r.prompts = {i};
     r.image_ids = {static_cast<uint32_t>(i)};
     r.seed = seed;
+    r.cfg = a.cfg;
+    r.top_k = a.top_k;
+    r.top_p = a.top_p;
     r.kv = a.kv;
     r.kv.given.clear();  // checked once above: no per-request warnings
     return r;
   };
 
+  // This replica's requests: i % replicas == replica (all of them with one replica).
+  const int R = ctx.replicas;
+  std::vector<int64_t> mine;
+  for (int64_t i = ctx.replica; i < n; i += R) mine.push_back(i);
   Communicator& control = ctx.tp_host ? *ctx.tp_host : *ctx.tp;
   const bool out_rank = ctx.is_output_rank();
   Progress prog("bench serve");
   eo.on_progress = [&](const EngineProgress& p) {
     if (out_rank)
-      prog.update(fmt::format("{}/{} images  {} in flight  iteration {}  {:.3f}s", p.finished, n, p.in_flight,
-                              p.iteration, p.step_seconds));
+      prog.update(fmt::format("{}{}/{} images  {} in flight  iteration {}  {:.3f}s",
+                              R > 1 ? fmt::format("replica {}: ", ctx.replica) : "", p.finished, mine.size(),
+                              p.in_flight, p.iteration, p.step_seconds));
   };
   Engine engine(*family, be, *ctx.tp, control, eo);
-  if (out_rank) {  // a request that could never fit is refused before the clock starts (all are alike)
-    const std::string why = engine.never_fits(make_request(0));
+  if (out_rank && !mine.empty()) {  // a request that could never fit is refused before the clock starts (all alike)
+    const std::string why = engine.never_fits(make_request(mine[0]));
     SKV_CHECK(why.empty(), "--kv-memory {}: a request ({} policy) can never run: {}", a.kv_memory, a.kv.policy, why);
   }
 
-  ImageOutput out(a.out, n);
-  std::vector<double> latency, queue;
+  ImageOutput out(a.out, static_cast<int64_t>(mine.size()));
+  // Per request (global index), filled by the output rank of the replica that ran it, in nanoseconds:
+  // latency, queue time, finish time after t0 (summed over the world below: one replica fills each).
+  std::vector<int64_t> ns(3 * static_cast<size_t>(n), 0);
   std::atomic<bool> failed{false};
   std::string feeder_error;
   std::mutex feed_mu;
   std::condition_variable feed_cv;
   bool stop_feeding = false;  // the engine failed: the feeder stops waiting for the next arrival
+  if (ctx.world) ctx.world->barrier();  // replicas start their clocks together
   const double t0 = now_seconds();
   std::thread feeder;
   if (ctx.tp->rank() == 0) {
     feeder = std::thread([&] {
       try {
-        for (int64_t i = 0; i < n; ++i) {
+        for (int64_t i : mine) {
           std::unique_lock<std::mutex> lk(feed_mu);
           const auto at = std::chrono::steady_clock::now() +
                           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -191,13 +207,15 @@ void run_bench_serve(ServeBenchArgs& a) {
       engine.close();
     });
   }
-  double last_finish = t0;
+  auto to_ns = [](double s) { return static_cast<int64_t>(std::llround(s * 1e9)); };
   try {
     engine.run([&](EngineResult&& r) {
-      last_finish = std::max(last_finish, r.finished);
-      latency.push_back(r.finished - r.submitted);
-      queue.push_back(r.admitted - r.submitted);
-      if (!out_rank || a.out.empty()) return;
+      if (!out_rank) return;
+      const size_t k = 3 * static_cast<size_t>(r.id);
+      ns[k] = to_ns(r.finished - r.submitted);
+      ns[k + 1] = to_ns(r.admitted - r.submitted);
+      ns[k + 2] = std::max<int64_t>(1, to_ns(r.finished - t0));  // 0 marks "not finished"
+      if (a.out.empty()) return;
       const std::string name = var ? fmt::format("{:04d}_c{}.png", r.id, labels[static_cast<size_t>(r.id)])
                                    : fmt::format("{:04d}.png", r.id);  // generate's names
       out.write_png(name, r.rgb[0].data(), r.width, r.height);
@@ -215,11 +233,46 @@ void run_bench_serve(ServeBenchArgs& a) {
   }
   if (feeder.joinable()) feeder.join();
   SKV_CHECK(!failed, "bench serve: submitting a request failed: {}", feeder_error);
-  const EngineStats s = engine.stats();
-  SKV_CHECK(s.finished == n, "bench serve: {} of {} requests finished", s.finished, n);
-  if (!out_rank) return;
-  const double seconds = last_finish - t0;
-  prog.done(fmt::format("{} images in {:.2f} s", n, seconds));
+  EngineStats s = engine.stats();
+  SKV_CHECK(!out_rank || s.finished == static_cast<int64_t>(mine.size()), "bench serve: {} of {} requests finished",
+            s.finished, mine.size());
+  if (out_rank) prog.done(fmt::format("{} images", mine.size()));
+  // Replicas: world rank 0 gathers every request's times and each replica's engine figures.
+  std::vector<int64_t> per(4 * static_cast<size_t>(R), 0);  // max_in_flight, iterations, kv_peak, kv_cap
+  if (out_rank) {
+    const size_t k = 4 * static_cast<size_t>(ctx.replica);
+    per[k] = s.max_in_flight;
+    per[k + 1] = s.iterations;
+    per[k + 2] = s.kv_peak_bytes;
+    per[k + 3] = s.kv_cap_bytes;
+  }
+  if (R > 1) {
+    ctx.world->all_reduce_sum_host(ns.data(), ns.size(), DType::I64);
+    ctx.world->all_reduce_sum_host(per.data(), per.size(), DType::I64);
+  }
+  if (ctx.world_rank != 0) return;
+  std::vector<double> latency, queue;
+  double seconds = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const size_t k = 3 * static_cast<size_t>(i);
+    SKV_CHECK(ns[k + 2] > 0, "bench serve: request {} never finished", i);
+    latency.push_back(static_cast<double>(ns[k]) * 1e-9);
+    queue.push_back(static_cast<double>(ns[k + 1]) * 1e-9);
+    seconds = std::max(seconds, static_cast<double>(ns[k + 2]) * 1e-9);
+  }
+  // The job's figures: in-flight requests add up over replicas (the sum of their maxima bounds the job's);
+  // the KV peak and cap are per rank, so the largest replica's.
+  s.max_in_flight = s.iterations = s.kv_peak_bytes = s.kv_cap_bytes = 0;
+  nlohmann::json replicas = nlohmann::json::array();
+  for (int q = 0; q < R; ++q) {
+    const size_t k = 4 * static_cast<size_t>(q);
+    s.max_in_flight += per[k];
+    s.iterations = std::max(s.iterations, per[k + 1]);
+    s.kv_peak_bytes = std::max(s.kv_peak_bytes, per[k + 2]);
+    s.kv_cap_bytes = std::max(s.kv_cap_bytes, per[k + 3]);
+    replicas.push_back({{"replica", q}, {"max_in_flight", per[k]}, {"iterations", per[k + 1]},
+                        {"kv_peak_bytes", per[k + 2]}, {"kv_cap_bytes", per[k + 3]}});
+  }
 
   nlohmann::json j;
   j["command"] = a.command;
@@ -229,6 +282,11 @@ void run_bench_serve(ServeBenchArgs& a) {
   j["weights"] = a.random ? "random" : files.weights;
   j["depth"] = depth;
   j["tp"] = ctx.tp->size();
+  j["replicas"] = R;
+  j["per_replica"] = replicas;
+  j["cfg"] = a.cfg;
+  j["top_k"] = a.top_k;
+  j["top_p"] = a.top_p;
   j["backend"] = be.name();
   j["mode"] = batch_mode_name(eo.mode);
   j["kv_policy"] = a.kv.policy;
@@ -247,9 +305,10 @@ void run_bench_serve(ServeBenchArgs& a) {
   j["kv_peak_bytes"] = s.kv_peak_bytes;
   j["kv_cap_bytes"] = s.kv_cap_bytes;
   j["max_step_tokens"] = eo.limits.max_step_tokens;
-  fmt::print("bench serve ({} mode, {} {}, rate {}/s, KV cap {}): {} images in {:.2f} s, {:.3f} images/s, latency p50 "
+  fmt::print("bench serve ({} mode, {} {}, rate {}/s, KV cap {}{}): {} images in {:.2f} s, {:.3f} images/s, latency p50 "
              "{:.2f} s p99 {:.2f} s, queue p50 {:.2f} s, at most {} in flight, KV peak {} ({:.0f}% of the cap)\n",
-             batch_mode_name(eo.mode), a.kv.policy, a.kv.budget, a.rate, format_bytes(s.kv_cap_bytes), n, seconds,
+             batch_mode_name(eo.mode), a.kv.policy, a.kv.budget, a.rate, format_bytes(s.kv_cap_bytes),
+             R > 1 ? fmt::format(" per rank, {} replicas of TP {}", R, ctx.tp->size()) : "", n, seconds,
              j["images_per_s"].get<double>(), j["latency_p50_s"].get<double>(), j["latency_p99_s"].get<double>(),
              j["queue_p50_s"].get<double>(), s.max_in_flight, format_bytes(s.kv_peak_bytes),
              100.0 * static_cast<double>(s.kv_peak_bytes) / static_cast<double>(s.kv_cap_bytes));
@@ -279,6 +338,9 @@ void register_bench_serve(CLI::App* bench) {
   cmd->add_option("--kv-memory", a->kv_memory, "KV cap for the requests in flight (bytes; KiB/MiB/GiB suffixes)");
   cmd->add_option("--max-step-tokens", a->max_step_tokens, "Bound on one iteration's query tokens (0: none)")
       ->capture_default_str();
+  cmd->add_option("--cfg", a->cfg, "Classifier-free guidance scale of every request (default: the model's)");
+  cmd->add_option("--top-k", a->top_k, "Top-k sampling of every request (default: the model's)");
+  cmd->add_option("--top-p", a->top_p, "Top-p sampling of every request (default: the model's)");
   cmd->add_option("--out", a->out, "Write each request's PNG here (NNNN_cC.png)");
   cmd->add_option("--json", a->json, "Write the summary as JSON here");
   add_context_options(cmd, a->ctx);

@@ -47,6 +47,24 @@ mpirun_n 2 "$SCALEKV" bench serve "${common[@]}" --kv-policy scalekv --kv-budget
 "$PNG_DIFF" "$WORK/gen2" "$WORK/serve_tp2" 1 || fail "TP 2 bench serve differs from generate"
 check_json "$WORK/serve_tp2.json" 20
 
+# Two data-parallel replicas of TP 1: request i runs on replica i % 2, each writes its own PNGs; world rank 0
+# reports the whole trace (every request's latency), and both replicas ran requests.
+mpirun_n 2 "$SCALEKV" bench serve "${common[@]}" --kv-policy scalekv --kv-budget 50% --kv-window 4 --tp 1 \
+  --rate 400 --kv-memory 150KiB --out "$WORK/serve_dp2" --json "$WORK/serve_dp2.json" || fail "2 replicas bench serve"
+"$PNG_DIFF" "$WORK/gen2" "$WORK/serve_dp2" 1 || fail "2 replicas: bench serve differs from generate"
+check_json "$WORK/serve_dp2.json" 20
+python3 -c "import json, sys; j = json.load(open(sys.argv[1])); r = j['per_replica']
+assert j['replicas'] == 2 and len(r) == 2 and all(x['iterations'] > 0 and 0 < x['kv_peak_bytes'] <= x['kv_cap_bytes'] for x in r), j
+assert j['max_in_flight'] == sum(x['max_in_flight'] for x in r), j" "$WORK/serve_dp2.json" || fail "2 replicas: the summary"
+
+# Every request's CFG and sampling from the command line: generate's images with the same options.
+"$SCALEKV" generate "${common[@]}" --cfg 2.5 --top-k 3 --top-p 0.9 --out "$WORK/gen_cfg" >/dev/null || fail "generate --cfg"
+rm -f "$WORK/gen_cfg/labels.json"
+"$SCALEKV" bench serve "${common[@]}" --cfg 2.5 --top-k 3 --top-p 0.9 --rate 400 --kv-memory 150KiB \
+  --out "$WORK/serve_cfg" --json "$WORK/serve_cfg.json" || fail "bench serve --cfg"
+"$PNG_DIFF" "$WORK/gen_cfg" "$WORK/serve_cfg" 1 || fail "bench serve --cfg 2.5 --top-k 3 --top-p 0.9 differs from generate"
+cmp -s "$WORK/gen1/0000_c0.png" "$WORK/serve_cfg/0000_c0.png" && fail "--cfg/--top-k/--top-p changed nothing"
+
 # A burst of 200 requests into a cap of about three full-cache requests: nothing passes the cap.
 "$SCALEKV" bench serve "${MODEL_ARGS[@]}" --labels 0-4x40 --seed 1 --kv-memory 150KiB --json "$WORK/burst.json" \
   || fail "burst"
@@ -65,4 +83,5 @@ expect "is not a memory size" --kv-memory 12parsecs
 expect "needs --kv-memory" --rate 1
 expect "--mode 'fast'" --kv-memory 1MiB --mode fast
 expect "--rate -1" --kv-memory 1MiB --rate -1
+expect "--top-p 2 must be in" --kv-memory 1MiB --top-p 2
 echo "PASS"
