@@ -28,6 +28,14 @@ struct KVSegment {
   int64_t start = 0;
 };
 
+// One request's attention in a packed step (Backend::attention_varlen): its queries against its own keys
+// and values.
+struct AttentionJob {
+  const Tensor* q = nullptr;    // [rows, heads, Lq, head_dim]
+  std::vector<KVSegment> segs;  // its keys/values (attention's segments)
+  Tensor* out = nullptr;        // [rows, Lq, heads * head_dim]
+};
+
 // How window_scores turns the listed queries' logits into one score per key.
 enum class ScoreMode {
   RawSum,       // sum over the queries of scale * q.k (the released ScaleKV code: no softmax)
@@ -125,6 +133,11 @@ class Backend {
   virtual void rope(Tensor& x, const Tensor& cos_sin, const std::vector<int64_t>& pos) = 0;
   // out [rows, Lq, H*hd] = softmax(scale * q k^T) v over the concatenation of the segments.
   virtual void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out) = 0;
+  // Every request of a packed step in one call, each with its own queries, lengths and KV segments (the
+  // varlen shape of FlashAttention's and FlashInfer's ragged-KV APIs): the CPU runs every job's tiles in
+  // one parallel loop, CUDA in one kernel launch. Job j's output equals attention(*q, segs, scale, *out)
+  // bit for bit; all jobs share head_dim (one model).
+  virtual void attention_varlen(const std::vector<AttentionJob>& jobs, float scale) = 0;
 
   // KV-cache moves. dst[r,h,dst_off+i,:] = src[r,h,i,:] for i < n (src [R,H,Ls,hd], dst [R,H,cap,hd]).
   virtual void copy_tokens(const Tensor& src, int64_t n, Tensor& dst, int64_t dst_off) = 0;

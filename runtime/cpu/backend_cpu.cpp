@@ -550,42 +550,70 @@ class CpuBackend final : public Backend {
   }
 
   void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out) override {
-    check_f32(q, "attention q");
-    const int64_t R = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3);
-    SKV_CHECK(out.numel() == R * Lq * H * D, "attention: out {} for q {}", out.describe(), q.describe());
+    attention_varlen({{&q, segs, &out}}, scale);
+  }
+
+  // One tile = (job, row, head, query chunk); the tiles of every job run in one parallel loop, each with
+  // its own score buffer, so a step of many small requests keeps every core busy.
+  void attention_varlen(const std::vector<AttentionJob>& jobs, float scale) override {
+    struct Job {
+      int64_t R, H, Lq, D, Lmax, chunk, nchunks, tile0;
+    };
+    std::vector<Job> js;
+    int64_t tiles = 0, work = 0, Lmax_all = 1, chunk_all = 1, D = -1;
+    for (const AttentionJob& jb : jobs) {
+      const Tensor& q = *jb.q;
+      check_f32(q, "attention q");
+      SKV_CHECK(q.ndim() == 4, "attention: q must be [rows, heads, tokens, head_dim], got {}", q.describe());
+      Job j{q.dim(0), q.dim(1), q.dim(2), q.dim(3), 0, 0, 0, tiles};
+      SKV_CHECK(jb.out->numel() == j.R * j.Lq * j.H * j.D, "attention: out {} for q {}", jb.out->describe(),
+                q.describe());
+      SKV_CHECK(D < 0 || j.D == D, "attention_varlen: head_dim {} beside {} (one model per call)", j.D, D);
+      D = j.D;
 #ifndef NDEBUG  // the CUDA kernel's limits, so a CPU test fails where a GPU would
-    const char* limit = kmath::attention_launch_limit(R, H, D);
-    SKV_CHECK(limit == nullptr, "attention: {} rows, {} heads, head_dim {}: {} (the CUDA kernel's limit)", R, H, D,
-              limit ? limit : "");
+      const char* limit = kmath::attention_launch_limit(j.R, j.H, j.D);
+      SKV_CHECK(limit == nullptr, "attention: {} rows, {} heads, head_dim {}: {} (the CUDA kernel's limit)", j.R, j.H,
+                j.D, limit ? limit : "");
 #endif
-    int64_t Lmax = 0;
-    for (const auto& s : segs) {
-      SKV_CHECK(s.k->dim(0) == R && s.k->dim(1) == H && s.k->dim(3) == D, "attention: k {} for q {}",
-                s.k->describe(), q.describe());
-      int64_t m = s.len;
-      for (int64_t l : s.row_len) m = std::max(m, l);
-      SKV_CHECK(s.start >= 0 && s.start + m <= s.k->dim(2), "attention: tokens [{}, {}) beyond capacity {}", s.start,
-                s.start + m, s.k->dim(2));
-      Lmax += m;
+      for (const auto& s : jb.segs) {
+        SKV_CHECK(s.k->dim(0) == j.R && s.k->dim(1) == j.H && s.k->dim(3) == j.D, "attention: k {} for q {}",
+                  s.k->describe(), q.describe());
+        int64_t m = s.len;
+        for (int64_t l : s.row_len) m = std::max(m, l);
+        SKV_CHECK(s.start >= 0 && s.start + m <= s.k->dim(2), "attention: tokens [{}, {}) beyond capacity {}",
+                  s.start, s.start + m, s.k->dim(2));
+        SKV_CHECK(s.row_len.empty() || static_cast<int64_t>(s.row_len.size()) >= j.R, "attention: {} row lengths "
+                  "for {} rows", s.row_len.size(), j.R);
+        j.Lmax += m;
+      }
+      j.chunk = std::max<int64_t>(1, std::min<int64_t>(j.Lq, kAttnChunk));
+      j.nchunks = (j.Lq + j.chunk - 1) / j.chunk;
+      tiles += j.R * j.H * j.nchunks;
+      work += j.R * j.H * j.Lq * j.Lmax;
+      Lmax_all = std::max(Lmax_all, j.Lmax);
+      chunk_all = std::max(chunk_all, j.chunk);
+      js.push_back(j);
     }
-    const int64_t chunk = std::min<int64_t>(Lq, kAttnChunk);
-    const int64_t nchunks = (Lq + chunk - 1) / chunk;
-    const float* qp = q.f32();
-    float* op = out.f32();
-    // One tile = (row, head, query chunk); tiles run in parallel, each with its own score buffer.
-#pragma omp parallel if (R * H * nchunks > 1 && R * H * Lq * Lmax > 65536)
+    if (tiles == 0) return;
+#pragma omp parallel if (tiles > 1 && work > 65536)
     {
-      Tensor scores = Tensor::empty({chunk, std::max<int64_t>(Lmax, 1)}, DType::F32, MemCategory::Workspace);
-      Tensor acc = Tensor::empty({chunk, D}, DType::F32, MemCategory::Workspace);
+      Tensor scores = Tensor::empty({chunk_all, Lmax_all}, DType::F32, MemCategory::Workspace);
+      Tensor acc = Tensor::empty({chunk_all, std::max<int64_t>(D, 1)}, DType::F32, MemCategory::Workspace);
       float* S = scores.f32();
       float* A = acc.f32();
+      size_t ji = 0;  // the job of the last tile (tiles come in ascending order within a thread's chunks)
 #pragma omp for schedule(dynamic)
-      for (int64_t tile = 0; tile < R * H * nchunks; ++tile) {
-        const int64_t r = tile / (H * nchunks), h = (tile / nchunks) % H, q0 = (tile % nchunks) * chunk;
+      for (int64_t tile = 0; tile < tiles; ++tile) {
+        if (ji >= js.size() || tile < js[ji].tile0) ji = 0;
+        while (ji + 1 < js.size() && js[ji + 1].tile0 <= tile) ++ji;
+        const Job& j = js[ji];
+        const AttentionJob& jb = jobs[ji];
+        const int64_t H = j.H, Lq = j.Lq, Lmax = j.Lmax, chunk = j.chunk, nchunks = j.nchunks, t = tile - j.tile0;
+        const int64_t r = t / (H * nchunks), h = (t / nchunks) % H, q0 = (t % nchunks) * chunk;
         const int64_t nq = std::min(chunk, Lq - q0);
-        const float* Q = qp + ((r * H + h) * Lq + q0) * D;
+        const float* Q = jb.q->f32() + ((r * H + h) * Lq + q0) * D;
         int64_t col = 0;
-        for (const auto& s : segs) {  // scores = scale * Q K^T, one column block per segment
+        for (const auto& s : jb.segs) {  // scores = scale * Q K^T, one column block per segment
           const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
           if (len == 0) continue;
           const float* K = s.k->f32() + ((r * H + h) * s.k->dim(2) + s.start) * D;
@@ -595,7 +623,7 @@ class CpuBackend final : public Backend {
         const int64_t L = col;
         for (int64_t i = 0; i < nq; ++i) softmax_row(S + i * Lmax, L);
         col = 0;
-        for (const auto& s : segs) {  // out = P V, accumulated over segments
+        for (const auto& s : jb.segs) {  // out = P V, accumulated over segments
           const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
           if (len == 0) continue;
           const float* V = s.v->f32() + ((r * H + h) * s.v->dim(2) + s.start) * D;
@@ -604,6 +632,7 @@ class CpuBackend final : public Backend {
           col += len;
         }
         if (col == 0) std::fill(A, A + nq * D, 0.0f);
+        float* op = jb.out->f32();
         for (int64_t i = 0; i < nq; ++i)
           std::memcpy(op + ((r * Lq + q0 + i) * H + h) * D, A + i * D, D * sizeof(float));
       }

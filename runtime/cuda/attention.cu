@@ -15,6 +15,10 @@
 // the scale), K and V are rounded to bf16 as they enter shared memory, scores and the output
 // accumulate in FP32, the softmax state stays FP32. Same segments, same online softmax functions; a
 // block owns 64 queries (16 per warp), keys come in tiles of 64. F32 runs (parity) never take it.
+//
+// Varlen (Backend::attention_varlen: every request of a packed step in one launch): the same two kernels
+// over a 1-D grid of every job's blocks; a block finds its job by binary search in the jobs' first-block
+// offsets (locate_block) and then runs exactly the one-job code, so a job's output equals its own launch.
 #include <mma.h>
 
 #include <algorithm>
@@ -50,16 +54,50 @@ struct AttnArgs {
   const AttnSeg* seg;  // device table [nseg]
 };
 
+// The jobs of a varlen launch (device tables), or n == 0: one job, the kernel's own args, a 2-D grid
+// (x: query blocks, y: row x head).
+struct AttnVarlen {
+  const AttnArgs* jobs;   // [n]
+  const int64_t* block0;  // [n] the first block of each job, ascending (jobs without blocks left out)
+  int n;
+};
+
+// This block's job (a is replaced by it for a varlen launch), its (row, head) and its query block.
+__device__ inline void locate_block(AttnArgs& a, const AttnVarlen& v, int64_t queries_per_block, int64_t& rh,
+                                    int64_t& qb) {
+  if (v.n == 0) {
+    rh = blockIdx.y;
+    qb = blockIdx.x;
+    return;
+  }
+  const int64_t b = blockIdx.x;
+  int lo = 0, hi = v.n - 1;  // the last job whose first block is <= b
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (v.block0[mid] <= b)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  a = v.jobs[lo];
+  const int64_t local = b - v.block0[lo], nqb = (a.Lq + queries_per_block - 1) / queries_per_block;
+  rh = local / nqb;
+  qb = local % nqb;
+}
+
 template <int NC>
-__global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const AttnArgs a) {
+__global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const AttnArgs a0, const AttnVarlen v) {
   extern __shared__ float smem[];
+  AttnArgs a = a0;
+  int64_t rh, qb;
+  locate_block(a, v, kAttnQueriesPerBlock, rh, qb);
   const int64_t D = a.D, KS = D + 1;
   float* Ks = smem;                    // [kAttnKeyTile][D + 1]
   float* Vs = Ks + kAttnKeyTile * KS;  // [kAttnKeyTile][D]
   float* Qs = Vs + kAttnKeyTile * D;   // [kAttnQueriesPerBlock][D]
-  const int64_t rh = blockIdx.y, r = rh / a.H, h = rh % a.H;
+  const int64_t r = rh / a.H, h = rh % a.H;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kAttnQueriesPerBlock;
+  const int64_t q0 = qb * kAttnQueriesPerBlock;
 
   for (int64_t i = threadIdx.x; i < kAttnQueriesPerBlock * D; i += blockDim.x) {
     const int64_t qi = q0 + i / D;
@@ -147,8 +185,11 @@ using kmath::kTcQueries;
 using kmath::kTcWarps;
 static_assert(kTcQueries == 16 * kTcWarps, "one 16-row WMMA tile of queries per warp");
 
-__global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(const AttnArgs a) {
+__global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(const AttnArgs a0, const AttnVarlen v) {
   namespace wmma = nvcuda::wmma;
+  AttnArgs a = a0;
+  int64_t rh, qb;
+  locate_block(a, v, kTcQueries, rh, qb);
   using bf16 = __nv_bfloat16;
   extern __shared__ __align__(32) unsigned char tc_smem[];
   const int64_t D = a.D;
@@ -162,8 +203,8 @@ __global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(const AttnA
   bf16* Pw = reinterpret_cast<bf16*>(tc_smem + t.p + warp * t.p_warp);
   float* Ow = reinterpret_cast<float*>(tc_smem + t.o + warp * t.o_warp);
   const bf16* Qw = Qs + warp * 16 * t.ldh;
-  const int64_t rh = blockIdx.y, r = rh / a.H, h = rh % a.H;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTcQueries;
+  const int64_t r = rh / a.H, h = rh % a.H;
+  const int64_t q0 = qb * kTcQueries;
 
   for (int64_t i = threadIdx.x; i < kTcQueries * D; i += blockDim.x) {
     const int64_t qi = i / D, d = i % D, q = q0 + qi;
@@ -249,30 +290,48 @@ __global__ void __launch_bounds__(kTcWarps * 32) attention_tc_kernel(const AttnA
   }
 }
 
-void launch_tc(const AttnArgs& a, int64_t RH) {
+// grid: (query blocks, R x H) for one job (v.n == 0), or (every job's blocks, 1) for a varlen launch.
+void launch_tc(const AttnArgs& a, const AttnVarlen& v, dim3 grid) {
   const kmath::TcAttnLayout t = kmath::tc_attn_layout(a.D);
   prepare_smem(reinterpret_cast<const void*>(attention_tc_kernel), static_cast<size_t>(t.bytes), "attention (tensor cores)");
-  const dim3 grid(static_cast<unsigned>(kmath::ceil_div(a.Lq, kTcQueries)), static_cast<unsigned>(RH));
-  attention_tc_kernel<<<grid, kTcWarps * 32, static_cast<size_t>(t.bytes), stream()>>>(a);
+  attention_tc_kernel<<<grid, kTcWarps * 32, static_cast<size_t>(t.bytes), stream()>>>(a, v);
   SKV_CUDA_LAUNCHED("attention (tensor cores)");
 }
 
 template <int NC>
-void launch(const AttnArgs& a, int64_t RH) {
+void launch(const AttnArgs& a, const AttnVarlen& v, dim3 grid) {
   const size_t smem = static_cast<size_t>(kmath::attn_smem_floats(a.D)) * sizeof(float);
   prepare_smem(reinterpret_cast<const void*>(attention_kernel<NC>), smem, "attention");
-  const dim3 grid(static_cast<unsigned>(kmath::ceil_div(a.Lq, kAttnQueriesPerBlock)), static_cast<unsigned>(RH));
-  attention_kernel<NC><<<grid, kAttnWarps * 32, smem, stream()>>>(a);
+  attention_kernel<NC><<<grid, kAttnWarps * 32, smem, stream()>>>(a, v);
   SKV_CUDA_LAUNCHED("attention");
 }
 
-}  // namespace
-
-bool attention_uses_tensor_cores(int64_t head_dim, DType weight_dtype) {
-  return weight_dtype != DType::F32 && head_dim % 16 == 0 && head_dim <= 128;
+// The FP32 kernel for head_dim D, or the tensor-core one.
+void launch_any(const AttnArgs& a, const AttnVarlen& v, dim3 grid, bool tensor_cores) {
+  const int64_t D = a.D;
+  if (tensor_cores) {
+    SKV_CHECK(D % 16 == 0 && D <= 128, "attention: the tensor-core kernel needs head_dim % 16 == 0 and <= 128, got {}", D);
+    launch_tc(a, v, grid);
+    return;
+  }
+  switch ((D + 31) / 32) {
+    case 1: launch<1>(a, v, grid); break;
+    case 2: launch<2>(a, v, grid); break;
+    case 3: launch<3>(a, v, grid); break;
+    case 4: launch<4>(a, v, grid); break;
+    case 5: launch<5>(a, v, grid); break;
+    case 6: launch<6>(a, v, grid); break;
+    case 7: launch<7>(a, v, grid); break;
+    case 8: launch<8>(a, v, grid); break;
+    default: SKV_FAIL("attention: head_dim {} unsupported", D);
+  }
 }
 
-void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out, bool tensor_cores) {
+// One job's arguments, checked; its segments are appended to `table` from index *seg_first on (the caller
+// sets a.seg once the table is on the device), per-row lengths uploaded into `row_lens`. Adds its key
+// count to `keys`.
+AttnArgs job_args(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out,
+                  std::vector<AttnSeg>& table, std::vector<Tensor>& row_lens, double& keys, size_t* seg_first) {
   check_cuda_f32(q, "attention q");
   check_cuda_f32(out, "attention out");
   SKV_CHECK(q.ndim() == 4, "attention: q must be [rows, heads, tokens, head_dim], got {}", q.describe());
@@ -288,9 +347,7 @@ void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale,
   a.Lq = Lq;
   a.D = D;
   a.scale = scale;
-  std::vector<Tensor> row_lens;  // device copies, alive until the kernel is queued (frees are stream-ordered)
-  std::vector<AttnSeg> table;
-  double kv_bytes = 0, keys = 0;
+  const size_t first = table.size();
   for (const auto& s : segs) {
     check_cuda_f32(*s.k, "attention k");
     check_cuda_f32(*s.v, "attention v");
@@ -316,28 +373,67 @@ void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale,
     }
     table.push_back(g);
   }
+  a.nseg = static_cast<int>(table.size() - first);
+  *seg_first = first;
+  return a;
+}
+
+}  // namespace
+
+bool attention_uses_tensor_cores(int64_t head_dim, DType weight_dtype) {
+  return weight_dtype != DType::F32 && head_dim % 16 == 0 && head_dim <= 128;
+}
+
+void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out, bool tensor_cores) {
+  std::vector<Tensor> row_lens;  // device copies, alive until the kernel is queued (frees are stream-ordered)
+  std::vector<AttnSeg> table;
+  double keys = 0;
+  size_t first = 0;
+  AttnArgs a = job_args(q, segs, scale, out, table, row_lens, keys, &first);
   Tensor d_table = upload_structs(table);
-  a.nseg = static_cast<int>(table.size());
   a.seg = reinterpret_cast<const AttnSeg*>(d_table.raw());
-  kv_bytes = keys * D * 2 * sizeof(float);
+  const int64_t R = q.dim(0), H = q.dim(1), Lq = q.dim(2), D = q.dim(3);
   if (R * H * Lq == 0) return;
-  OpTimer timer("attention", 4.0 * keys * Lq * D, kv_bytes + static_cast<double>(q.nbytes() + out.nbytes()));
-  if (tensor_cores) {
-    SKV_CHECK(D % 16 == 0 && D <= 128, "attention: the tensor-core kernel needs head_dim % 16 == 0 and <= 128, got {}", D);
-    launch_tc(a, R * H);
-    return;
+  OpTimer timer("attention", 4.0 * keys * Lq * D, keys * D * 2 * sizeof(float) + static_cast<double>(q.nbytes() + out.nbytes()));
+  const int64_t qpb = tensor_cores ? kTcQueries : kAttnQueriesPerBlock;
+  launch_any(a, AttnVarlen{nullptr, nullptr, 0},
+             dim3(static_cast<unsigned>(kmath::ceil_div(Lq, qpb)), static_cast<unsigned>(R * H)), tensor_cores);
+}
+
+void attention_varlen(const std::vector<AttentionJob>& jobs, float scale, bool tensor_cores) {
+  std::vector<Tensor> row_lens;
+  std::vector<AttnSeg> table;
+  std::vector<AttnArgs> args;
+  std::vector<int64_t> block0;
+  std::vector<size_t> seg_first;
+  double keys = 0, flops = 0, bytes = 0;
+  int64_t blocks = 0, D = -1;
+  const int64_t qpb = tensor_cores ? kTcQueries : kAttnQueriesPerBlock;
+  for (const AttentionJob& j : jobs) {
+    const double k0 = keys;
+    size_t first = 0;
+    AttnArgs a = job_args(*j.q, j.segs, scale, *j.out, table, row_lens, keys, &first);
+    SKV_CHECK(D < 0 || a.D == D, "attention_varlen: head_dim {} beside {} (one model per call)", a.D, D);
+    D = a.D;
+    const int64_t R = j.q->dim(0), nb = R * a.H * kmath::ceil_div(a.Lq, qpb);
+    flops += 4.0 * (keys - k0) * static_cast<double>(a.Lq * a.D);
+    bytes += (keys - k0) * static_cast<double>(a.D) * 2 * sizeof(float) + static_cast<double>(j.q->nbytes() + j.out->nbytes());
+    if (nb == 0) continue;  // no queries: nothing to write
+    args.push_back(a);
+    seg_first.push_back(first);
+    block0.push_back(blocks);
+    blocks += nb;
   }
-  switch ((D + 31) / 32) {
-    case 1: launch<1>(a, R * H); break;
-    case 2: launch<2>(a, R * H); break;
-    case 3: launch<3>(a, R * H); break;
-    case 4: launch<4>(a, R * H); break;
-    case 5: launch<5>(a, R * H); break;
-    case 6: launch<6>(a, R * H); break;
-    case 7: launch<7>(a, R * H); break;
-    case 8: launch<8>(a, R * H); break;
-    default: SKV_FAIL("attention: head_dim {} unsupported", D);
-  }
+  if (blocks == 0) return;
+  SKV_CHECK(blocks < (int64_t{1} << 31), "attention_varlen: {} blocks are more than one launch takes", blocks);
+  Tensor d_table = upload_structs(table);
+  for (size_t i = 0; i < args.size(); ++i)
+    args[i].seg = reinterpret_cast<const AttnSeg*>(d_table.raw()) + seg_first[i];
+  Tensor d_args = upload_structs(args), d_block0 = upload_vector(block0, DType::I64);
+  OpTimer timer("attention", flops, bytes);
+  const AttnVarlen v{reinterpret_cast<const AttnArgs*>(d_args.raw()), d_block0.data<int64_t>(),
+                     static_cast<int>(args.size())};
+  launch_any(args[0], v, dim3(static_cast<unsigned>(blocks), 1u), tensor_cores);
 }
 
 AttnTiming measure_attention(int64_t R, int64_t H, int64_t Lq, int64_t kv_len, int64_t D, int repeats, bool tensor_cores) {

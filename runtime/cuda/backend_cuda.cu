@@ -585,6 +585,11 @@ class CudaBackend final : public Backend {
   void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out) override {
     cuda::attention(q, segs, scale, out, q.ndim() == 4 && attention_uses_tensor_cores(q.dim(3), weight_dtype()));
   }
+  void attention_varlen(const std::vector<AttentionJob>& jobs, float scale) override {
+    if (jobs.empty()) return;
+    const Tensor& q = *jobs[0].q;
+    cuda::attention_varlen(jobs, scale, q.ndim() == 4 && attention_uses_tensor_cores(q.dim(3), weight_dtype()));
+  }
 
   void copy_tokens(const Tensor& src, int64_t n, Tensor& dst, int64_t dst_off) override {
     const int64_t RH = src.dim(0) * src.dim(1), Ls = src.dim(2), D = src.dim(3), cap = dst.dim(2);

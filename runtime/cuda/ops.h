@@ -18,6 +18,8 @@ void sgemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, cons
 
 // tensor_cores: the bf16 WMMA kernel (attention.cu); otherwise the FP32 one.
 void attention(const Tensor& q, const std::vector<KVSegment>& segs, float scale, Tensor& out, bool tensor_cores);
+// Every job in one launch (Backend::attention_varlen); a job's output equals its own attention() launch.
+void attention_varlen(const std::vector<AttentionJob>& jobs, float scale, bool tensor_cores);
 
 void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int stride, int pad, Tensor& y);
 void group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps, Tensor& y);

@@ -280,8 +280,9 @@ void InfinityModel::self_attention(Tensor& x, const std::vector<PackedPart>& par
   Tensor qkv = be_.empty({T, 3 * Hl * hd});
   be_.linear(h, b.qkv_w, nullptr, qkv);
   Tensor att = be_.empty({T, Hl * hd});
-  std::vector<Tensor> qs(items.size()), q_raws(items.size());
-  for (size_t i = 0; i < items.size(); ++i) {  // attention: each request against its own cache
+  std::vector<Tensor> qs(items.size()), q_raws(items.size()), att_is(items.size());
+  std::vector<AttentionJob> jobs(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {  // attention: each request against its own cache, one call
     const PackedPart& p = parts[i];
     const ScaleArgs& a = *items[i].args;
     MultiScaleKVCache& cache = *a.cache;
@@ -294,11 +295,13 @@ void InfinityModel::self_attention(Tensor& x, const std::vector<PackedPart>& par
     for (int64_t t = 0; t < l; ++t) pos[t] = a.schedule->offset(items[i].si) + t;
     be_.rope(q, *a.rope, pos);
     be_.rope(cache.cur_k(), *a.rope, pos);
-    std::vector<KVSegment> segs = cache.store_segments(layer);
-    segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
-    Tensor att_i = packed_view(att, p);
-    be_.attention(q, segs, attn_scale(), att_i);
+    jobs[i].segs = cache.store_segments(layer);
+    jobs[i].segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
+    att_is[i] = packed_view(att, p);
+    jobs[i].q = &q;
+    jobs[i].out = &att_is[i];
   }
+  be_.attention_varlen(jobs, attn_scale());
   Tensor y = be_.empty({T, C});
   be_.linear(att, b.proj_w, nullptr, y);
   all_reduce(y);  // one reduction for every request of the step
@@ -329,19 +332,23 @@ void InfinityModel::cross_attention(Tensor& x, const std::vector<PackedPart>& pa
   Tensor ql = be_.empty({T, Hl * hd});
   be_.linear(h, b.ca_q_w, &b.ca_q_b, ql);
   Tensor att = be_.empty({T, Hl * hd});
-  for (size_t i = 0; i < items.size(); ++i) {  // each request attends to its own text
+  std::vector<Tensor> qs(items.size()), att_is(items.size());
+  std::vector<AttentionJob> jobs(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {  // each request attends to its own text, one call for all
     const PackedPart& p = parts[i];
     const Cond& cond = *items[i].cond;
     const int64_t R = p.rows, l = p.len;
-    Tensor q = be_.empty({R, Hl, l, hd});
-    be_.to_heads(packed_view(ql, p), nullptr, q);
+    qs[i] = be_.empty({R, Hl, l, hd});
+    be_.to_heads(packed_view(ql, p), nullptr, qs[i]);
     SKV_CHECK(static_cast<int64_t>(cond.row_len.size()) >= R, "internal: {} text rows for {} rows", cond.row_len.size(),
               R);
-    KVSegment seg{&cond.ca_k[layer], &cond.ca_v[layer], 0,
-                  std::vector<int64_t>(cond.row_len.begin(), cond.row_len.begin() + R)};
-    Tensor att_i = packed_view(att, p);
-    be_.attention(q, {seg}, 1.0f / std::sqrt(static_cast<float>(hd)), att_i);
+    jobs[i].segs = {KVSegment{&cond.ca_k[layer], &cond.ca_v[layer], 0,
+                              std::vector<int64_t>(cond.row_len.begin(), cond.row_len.begin() + R)}};
+    att_is[i] = packed_view(att, p);
+    jobs[i].q = &qs[i];
+    jobs[i].out = &att_is[i];
   }
+  be_.attention_varlen(jobs, 1.0f / std::sqrt(static_cast<float>(hd)));
   Tensor y = be_.empty({T, C});
   be_.linear(att, b.ca_proj_w, nullptr, y);
   all_reduce(y);  // one reduction for every request of the step

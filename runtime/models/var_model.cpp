@@ -180,20 +180,21 @@ void VarModel::attention_block(Tensor& x, const std::vector<PackedPart>& parts, 
   Tensor qkv = be_.empty({T, 3 * Hl * hd});
   be_.linear(h, b.qkv_w, nullptr, qkv);
   Tensor att = be_.empty({T, Hl * hd});
-  std::vector<Tensor> qs(items.size()), q_raws(items.size());
-  for (size_t i = 0; i < items.size(); ++i) {  // attention: each request against its own cache
+  std::vector<Tensor> qs(items.size()), q_raws(items.size()), att_is(items.size());
+  std::vector<AttentionJob> jobs(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {  // attention: each request against its own cache, one call
     const PackedPart& p = parts[i];
     ScaleItem& it = items[i];
     MultiScaleKVCache& cache = *it.cache;
     split_request_qkv(be_, packed_view(qkv, p), b.q_bias, b.v_bias, cfg_.attn_l2_norm ? &b.head_scale : nullptr,
                       it.policy->queries().raw, cache, qs[i], q_raws[i]);
-    const Tensor& q = qs[i];
-    const int64_t l = p.len;
-    std::vector<KVSegment> segs = cache.store_segments(layer);
-    segs.push_back({&cache.cur_k(), &cache.cur_v(), l, {}});
-    Tensor att_i = packed_view(att, p);
-    be_.attention(q, segs, attn_scale(), att_i);
+    jobs[i].segs = cache.store_segments(layer);
+    jobs[i].segs.push_back({&cache.cur_k(), &cache.cur_v(), p.len, {}});
+    att_is[i] = packed_view(att, p);
+    jobs[i].q = &qs[i];
+    jobs[i].out = &att_is[i];
   }
+  be_.attention_varlen(jobs, attn_scale());
   Tensor y = be_.empty({T, C});
   be_.linear(att, b.proj_w, nullptr, y);
   all_reduce(y);  // one reduction for every request of the step

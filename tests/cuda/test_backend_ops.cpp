@@ -345,6 +345,68 @@ TEST_F(CudaOps, AttentionOverSegmentsMatchesCpu) {
   }
 }
 
+// Every request of a packed step in one launch (attention_varlen) gives each job exactly what its own
+// launch gives (the same kernel; only the block's job lookup differs), on the FP32 and the tensor-core
+// kernels: jobs of different rows, query and key lengths, segment starts, per-row lengths, one without
+// queries; and within FP32 summation order of the CPU's.
+TEST_F(CudaOps, AttentionVarlenEqualsOneLaunchPerJob) {
+  const int H = 3, D = 64;
+  struct Spec {
+    int R, Lq, cap, start, len, cur;
+    bool row_len;
+  };
+  const std::vector<Spec> specs = {{2, 5, 11, 2, 7, 5, false}, {4, 1, 4, 0, 3, 1, false}, {2, 0, 6, 0, 6, 0, false},
+                                   {2, 40, 30, 0, 30, 0, true}, {2, 130, 260, 10, 200, 64, false},
+                                   {2, 4, 1, 0, 0, 4, false}};
+  struct Restore {
+    Backend& b;
+    ~Restore() { b.set_weight_dtype(DType::F32); }
+  } restore{gpu()};
+  for (DType wd : {DType::F32, DType::BF16}) {  // BF16 weights: the tensor-core kernel
+    gpu().set_weight_dtype(wd);
+    std::vector<Tensor> q, k, v, ck, cv, dq, dk, dv, dck, dcv, want, one, got;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const Spec& c = specs[i];
+      const uint32_t seed = 200 + 10 * static_cast<uint32_t>(i);
+      q.push_back(randn({c.R, H, c.Lq, D}, seed));
+      k.push_back(randn({c.R, H, c.cap, D}, seed + 1));
+      v.push_back(randn({c.R, H, c.cap, D}, seed + 2));
+      ck.push_back(randn({c.R, H, std::max(c.cur, 1), D}, seed + 3));
+      cv.push_back(randn({c.R, H, std::max(c.cur, 1), D}, seed + 4));
+      dq.push_back(up(q.back()));
+      dk.push_back(up(k.back()));
+      dv.push_back(up(v.back()));
+      dck.push_back(up(ck.back()));
+      dcv.push_back(up(cv.back()));
+      want.push_back(Tensor::empty({c.R, c.Lq, H * D}));
+      one.push_back(gempty({c.R, c.Lq, H * D}));
+      got.push_back(gempty({c.R, c.Lq, H * D}));
+    }
+    std::vector<AttentionJob> jobs(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const Spec& c = specs[i];
+      auto segs = [&](const Tensor& kk, const Tensor& vv, const Tensor& kc, const Tensor& vc) {
+        std::vector<KVSegment> s = {c.row_len ? KVSegment{&kk, &vv, 0, {c.cap, c.cap / 3}, 0}
+                                              : KVSegment{&kk, &vv, c.len, {}, c.start}};
+        if (c.cur > 0) s.push_back({&kc, &vc, c.cur, {}});
+        return s;
+      };
+      cpu().attention(q[i], segs(k[i], v[i], ck[i], cv[i]), 0.125f, want[i]);
+      jobs[i].segs = segs(dk[i], dv[i], dck[i], dcv[i]);
+      jobs[i].q = &dq[i];
+      jobs[i].out = &got[i];
+      gpu().attention(dq[i], jobs[i].segs, 0.125f, one[i]);
+    }
+    gpu().attention_varlen(jobs, 0.125f);
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const Tensor g = down(got[i]), o = down(one[i]);
+      EXPECT_EQ(std::memcmp(g.f32(), o.f32(), static_cast<size_t>(g.numel()) * sizeof(float)), 0)
+          << "job " << i << (wd == DType::F32 ? " (FP32)" : " (tensor cores)");
+      if (g.numel() > 0) EXPECT_LT(nmse(g, want[i]), wd == DType::F32 ? 1e-9 : 1e-4) << "job " << i;
+    }
+  }
+}
+
 // With half-precision weights the backend runs attention on tensor cores (bf16 Q/K/V, FP32 softmax and
 // accumulation): the same answer within bf16 rounding.
 TEST_F(CudaOps, TensorCoreAttentionMatchesCpuWithinBf16) {

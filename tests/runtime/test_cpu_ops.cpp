@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "runtime/backend.h"
 #include "runtime/hostdevice.h"
@@ -214,6 +215,51 @@ TEST(CpuOps, AttentionOverSegmentsMatchesNaive) {
   Tensor out3 = Tensor::empty({R, Lq, H * D});
   be().attention(q, {{&k1b, &v1b, 2, {}}}, scale, out3);
   EXPECT_LT(max_abs_diff(out2.f32() + Lq * H * D, out3.f32() + Lq * H * D, Lq * H * D), 1e-6);
+}
+
+// One call for every request of a packed step (attention_varlen) gives each job exactly what its own
+// attention() call gives: jobs of different rows, query and key lengths, segment starts, per-row lengths,
+// a job without queries, and enough jobs and work for the tiles of several jobs to share the parallel loop.
+TEST(CpuOps, AttentionVarlenEqualsOneCallPerJob) {
+  const int H = 3, D = 16;
+  struct Spec {
+    int R, Lq, cap, start, len, cur;
+    bool row_len;
+  };
+  const std::vector<Spec> specs = {{2, 5, 11, 2, 7, 5, false}, {4, 1, 4, 0, 3, 1, false}, {2, 0, 6, 0, 6, 0, false},
+                                   {2, 40, 30, 0, 30, 0, true}, {2, 64, 260, 10, 200, 64, false},
+                                   {2, 4, 1, 0, 0, 4, false}};
+  std::vector<Tensor> q, k, v, ck, cv, want, got;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const Spec& c = specs[i];
+    const uint32_t seed = 100 + 10 * static_cast<uint32_t>(i);
+    q.push_back(randn({c.R, H, c.Lq, D}, seed));
+    k.push_back(randn({c.R, H, c.cap, D}, seed + 1));
+    v.push_back(randn({c.R, H, c.cap, D}, seed + 2));
+    ck.push_back(randn({c.R, H, std::max(c.cur, 1), D}, seed + 3));
+    cv.push_back(randn({c.R, H, std::max(c.cur, 1), D}, seed + 4));
+    want.push_back(Tensor::empty({c.R, c.Lq, H * D}));
+    got.push_back(Tensor::empty({c.R, c.Lq, H * D}));
+  }
+  std::vector<AttentionJob> jobs(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const Spec& c = specs[i];
+    KVSegment hist{&k[i], &v[i], c.len, {}, c.start};
+    if (c.row_len) hist = KVSegment{&k[i], &v[i], 0, {c.cap, c.cap / 3}, 0};
+    jobs[i].segs = {hist};
+    if (c.cur > 0) jobs[i].segs.push_back({&ck[i], &cv[i], c.cur, {}});
+    jobs[i].q = &q[i];
+    jobs[i].out = &got[i];
+    be().attention(q[i], jobs[i].segs, 0.25f, want[i]);
+  }
+  be().attention_varlen(jobs, 0.25f);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    ASSERT_EQ(want[i].numel(), got[i].numel());
+    EXPECT_EQ(std::memcmp(want[i].f32(), got[i].f32(), static_cast<size_t>(want[i].numel()) * sizeof(float)), 0)
+        << "job " << i;
+  }
+  // The last job (an empty history segment before the current scale) is finite.
+  for (int64_t e = 0; e < got.back().numel(); ++e) ASSERT_TRUE(std::isfinite(got.back().f32()[e]));
 }
 
 TEST(CpuOps, Conv2dMatchesNaive) {
