@@ -242,6 +242,16 @@ infinity)
   igen "$T/g2" 7 --prompt "$P2" --prompt "$P2"
   igen "$T/gw" 9 --prompt "$P1" --h-div-w 0.5
   igen "$T/gs" 11 --prompt "$P2" --kv-policy scalekv --kv-budget 10%
+  # Options that cannot work: one line naming what to change, non-zero exit, before anything listens.
+  bad_serve() {  # bad_serve TEXT ARGS...
+    local want=$1 out
+    shift
+    out=$(timeout 60 "$SKV" serve --port 0 "$@" 2>&1) && fail "serve $* started"
+    grep -qF -- "$want" <<< "$out" || fail "serve $*: expected '$want' in: $out"
+  }
+  bad_serve "serve needs --t5 DIR" "${M[@]:0:6}"
+  bad_serve "are for Infinity models" --t5 "$G"
+  bad_serve "not in Infinity's dynamic-resolution table" "${M[@]}" --h-div-w 0.77
   start i -- "${M[@]}" --kv-memory 64MiB --drain-timeout 10
   expect 200 '"prompt":"text"' GET /v1/models ""
   grep -qF '"family":"infinity"' "$T/body" || fail "/v1/models: $(head -c 300 "$T/body")"
