@@ -12,6 +12,8 @@
 #          --tp 2 (the prompt encoded on both ranks) and --tp 1 (two replicas): the same PNGs
 #   load   hey: 320 requests (20 per worker) at concurrency 16: zero 5xx, all complete, KV peak <= cap, /health < 100 ms
 #          throughout; then SIGTERM under load: every answer is 200 or 503, exit 0 within the drain timeout
+#   write_timeout  a streamed request whose client stops reading (tiny receive buffer, never reads): with
+#          --write-timeout 1 the server resets the connection, cancels the request, frees its KV
 set -uo pipefail
 MODE=$1
 BUILD=$(cd "$2" && pwd)
@@ -325,6 +327,35 @@ load)
   grep -q '\[200\]' "$T/hey2.txt" || fail "no request completed before the drain"
   grep -q 'drained and stopped' "$T/l.log" || fail "the log does not say it drained"
   echo "serve load: OK"
+  ;;
+write_timeout)
+  # A model whose previews are large (random weights of VAR-d16's shape, one block: 256x256 PNGs, ~100 KB
+  # an event) and slow to make (seconds a request on CPU): the client's first preview already stalls the
+  # server's writes, long before the request would finish by itself.
+  start w -- --random-weights --model "$HERE/../../configs/var-d16.json" --depth 1 --kv-memory 256MiB --no-warmup \
+    --write-timeout 1 --drain-timeout 10
+  W=$PID
+  $CLIENT stall "$PORT" '{"class_label":3,"seed":1}' "$T/go" > "$T/stall.log" 2>&1 &
+  SP=$!
+  t0=$(date +%s)
+  while [ $(($(date +%s) - t0)) -lt 30 ]; do  # seconds: the reset comes ~1 s after the first preview
+    cancelled=$($CLIENT metric "$PORT" 'scalekv_requests_cancelled_total{cause="disconnect"}')
+    used=$($CLIENT metric "$PORT" 'scalekv_kv_bytes_used{replica="0"}')
+    running=$($CLIENT metric "$PORT" 'scalekv_requests_running{replica="0"}')
+    [ "${cancelled%.*}" = 1 ] && [ "$used" = 0 ] && [ "$running" = 0 ] && break
+    sleep 0.2
+  done
+  secs=$(($(date +%s) - t0))
+  touch "$T/go"  # the client reads now: the connection must be gone
+  wait "$SP"
+  src=$?
+  cat "$T/stall.log"
+  [ "${cancelled%.*}" = 1 ] && [ "$used" = 0 ] && [ "$running" = 0 ] \
+    || fail "a client that stopped reading: after $secs s, $cancelled disconnects counted, $running running, $used KV bytes in use"
+  [ "$src" = 0 ] || fail "the stalled client's connection was not ended by the server"
+  echo "cancelled and freed within $secs s of the request"
+  stop "$W" TERM 20
+  echo "serve write_timeout: OK"
   ;;
 *) fail "unknown mode $MODE" ;;
 esac
