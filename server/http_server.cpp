@@ -1,8 +1,8 @@
 // http_server.cpp - see http_server.h. One Session per connection; everything a session does runs on
 // its strand, so its state needs no lock. While a request waits for its answer, the session watches the
-// socket (async_wait for readability, then a 1-byte MSG_PEEK): end of stream or an error there means the
-// client went away, which the handler hears through on_disconnect(). Every byte goes out through one
-// queue, a write_some at a time, each under the write deadline.
+// socket (async_wait for readability, then a 1-byte MSG_PEEK): an error there means the client went away,
+// which the handler hears through on_disconnect(); end of stream is probed first (http_server.h). Every
+// byte goes out through one queue, a write_some at a time, each under the write deadline.
 #include "server/http_server.h"
 
 #include <boost/asio.hpp>
@@ -11,6 +11,8 @@
 #include <fmt/core.h>
 
 #include <nlohmann/json.hpp>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <atomic>
@@ -157,6 +159,8 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     if (ec) return fail_request(http::status::bad_request, fmt::format("malformed HTTP request: {}", ec.message()));
     HttpRequest req = parser_->release();
     keep_alive_ = req.keep_alive();
+    http10_ = req.version() < 11;
+    peer_eof_ = false;
     answering_ = true;
     watch();
     try {
@@ -184,7 +188,7 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     do_reply(std::move(res));
   }
 
-  // While an answer is pending: does the client go away?
+  // While an answer is pending: does the client go away? (The rule is at the top of http_server.h.)
   void watch() {
     sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this(), gen = watch_gen_](beast::error_code ec) {
       if (gen != self->watch_gen_ || !self->answering_ || self->closed_ || ec == net::error::operation_aborted) return;
@@ -192,8 +196,35 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
       beast::error_code e2;
       const size_t n = ec ? 0 : self->sock_.receive(net::buffer(&c, 1), tcp::socket::message_peek, e2);
       if (e2 == net::error::would_block || e2 == net::error::try_again) return self->watch();  // woke early
-      if (ec || e2 || n == 0) self->gone();
-      // Otherwise the client pipelined its next request: it is read after this answer.
+      if (ec || (e2 && e2 != net::error::eof)) return self->gone();  // an RST or another error: gone
+      if (n > 0) return;  // the client pipelined its next request: it is read after this answer
+      self->peer_eof();
+    });
+  }
+
+  // The client sent FIN: it half-closed (it still reads) or closed. Probe it: a closed socket answers the
+  // probe with an RST, which the error watch sees; a half-closed client skips the probe.
+  void peer_eof() {
+    peer_eof_ = true;
+    if (events_)
+      queue(":\n\n");  // an SSE comment
+    else if (!http10_)
+      queue("HTTP/1.1 100 Continue\r\n\r\n");  // an interim response (HTTP/1.1 only)
+    watch_error();
+  }
+
+  void watch_error() {
+    sock_.async_wait(tcp::socket::wait_error, [self = shared_from_this(), gen = watch_gen_](beast::error_code ec) {
+      if (gen != self->watch_gen_ || !self->answering_ || self->closed_ || ec == net::error::operation_aborted) return;
+      if (ec) return self->gone();
+      const int fd = self->sock_.native_handle();
+      pollfd p{fd, POLLIN, 0};  // the socket is readable (at EOF): is it also failed?
+      if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP))) return self->gone();
+      // Woke for urgent data: drop it (else it wakes us again at once). Should wake-ups keep coming
+      // anyway, stop watching: a failed write still tells.
+      char c;
+      (void)::recv(fd, &c, 1, MSG_OOB | MSG_DONTWAIT);
+      if (++self->spurious_wakes_ <= 16) self->watch_error();
     });
   }
 
@@ -225,7 +256,8 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
       std::lock_guard<std::mutex> lk(mu_);
       on_gone_ = nullptr;  // answered: a later disconnect is no cancellation
     }
-    res.keep_alive(keep_alive_ && !sh_->closing);  // (the payload headers were set by make_response)
+    // (The payload headers were set by make_response.) A client that sent FIN sends no next request.
+    res.keep_alive(keep_alive_ && !sh_->closing && !peer_eof_);
     then_ = res.need_eof() ? (linger_ ? Then::Linger : Then::Close) : Then::ReadNext;
     std::ostringstream os;
     os << res;
@@ -332,10 +364,11 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
   size_t out_off_ = 0, out_bytes_ = 0;
   Then then_ = Then::Nothing;
   bool timed_out_ = false, answering_ = false, events_ = false, writing_ = false, end_after_ = false, closed_ = false;
-  bool reading_ = false, linger_ = false, reset_ = false;
+  bool reading_ = false, linger_ = false, http10_ = false, peer_eof_ = false, reset_ = false;
   uint64_t timer_gen_ = 0;   // a timer wake-up for an earlier arming is ignored
   uint64_t wtimer_gen_ = 0;  // the same for the write deadline
   uint64_t watch_gen_ = 0;   // a watch's wake-up after its request was answered is ignored
+  int spurious_wakes_ = 0;   // of the error watch
   std::array<char, 4096> sink_;
   bool keep_alive_ = false;
   std::atomic<bool> gone_{false};

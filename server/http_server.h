@@ -7,8 +7,20 @@
 // per connection, async reads and writes).
 //
 // When is a client gone? While an answer is pending the session watches the socket:
-//  - end of stream or an error on it, or a write that fails (EPIPE, ECONNRESET), is a disconnect: the
-//    handler hears it through on_disconnect();
+//  - an error on it (RST: the client closed with our data unread, or the network failed), or a write that
+//    fails (EPIPE, ECONNRESET), is a disconnect: the handler hears it through on_disconnect();
+//  - end of stream (the client sent FIN) is NOT a disconnect by itself. A client that half-closes
+//    (shutdown(SHUT_WR) after its request: some clients do) still reads its answer, and from this side it
+//    looks exactly like one that closed the socket: both arrive as a FIN, and nothing in TCP tells them
+//    apart until we send something. So after a FIN the session sends a probe that a reading client
+//    ignores - on an event stream an SSE comment line (":"), on a pending HTTP/1.1 answer an interim
+//    "HTTP/1.1 100 Continue" response (RFC 9110 15.2: a client must accept 1xx responses before the final
+//    one; curl, Python's http.client, Go and browsers skip them) - and keeps watching for an error. A
+//    client that closed its socket (or shut down its reading side) answers the probe with an RST, seen
+//    here within a round trip: a disconnect, as before. A half-closed client reads the probe and gets its
+//    answer. HTTP/1.0 forbids 1xx responses, so an HTTP/1.0 client that sends FIN is not probed: its
+//    request runs to completion, and only a failed write would cancel it (the cost: a fully closed
+//    HTTP/1.0 client's request is not cancelled early).
 //  - a write that makes no progress for write_timeout_s (a client that stopped reading, its socket
 //    buffers full), or an event stream whose unsent events pass max_queued_bytes (a client that reads
 //    slower than the events come), ends the connection with a reset (its unsent bytes are dropped, in

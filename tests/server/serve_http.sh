@@ -12,6 +12,8 @@
 #          --tp 2 (the prompt encoded on both ranks) and --tp 1 (two replicas): the same PNGs
 #   load   hey: 320 requests (20 per worker) at concurrency 16: zero 5xx, all complete, KV peak <= cap, /health < 100 ms
 #          throughout; then SIGTERM under load: every answer is 200 or 503, exit 0 within the drain timeout
+#   half_close     clients that half-close (FIN after the request) get their answer, plain and streamed, equal
+#          to generate's; a client that closes while its request is queued still cancels it
 #   write_timeout  a streamed request whose client stops reading (tiny receive buffer, never reads): with
 #          --write-timeout 1 the server resets the connection, cancels the request, frees its KV
 set -uo pipefail
@@ -327,6 +329,46 @@ load)
   grep -q '\[200\]' "$T/hey2.txt" || fail "no request completed before the drain"
   grep -q 'drained and stopped' "$T/l.log" || fail "the log does not say it drained"
   echo "serve load: OK"
+  ;;
+half_close)
+  gen "$T/g3" 3 5
+  gen "$T/g33" 3x3 7
+  start h -- --kv-memory 8MiB --drain-timeout 10
+  H=$PID
+  # Half-closed clients (shutdown(SHUT_WR) after the request) get their answer: the FIN is no disconnect.
+  $CLIENT halfclose "$PORT" '{"class_label":3,"seed":5}' "$T/h3" || fail "a half-closed client got no answer"
+  "$PNG_DIFF" "$T/g3" "$T/h3" 1 || fail "half-closed client: the image differs from generate --labels 3 --seed 5"
+  $CLIENT halfclose "$PORT" '{"class_label":3,"seed":7,"n":3,"stream":true}' "$T/h33" \
+    || fail "a half-closed streaming client got no stream"
+  "$PNG_DIFF" "$T/g33" "$T/h33" 1 || fail "half-closed stream: the images differ from generate --labels 3x3 --seed 7"
+  cancelled=$($CLIENT metric "$PORT" 'scalekv_requests_cancelled_total{cause="disconnect"}')
+  [ "${cancelled%.*}" = 0 ] || fail "a half-closed client was counted as a disconnect ($cancelled)"
+  # A client that closes its socket while its request is queued (a FIN too, the same on the wire until
+  # the server writes) is still seen as gone and its request cancelled: three requests of 2 images hold
+  # the 8 MiB cap (one in flight at a time), the fourth waits.
+  W=()
+  for i in 1 2 3; do
+    curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/images/generations" --data-binary "{\"class_label\":1,\"n\":2,\"seed\":$i}" &
+    W+=($!)
+  done
+  sleep 0.2
+  $CLIENT close "$PORT" '{"class_label":2,"n":2}' || fail "close"
+  for _ in $(seq 1 100); do
+    cancelled=$($CLIENT metric "$PORT" 'scalekv_requests_cancelled_total{cause="disconnect"}')
+    [ "${cancelled%.*}" = 1 ] && break
+    sleep 0.1
+  done
+  [ "${cancelled%.*}" = 1 ] || fail "a client that closed while queued was not cancelled ($cancelled disconnects counted)"
+  wait "${W[@]}"
+  for _ in $(seq 1 50); do
+    used=$($CLIENT metric "$PORT" 'scalekv_kv_bytes_used{replica="0"}')
+    running=$($CLIENT metric "$PORT" 'scalekv_requests_running{replica="0"}')
+    [ "$used" = 0 ] && [ "$running" = 0 ] && break
+    sleep 0.1
+  done
+  [ "$used" = 0 ] && [ "$running" = 0 ] || fail "after the requests: $used KV bytes in use, $running running"
+  stop "$H" TERM 20
+  echo "serve half_close: OK"
   ;;
 write_timeout)
   # A model whose previews are large (random weights of VAR-d16's shape, one block: 256x256 PNGs, ~100 KB
