@@ -16,6 +16,10 @@
 #          to generate's; a client that closes while its request is queued still cancels it
 #   write_timeout  a streamed request whose client stops reading (tiny receive buffer, never reads): with
 #          --write-timeout 1 the server resets the connection, cancels the request, frees its KV
+#   fail_rank0     SKV_TEST_ENGINE_FAIL_AT_ITERATION: the engine of a one-rank server throws mid-request: the
+#          request gets 503 with a JSON error, the process exits non-zero within seconds
+#   fail_replica   mpiexec -n 2 --tp 1 (two replicas), rank 1's engine throws: its request gets 503 with a JSON
+#          error, the whole job exits non-zero within seconds
 set -uo pipefail
 MODE=$1
 BUILD=$(cd "$2" && pwd)
@@ -398,6 +402,55 @@ write_timeout)
   echo "cancelled and freed within $secs s of the request"
   stop "$W" TERM 20
   echo "serve write_timeout: OK"
+  ;;
+fail_rank0|fail_replica)
+  export SKV_TEST_ENGINE_FAIL_AT_ITERATION=3  # the engine throws after 3 scale steps (a test hook, server/serve.cpp)
+  if [ "$MODE" = fail_rank0 ]; then
+    start f -- --no-warmup --kv-memory 64MiB
+    N=1
+    WHO="injected engine failure"
+  else
+    export SKV_TEST_ENGINE_FAIL_RANK=1 OMP_NUM_THREADS=1
+    XENV=()
+    "$MPIEXEC" --version 2>&1 | grep -qE 'Open MPI|OpenRTE' \
+      && XENV=(-x SKV_TEST_ENGINE_FAIL_AT_ITERATION -x SKV_TEST_ENGINE_FAIL_RANK)
+    start f "$MPIEXEC" "$NP" 2 $OVERSUB "${XENV[@]}" -- --tp 1 --no-warmup --kv-memory 64MiB
+    # Several requests at once: the second lands on replica 1 (replica 0 is busy), whose engine fails.
+    N=4
+    WHO="replica 1 (rank 1) failed: injected engine failure"
+  fi
+  F=$PID
+  W=()
+  for i in $(seq 1 "$N"); do
+    curl -s -o "$T/f$i.body" -w '%{http_code}' --max-time 60 -X POST "http://127.0.0.1:$PORT/v1/images/generations" \
+      --data-binary "{\"class_label\":$i,\"n\":2,\"seed\":$i}" > "$T/f$i.code" &
+    W+=($!)
+  done
+  wait "${W[@]}"
+  t0=$(date +%s%N)
+  n503=0
+  for i in $(seq 1 "$N"); do
+    c=$(cat "$T/f$i.code")
+    case "$c" in
+      200) ;;
+      503)
+        python3 -c "import json,sys; e=json.load(open('$T/f$i.body'))['error']; sys.exit(not (e['type']=='server_error' and '$WHO' in e['message']))" \
+          || fail "request $i: a 503 without the JSON error naming the failure: $(head -c 300 "$T/f$i.body")"
+        n503=$((n503 + 1))
+        ;;
+      *) fail "request $i: HTTP $c (want 200, or 503 for a request the failed engine held): $(head -c 300 "$T/f$i.body")" ;;
+    esac
+  done
+  [ "$n503" -ge 1 ] || fail "no request got 503 from the failed engine"
+  echo "$n503 of $N requests got 503: $(head -c 200 "$T/f1.body")"
+  for _ in $(seq 1 200); do kill -0 "$F" 2> /dev/null || break; sleep 0.1; done
+  kill -0 "$F" 2> /dev/null && fail "the server still runs 20 s after its engine failed"
+  wait "$F"
+  rc=$?
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  [ "$rc" != 0 ] || fail "the server exited 0 after its engine failed"
+  grep -q "error: .*injected engine failure" "$T/f.log" || fail "the log has no error line naming the failure"
+  echo "serve $MODE: OK (exit $rc, $ms ms after the answers)"
   ;;
 *) fail "unknown mode $MODE" ;;
 esac
