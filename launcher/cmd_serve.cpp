@@ -57,6 +57,8 @@ void run_serve_command(ServeArgs& a) {
             "seconds", opt.http.read_timeout_s);
   SKV_CHECK(opt.http.idle_timeout_s > 0 && opt.http.idle_timeout_s <= 1e6, "--idle-timeout {} must be in (0, 1e6] "
             "seconds", opt.http.idle_timeout_s);
+  SKV_CHECK(opt.http.write_timeout_s > 0 && opt.http.write_timeout_s <= 1e6, "--write-timeout {} must be in (0, 1e6] "
+            "seconds", opt.http.write_timeout_s);
   SKV_CHECK(opt.drain_timeout_s >= 0 && opt.drain_timeout_s <= 1e6, "--drain-timeout {} must be in [0, 1e6] seconds",
             opt.drain_timeout_s);
   SKV_CHECK(opt.api.max_n >= 1 && opt.api.max_n <= 64, "--max-n {} must be in [1, 64]", opt.api.max_n);
@@ -169,6 +171,8 @@ void register_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--idle-timeout", a->opt.http.idle_timeout_s, "Seconds a connection may wait for its next request")
       ->capture_default_str();
+  cmd->add_option("--write-timeout", a->opt.http.write_timeout_s, "Seconds a write to a client may make no progress "
+                  "(then the connection ends and its request is cancelled)")->capture_default_str();
   cmd->add_option("--drain-timeout", a->opt.drain_timeout_s, "Seconds in-flight requests get to finish after SIGTERM")
       ->capture_default_str();
   cmd->add_option("--io-threads", a->opt.io_threads, "HTTP I/O threads")->capture_default_str();

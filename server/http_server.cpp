@@ -1,7 +1,8 @@
 // http_server.cpp - see http_server.h. One Session per connection; everything a session does runs on
 // its strand, so its state needs no lock. While a request waits for its answer, the session watches the
-// socket (async_wait for readability, then a 1-byte MSG_PEEK): end of stream or an error there means the
-// client went away, which the handler hears through on_disconnect().
+// socket (async_wait for readability, then a 1-byte MSG_PEEK): an error there means the client went away,
+// which the handler hears through on_disconnect(); end of stream is probed first (http_server.h). Every
+// byte goes out through one queue, a write_some at a time, each under the write deadline.
 #include "server/http_server.h"
 
 #include <boost/asio.hpp>
@@ -10,6 +11,8 @@
 #include <fmt/core.h>
 
 #include <nlohmann/json.hpp>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <atomic>
@@ -18,6 +21,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "runtime/check.h"
@@ -40,7 +44,7 @@ struct Shared {
 class Session final : public HttpExchange, public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket sock, std::shared_ptr<Shared> sh)
-      : sock_(std::move(sock)), timer_(sock_.get_executor()), sh_(std::move(sh)) {
+      : sock_(std::move(sock)), timer_(sock_.get_executor()), wtimer_(sock_.get_executor()), sh_(std::move(sh)) {
     ++sh_->connections;
   }
   ~Session() override { --sh_->connections; }
@@ -60,10 +64,9 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     net::post(sock_.get_executor(), [self = shared_from_this()] {
       if (self->closed_ || !self->answering_ || self->events_) return;
       self->events_ = true;
-      self->out_.push_back(
+      self->queue(
           "HTTP/1.1 200 OK\r\nServer: scalekv\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
           "X-Accel-Buffering: no\r\nConnection: close\r\n\r\n");
-      self->write_next();
     });
   }
   void send_event(const std::string& name, const std::string& data) override {
@@ -79,14 +82,15 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     ev += "\n";
     net::post(sock_.get_executor(), [self = shared_from_this(), e = std::move(ev)]() mutable {
       if (self->closed_) return;
-      self->out_.push_back(std::move(e));
-      self->write_next();
+      // A client that reads slower than its events come: end it rather than queue without bound.
+      if (self->out_bytes_ + e.size() > self->sh_->limits.max_queued_bytes) return self->reset();
+      self->queue(std::move(e));
     });
   }
   void end_events() override {
     net::post(sock_.get_executor(), [self = shared_from_this()] {
       self->end_after_ = true;
-      if (!self->writing_ && self->out_.empty()) self->close();
+      self->write_next();  // closes once the queue is empty
     });
   }
   void on_disconnect(std::function<void()> fn) override {
@@ -96,6 +100,9 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
   void post(std::function<void()> fn) override { net::post(sock_.get_executor(), std::move(fn)); }
 
  private:
+  // After the queued bytes of an answer are written: read the next request, close, or linger then close.
+  enum class Then { Nothing, ReadNext, Close, Linger };
+
   void arm_timer(double seconds, bool reading) {
     reading_ = reading;
     timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -152,6 +159,8 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     if (ec) return fail_request(http::status::bad_request, fmt::format("malformed HTTP request: {}", ec.message()));
     HttpRequest req = parser_->release();
     keep_alive_ = req.keep_alive();
+    http10_ = req.version() < 11;
+    peer_eof_ = false;
     answering_ = true;
     watch();
     try {
@@ -179,16 +188,43 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     do_reply(std::move(res));
   }
 
-  // While an answer is pending: does the client go away?
+  // While an answer is pending: does the client go away? (The rule is at the top of http_server.h.)
   void watch() {
-    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
-      if (!self->answering_ || self->closed_ || ec == net::error::operation_aborted) return;
+    sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this(), gen = watch_gen_](beast::error_code ec) {
+      if (gen != self->watch_gen_ || !self->answering_ || self->closed_ || ec == net::error::operation_aborted) return;
       char c;
       beast::error_code e2;
       const size_t n = ec ? 0 : self->sock_.receive(net::buffer(&c, 1), tcp::socket::message_peek, e2);
       if (e2 == net::error::would_block || e2 == net::error::try_again) return self->watch();  // woke early
-      if (ec || e2 || n == 0) self->gone();
-      // Otherwise the client pipelined its next request: it is read after this answer.
+      if (ec || (e2 && e2 != net::error::eof)) return self->gone();  // an RST or another error: gone
+      if (n > 0) return;  // the client pipelined its next request: it is read after this answer
+      self->peer_eof();
+    });
+  }
+
+  // The client sent FIN: it half-closed (it still reads) or closed. Probe it: a closed socket answers the
+  // probe with an RST, which the error watch sees; a half-closed client skips the probe.
+  void peer_eof() {
+    peer_eof_ = true;
+    if (events_)
+      queue(":\n\n");  // an SSE comment
+    else if (!http10_)
+      queue("HTTP/1.1 100 Continue\r\n\r\n");  // an interim response (HTTP/1.1 only)
+    watch_error();
+  }
+
+  void watch_error() {
+    sock_.async_wait(tcp::socket::wait_error, [self = shared_from_this(), gen = watch_gen_](beast::error_code ec) {
+      if (gen != self->watch_gen_ || !self->answering_ || self->closed_ || ec == net::error::operation_aborted) return;
+      if (ec) return self->gone();
+      const int fd = self->sock_.native_handle();
+      pollfd p{fd, POLLIN, 0};  // the socket is readable (at EOF): is it also failed?
+      if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP))) return self->gone();
+      // Woke for urgent data: drop it (else it wakes us again at once). Should wake-ups keep coming
+      // anyway, stop watching: a failed write still tells.
+      char c;
+      (void)::recv(fd, &c, 1, MSG_OOB | MSG_DONTWAIT);
+      if (++self->spurious_wakes_ <= 16) self->watch_error();
     });
   }
 
@@ -203,36 +239,92 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     if (fn) fn();
   }
 
+  // Ends the connection with an RST, dropping what is unsent (ours and the kernel's): a client that does
+  // not read. A disconnect.
+  void reset() {
+    beast::error_code ignore;
+    sock_.set_option(net::socket_base::linger(true, 0), ignore);
+    reset_ = true;
+    gone();
+  }
+
   void do_reply(HttpResponse res) {
     if (closed_ || !answering_ || events_) return;
     answering_ = false;
+    ++watch_gen_;  // the watch's wake-ups are stale now
     {
       std::lock_guard<std::mutex> lk(mu_);
       on_gone_ = nullptr;  // answered: a later disconnect is no cancellation
     }
-    beast::error_code ignore;
-    sock_.cancel(ignore);  // ends the watch
-    res.keep_alive(keep_alive_ && !sh_->closing);  // (the payload headers were set by make_response)
-    res_ = std::make_shared<HttpResponse>(std::move(res));
-    http::async_write(sock_, *res_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      const bool eof = self->res_->need_eof();
-      self->res_.reset();
-      if (ec) return self->gone();
-      if (eof) return self->linger_ ? self->linger() : self->close();
-      self->do_read();
-    });
+    // (The payload headers were set by make_response.) A client that sent FIN sends no next request.
+    res.keep_alive(keep_alive_ && !sh_->closing && !peer_eof_);
+    then_ = res.need_eof() ? (linger_ ? Then::Linger : Then::Close) : Then::ReadNext;
+    std::ostringstream os;
+    os << res;
+    queue(std::move(os).str());
+  }
+
+  // The write queue: the answer, or the event stream's header and events, and probes; one write at a time.
+  // A write that makes no progress within the write timeout ends the connection.
+  void queue(std::string bytes) {
+    if (closed_) return;
+    out_bytes_ += bytes.size();
+    out_.push_back(std::move(bytes));
+    write_next();
   }
 
   void write_next() {
-    if (writing_ || out_.empty() || closed_) return;
+    if (writing_ || closed_) return;
+    if (out_.empty()) return queue_empty();
     writing_ = true;
-    net::async_write(sock_, net::buffer(out_.front()), [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->writing_ = false;
-      if (ec) return self->gone();
-      self->out_.pop_front();
-      if (!self->out_.empty()) return self->write_next();
-      if (self->end_after_) self->close();
+    wtimer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(sh_->limits.write_timeout_s)));
+    wtimer_.async_wait([self = shared_from_this(), gen = ++wtimer_gen_](beast::error_code ec) {
+      if (ec || gen != self->wtimer_gen_ || self->closed_ || !self->writing_) return;
+      self->reset();  // the client stopped reading
     });
+    const std::string& front = out_.front();
+    sock_.async_write_some(net::buffer(front.data() + out_off_, front.size() - out_off_),
+                           [self = shared_from_this()](beast::error_code ec, size_t n) { self->on_write(ec, n); });
+  }
+
+  void on_write(beast::error_code ec, size_t n) {
+    writing_ = false;
+    ++wtimer_gen_;
+    wtimer_.cancel();
+    if (closed_) {
+      clear_queue();
+      return;
+    }
+    if (ec) return gone();  // EPIPE, ECONNRESET...: the client went away
+    out_off_ += n;
+    out_bytes_ -= n;
+    if (out_off_ == out_.front().size()) {
+      out_.pop_front();
+      out_off_ = 0;
+    }
+    write_next();
+  }
+
+  void queue_empty() {
+    if (events_) {
+      if (end_after_) close();
+      return;
+    }
+    const Then t = then_;
+    then_ = Then::Nothing;
+    switch (t) {
+      case Then::ReadNext: return do_read();
+      case Then::Close: return close();
+      case Then::Linger: return linger();
+      case Then::Nothing: return;  // a probe went out; the answer is still to come
+    }
+  }
+
+  void clear_queue() {
+    out_.clear();
+    out_off_ = 0;
+    out_bytes_ = 0;
   }
 
   // Half-close, then read and drop what still comes for up to a second, then close.
@@ -256,20 +348,27 @@ class Session final : public HttpExchange, public std::enable_shared_from_this<S
     answering_ = false;
     beast::error_code ignore;
     timer_.cancel();
-    sock_.shutdown(tcp::socket::shutdown_both, ignore);
+    wtimer_.cancel();
+    if (!reset_) sock_.shutdown(tcp::socket::shutdown_both, ignore);
     sock_.close(ignore);
+    if (!writing_) clear_queue();  // (a write in flight still points into it: its handler clears it)
   }
 
   tcp::socket sock_;
-  net::steady_timer timer_;
+  net::steady_timer timer_;   // the idle, read and linger deadlines
+  net::steady_timer wtimer_;  // the write deadline
   std::shared_ptr<Shared> sh_;
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  std::shared_ptr<HttpResponse> res_;
-  std::deque<std::string> out_;
+  std::deque<std::string> out_;  // unsent bytes, in order; the front one is being written from out_off_
+  size_t out_off_ = 0, out_bytes_ = 0;
+  Then then_ = Then::Nothing;
   bool timed_out_ = false, answering_ = false, events_ = false, writing_ = false, end_after_ = false, closed_ = false;
-  bool reading_ = false, linger_ = false;
-  uint64_t timer_gen_ = 0;  // a timer wake-up for an earlier arming is ignored
+  bool reading_ = false, linger_ = false, http10_ = false, peer_eof_ = false, reset_ = false;
+  uint64_t timer_gen_ = 0;   // a timer wake-up for an earlier arming is ignored
+  uint64_t wtimer_gen_ = 0;  // the same for the write deadline
+  uint64_t watch_gen_ = 0;   // a watch's wake-up after its request was answered is ignored
+  int spurious_wakes_ = 0;   // of the error watch
   std::array<char, 4096> sink_;
   bool keep_alive_ = false;
   std::atomic<bool> gone_{false};

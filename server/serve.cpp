@@ -11,12 +11,15 @@
 #include <fmt/core.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "parallel/communicator.h"
@@ -212,6 +215,31 @@ class RemoteReplica final : public ReplicaHandle {
   int64_t received_ = 0;
 };
 
+// Test-only fault injection (tests/server/serve_http.sh, modes fail_rank0 and fail_replica; never set it
+// outside tests): SKV_TEST_ENGINE_FAIL_AT_ITERATION=N makes this rank's engine loop throw once it has run
+// N iterations (scale steps of its batch, counted from the engine's start, warm-up included: the tests
+// use --no-warmup), on world rank SKV_TEST_ENGINE_FAIL_RANK=R only when that is set, else on every rank.
+// The error takes the path of a real engine failure: 503 to every pending request, then a non-zero exit.
+struct InjectedFailure {
+  int64_t at_iteration = 0;  // 0: none here
+};
+
+InjectedFailure injected_failure(int world_rank) {
+  auto number = [](const char* name, int64_t lo) -> std::optional<int64_t> {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return std::nullopt;
+    char* end = nullptr;
+    errno = 0;
+    const long long x = std::strtoll(v, &end, 10);
+    SKV_CHECK(errno == 0 && *end == '\0' && x >= lo, "{}='{}' must be an integer >= {} (a test hook)", name, v, lo);
+    return static_cast<int64_t>(x);
+  };
+  const std::optional<int64_t> at = number("SKV_TEST_ENGINE_FAIL_AT_ITERATION", 1);
+  const std::optional<int64_t> rank = number("SKV_TEST_ENGINE_FAIL_RANK", 0);
+  if (!at || (rank && *rank != world_rank)) return {};
+  return {*at};
+}
+
 std::atomic<int> g_early_signal{0};
 extern "C" void note_early_signal(int sig) { g_early_signal = sig; }
 
@@ -260,6 +288,13 @@ void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo&
         steps.push_back(p.step_seconds);
       }
       last_iteration = p.iteration;
+    };
+  }
+  if (const InjectedFailure f = injected_failure(topo.world_rank); f.at_iteration > 0) {
+    eo.on_progress = [inner = eo.on_progress, f, rank = topo.world_rank](const EngineProgress& p) {
+      if (inner) inner(p);
+      SKV_CHECK(p.iteration < f.at_iteration, "injected engine failure at iteration {} on world rank {} "
+                "(SKV_TEST_ENGINE_FAIL_AT_ITERATION: a test hook)", p.iteration, rank);
     };
   }
   Engine engine(family, *topo.backend, *topo.tp, *topo.control, eo);

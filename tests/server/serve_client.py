@@ -11,6 +11,15 @@
                                                  first partial_image event (a client that goes away mid-stream)
   serve_client.py metric PORT NAME               prints the value of one /metrics sample (e.g.
                                                  'scalekv_kv_bytes_used{replica="0"}'); 0 when absent
+  serve_client.py halfclose PORT BODY OUTDIR     sends the request, then shuts down its sending side (FIN) and
+                                                 reads the answer with http.client's parser (1xx skipped): must
+                                                 be 200 with the images (a stream when BODY says so); writes them
+  serve_client.py close PORT BODY                sends the request, then closes the socket (FIN, nothing unread):
+                                                 a client that gives up while its request waits
+  serve_client.py stall PORT BODY GOFILE         a client that stops reading: tiny receive buffer and MSS, sends a
+                                                 streamed request and reads nothing until GOFILE exists; then the
+                                                 server must have ended the connection (reset, or EOF) before the
+                                                 stream completed
 Every call sends 'Authorization: Bearer $SKV_API_KEY' when that variable is set (post: or KEY).
 Exit 1 with a message on any unexpected answer.
 """
@@ -148,6 +157,86 @@ def metric(port, name):
     print(0)
 
 
+def raw_request(port, body, sock=None):
+    s = sock or socket.socket()
+    s.settimeout(120)
+    s.connect(("127.0.0.1", int(port)))
+    b = body.encode()
+    head = (f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(b)}\r\n")
+    for k, v in auth().items():
+        head += f"{k}: {v}\r\n"
+    s.sendall(head.encode() + b"\r\n" + b)
+    return s
+
+
+def halfclose(port, body, outdir):
+    s = raw_request(port, body)
+    s.shutdown(socket.SHUT_WR)  # FIN: done sending, still reading
+    r = http.client.HTTPResponse(s, method="POST")
+    r.begin()  # skips interim 1xx responses (the server's probe after our FIN)
+    if r.status != 200:
+        fail(f"half-closed client: {r.status} {r.read()[:300]!r}")
+    if json.loads(body).get("stream"):
+        done = {}
+        previews = 0
+        for name, data in events(r):
+            d = json.loads(data)
+            if name == "image_generation.completed":
+                done[d["image_index"]] = d
+            elif name == "image_generation.partial_image":
+                previews += 1
+            else:
+                fail(f"half-closed client: unexpected event {name}: {data[:300]}")
+        if not done:
+            fail("half-closed client: the stream has no completed event")
+        write_images(outdir, [done[j]["b64_json"] for j in range(len(done))], done[0]["scalekv"]["class_labels"])
+        print(f"half-closed stream: {len(done)} images, {previews} previews")
+    else:
+        d = json.loads(r.read())
+        write_images(outdir, [x["b64_json"] for x in d["data"]], d["scalekv"]["class_labels"])
+        print(f"half-closed client: 200 with {len(d['data'])} images")
+
+
+def close(port, body):
+    raw_request(port, body).close()
+
+
+def stall(port, body, gofile):
+    import time
+    b = json.loads(body)
+    b["stream"] = True
+    s = socket.socket()
+    # Before connecting: a small receive window and a small MSS (the server's send buffer is sized from
+    # the MSS: tens of KB instead of MBs on loopback), so the server's writes stall soon.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    raw_request(port, json.dumps(b), s)
+    print("stall: request sent; not reading", flush=True)
+    t0 = time.time()
+    while not os.path.exists(gofile):
+        if time.time() - t0 > 120:
+            fail("stall: no go-ahead within 120 s")
+        time.sleep(0.1)
+    s.settimeout(30)  # a connection the server still holds would deliver the whole stream (or block)
+    got = b""
+    how = "EOF"
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except ConnectionResetError:
+        how = "reset"
+    except socket.timeout:
+        fail(f"stall: the connection is still open ({len(got)} bytes read in 30 s)")
+    if b"image_generation.completed" in got:
+        fail(f"stall: the server kept the connection and completed the stream ({len(got)} bytes)")
+    print(f"stall: the server ended the connection ({how} after {len(got)} bytes)")
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"post": post, "stream": stream, "drop": drop, "metric": metric}[cmd](*args)
+    {"post": post, "stream": stream, "drop": drop, "metric": metric, "halfclose": halfclose, "close": close,
+     "stall": stall}[cmd](*args)

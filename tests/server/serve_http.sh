@@ -12,6 +12,14 @@
 #          --tp 2 (the prompt encoded on both ranks) and --tp 1 (two replicas): the same PNGs
 #   load   hey: 320 requests (20 per worker) at concurrency 16: zero 5xx, all complete, KV peak <= cap, /health < 100 ms
 #          throughout; then SIGTERM under load: every answer is 200 or 503, exit 0 within the drain timeout
+#   half_close     clients that half-close (FIN after the request) get their answer, plain and streamed, equal
+#          to generate's; a client that closes while its request is queued still cancels it
+#   write_timeout  a streamed request whose client stops reading (tiny receive buffer, never reads): with
+#          --write-timeout 1 the server resets the connection, cancels the request, frees its KV
+#   fail_rank0     SKV_TEST_ENGINE_FAIL_AT_ITERATION: the engine of a one-rank server throws mid-request: the
+#          request gets 503 with a JSON error, the process exits non-zero within seconds
+#   fail_replica   mpiexec -n 2 --tp 1 (two replicas), rank 1's engine throws: its request gets 503 with a JSON
+#          error, the whole job exits non-zero within seconds
 set -uo pipefail
 MODE=$1
 BUILD=$(cd "$2" && pwd)
@@ -335,6 +343,124 @@ load)
   grep -q '\[200\]' "$T/hey2.txt" || fail "no request completed before the drain"
   grep -q 'drained and stopped' "$T/l.log" || fail "the log does not say it drained"
   echo "serve load: OK"
+  ;;
+half_close)
+  gen "$T/g3" 3 5
+  gen "$T/g33" 3x3 7
+  start h -- --kv-memory 8MiB --drain-timeout 10
+  H=$PID
+  # Half-closed clients (shutdown(SHUT_WR) after the request) get their answer: the FIN is no disconnect.
+  $CLIENT halfclose "$PORT" '{"class_label":3,"seed":5}' "$T/h3" || fail "a half-closed client got no answer"
+  "$PNG_DIFF" "$T/g3" "$T/h3" 1 || fail "half-closed client: the image differs from generate --labels 3 --seed 5"
+  $CLIENT halfclose "$PORT" '{"class_label":3,"seed":7,"n":3,"stream":true}' "$T/h33" \
+    || fail "a half-closed streaming client got no stream"
+  "$PNG_DIFF" "$T/g33" "$T/h33" 1 || fail "half-closed stream: the images differ from generate --labels 3x3 --seed 7"
+  cancelled=$($CLIENT metric "$PORT" 'scalekv_requests_cancelled_total{cause="disconnect"}')
+  [ "${cancelled%.*}" = 0 ] || fail "a half-closed client was counted as a disconnect ($cancelled)"
+  # A client that closes its socket while its request is queued (a FIN too, the same on the wire until
+  # the server writes) is still seen as gone and its request cancelled: three requests of 2 images hold
+  # the 8 MiB cap (one in flight at a time), the fourth waits.
+  W=()
+  for i in 1 2 3; do
+    curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/images/generations" --data-binary "{\"class_label\":1,\"n\":2,\"seed\":$i}" &
+    W+=($!)
+  done
+  sleep 0.2
+  $CLIENT close "$PORT" '{"class_label":2,"n":2}' || fail "close"
+  for _ in $(seq 1 100); do
+    cancelled=$($CLIENT metric "$PORT" 'scalekv_requests_cancelled_total{cause="disconnect"}')
+    [ "${cancelled%.*}" = 1 ] && break
+    sleep 0.1
+  done
+  [ "${cancelled%.*}" = 1 ] || fail "a client that closed while queued was not cancelled ($cancelled disconnects counted)"
+  wait "${W[@]}"
+  for _ in $(seq 1 50); do
+    used=$($CLIENT metric "$PORT" 'scalekv_kv_bytes_used{replica="0"}')
+    running=$($CLIENT metric "$PORT" 'scalekv_requests_running{replica="0"}')
+    [ "$used" = 0 ] && [ "$running" = 0 ] && break
+    sleep 0.1
+  done
+  [ "$used" = 0 ] && [ "$running" = 0 ] || fail "after the requests: $used KV bytes in use, $running running"
+  stop "$H" TERM 20
+  echo "serve half_close: OK"
+  ;;
+write_timeout)
+  # A model whose previews are large (random weights of VAR-d16's shape, one block: 256x256 PNGs, ~100 KB
+  # an event) and slow to make (seconds a request on CPU): the client's first preview already stalls the
+  # server's writes, long before the request would finish by itself.
+  start w -- --random-weights --model "$HERE/../../configs/var-d16.json" --depth 1 --kv-memory 256MiB --no-warmup \
+    --write-timeout 1 --drain-timeout 10
+  W=$PID
+  $CLIENT stall "$PORT" '{"class_label":3,"seed":1}' "$T/go" > "$T/stall.log" 2>&1 &
+  SP=$!
+  t0=$(date +%s)
+  while [ $(($(date +%s) - t0)) -lt 30 ]; do  # seconds: the reset comes ~1 s after the first preview
+    cancelled=$($CLIENT metric "$PORT" 'scalekv_requests_cancelled_total{cause="disconnect"}')
+    used=$($CLIENT metric "$PORT" 'scalekv_kv_bytes_used{replica="0"}')
+    running=$($CLIENT metric "$PORT" 'scalekv_requests_running{replica="0"}')
+    [ "${cancelled%.*}" = 1 ] && [ "$used" = 0 ] && [ "$running" = 0 ] && break
+    sleep 0.2
+  done
+  secs=$(($(date +%s) - t0))
+  touch "$T/go"  # the client reads now: the connection must be gone
+  wait "$SP"
+  src=$?
+  cat "$T/stall.log"
+  [ "${cancelled%.*}" = 1 ] && [ "$used" = 0 ] && [ "$running" = 0 ] \
+    || fail "a client that stopped reading: after $secs s, $cancelled disconnects counted, $running running, $used KV bytes in use"
+  [ "$src" = 0 ] || fail "the stalled client's connection was not ended by the server"
+  echo "cancelled and freed within $secs s of the request"
+  stop "$W" TERM 20
+  echo "serve write_timeout: OK"
+  ;;
+fail_rank0|fail_replica)
+  export SKV_TEST_ENGINE_FAIL_AT_ITERATION=3  # the engine throws after 3 scale steps (a test hook, server/serve.cpp)
+  if [ "$MODE" = fail_rank0 ]; then
+    start f -- --no-warmup --kv-memory 64MiB
+    N=1
+    WHO="injected engine failure"
+  else
+    export SKV_TEST_ENGINE_FAIL_RANK=1 OMP_NUM_THREADS=1
+    XENV=()
+    "$MPIEXEC" --version 2>&1 | grep -qE 'Open MPI|OpenRTE' \
+      && XENV=(-x SKV_TEST_ENGINE_FAIL_AT_ITERATION -x SKV_TEST_ENGINE_FAIL_RANK)
+    start f "$MPIEXEC" "$NP" 2 $OVERSUB "${XENV[@]}" -- --tp 1 --no-warmup --kv-memory 64MiB
+    # Several requests at once: the second lands on replica 1 (replica 0 is busy), whose engine fails.
+    N=4
+    WHO="replica 1 (rank 1) failed: injected engine failure"
+  fi
+  F=$PID
+  W=()
+  for i in $(seq 1 "$N"); do
+    curl -s -o "$T/f$i.body" -w '%{http_code}' --max-time 60 -X POST "http://127.0.0.1:$PORT/v1/images/generations" \
+      --data-binary "{\"class_label\":$i,\"n\":2,\"seed\":$i}" > "$T/f$i.code" &
+    W+=($!)
+  done
+  wait "${W[@]}"
+  t0=$(date +%s%N)
+  n503=0
+  for i in $(seq 1 "$N"); do
+    c=$(cat "$T/f$i.code")
+    case "$c" in
+      200) ;;
+      503)
+        python3 -c "import json,sys; e=json.load(open('$T/f$i.body'))['error']; sys.exit(not (e['type']=='server_error' and '$WHO' in e['message']))" \
+          || fail "request $i: a 503 without the JSON error naming the failure: $(head -c 300 "$T/f$i.body")"
+        n503=$((n503 + 1))
+        ;;
+      *) fail "request $i: HTTP $c (want 200, or 503 for a request the failed engine held): $(head -c 300 "$T/f$i.body")" ;;
+    esac
+  done
+  [ "$n503" -ge 1 ] || fail "no request got 503 from the failed engine"
+  echo "$n503 of $N requests got 503: $(head -c 200 "$T/f1.body")"
+  for _ in $(seq 1 200); do kill -0 "$F" 2> /dev/null || break; sleep 0.1; done
+  kill -0 "$F" 2> /dev/null && fail "the server still runs 20 s after its engine failed"
+  wait "$F"
+  rc=$?
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  [ "$rc" != 0 ] || fail "the server exited 0 after its engine failed"
+  grep -q "error: .*injected engine failure" "$T/f.log" || fail "the log has no error line naming the failure"
+  echo "serve $MODE: OK (exit $rc, $ms ms after the answers)"
   ;;
 *) fail "unknown mode $MODE" ;;
 esac
