@@ -91,6 +91,16 @@ expect() {  # expect STATUS TEXT METHOD PATH BODY [CURL_ARGS...]: the status, an
   [ "$got" = "$want" ] || fail "$1 $2 $3: HTTP $got (want $want): $(head -c 300 "$T/body")"
   grep -qF -- "$text" "$T/body" || fail "$1 $2 $3: the answer does not say '$text': $(head -c 300 "$T/body")"
 }
+kv_freed() {  # kv_freed WHAT: waits (5 s at most) for replica 0 to hold no KV and run nothing, else fails
+  local used running
+  for _ in $(seq 1 50); do
+    used=$($CLIENT metric "$PORT" 'scalekv_kv_bytes_used{replica="0"}')
+    running=$($CLIENT metric "$PORT" 'scalekv_requests_running{replica="0"}')
+    [ "$used" = 0 ] && [ "$running" = 0 ] && return 0
+    sleep 0.1
+  done
+  fail "after $1: $used KV bytes in use, $running running"
+}
 gen() {  # gen DIR LABELS SEED [ARGS...]: generate's PNGs
   local dir=$1 labels=$2 seed=$3
   shift 3
@@ -193,13 +203,7 @@ api)
   curl -s -o /dev/null --max-time 0.05 -X POST "http://127.0.0.1:$PORT/v1/images/generations" --data-binary '{"class_label":2,"n":2}'
   $CLIENT drop "$PORT" '{"class_label":4,"n":2}' || fail "drop"
   wait "${W[@]}"
-  for _ in $(seq 1 50); do
-    used=$($CLIENT metric "$PORT" 'scalekv_kv_bytes_used{replica="0"}')
-    running=$($CLIENT metric "$PORT" 'scalekv_requests_running{replica="0"}')
-    [ "$used" = 0 ] && [ "$running" = 0 ] && break
-    sleep 0.1
-  done
-  [ "$used" = 0 ] && [ "$running" = 0 ] || fail "after the disconnects: $used KV bytes in use, $running running"
+  kv_freed "the disconnects"
   cancelled=$($CLIENT metric "$PORT" 'scalekv_requests_cancelled_total{cause="disconnect"}')
   [ "${cancelled%.*}" -ge 1 ] || fail "no disconnect was counted as a cancellation ($cancelled)"
   echo "disconnects cancelled: $cancelled"
@@ -374,13 +378,7 @@ half_close)
   done
   [ "${cancelled%.*}" = 1 ] || fail "a client that closed while queued was not cancelled ($cancelled disconnects counted)"
   wait "${W[@]}"
-  for _ in $(seq 1 50); do
-    used=$($CLIENT metric "$PORT" 'scalekv_kv_bytes_used{replica="0"}')
-    running=$($CLIENT metric "$PORT" 'scalekv_requests_running{replica="0"}')
-    [ "$used" = 0 ] && [ "$running" = 0 ] && break
-    sleep 0.1
-  done
-  [ "$used" = 0 ] && [ "$running" = 0 ] || fail "after the requests: $used KV bytes in use, $running running"
+  kv_freed "the requests"
   stop "$H" TERM 20
   echo "serve half_close: OK"
   ;;
