@@ -115,16 +115,24 @@ void run_serve_command(ServeArgs& a) {
     f->accept_text(t5.get(), resolution);
     family = std::move(f);
     // The sizes: the default aspect ratio first, then every other ratio of the dynamic-resolution table at
-    // this resolution (one per pixel size).
+    // this resolution (one per pixel size) whose RoPE table builds: what a request could fail on later, on
+    // every rank of the engine, is checked here once.
     const int px = inf->cfg.vae.patch_size * inf->cfg.patch_factor();  // image pixels per token
     auto add_size = [&](double r, const Schedule& s) {
       const ModelSize z{s.scales().back().w * px, s.scales().back().h * px, r, s};
       for (const ModelSize& o : info.sizes)
         if (o.name() == z.name()) return;
+      infinity_rope_table(s, inf->cfg.head_dim(), inf->cfg.rope2d_normalized_by_hw);  // throws naming the limit
       info.sizes.push_back(z);
     };
     add_size(0, sched);
-    for (double r : infinity_aspect_ratios()) add_size(r, infinity_schedule_for(r, resolution));
+    for (double r : infinity_aspect_ratios()) {
+      try {
+        add_size(r, infinity_schedule_for(r, resolution));
+      } catch (const Error& e) {
+        if (ctx.is_output_rank()) fmt::print(stderr, "scalekv serve: size of h/w {} left out: {}\n", r, e.message());
+      }
+    }
     info.vocabulary = 1 << 20;  // top_k over each bit's two logits: any k >= 2 keeps both, as the official 900
   }
 
