@@ -3,7 +3,8 @@
 // every class, two seeds, the config's CFG and top-k, with the full cache and with ScaleKV at 10 %.
 // Any change to an op, the sampler, the RNG, a KV policy or the weights that moves a token fails
 // here, naming the first differing (run, scale, position). After a deliberate change, re-pin with
-// SKV_UPDATE_DEMO_TOKENS=1 build/bin/skv_unit_tests --gtest_filter='DemoModel.*' and say why in
+// SKV_UPDATE_DEMO_TOKENS=1 OPENBLAS_CORETYPE=Haswell build/bin/skv_unit_tests --gtest_filter='DemoModel.*' (the
+// kernels ctest runs them with: tests/CMakeLists.txt) and say why in
 // the commit. (That the runtime matches the PyTorch code the model was trained with is checked by
 // tests/scripts/test_demo_parity.sh, greedy, image for image.)
 #include <gtest/gtest.h>
