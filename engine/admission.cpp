@@ -23,13 +23,23 @@ std::vector<StepDemand> request_demand(const KVPlan& plan, int rows) {
 AdmissionLedger::AdmissionLedger(AdmissionLimits limits) : limits_(limits) {
   SKV_CHECK(limits_.kv_cap_bytes > 0, "the KV memory cap must be positive, got {} bytes", limits_.kv_cap_bytes);
   SKV_CHECK(limits_.max_step_tokens >= 0, "--max-step-tokens {} must be positive (0: no bound)", limits_.max_step_tokens);
+  SKV_CHECK(limits_.memory_cap_bytes >= 0, "the memory cap must be >= 0 (0: none), got {} bytes",
+            limits_.memory_cap_bytes);
 }
 
 std::string AdmissionLedger::never_fits(const std::vector<StepDemand>& demand) const {
   if (demand.empty()) return "a request with no scale steps";
   for (size_t i = 0; i < demand.size(); ++i) {
     const StepDemand& s = demand[i];
-    if (s.kv_bytes < 0 || s.step_tokens < 0) return fmt::format("step {} has a negative demand", i);
+    if (s.kv_bytes < 0 || s.step_tokens < 0 || s.other_bytes < 0 || s.decode_bytes < 0)
+      return fmt::format("step {} has a negative demand", i);
+    if (limits_.memory_cap_bytes > 0 &&
+        (s.kv_bytes > limits_.memory_cap_bytes || s.other_bytes > limits_.memory_cap_bytes ||
+         s.decode_bytes > limits_.memory_cap_bytes ||
+         s.kv_bytes + s.other_bytes + s.decode_bytes > limits_.memory_cap_bytes))
+      return fmt::format("its scale step {} needs {} KV bytes, {} bytes of activations and conditioning and {} of "
+                         "decoding, more than the {} bytes --device-memory leaves after the resident weights", i,
+                         s.kv_bytes, s.other_bytes, s.decode_bytes, limits_.memory_cap_bytes);
     if (s.kv_bytes > limits_.kv_cap_bytes)
       return fmt::format("its scale step {} needs {} KV bytes, more than the whole KV memory of {} bytes", i, s.kv_bytes,
                          limits_.kv_cap_bytes);
@@ -47,6 +57,10 @@ bool AdmissionLedger::fits(const std::vector<StepDemand>& demand) const {
     // r <= cap and demand <= cap (never_fits), so the sums below cannot overflow.
     if (r.kv_bytes + demand[t].kv_bytes > limits_.kv_cap_bytes) return false;
     if (limits_.max_step_tokens > 0 && r.step_tokens + demand[t].step_tokens > limits_.max_step_tokens) return false;
+    if (limits_.memory_cap_bytes > 0 && r.kv_bytes + r.other_bytes + demand[t].kv_bytes + demand[t].other_bytes +
+                                                std::max(r.decode_bytes, demand[t].decode_bytes) >
+                                            limits_.memory_cap_bytes)
+      return false;
   }
   return true;
 }
@@ -58,6 +72,7 @@ void AdmissionLedger::admit(int64_t id, const std::vector<StepDemand>& demand) {
   for (size_t t = 0; t < demand.size(); ++t) {
     total_[t].kv_bytes += demand[t].kv_bytes;
     total_[t].step_tokens += demand[t].step_tokens;
+    total_[t].other_bytes += demand[t].other_bytes;
   }
   flights_[id] = Flight{demand, 0};
 }
@@ -85,13 +100,27 @@ void AdmissionLedger::cancel(int64_t id) {
     StepDemand& r = total_[i - f.next];
     r.kv_bytes -= f.demand[i].kv_bytes;
     r.step_tokens -= f.demand[i].step_tokens;
+    r.other_bytes -= f.demand[i].other_bytes;
   }
   flights_.erase(it);
-  while (!total_.empty() && total_.back().kv_bytes == 0 && total_.back().step_tokens == 0) total_.pop_back();
+  while (!total_.empty() && total_.back().kv_bytes == 0 && total_.back().step_tokens == 0 &&
+         total_.back().other_bytes == 0)
+    total_.pop_back();
 }
 
 StepDemand AdmissionLedger::reserved(int64_t t) const {
-  return t >= 0 && t < static_cast<int64_t>(total_.size()) ? total_[static_cast<size_t>(t)] : StepDemand{};
+  if (t < 0 || t >= static_cast<int64_t>(total_.size())) return {};
+  StepDemand r = total_[static_cast<size_t>(t)];
+  for (const auto& [id, f] : flights_) {  // decodes run one after another: the largest of the iteration's
+    const size_t i = f.next + static_cast<size_t>(t);
+    if (i < f.demand.size()) r.decode_bytes = std::max(r.decode_bytes, f.demand[i].decode_bytes);
+  }
+  return r;
+}
+
+int64_t AdmissionLedger::reserved_memory(int64_t t) const {
+  const StepDemand r = reserved(t);
+  return r.kv_bytes + r.other_bytes + r.decode_bytes;
 }
 
 void FcfsAdmission::submit(int64_t id, std::vector<StepDemand> demand) {

@@ -27,16 +27,24 @@ namespace skv {
 struct StepDemand {
   int64_t kv_bytes = 0;     // store + transient K/V while the step runs (this rank)
   int64_t step_tokens = 0;  // query tokens it adds to the iteration (rows x the scale's tokens)
+  // Bytes outside the KV cache it holds or uses while the step runs (this rank): its conditioning, latent
+  // map, the step's activations, its decode (engine/request_memory.h). Counted under a memory cap only.
+  int64_t other_bytes = 0;
+  // Bytes it needs once the step has run, one request after another (its decode, its previews): the
+  // iteration's requests need the largest of theirs, not the sum. Counted under a memory cap only.
+  int64_t decode_bytes = 0;
 };
 
 // The demand of each of a request's steps, from its memory plan: step k holds the pool (plan.pool_tokens)
 // plus scale k's transient K/V, in plan.token_bytes per token; its queries are rows x tokens.
 std::vector<StepDemand> request_demand(const KVPlan& plan, int rows);
 
-// The limits of one iteration. 0 tokens: no bound on the query tokens of an iteration.
+// The limits of one iteration. 0 tokens: no bound on the query tokens of an iteration. memory_cap_bytes
+// (0: none) bounds KV + other bytes together: what --device-memory leaves after the resident weights.
 struct AdmissionLimits {
   int64_t kv_cap_bytes = 0;
   int64_t max_step_tokens = 0;
+  int64_t memory_cap_bytes = 0;
 };
 
 class AdmissionLedger {
@@ -59,8 +67,10 @@ class AdmissionLedger {
   bool empty() const { return flights_.empty(); }
   bool contains(int64_t id) const { return flights_.count(id) != 0; }
   int64_t in_flight() const { return static_cast<int64_t>(flights_.size()); }
-  // The reserved demand of future iteration t (t = 0: the next one).
+  // The reserved demand of future iteration t (t = 0: the next one): sums, and the largest decode_bytes.
   StepDemand reserved(int64_t t) const;
+  // What iteration t may hold at its peak: KV + other bytes + the largest decode.
+  int64_t reserved_memory(int64_t t) const;
   int64_t horizon() const { return static_cast<int64_t>(total_.size()); }
 
  private:
@@ -71,6 +81,7 @@ class AdmissionLedger {
   AdmissionLimits limits_;
   std::map<int64_t, Flight> flights_;
   std::deque<StepDemand> total_;  // total_[t]: the sum over flights of their demand at future iteration t
+                                  // (decode_bytes: 0 here; reserved() takes the flights' largest)
 };
 
 // First come, first served over an AdmissionLedger: the head of the queue is admitted as soon as it fits

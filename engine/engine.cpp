@@ -103,15 +103,61 @@ struct Engine::Plan {
   bool stop = false;
 };
 
+namespace {
+
+// --device-memory: the cap left after what every rank holds now (the largest), checked on every rank alike.
+EngineOptions with_memory_cap(EngineOptions opt, Backend& be, Communicator& control, int64_t& resident) {
+  resident = 0;
+  if (opt.device_memory_bytes <= 0) return opt;
+  be.synchronize();
+  std::vector<int64_t> held(static_cast<size_t>(control.size()), 0);
+  held[static_cast<size_t>(control.rank())] = be.allocator().stats().total_current;
+  control.all_reduce_sum_host(held.data(), held.size(), DType::I64);
+  resident = *std::max_element(held.begin(), held.end());
+  SKV_CHECK(resident < opt.device_memory_bytes, "--device-memory {} bytes ({}) leaves nothing for requests: the "
+            "model and what else is resident take {} bytes ({}) on a rank", opt.device_memory_bytes,
+            format_bytes(opt.device_memory_bytes), resident, format_bytes(resident));
+  opt.limits.memory_cap_bytes = opt.device_memory_bytes - resident;
+  if (opt.limits.kv_cap_bytes <= 0 || opt.limits.kv_cap_bytes > opt.limits.memory_cap_bytes)
+    opt.limits.kv_cap_bytes = opt.limits.memory_cap_bytes;
+  return opt;
+}
+
+}  // namespace
+
 Engine::Engine(EngineFamily& family, Backend& backend, Communicator& group, Communicator& control, EngineOptions opt)
-    : family_(family), be_(backend), group_(group), control_(control), opt_(opt), admission_(opt.limits) {
+    : family_(family),
+      be_(backend),
+      group_(group),
+      control_(control),
+      decode_probe_(opt.device_memory_bytes > 0 ? family.probe_decode() : DecodeProbe{}),
+      opt_(with_memory_cap(opt, backend, control, resident_bytes_)),
+      admission_(opt_.limits) {
   SKV_CHECK(control_.size() == group_.size() && control_.rank() == group_.rank(),
             "internal: the engine's control communicator ({} of {}) is not its group's ({} of {})", control_.rank(),
             control_.size(), group_.rank(), group_.size());
   be_.allocator().reset_peaks();
   kv_before_ = be_.allocator().stats().cur(MemCategory::KV);
   comm_before_ = comm_seconds();
-  stats_.kv_cap_bytes = opt.limits.kv_cap_bytes;
+  stats_.kv_cap_bytes = opt_.limits.kv_cap_bytes;
+  stats_.device_memory_bytes = opt_.device_memory_bytes;
+  stats_.resident_bytes = resident_bytes_;
+  stats_.memory_cap_bytes = opt_.limits.memory_cap_bytes;
+}
+
+std::vector<StepDemand> Engine::demand(const EngineRequest& r) const {
+  const auto policy = family_.make_policy(r);
+  std::vector<StepDemand> d = family_.demand(r, *policy);
+  if (opt_.device_memory_bytes > 0 && !d.empty()) {
+    // Its decode: this rank's share at its last step (a rank decodes at most ceil(n / ranks) of its images,
+    // all of them when every rank decodes everything); rank 0's previews of all its images after every other.
+    const int64_t n = r.images(), g = group_.size();
+    const int64_t share = opt_.decode_everywhere ? n : (n + g - 1) / g, cells = family_.image_cells(r);
+    d.back().decode_bytes = decode_bytes(decode_probe_, share, cells);
+    if (r.previews)
+      for (size_t t = 0; t + 1 < d.size(); ++t) d[t].decode_bytes = decode_bytes(decode_probe_, n, cells);
+  }
+  return d;
 }
 
 Engine::~Engine() = default;
@@ -123,8 +169,7 @@ double Engine::comm_seconds() const {  // the group's collectives, and the plans
 void Engine::submit(EngineRequest r) {
   SKV_CHECK(group_.rank() == 0, "internal: requests are submitted on rank 0 of the group");
   family_.check(r);
-  const auto policy = family_.make_policy(r);
-  std::vector<StepDemand> demand = family_.demand(r, *policy);
+  std::vector<StepDemand> demand = this->demand(r);
   std::lock_guard<std::mutex> lk(mu_);
   SKV_CHECK(!closed_, "the engine is shutting down and takes no new requests");
   SKV_CHECK(!waiting_.count(r.id) && !admission_.ledger().contains(r.id), "request id {} is already queued or in "
@@ -138,8 +183,7 @@ void Engine::submit(EngineRequest r) {
 
 std::string Engine::never_fits(const EngineRequest& r) const {
   family_.check(r);
-  const auto policy = family_.make_policy(r);
-  return admission_.ledger().never_fits(family_.demand(r, *policy));  // limits only: no lock needed
+  return admission_.ledger().never_fits(demand(r));  // limits only: no lock needed
 }
 
 void Engine::cancel(int64_t id) {
@@ -206,6 +250,7 @@ Engine::Plan Engine::decide() {
     case BatchMode::Sequential: if (flying == 0) ids = admission_.admit_ready(1); break;
   }
   stats_.kv_planned_peak_bytes = std::max(stats_.kv_planned_peak_bytes, admission_.ledger().reserved(0).kv_bytes);
+  stats_.memory_planned_peak_bytes = std::max(stats_.memory_planned_peak_bytes, admission_.ledger().reserved_memory(0));
   for (int64_t id : ids) {
     auto it = waiting_.find(id);
     SKV_CHECK(it != waiting_.end(), "internal: admitted request {} was not waiting", id);
@@ -407,7 +452,9 @@ void Engine::run(const std::function<void(EngineResult&&)>& on_done) {
     if (!flights_.empty()) step(on_done);
     {
       std::lock_guard<std::mutex> lk(mu_);
-      stats_.kv_used_bytes = be_.allocator().stats().cur(MemCategory::KV) - kv_before_;
+      const MemStats ms = be_.allocator().stats();  // after the step's decodes and previews
+      stats_.kv_used_bytes = ms.cur(MemCategory::KV) - kv_before_;
+      stats_.memory_peak_bytes = ms.total_peak;
       stats_.comm_seconds = comm_seconds() - comm_before_;
     }
     collective_keepalive();

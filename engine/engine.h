@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "engine/admission.h"
+#include "engine/request_memory.h"
 #include "kvcache/policy_factory.h"
 #include "runtime/models/generation.h"
 
@@ -71,6 +72,11 @@ class EngineFamily {
   virtual void step(const std::vector<Generation*>& batch) = 0;
   // Decoded images [B, 3, H, W] as 8-bit RGB, H x W x 3 each (the family's rounding).
   virtual std::vector<std::vector<uint8_t>> rgb8(const Tensor& images) const = 0;
+  // The latent cells of `r`'s final map (what its decoder's work scales with).
+  virtual int64_t image_cells(const EngineRequest& r) const = 0;
+  // Decodes one image of the family's default size on this rank: what the allocator peaks at above what it held
+  // (engine/request_memory.h). Any rank, alone (no collective).
+  virtual DecodeProbe probe_decode() = 0;
 };
 
 enum class BatchMode { Sequential, Static, Continuous };
@@ -86,7 +92,13 @@ struct EngineProgress {
 };
 
 struct EngineOptions {
-  AdmissionLimits limits;  // --kv-memory, --max-step-tokens
+  AdmissionLimits limits;  // --kv-memory, --max-step-tokens (limits.memory_cap_bytes: from device_memory_bytes)
+  // --device-memory: the bytes of one device (or host) per rank. The engine measures what is resident when it
+  // starts (weights, encoders: the allocator's bytes in use, the largest over the group's ranks) and its
+  // decoder (one image), and admits requests into what is left: limits.memory_cap_bytes = device memory -
+  // resident, counting every request's KV and its memory outside the cache (StepDemand::other_bytes).
+  // limits.kv_cap_bytes 0 then means "no separate KV cap". 0: no device budget.
+  int64_t device_memory_bytes = 0;
   BatchMode mode = BatchMode::Continuous;
   int64_t max_in_flight = 0;       // at most this many requests in flight (0: no bound; generate --batch)
   // Every rank decodes every image and keeps the float images in EngineResult::gen.images (verify-golden
@@ -125,6 +137,10 @@ struct EngineStats {
   int64_t kv_peak_bytes = 0;  // measured by the allocator (KV category) since the engine started
   int64_t kv_planned_peak_bytes = 0;  // rank 0: the largest KV reservation of one iteration (the plans' peak)
   int64_t kv_cap_bytes = 0;
+  // --device-memory (0 when not given): the device bytes, what was resident at start (largest over the group),
+  // the cap requests are admitted into, and the allocator's measured peak of all bytes (this rank) since then.
+  int64_t device_memory_bytes = 0, resident_bytes = 0, memory_cap_bytes = 0, memory_peak_bytes = 0;
+  int64_t memory_planned_peak_bytes = 0;  // rank 0: the largest KV + other reservation of one iteration
   double step_seconds = 0;    // in forward steps
   int64_t kv_used_bytes = 0;  // the allocator's KV bytes in use after the last iteration (this rank)
   double comm_seconds = 0;    // seconds in the group's collectives since the engine started (this rank)
@@ -175,11 +191,14 @@ class Engine {
   void broadcast_plan(Plan& plan);
   void gather_images(const Flight& f, EngineResult& r);  // every rank: the request's 8-bit images
   double comm_seconds() const;  // this rank's seconds in collectives so far
+  std::vector<StepDemand> demand(const EngineRequest& r) const;  // the family's curve + its decode
 
   EngineFamily& family_;
   Backend& be_;
   Communicator& group_;
   Communicator& control_;
+  DecodeProbe decode_probe_;  // --device-memory only (measured before the resident bytes)
+  int64_t resident_bytes_ = 0;  // --device-memory: the largest bytes in use over the group's ranks at start
   EngineOptions opt_;
   int64_t kv_before_ = 0;
   double comm_before_ = 0;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "engine/request_memory.h"
 #include "kvcache/planner.h"
 #include "runtime/check.h"
 
@@ -113,7 +114,58 @@ std::vector<StepDemand> InfinityFamily::demand(const EngineRequest& r, const KVP
   if (r.cfg >= 0) q.cfg_list = {r.cfg};
   const int rows = static_cast<int>(infinity_rows(q, r.images()));
   const int64_t token_bytes = RequestKV::token_bytes(rows, model_.local_heads(), cfg.head_dim());
-  return request_demand(plan_kv(policy, q.schedule, cfg.depth, token_bytes), rows);
+  const KVPlan plan = plan_kv(policy, q.schedule, cfg.depth, token_bytes);
+  std::vector<StepDemand> d = request_demand(plan, rows);
+
+  // Its memory outside the cache (engine/request_memory.h), from the shapes InfinityGeneration allocates.
+  std::vector<int64_t> lens;  // text tokens of each image's prompt
+  for (int64_t p : r.prompts) lens.push_back(text_.lens[static_cast<size_t>(p - text_first_)]);
+  for (const std::string& t : r.texts) lens.push_back(static_cast<int64_t>(encoder_->tok.encode(t, 512).size()));
+  int64_t N = 0, Lmax = 0;
+  for (int64_t l : lens) {
+    N += l;
+    Lmax = std::max(Lmax, l);
+  }
+  const int64_t B = r.images(), R = rows, Ntot = rows == 2 * B ? 2 * N : N;
+  const int64_t C = cfg.embed_dim, Ct5 = cfg.text_channels, hd = cfg.head_dim(), depth = cfg.depth;
+  const int64_t Hl = model_.local_heads(), tp = cfg.num_heads / Hl, Cl = Hl * hd, Fl = cfg.ffn_hidden() / tp;
+  const int pf = cfg.patch_factor(), last = q.schedule.num_scales() - 1;
+  const int64_t map = static_cast<int64_t>(q.schedule[last].h) * pf * q.schedule[last].w * pf;  // latent cells
+  int64_t max_l = 0;
+  for (int s = 0; s <= last; ++s) max_l = std::max<int64_t>(max_l, static_cast<int64_t>(q.schedule[s].h) * q.schedule[s].w);
+  RequestMemory m;
+  // Its prompts' embeddings, text norm and projection [Ntot, Ct5 + C]; sos, shared AdaLN, every block's AdaLN,
+  // the head's; every block's cross-attention K/V [R, Hl, Lmax, hd] x 2; its RoPE table [2, L, hd / 2]; the
+  // accumulated codes [B, d, H, W]; the next scale's input [R, l, C].
+  m.state_bytes = 4 * (N * Ct5 + Ntot * (Ct5 + C) + R * C * (1 + 6 + 6 * depth + 2) + depth * 2 * R * Cl * Lmax +
+                       q.schedule.total() * hd + B * vae_.codebook_dim() * map + R * max_l * C);
+  m.bytes_per_row_token = block_bytes_per_row_token(C, Cl, Fl, cfg.V(), true);
+  // Selection: scores and kept indices of one layer's keys; the VAE side at the full map size (codes
+  // upsampled, the resampled next input, their copies).
+  const int64_t keys = *std::max_element(plan.layer_max.begin(), plan.layer_max.end()) + plan.transient_tokens;
+  m.step_bytes = 4 * (4 * R * Hl * keys + 4 * B * vae_.codebook_dim() * map);
+  // Building the conditioning: the concatenated text, pooled K/V, the projections' intermediates, one block's
+  // cross K/V before packing (and its host copy), the pooling attention's K/V.
+  m.first_step_bytes = 4 * (Ntot * (Ct5 + 2 * C + C + 4 * Cl) + 4 * R * C * Lmax);
+  if (!r.texts.empty()) {  // encoded at its start: one prompt's encoder activations, the encodings twice
+    m.first_step_bytes += encoder_->enc.activation_bytes(Lmax) + 4 * 2 * N * encoder_->cfg.d_model;
+  }
+  add_request_memory(d, m);
+  return d;
+}
+
+int64_t InfinityFamily::image_cells(const EngineRequest& r) const {
+  const Schedule s = schedule(r);
+  const int last = s.num_scales() - 1;
+  return static_cast<int64_t>(s[last].h) * s[last].w;
+}
+
+DecodeProbe InfinityFamily::probe_decode() {
+  const Schedule& s = defaults_.schedule;
+  const int last = s.num_scales() - 1, pf = model_.config().patch_factor();
+  Backend& be = model_.backend();
+  const Tensor z = be.zeros({1, vae_.codebook_dim(), s[last].h * pf, s[last].w * pf});
+  return measure_decode(be, static_cast<int64_t>(s[last].h) * s[last].w, [&] { vae_.decode(z); });
 }
 
 std::unique_ptr<Generation> InfinityFamily::start(const EngineRequest& r, KVPolicy* policy, int decode_begin,

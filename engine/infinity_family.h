@@ -26,6 +26,8 @@ class InfinityFamily final : public EngineFamily {
   std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
                                     int decode_end) override;
   void step(const std::vector<Generation*>& batch) override;
+  int64_t image_cells(const EngineRequest& r) const override;
+  DecodeProbe probe_decode() override;
   std::vector<std::vector<uint8_t>> rgb8(const Tensor& images) const override {
     return infinity_images_to_rgb8(images);
   }

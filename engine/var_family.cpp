@@ -1,8 +1,10 @@
 // var_family.cpp - see var_family.h.
 #include "engine/var_family.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "engine/request_memory.h"
 #include "kvcache/planner.h"
 #include "runtime/check.h"
 
@@ -55,7 +57,37 @@ std::vector<StepDemand> VarFamily::demand(const EngineRequest& r, const KVPolicy
   const VarConfig& cfg = model_.config();
   const int rows = 2 * r.images();  // CFG: a conditional and an unconditional row per image
   const int64_t token_bytes = RequestKV::token_bytes(rows, model_.local_heads(), cfg.head_dim());
-  return request_demand(plan_kv(policy, cfg.schedule(), cfg.depth, token_bytes), rows);
+  const KVPlan plan = plan_kv(policy, cfg.schedule(), cfg.depth, token_bytes);
+  std::vector<StepDemand> d = request_demand(plan, rows);
+  // Its memory outside the cache (engine/request_memory.h), from the shapes VarGeneration allocates.
+  const int64_t C = cfg.embed_dim, R = rows, B = r.images(), P = cfg.patch_nums.back();
+  const int64_t tp = cfg.num_heads / model_.local_heads(), Cl = C / tp, Fl = cfg.ffn_hidden() / tp;
+  RequestMemory m;
+  // cond_BD, SiLU(cond), shared AdaLN, every block's AdaLN [R, 6, C], the head's [R, 2, C]; the next scale's
+  // input (at most the last scale's [R, P^2, C]); f_hat [B, Cvae, P, P].
+  m.state_bytes = 4 * (R * C * (2 + 6 + 6 * static_cast<int64_t>(cfg.depth) + 2) + R * P * P * C + B * cfg.Cvae * P * P);
+  m.bytes_per_row_token = block_bytes_per_row_token(C, Cl, Fl, cfg.V, false);
+  // Selection (ScaleKV, SnapKV, PyramidKV): scores and kept indices of one layer's keys, [R, Hl, keys] each.
+  const int64_t keys = *std::max_element(plan.layer_max.begin(), plan.layer_max.end()) + plan.transient_tokens;
+  m.step_bytes = 4 * 4 * R * model_.local_heads() * keys;
+  // The VAE side of a step, at the full map size whatever the scale: the embedded tokens upsampled, phi's
+  // convolution (with oneDNN's blocked copies in and out), the map area-down to the next input.
+  m.step_bytes += 4 * 6 * B * cfg.Cvae * P * P;
+  add_request_memory(d, m);
+  return d;
+}
+
+int64_t VarFamily::image_cells(const EngineRequest&) const {
+  const int P = model_.config().patch_nums.back();
+  return static_cast<int64_t>(P) * P;
+}
+
+DecodeProbe VarFamily::probe_decode() {
+  const VarConfig& cfg = model_.config();
+  const int P = cfg.patch_nums.back();
+  Backend& be = model_.backend();
+  const Tensor z = be.zeros({1, cfg.Cvae, P, P});
+  return measure_decode(be, static_cast<int64_t>(P) * P, [&] { vae_.decode(z); });
 }
 
 std::unique_ptr<Generation> VarFamily::start(const EngineRequest& r, KVPolicy* policy, int decode_begin,

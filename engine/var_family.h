@@ -19,6 +19,8 @@ class VarFamily final : public EngineFamily {
   std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
                                     int decode_end) override;
   void step(const std::vector<Generation*>& batch) override;
+  int64_t image_cells(const EngineRequest& r) const override;
+  DecodeProbe probe_decode() override;
   std::vector<std::vector<uint8_t>> rgb8(const Tensor& images) const override { return images_to_rgb8(images); }
   // The VarRequest the engine runs for `r` (the model's CFG and sampling where r leaves them unset).
   VarRequest var_request(const EngineRequest& r) const;

@@ -51,7 +51,7 @@ struct ServeBenchArgs {
   std::string seed_text = "0";
   double rate = 0;
   std::string mode = "continuous";
-  std::string kv_memory;
+  std::string kv_memory, device_memory;
   int64_t max_step_tokens = 0;
   double cfg = -1;  // < 0: the model's
   int top_k = -1;
@@ -62,6 +62,13 @@ struct ServeBenchArgs {
   std::set<std::string> given;
   std::string command;
 };
+
+// "--kv-memory X" / "--device-memory Y" / both: the options an admission error names.
+std::string memory_options(const std::string& kv_memory, const std::string& device_memory) {
+  std::string s = kv_memory.empty() ? "" : "--kv-memory " + kv_memory;
+  if (!device_memory.empty()) s += (s.empty() ? "" : ", ") + std::string("--device-memory ") + device_memory;
+  return s;
+}
 
 // Linear interpolation between closest ranks (numpy's default percentile).
 double percentile(std::vector<double> v, double p) {
@@ -75,9 +82,7 @@ double percentile(std::vector<double> v, double p) {
 void run_bench_serve(ServeBenchArgs& a) {
   const uint64_t seed = parse_seed(a.seed_text, "--seed");
   SKV_CHECK(std::isfinite(a.rate) && a.rate >= 0, "--rate {} must be >= 0 requests per second (0: all at once)", a.rate);
-  SKV_CHECK(!a.kv_memory.empty(), "bench serve needs --kv-memory BYTES (e.g. 512MiB): the KV cap the engine admits "
-            "requests into");
-  EngineOptions eo = parse_engine_options(a.mode, a.kv_memory, a.max_step_tokens);
+  EngineOptions eo = parse_engine_options(a.mode, a.kv_memory, a.max_step_tokens, a.device_memory);
   SKV_CHECK(!a.given.count("--depth") || (a.random && a.depth >= 1), "--depth {} needs --random-weights and must be "
             ">= 1", a.depth);
   check_kv_options(a.kv);
@@ -87,7 +92,7 @@ void run_bench_serve(ServeBenchArgs& a) {
   SKV_CHECK(a.top_p < 0 || a.top_p <= 1, "--top-p {} must be in [0, 1]", a.top_p);
   RunContext ctx = make_context(a.ctx);
   check_same_request(ctx, {{"--labels / --text-embeddings", a.labels + " " + a.text_embeddings}, {"--seed", std::to_string(seed)}, {"--rate", fmt::format("{}", a.rate)},
-                           {"--mode", a.mode}, {"--kv-memory", a.kv_memory},
+                           {"--mode", a.mode}, {"--kv-memory / --device-memory", a.kv_memory + " " + a.device_memory},
                            {"--cfg / --top-k / --top-p", fmt::format("{} {} {}", a.cfg, a.top_k, a.top_p)},
                            {"--kv-policy / --kv-budget", a.kv.policy + " " + a.kv.budget}});
   Backend& be = *ctx.backend;
@@ -173,7 +178,8 @@ void run_bench_serve(ServeBenchArgs& a) {
   Engine engine(*family, be, *ctx.tp, control, eo);
   if (out_rank && !mine.empty()) {  // a request that could never fit is refused before the clock starts (all alike)
     const std::string why = engine.never_fits(make_request(mine[0]));
-    SKV_CHECK(why.empty(), "--kv-memory {}: a request ({} policy) can never run: {}", a.kv_memory, a.kv.policy, why);
+    SKV_CHECK(why.empty(), "{}: a request ({} policy) can never run: {}", memory_options(a.kv_memory, a.device_memory),
+              a.kv.policy, why);
   }
 
   ImageOutput out(a.out, static_cast<int64_t>(mine.size()));
@@ -237,14 +243,26 @@ void run_bench_serve(ServeBenchArgs& a) {
   SKV_CHECK(!out_rank || s.finished == static_cast<int64_t>(mine.size()), "bench serve: {} of {} requests finished",
             s.finished, mine.size());
   if (out_rank) prog.done(fmt::format("{} images", mine.size()));
+  {  // the replica's measured peak of all bytes is its largest rank's
+    std::vector<int64_t> mem(static_cast<size_t>(control.size()), 0);
+    mem[static_cast<size_t>(control.rank())] = s.memory_peak_bytes;
+    if (control.size() > 1) control.all_reduce_sum_host(mem.data(), mem.size(), DType::I64);
+    s.memory_peak_bytes = *std::max_element(mem.begin(), mem.end());
+  }
   // Replicas: world rank 0 gathers every request's times and each replica's engine figures.
-  std::vector<int64_t> per(4 * static_cast<size_t>(R), 0);  // max_in_flight, iterations, kv_peak, kv_cap
+  // max_in_flight, iterations, kv_peak, kv_cap, memory_peak, memory_cap, resident, memory_planned_peak
+  constexpr size_t kPer = 8;
+  std::vector<int64_t> per(kPer * static_cast<size_t>(R), 0);
   if (out_rank) {
-    const size_t k = 4 * static_cast<size_t>(ctx.replica);
+    const size_t k = kPer * static_cast<size_t>(ctx.replica);
     per[k] = s.max_in_flight;
     per[k + 1] = s.iterations;
     per[k + 2] = s.kv_peak_bytes;
     per[k + 3] = s.kv_cap_bytes;
+    per[k + 4] = s.memory_peak_bytes;
+    per[k + 5] = s.memory_cap_bytes;
+    per[k + 6] = s.resident_bytes;
+    per[k + 7] = s.memory_planned_peak_bytes;
   }
   if (R > 1) {
     ctx.world->all_reduce_sum_host(ns.data(), ns.size(), DType::I64);
@@ -263,15 +281,20 @@ void run_bench_serve(ServeBenchArgs& a) {
   // The job's figures: in-flight requests add up over replicas (the sum of their maxima bounds the job's);
   // the KV peak and cap are per rank, so the largest replica's.
   s.max_in_flight = s.iterations = s.kv_peak_bytes = s.kv_cap_bytes = 0;
+  s.memory_peak_bytes = s.memory_cap_bytes = s.resident_bytes = s.memory_planned_peak_bytes = 0;
   nlohmann::json replicas = nlohmann::json::array();
   for (int q = 0; q < R; ++q) {
-    const size_t k = 4 * static_cast<size_t>(q);
+    const size_t k = kPer * static_cast<size_t>(q);
     s.max_in_flight += per[k];
     s.iterations = std::max(s.iterations, per[k + 1]);
     s.kv_peak_bytes = std::max(s.kv_peak_bytes, per[k + 2]);
     s.kv_cap_bytes = std::max(s.kv_cap_bytes, per[k + 3]);
+    s.memory_peak_bytes = std::max(s.memory_peak_bytes, per[k + 4]);
+    s.memory_cap_bytes = std::max(s.memory_cap_bytes, per[k + 5]);
+    s.resident_bytes = std::max(s.resident_bytes, per[k + 6]);
+    s.memory_planned_peak_bytes = std::max(s.memory_planned_peak_bytes, per[k + 7]);
     replicas.push_back({{"replica", q}, {"max_in_flight", per[k]}, {"iterations", per[k + 1]},
-                        {"kv_peak_bytes", per[k + 2]}, {"kv_cap_bytes", per[k + 3]}});
+                        {"kv_peak_bytes", per[k + 2]}, {"kv_cap_bytes", per[k + 3]}, {"memory_peak_bytes", per[k + 4]}});
   }
 
   nlohmann::json j;
@@ -305,6 +328,13 @@ void run_bench_serve(ServeBenchArgs& a) {
   j["kv_peak_bytes"] = s.kv_peak_bytes;
   j["kv_cap_bytes"] = s.kv_cap_bytes;
   j["max_step_tokens"] = eo.limits.max_step_tokens;
+  if (eo.device_memory_bytes > 0) {  // what --device-memory left, and the measured peak of every byte (per rank)
+    j["device_memory_bytes"] = eo.device_memory_bytes;
+    j["resident_bytes"] = s.resident_bytes;
+    j["memory_cap_bytes"] = s.memory_cap_bytes;
+    j["memory_peak_bytes"] = s.memory_peak_bytes;
+    j["memory_planned_peak_bytes"] = s.memory_planned_peak_bytes;  // the largest reservation of one iteration
+  }
   fmt::print("bench serve ({} mode, {} {}, rate {}/s, KV cap {}{}): {} images in {:.2f} s, {:.3f} images/s, latency p50 "
              "{:.2f} s p99 {:.2f} s, queue p50 {:.2f} s, at most {} in flight, KV peak {} ({:.0f}% of the cap)\n",
              batch_mode_name(eo.mode), a.kv.policy, a.kv.budget, a.rate, format_bytes(s.kv_cap_bytes),
@@ -312,6 +342,11 @@ void run_bench_serve(ServeBenchArgs& a) {
              j["images_per_s"].get<double>(), j["latency_p50_s"].get<double>(), j["latency_p99_s"].get<double>(),
              j["queue_p50_s"].get<double>(), s.max_in_flight, format_bytes(s.kv_peak_bytes),
              100.0 * static_cast<double>(s.kv_peak_bytes) / static_cast<double>(s.kv_cap_bytes));
+  if (eo.device_memory_bytes > 0)
+    fmt::print("device memory {}: {} resident at start, requests admitted into {}; measured peak of all bytes {} "
+               "({:.0f}% of the device)\n", format_bytes(eo.device_memory_bytes), format_bytes(s.resident_bytes),
+               format_bytes(s.memory_cap_bytes), format_bytes(s.memory_peak_bytes),
+               100.0 * static_cast<double>(s.memory_peak_bytes) / static_cast<double>(eo.device_memory_bytes));
   if (!a.json.empty()) write_file_atomic(a.json, j.dump(1) + "\n");
 }
 
@@ -336,6 +371,8 @@ void register_bench_serve(CLI::App* bench) {
   cmd->add_option("--mode", a->mode, "sequential, static (request-level batches) or continuous (scale-level joins)")
       ->capture_default_str();
   cmd->add_option("--kv-memory", a->kv_memory, "KV cap for the requests in flight (bytes; KiB/MiB/GiB suffixes)");
+  cmd->add_option("--device-memory", a->device_memory, "Memory of one device per rank: requests are admitted into "
+                                                       "what the model leaves, KV and activations counted");
   cmd->add_option("--max-step-tokens", a->max_step_tokens, "Bound on one iteration's query tokens (0: none)")
       ->capture_default_str();
   cmd->add_option("--cfg", a->cfg, "Classifier-free guidance scale of every request (default: the model's)");

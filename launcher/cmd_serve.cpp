@@ -32,6 +32,7 @@ struct ServeArgs {
   int resolution = 0;     // Infinity: 0 = the config's
   double h_div_w = 0;     // Infinity: the default size's aspect ratio (0 = the config's)
   std::string kv_memory = "1GiB";
+  std::string device_memory;  // "": none
   int64_t max_step_tokens = 0;
   std::string mode = "continuous";
   std::string max_body = "64KiB";
@@ -44,7 +45,9 @@ struct ServeArgs {
 
 void run_serve_command(ServeArgs& a) {
   serve_hold_early_signals();
-  EngineOptions eo = parse_engine_options(a.mode, a.kv_memory, a.max_step_tokens);
+  // --device-memory alone: no separate KV cap (the default --kv-memory is for runs without a device budget).
+  const bool kv_cap = a.device_memory.empty() || a.given.count("--kv-memory");
+  EngineOptions eo = parse_engine_options(a.mode, kv_cap ? a.kv_memory : "", a.max_step_tokens, a.device_memory);
   SKV_CHECK(!a.given.count("--depth") || (a.random && a.depth >= 1), "--depth {} needs --random-weights and must be "
             ">= 1", a.depth);
   check_kv_options(a.kv);
@@ -168,6 +171,8 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--api-key", a->opt.api_key, "Require 'Authorization: Bearer KEY' (except /health and the page); "
                                                "or set SCALEKV_API_KEY");
   cmd->add_option("--kv-memory", a->kv_memory, "KV cap the requests in flight are admitted into")->capture_default_str();
+  cmd->add_option("--device-memory", a->device_memory, "Memory of one device per rank: requests are admitted into "
+                                                       "what the model (and --t5) leave, KV and activations counted");
   cmd->add_option("--max-step-tokens", a->max_step_tokens, "Bound on one iteration's query tokens (0: none)")
       ->capture_default_str();
   cmd->add_option("--mode", a->mode, "continuous (scale-level joins), static or sequential")->capture_default_str();

@@ -50,10 +50,14 @@ int64_t parse_byte_size(const std::string& text, const std::string& option) {
   return static_cast<int64_t>(std::llround(v));
 }
 
-EngineOptions parse_engine_options(const std::string& mode, const std::string& kv_memory, int64_t max_step_tokens) {
+EngineOptions parse_engine_options(const std::string& mode, const std::string& kv_memory, int64_t max_step_tokens,
+                                   const std::string& device_memory) {
   EngineOptions eo;
   eo.mode = parse_batch_mode(mode, "--mode");
-  eo.limits.kv_cap_bytes = parse_byte_size(kv_memory, "--kv-memory");
+  SKV_CHECK(!kv_memory.empty() || !device_memory.empty(), "give --kv-memory BYTES (the KV cap requests are admitted "
+            "into) or --device-memory BYTES (one device's memory: the engine admits into what the model leaves)");
+  if (!kv_memory.empty()) eo.limits.kv_cap_bytes = parse_byte_size(kv_memory, "--kv-memory");
+  if (!device_memory.empty()) eo.device_memory_bytes = parse_byte_size(device_memory, "--device-memory");
   SKV_CHECK(max_step_tokens >= 0, "--max-step-tokens {} must be >= 0 (0: no bound)", max_step_tokens);
   eo.limits.max_step_tokens = max_step_tokens;
   return eo;

@@ -17,8 +17,9 @@ void add_kv_options(CLI::App* cmd, KVOptions& o);
 // KB/MB/GB/TB; a one-line error naming `option` otherwise. Positive and below 2^63.
 int64_t parse_byte_size(const std::string& text, const std::string& option);
 
-// The engine's --mode, --kv-memory and --max-step-tokens (bench serve, serve), each checked, errors naming
-// the option.
-EngineOptions parse_engine_options(const std::string& mode, const std::string& kv_memory, int64_t max_step_tokens);
+// The engine's --mode, --kv-memory and/or --device-memory (one at least) and --max-step-tokens (bench serve,
+// serve), each checked, errors naming the option.
+EngineOptions parse_engine_options(const std::string& mode, const std::string& kv_memory, int64_t max_step_tokens,
+                                   const std::string& device_memory = "");
 
 }  // namespace skv

@@ -107,7 +107,7 @@ EngineRequest Frontend::warmup_request(int replica) const {
 void Frontend::start() {
   if (opt_.warmup) {  // a cap too small for even the warm-up (one image, the server's policy) is an error now
     const std::string why = replicas_[0]->never_fits(warmup_request(0));
-    SKV_CHECK(why.empty(), "--kv-memory: one image with --kv-policy {} can never run: {}", opt_.kv.policy, why);
+    SKV_CHECK(why.empty(), "--kv-memory / --device-memory: one image with --kv-policy {} can never run: {}", opt_.kv.policy, why);
   }
   http_->on_signals({SIGTERM, SIGINT, SIGUSR1}, [this](int sig) {
     drain(fmt::format("signal {}", sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGUSR1"));

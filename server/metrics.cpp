@@ -24,7 +24,7 @@ ServerMetrics::ServerMetrics(int replicas) : reg_(std::make_shared<prometheus::R
   auto& waiting = gauge(r, "scalekv_requests_waiting", "Requests queued for admission");
   auto& used = gauge(r, "scalekv_kv_bytes_used", "KV cache bytes allocated now (the allocator's KV category, rank 0)");
   auto& reserved = gauge(r, "scalekv_kv_bytes_reserved", "KV bytes the requests in flight reserve for the next step");
-  auto& cap = gauge(r, "scalekv_kv_bytes_capacity", "The KV cap requests are admitted into (--kv-memory)");
+  auto& cap = gauge(r, "scalekv_kv_bytes_capacity", "The KV cap requests are admitted into (--kv-memory, or what --device-memory leaves)");
   auto& peak = gauge(r, "scalekv_kv_bytes_peak", "The largest KV bytes allocated at once since start (measured)");
   auto& images = gauge(r, "scalekv_replica_images", "Images this replica has finished");
   auto& comm = gauge(r, "scalekv_tp_comm_seconds", "Seconds rank 0 of the replica spent in tensor-parallel collectives");

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "engine/admission.h"
+#include "engine/request_memory.h"
 #include "kvcache/scalekv.h"
 #include "runtime/check.h"
 
@@ -48,6 +49,62 @@ TEST(Admission, TheStepTokenBoundIsASecondLimit) {
   EXPECT_TRUE(l.fits(curve({1}, 4)));
   EXPECT_FALSE(l.never_fits(curve({1}, 11)).empty());
   EXPECT_NE(l.never_fits(curve({1001})).find("more than the whole KV memory"), std::string::npos);
+}
+
+TEST(Admission, UnderAMemoryCapKVOtherBytesAndTheLargestDecodeCount) {
+  AdmissionLimits lim;
+  lim.kv_cap_bytes = 1000;
+  lim.memory_cap_bytes = 180;
+  AdmissionLedger l(lim);
+  // {kv, tokens, other, decode}: a request holding 40 KV and 20 other bytes, decoding 60 after its last step.
+  l.admit(1, {{40, 1, 20, 0}, {40, 1, 20, 60}});
+  EXPECT_EQ(l.reserved_memory(1), 40 + 20 + 60);
+  // Two decodes in one iteration run one after another: the largest counts, not the sum
+  // (80 KV + 40 other + max(60, 50) = 180 fits; with 60 + 50 it would not).
+  EXPECT_TRUE(l.fits({{40, 1, 20, 0}, {40, 1, 20, 50}}));
+  EXPECT_FALSE(l.fits({{40, 1, 20, 0}, {40, 1, 21, 50}}));  // other bytes add up
+  EXPECT_FALSE(l.fits({{40, 1, 20, 0}, {40, 1, 20, 61}}));  // a larger decode raises the iteration's
+  l.admit(2, {{40, 1, 20, 0}, {40, 1, 20, 50}});
+  EXPECT_EQ(l.reserved(1).decode_bytes, 60);
+  EXPECT_EQ(l.reserved_memory(1), 180);
+  l.cancel(1);  // the largest decode leaves with its request
+  EXPECT_EQ(l.reserved(1).decode_bytes, 50);
+  EXPECT_EQ(l.reserved_memory(1), 110);
+  // What could never fit names --device-memory and the three parts.
+  const std::string why = l.never_fits({{100, 1, 60, 21}});
+  EXPECT_NE(why.find("--device-memory"), std::string::npos) << why;
+  EXPECT_NE(why.find("21 of decoding"), std::string::npos) << why;
+  EXPECT_TRUE(l.never_fits({{100, 1, 60, 20}}).empty());
+  // Without a memory cap the other bytes and decodes are not limits.
+  AdmissionLedger k({100, 0});
+  EXPECT_TRUE(k.fits({{100, 1, int64_t{1} << 40, int64_t{1} << 40}}));
+}
+
+TEST(RequestMemory, StateStepTokensAndFirstStepAddUp) {
+  std::vector<StepDemand> d{{10, 2}, {10, 8}, {10, 32}};
+  RequestMemory m;
+  m.state_bytes = 100;
+  m.step_bytes = 7;
+  m.bytes_per_row_token = 3;
+  m.first_step_bytes = 1000;
+  add_request_memory(d, m);
+  EXPECT_EQ(d[0].other_bytes, 100 + 7 + 3 * 2 + 1000);
+  EXPECT_EQ(d[1].other_bytes, 100 + 7 + 3 * 8);
+  EXPECT_EQ(d[2].other_bytes, 100 + 7 + 3 * 32);
+  EXPECT_EQ(d[2].kv_bytes, 10);  // the KV part is untouched
+  m.bytes_per_row_token = int64_t{1} << 62;
+  EXPECT_THROW(add_request_memory(d, m), Error);  // an overflow is an error, never a wrapped figure
+}
+
+TEST(RequestMemory, DecodeScalesWithImagesAndLargerImagesNeverBelowOneProbe) {
+  const DecodeProbe p{1000, 256};
+  EXPECT_EQ(decode_bytes(p, 1, 256), 1000);
+  EXPECT_EQ(decode_bytes(p, 3, 256), 3000);
+  EXPECT_EQ(decode_bytes(p, 1, 64), 1000);  // a smaller image: one probe (the decoder's fixed part)
+  EXPECT_GE(decode_bytes(p, 1, 1024), 4000);  // four times the cells: at least four times the bytes
+  EXPECT_LE(decode_bytes(p, 1, 1024), 4000 + 1024);
+  EXPECT_EQ(decode_bytes(p, 0, 256), 0);
+  EXPECT_EQ(decode_bytes(DecodeProbe{}, 2, 256), 0);  // not measured (no --device-memory): nothing charged
 }
 
 TEST(Admission, CancelReturnsTheRemainingStepsAtOnce) {

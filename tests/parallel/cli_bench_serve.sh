@@ -80,7 +80,7 @@ expect() {  # expect TEXT ARGS...: fails non-zero with one line containing TEXT
 }
 expect "can never run" --kv-memory 10KiB
 expect "is not a memory size" --kv-memory 12parsecs
-expect "needs --kv-memory" --rate 1
+expect "give --kv-memory BYTES" --rate 1
 expect "--mode 'fast'" --kv-memory 1MiB --mode fast
 expect "--rate -1" --kv-memory 1MiB --rate -1
 expect "--top-p 2 must be in" --kv-memory 1MiB --top-p 2
