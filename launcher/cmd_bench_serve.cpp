@@ -63,13 +63,6 @@ struct ServeBenchArgs {
   std::string command;
 };
 
-// "--kv-memory X" / "--device-memory Y" / both: the options an admission error names.
-std::string memory_options(const std::string& kv_memory, const std::string& device_memory) {
-  std::string s = kv_memory.empty() ? "" : "--kv-memory " + kv_memory;
-  if (!device_memory.empty()) s += (s.empty() ? "" : ", ") + std::string("--device-memory ") + device_memory;
-  return s;
-}
-
 // Linear interpolation between closest ranks (numpy's default percentile).
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;

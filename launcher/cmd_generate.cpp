@@ -43,7 +43,7 @@ struct GenerateArgs {
   uint64_t seed = 0;
   std::string out = "out";
   int batch = 0;
-  std::string kv_memory;
+  std::string kv_memory, device_memory;
   bool save_tokens = false;
   ContextArgs ctx;
   KVOptions kv;
@@ -63,6 +63,7 @@ void check_generate_args(GenerateArgs& a, const std::string& family) {
   SKV_CHECK(!a.has("--top-p") || (a.top_p >= 0 && a.top_p <= 1), "--top-p {} must be in [0, 1]", a.top_p);
   a.seed = parse_seed(a.seed_text, "--seed");
   if (a.has("--kv-memory")) parse_byte_size(a.kv_memory, "--kv-memory");
+  if (a.has("--device-memory")) parse_byte_size(a.device_memory, "--device-memory");
   check_kv_options(a.kv);
   if (family == "var") {
     for (const char* o : {"--resolution", "--h-div-w", "--tau", "--text-embeddings", "--t5", "--prompt", "--prompts"})
@@ -92,7 +93,7 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   auto policy = make_kv_policy(a.kv, {cfg.depth, cfg.num_heads, cfg.schedule(), cfg.kv_window});
   auto full_policy = make_full_policy();
   const int n = static_cast<int>(req.labels.size());
-  if (!a.has("--kv-memory"))  // a KV cap bounds what the engine holds at once instead
+  if (!a.has("--kv-memory") && !a.has("--device-memory"))  // a cap bounds what the engine holds at once instead
     check_batch_fits(*policy, cfg.schedule(), cfg.depth, a.has("--batch") ? std::min(a.batch, n) : n,
                      cfg.num_heads / std::max(1, a.ctx.tp), cfg.head_dim(), a.has("--batch"));
 
@@ -118,6 +119,7 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   EngineOptions eo;
   eo.limits.kv_cap_bytes = a.kv_memory.empty() ? std::numeric_limits<int64_t>::max() / 4
                                                : parse_byte_size(a.kv_memory, "--kv-memory");
+  if (a.has("--device-memory")) eo.device_memory_bytes = parse_byte_size(a.device_memory, "--device-memory");
   eo.max_in_flight = a.batch;
   const bool out_rank = ctx.is_output_rank();
   Progress prog("generate");
@@ -142,7 +144,7 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
       r.kv.given.clear();  // checked once for the command: no warning per request
       if (i == first) {
         const std::string why = engine.never_fits(r);
-        SKV_CHECK(why.empty(), "--kv-memory {}: one image can never run: {}", a.kv_memory, why);
+        SKV_CHECK(why.empty(), "{}: one image can never run: {}", memory_options(a.kv_memory, a.device_memory), why);
       }
       engine.submit(std::move(r));
     }
@@ -182,11 +184,12 @@ void run_generate_var(const GenerateArgs& a, const ModelFiles& f) {
   for (const StepDemand& d : family.demand(one, *full_policy)) full_one = std::max(full_one, d.kv_bytes);
   const int64_t full = full_one * std::max<int64_t>(1, st.max_in_flight);
   fmt::print("KV cache ({}): planned peak {}, measured peak {} ({} bytes), {:.1f}% of the full cache's {}; {} requests "
-             "in flight at most{}\n", policy->name(), format_bytes(st.kv_planned_peak_bytes),
+             "in flight at most{}{}\n", policy->name(), format_bytes(st.kv_planned_peak_bytes),
              format_bytes(st.kv_peak_bytes), st.kv_peak_bytes,
              100.0 * static_cast<double>(st.kv_peak_bytes) / static_cast<double>(std::max<int64_t>(1, full)),
              format_bytes(full), st.max_in_flight,
-             a.kv_memory.empty() ? std::string() : fmt::format(" (--kv-memory {})", format_bytes(eo.limits.kv_cap_bytes)));
+             a.kv_memory.empty() ? std::string() : fmt::format(" (--kv-memory {})", format_bytes(eo.limits.kv_cap_bytes)),
+             device_memory_summary(st));
 }
 
 void run_generate(GenerateArgs& a) {
@@ -198,7 +201,8 @@ void run_generate(GenerateArgs& a) {
     a.inf.save_tokens = a.save_tokens;
     return run_generate_infinity(f, a.inf, a.has("--cfg") ? a.cfg : -1, a.has("--top-k") ? a.top_k : -1,
                                  a.has("--top-p") ? a.top_p : -1, a.seed, a.out, a.has("--batch") ? a.batch : 0,
-                                 a.has("--kv-memory") ? parse_byte_size(a.kv_memory, "--kv-memory") : 0, a.ctx, a.kv);
+                                 a.has("--kv-memory") ? a.kv_memory : "", a.has("--device-memory") ? a.device_memory : "",
+                                 a.ctx, a.kv);
   SKV_FAIL("{}: the '{}' family is not supported by this build's generate command", f.config, family);
 }
 
@@ -221,6 +225,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "Images per forward pass: requests in flight at once (default: all)");
   cmd->add_option("--kv-memory", a->kv_memory, "Admit requests into this much KV memory (bytes, or with "
                   "KiB/MiB/GiB; default: no cap)");
+  cmd->add_option("--device-memory", a->device_memory, "Memory of one device per rank: admit requests into what the "
+                  "model leaves, KV, activations and decode counted (default: no cap)");
   cmd->add_flag("--save-tokens", a->save_tokens, "Also write OUT/tokens.json: each image's sampled tokens per scale "
                 "(to compare runs, e.g. scripts/bench/quality_bf16.sh)");
   add_infinity_generate_options(cmd, a->inf);

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "launcher/generate_output.h"
+#include "launcher/kv_options.h"
 #include "launcher/progress.h"
 #include "launcher/request_check.h"
 #include "runtime/check.h"
@@ -30,8 +31,8 @@ void add_infinity_generate_options(CLI::App* cmd, InfinityGenerateArgs& a) {
 }
 
 void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, double cfg_scale, int top_k, float top_p,
-                           uint64_t seed, const std::string& out, int batch, int64_t kv_memory,
-                           const ContextArgs& ctx_args, const KVOptions& kv) {
+                           uint64_t seed, const std::string& out, int batch, const std::string& kv_memory,
+                           const std::string& device_memory, const ContextArgs& ctx_args, const KVOptions& kv) {
   const InfinityConfig cfg = InfinityConfig::load(f.config);
   std::vector<std::string> prompts = t5_prompts(a.t5, a.text_embeddings, cfg.text_channels, f.config);
   SKV_CHECK(a.t5.given() || !a.text_embeddings.empty(), "Infinity models need prompts: --t5 DIR with --prompt TEXT / "
@@ -43,7 +44,7 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
   const Schedule sched = infinity_schedule_for(h_div_w, resolution);
   auto policy = make_kv_policy(kv, {cfg.depth, cfg.num_heads, sched});
   const int n = static_cast<int>(a.t5.given() ? prompts.size() : text.lens.size());
-  if (kv_memory == 0)  // a KV cap bounds what the engine holds at once instead
+  if (kv_memory.empty() && device_memory.empty())  // a cap bounds what the engine holds at once instead
     check_batch_fits(*policy, sched, cfg.depth, batch > 0 ? std::min(batch, n) : n,
                      cfg.num_heads / std::max(1, ctx_args.tp), cfg.head_dim(), batch > 0);
   RunContext ctx = make_context(ctx_args);
@@ -81,7 +82,9 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
   // once; the engine steps those in flight together (at most --batch of them, within --kv-memory).
   InfinityFamily family(*loaded->model, *loaded->vae, defaults, text, text_first);
   EngineOptions eo;
-  eo.limits.kv_cap_bytes = kv_memory > 0 ? kv_memory : std::numeric_limits<int64_t>::max() / 4;
+  eo.limits.kv_cap_bytes = !kv_memory.empty() ? parse_byte_size(kv_memory, "--kv-memory")
+                                              : std::numeric_limits<int64_t>::max() / 4;
+  if (!device_memory.empty()) eo.device_memory_bytes = parse_byte_size(device_memory, "--device-memory");
   eo.max_in_flight = batch;
   const bool out_rank = ctx.is_output_rank();
   const int S = sched.num_scales();
@@ -103,7 +106,7 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
       r.kv.given.clear();  // checked once for the command: no warning per request
       if (i == first) {
         const std::string why = engine.never_fits(r);
-        SKV_CHECK(why.empty(), "--kv-memory {}: one image can never run: {}", format_bytes(kv_memory), why);
+        SKV_CHECK(why.empty(), "{}: one image can never run: {}", memory_options(kv_memory, device_memory), why);
       }
       engine.submit(std::move(r));
     }
@@ -128,10 +131,10 @@ void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, d
   if (!out_rank || last == first) return;
   if (ctx.replicas > 1) fmt::print("replica {}/{}: images {}-{} of {}; ", ctx.replica, ctx.replicas, first, last - 1, n);
   fmt::print("generated {} images ({}x{}, h/w {}, {} scales: {}) in {:.3f} s ({:.3f} s/image, decoder {:.3f} s) on {}{}; "
-             "KV peak {} ({} requests in flight at most); wrote {} PNGs to {}/\n", last - first, W, H, h_div_w, S,
+             "KV peak {} ({} requests in flight at most{}); wrote {} PNGs to {}/\n", last - first, W, H, h_div_w, S,
              sched.describe(), total_s, total_s / (last - first), dec_s, be.name(),
              ctx.tp->size() > 1 ? fmt::format(" x {} tensor-parallel ranks", ctx.tp->size()) : std::string(),
-             format_bytes(st.kv_peak_bytes), st.max_in_flight, images.written(), out);
+             format_bytes(st.kv_peak_bytes), st.max_in_flight, device_memory_summary(st), images.written(), out);
 }
 
 }  // namespace skv

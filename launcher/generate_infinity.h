@@ -24,10 +24,11 @@ struct InfinityGenerateArgs {
 };
 void add_infinity_generate_options(CLI::App* cmd, InfinityGenerateArgs& a);
 
-// cfg / top_k / top_p < 0 take the config's defaults; kv_memory 0: no KV cap. Writes OUT/NNNN.png per prompt
+// cfg / top_k / top_p < 0 take the config's defaults; kv_memory / device_memory "": no such cap (the options'
+// text, checked by the caller). Writes OUT/NNNN.png per prompt
 // (and OUT/tokens.json with a.save_tokens).
 void run_generate_infinity(const ModelFiles& f, const InfinityGenerateArgs& a, double cfg, int top_k, float top_p,
-                           uint64_t seed, const std::string& out, int batch, int64_t kv_memory, const ContextArgs& ctx,
-                           const KVOptions& kv);
+                           uint64_t seed, const std::string& out, int batch, const std::string& kv_memory,
+                           const std::string& device_memory, const ContextArgs& ctx, const KVOptions& kv);
 
 }  // namespace skv

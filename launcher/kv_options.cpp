@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 
+#include "runtime/allocator.h"  // format_bytes
 #include "runtime/check.h"
 
 namespace skv {
@@ -61,6 +62,20 @@ EngineOptions parse_engine_options(const std::string& mode, const std::string& k
   SKV_CHECK(max_step_tokens >= 0, "--max-step-tokens {} must be >= 0 (0: no bound)", max_step_tokens);
   eo.limits.max_step_tokens = max_step_tokens;
   return eo;
+}
+
+std::string memory_options(const std::string& kv_memory, const std::string& device_memory) {
+  std::string s = kv_memory.empty() ? "" : "--kv-memory " + kv_memory;
+  if (!device_memory.empty()) s += (s.empty() ? "" : ", ") + std::string("--device-memory ") + device_memory;
+  return s;
+}
+
+std::string device_memory_summary(const EngineStats& s) {
+  if (s.device_memory_bytes <= 0) return "";
+  return fmt::format("; device memory {}: {} resident, requests admitted into {}, measured peak of all bytes {} "
+                     "({:.0f}%)", format_bytes(s.device_memory_bytes), format_bytes(s.resident_bytes),
+                     format_bytes(s.memory_cap_bytes), format_bytes(s.memory_peak_bytes),
+                     100.0 * static_cast<double>(s.memory_peak_bytes) / static_cast<double>(s.device_memory_bytes));
 }
 
 }  // namespace skv

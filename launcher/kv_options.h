@@ -21,5 +21,10 @@ int64_t parse_byte_size(const std::string& text, const std::string& option);
 // serve), each checked, errors naming the option.
 EngineOptions parse_engine_options(const std::string& mode, const std::string& kv_memory, int64_t max_step_tokens,
                                    const std::string& device_memory = "");
+// "--kv-memory X", "--device-memory Y" or both: the options an admission error names.
+std::string memory_options(const std::string& kv_memory, const std::string& device_memory);
+// After a run with --device-memory: "; device memory D: R resident, requests admitted into C, measured peak P"
+// (empty without it).
+std::string device_memory_summary(const EngineStats& s);
 
 }  // namespace skv

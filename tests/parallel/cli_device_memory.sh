@@ -4,7 +4,8 @@
 # activations and decode (engine/request_memory.h). Checked against the allocator: the measured peak of
 # all bytes stays under the device memory, for the tiny VAR model (a burst of 200, full and ScaleKV, TP 1
 # and TP 2), the demo model and, when the golden folder is there, the tiny Infinity model; images still
-# equal generate's; `serve --device-memory` starts and answers; too little memory is a one-line error.
+# equal generate's; `generate --device-memory` admits the same way; `serve --device-memory` starts and
+# answers; too little memory is a one-line error.
 #   cli_device_memory.sh SCALEKV PNG_DIFF MPIEXEC NUMPROC_FLAG OVERSUBSCRIBE_FLAG GOLDEN_DIR DEMO_DIR
 set -uo pipefail
 . "$(dirname "$0")/cli_common.sh"
@@ -57,6 +58,12 @@ rm -f "$WORK/gen/labels.json"
 run tiny "$DEV" "${MODEL_ARGS[@]}" --labels 0-4x4 --seed 5 --rate 400 --out "$WORK/tiny"
 "$PNG_DIFF" "$WORK/gen" "$WORK/tiny" 1 || fail "bench serve --device-memory differs from generate"
 check "$WORK/tiny.json" 20 2
+# generate --device-memory: the same engine admission, the same images, the figures on its last line.
+"$SCALEKV" generate "${MODEL_ARGS[@]}" --labels 0-4x4 --seed 5 --device-memory "$DEV" --out "$WORK/gen_dev" \
+  > "$WORK/gen_dev.log" 2>&1 || { cat "$WORK/gen_dev.log"; fail "generate --device-memory"; }
+rm -f "$WORK/gen_dev/labels.json"
+"$PNG_DIFF" "$WORK/gen" "$WORK/gen_dev" 0 || fail "generate --device-memory differs from generate"
+grep -q "requests admitted into" "$WORK/gen_dev.log" || fail "generate --device-memory: no figures: $(cat "$WORK/gen_dev.log")"
 for policy in "full" "scalekv --kv-budget 30% --kv-window 2"; do  # a burst of 200 at once
   # shellcheck disable=SC2086
   run "burst_${policy%% *}" "$DEV" "${MODEL_ARGS[@]}" --labels 0-4x40 --seed 1 --kv-policy $policy
@@ -102,6 +109,10 @@ PY
   read -r RES ONE < <(lone "$WORK/inf_lone.json")
   run inf $((RES + ONE * 5 / 2)) "${inf[@]}"
   check "$WORK/inf.json" 6 2
+  "$SCALEKV" generate "${inf[@]}" --device-memory $((RES + ONE * 5 / 2)) --out "$WORK/inf_gen" > "$WORK/inf_gen.log" 2>&1 ||
+    { cat "$WORK/inf_gen.log"; fail "Infinity generate --device-memory"; }
+  grep -q "wrote 6 PNGs" "$WORK/inf_gen.log" && grep -q "requests admitted into" "$WORK/inf_gen.log" ||
+    fail "Infinity generate --device-memory: $(cat "$WORK/inf_gen.log")"
 else
   echo "no $G/infinity-tiny.config.json: the Infinity case is skipped"
 fi
