@@ -70,18 +70,10 @@ cmp -s "$WORK/gen1/0000_c0.png" "$WORK/serve_cfg/0000_c0.png" && fail "--cfg/--t
   || fail "burst"
 check_json "$WORK/burst.json" 200
 
-expect() {  # expect TEXT ARGS...: fails non-zero with one line containing TEXT
-  local want=$1
-  shift
-  local out
-  out=$("$SCALEKV" bench serve "${MODEL_ARGS[@]}" --labels 0-4 "$@" 2>&1) && fail "succeeded: $*"
-  grep -q -- "$want" <<<"$out" || fail "'$*': expected '$want' in: $out"
-  [ "$(wc -l <<<"$out")" -le 2 ] || fail "'$*': more than one line: $out"
-}
-expect "can never run" --kv-memory 10KiB
-expect "is not a memory size" --kv-memory 12parsecs
-expect "give --kv-memory BYTES" --rate 1
-expect "--mode 'fast'" --kv-memory 1MiB --mode fast
-expect "--rate -1" --kv-memory 1MiB --rate -1
-expect "--top-p 2 must be in" --kv-memory 1MiB --top-p 2
+expect_bench_serve_error "can never run" --kv-memory 10KiB
+expect_bench_serve_error "is not a memory size" --kv-memory 12parsecs
+expect_bench_serve_error "give --kv-memory BYTES" --rate 1
+expect_bench_serve_error "--mode 'fast'" --kv-memory 1MiB --mode fast
+expect_bench_serve_error "--rate -1" --kv-memory 1MiB --rate -1
+expect_bench_serve_error "--top-p 2 must be in" --kv-memory 1MiB --top-p 2
 echo "PASS"

@@ -26,3 +26,32 @@ fail() {
   echo "FAIL: $*" >&2
   exit 1
 }
+
+# write_text_embeddings FILE SEED LEN...: prompt embeddings in scripts/encode_prompts.py's format (kv_compact F32
+# [sum of LEN, 512], lens I64), random N(0, 0.3) values from SEED: prompts for the tiny Infinity model.
+write_text_embeddings() {
+  python3 - "$@" <<'PY' || fail "could not write the prompt embeddings $1"
+import json, random, struct, sys
+random.seed(int(sys.argv[2]))
+lens, ch = [int(x) for x in sys.argv[3:]], 512
+n = sum(lens)
+kv = struct.pack(f"<{n * ch}f", *[random.gauss(0, 0.3) for _ in range(n * ch)])
+ln = struct.pack(f"<{len(lens)}q", *lens)
+hdr = {"kv_compact": {"dtype": "F32", "shape": [n, ch], "data_offsets": [0, len(kv)]},
+       "lens": {"dtype": "I64", "shape": [len(lens)], "data_offsets": [len(kv), len(kv) + len(ln)]}}
+h = json.dumps(hdr).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + kv + ln)
+PY
+}
+
+# expect_bench_serve_error TEXT ARGS...: `bench serve` of the tiny model (labels 0-4) with ARGS fails with one
+# line containing TEXT.
+expect_bench_serve_error() {
+  local want=$1
+  shift
+  local out
+  out=$("$SCALEKV" bench serve "${MODEL_ARGS[@]}" --labels 0-4 "$@" 2>&1) && fail "succeeded: $*"
+  grep -q -- "$want" <<<"$out" || fail "'$*': expected '$want' in: $out"
+  [ "$(wc -l <<<"$out")" -le 2 ] || fail "'$*': more than one line: $out"
+}

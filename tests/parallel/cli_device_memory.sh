@@ -90,19 +90,7 @@ fi
 
 # 4. Infinity (cross-attention K/V of its prompts, RoPE, bit sampling), when the golden folder has its model.
 if [ -f "$G/infinity-tiny.config.json" ]; then
-  python3 - "$WORK/text.safetensors" <<'PY' || fail "could not write the prompt embeddings"
-import json, random, struct, sys
-random.seed(2)
-lens, ch = [3, 7, 5, 4, 6, 9], 512
-n = sum(lens)
-kv = struct.pack(f"<{n * ch}f", *[random.gauss(0, 0.3) for _ in range(n * ch)])
-ln = struct.pack(f"<{len(lens)}q", *lens)
-hdr = {"kv_compact": {"dtype": "F32", "shape": [n, ch], "data_offsets": [0, len(kv)]},
-       "lens": {"dtype": "I64", "shape": [len(lens)], "data_offsets": [len(kv), len(kv) + len(ln)]}}
-h = json.dumps(hdr).encode()
-h += b" " * (-len(h) % 8)
-open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + kv + ln)
-PY
+  write_text_embeddings "$WORK/text.safetensors" 2 3 7 5 4 6 9
   inf=(--model "$G/infinity-tiny.config.json" --weights "$G/infinity-tiny.model.safetensors"
        --vae "$G/infinity-tiny.vae.safetensors" --text-embeddings "$WORK/text.safetensors" --resolution 256)
   run inf_lone 4GiB "${inf[@]}" --mode sequential
@@ -135,16 +123,7 @@ python3 -c "import sys; c = float(sys.argv[1]); assert 0 < c < int(sys.argv[2]),
   fail "serve: /metrics capacity '$cap' is not the derived cap (under $SERVE_DEV)"
 
 # 6. Too little memory: one line naming --device-memory.
-expect() {  # expect TEXT ARGS...
-  local want=$1
-  shift
-  local out
-  out=$("$SCALEKV" bench serve "${MODEL_ARGS[@]}" --labels 0-4 "$@" 2>&1) && fail "succeeded: $*"
-  grep -q -- "$want" <<<"$out" || fail "'$*': expected '$want' in: $out"
-  [ "$(wc -l <<<"$out")" -le 2 ] || fail "'$*': more than one line: $out"
-}
-expect "leaves nothing for requests" --device-memory 1KiB
-expect "can never run" --device-memory "$TOO_SMALL"
-expect "is not a memory size" --device-memory 12parsecs
-expect "give --kv-memory BYTES" --rate 1
+expect_bench_serve_error "leaves nothing for requests" --device-memory 1KiB
+expect_bench_serve_error "can never run" --device-memory "$TOO_SMALL"
+expect_bench_serve_error "is not a memory size" --device-memory 12parsecs
 echo "PASS"

@@ -11,19 +11,7 @@ set -uo pipefail
 G=$6
 [ -f "$G/infinity-tiny.config.json" ] || { echo "SKIP: $G/infinity-tiny.config.json is absent"; exit 77; }
 # 5 prompts of 3..7 tokens (the embeddings format of scripts/encode_prompts.py): an uneven 3 + 2 split.
-python3 - "$WORK/text.safetensors" <<'PY' || fail "could not write the prompt embeddings"
-import json, random, struct, sys
-random.seed(1)
-lens, ch = [3, 7, 5, 4, 6], 512
-n = sum(lens)
-kv = struct.pack(f"<{n * ch}f", *[random.gauss(0, 0.3) for _ in range(n * ch)])
-ln = struct.pack(f"<{len(lens)}q", *lens)
-hdr = {"kv_compact": {"dtype": "F32", "shape": [n, ch], "data_offsets": [0, len(kv)]},
-       "lens": {"dtype": "I64", "shape": [len(lens)], "data_offsets": [len(kv), len(kv) + len(ln)]}}
-h = json.dumps(hdr).encode()
-h += b" " * (-len(h) % 8)
-open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + kv + ln)
-PY
+write_text_embeddings "$WORK/text.safetensors" 1 3 7 5 4 6
 args=(generate --model "$G/infinity-tiny.config.json" --weights "$G/infinity-tiny.model.safetensors"
       --vae "$G/infinity-tiny.vae.safetensors" --text-embeddings "$WORK/text.safetensors" --resolution 256
       --top-k 0 --top-p 0 --seed 3 --batch 2)
