@@ -26,12 +26,16 @@ ServerMetrics::ServerMetrics(int replicas) : reg_(std::make_shared<prometheus::R
   auto& reserved = gauge(r, "scalekv_kv_bytes_reserved", "KV bytes the requests in flight reserve for the next step");
   auto& cap = gauge(r, "scalekv_kv_bytes_capacity", "The KV cap requests are admitted into (--kv-memory, or what --device-memory leaves)");
   auto& peak = gauge(r, "scalekv_kv_bytes_peak", "The largest KV bytes allocated at once since start (measured)");
+  auto& mcap = gauge(r, "scalekv_memory_bytes_capacity", "What --device-memory leaves after the resident model for "
+                                                         "requests' KV, activations and decode (0: no --device-memory)");
+  auto& mpeak = gauge(r, "scalekv_memory_bytes_peak", "The largest bytes allocated at once since start, every "
+                                                      "category (measured, rank 0 of the replica)");
   auto& images = gauge(r, "scalekv_replica_images", "Images this replica has finished");
   auto& comm = gauge(r, "scalekv_tp_comm_seconds", "Seconds rank 0 of the replica spent in tensor-parallel collectives");
   for (int i = 0; i < replicas; ++i) {
     const prometheus::Labels l{{"replica", std::to_string(i)}};
     replicas_.push_back({&running.Add(l), &waiting.Add(l), &used.Add(l), &reserved.Add(l), &cap.Add(l), &peak.Add(l),
-                         &images.Add(l), &comm.Add(l)});
+                         &mcap.Add(l), &mpeak.Add(l), &images.Add(l), &comm.Add(l)});
   }
   rejections_ = &prometheus::BuildCounter().Name("scalekv_admission_rejections_total")
                      .Help("Requests refused before admission, by reason").Register(r);
@@ -65,6 +69,8 @@ void ServerMetrics::set_replica(int i, const ReplicaGauges& g) {
   p.kv_reserved->Set(static_cast<double>(g.kv_reserved));
   p.kv_capacity->Set(static_cast<double>(g.kv_capacity));
   p.kv_peak->Set(static_cast<double>(g.kv_peak));
+  p.memory_capacity->Set(static_cast<double>(g.memory_capacity));
+  p.memory_peak->Set(static_cast<double>(g.memory_peak));
   p.images->Set(static_cast<double>(g.images));
   p.comm->Set(g.comm_seconds);
 }

@@ -23,6 +23,7 @@ namespace skv {
 struct ReplicaGauges {
   int64_t running = 0, waiting = 0;
   int64_t kv_used = 0, kv_reserved = 0, kv_capacity = 0, kv_peak = 0;
+  int64_t memory_capacity = 0, memory_peak = 0;  // --device-memory's cap (0 without), all bytes at their peak
   int64_t images = 0;
   double comm_seconds = 0;
 };
@@ -42,7 +43,8 @@ class ServerMetrics {
  private:
   std::shared_ptr<prometheus::Registry> reg_;
   struct PerReplica {
-    prometheus::Gauge *running, *waiting, *kv_used, *kv_reserved, *kv_capacity, *kv_peak, *images, *comm;
+    prometheus::Gauge *running, *waiting, *kv_used, *kv_reserved, *kv_capacity, *kv_peak, *memory_capacity,
+        *memory_peak, *images, *comm;
   };
   std::vector<PerReplica> replicas_;
   prometheus::Family<prometheus::Counter>* rejections_ = nullptr;

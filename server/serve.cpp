@@ -32,7 +32,7 @@ namespace skv {
 
 // A replica's gauges travel in its STATS messages (nlohmann's to_json/from_json, found by ADL in skv).
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ReplicaGauges, running, waiting, kv_used, kv_reserved, kv_capacity, kv_peak,
-                                   images, comm_seconds)
+                                   memory_capacity, memory_peak, images, comm_seconds)
 
 namespace {
 
@@ -80,6 +80,8 @@ ReplicaGauges engine_gauges(const Engine& e, int64_t images) {
   g.kv_reserved = e.kv_reserved_bytes();
   g.kv_capacity = s.kv_cap_bytes;
   g.kv_peak = s.kv_peak_bytes;
+  g.memory_capacity = s.memory_cap_bytes;
+  g.memory_peak = s.memory_peak_bytes;
   g.images = images;
   g.comm_seconds = s.comm_seconds;
   return g;

@@ -112,7 +112,10 @@ SERVE_PID=$!
 for _ in $(seq 1 100); do [ -s "$WORK/port" ] && curl -sf "localhost:$(cat "$WORK/port")/ready" >/dev/null && break; sleep 0.2; done
 PORT=$(cat "$WORK/port" 2>/dev/null)
 code=$(curl -s -o "$WORK/answer.json" -w '%{http_code}' "localhost:$PORT/v1/images/generations" -d '{"prompt": "2", "n": 3}')
-cap=$(curl -s "localhost:$PORT/metrics" | awk '/^scalekv_kv_bytes_capacity/ {print $2}')
+metrics=$(curl -s "localhost:$PORT/metrics")
+cap=$(awk '/^scalekv_kv_bytes_capacity/ {print $2}' <<<"$metrics")
+mcap=$(awk '/^scalekv_memory_bytes_capacity/ {print $2}' <<<"$metrics")
+mpeak=$(awk '/^scalekv_memory_bytes_peak/ {print $2}' <<<"$metrics")
 kill -TERM "$SERVE_PID"
 wait "$SERVE_PID" || fail "serve --device-memory exited $?: $(cat "$WORK/serve.log")"
 [ "$code" = 200 ] || fail "serve --device-memory answered $code: $(cat "$WORK/answer.json")"
@@ -121,6 +124,8 @@ python3 -c "import json, sys; assert len(json.load(open(sys.argv[1]))['data']) =
 grep -q "device memory .* resident, requests admitted into" "$WORK/serve.log" || fail "serve: no derived cap: $(cat "$WORK/serve.log")"
 python3 -c "import sys; c = float(sys.argv[1]); assert 0 < c < int(sys.argv[2]), c" "${cap:-0}" "$SERVE_DEV" ||
   fail "serve: /metrics capacity '$cap' is not the derived cap (under $SERVE_DEV)"
+python3 -c "import sys; c, p, d = (float(x) for x in sys.argv[1:]); assert 0 < c < d and 0 < p <= d, (c, p, d)" \
+  "${mcap:-0}" "${mpeak:-0}" "$SERVE_DEV" || fail "serve: /metrics memory capacity '$mcap' / peak '$mpeak' (device $SERVE_DEV)"
 
 # 6. Too little memory: one line naming --device-memory.
 expect_bench_serve_error "leaves nothing for requests" --device-memory 1KiB
