@@ -197,12 +197,13 @@ void run_generate(GenerateArgs& a) {
   const std::string family = model_family(f.config);
   if (family == "var" || family == "infinity") check_generate_args(a, family);
   if (family == "var") return run_generate_var(a, f);
-  if (family == "infinity")
+  if (family == "infinity") {
     a.inf.save_tokens = a.save_tokens;
     return run_generate_infinity(f, a.inf, a.has("--cfg") ? a.cfg : -1, a.has("--top-k") ? a.top_k : -1,
                                  a.has("--top-p") ? a.top_p : -1, a.seed, a.out, a.has("--batch") ? a.batch : 0,
                                  a.has("--kv-memory") ? a.kv_memory : "", a.has("--device-memory") ? a.device_memory : "",
                                  a.ctx, a.kv);
+  }
   SKV_FAIL("{}: the '{}' family is not supported by this build's generate command", f.config, family);
 }
 
