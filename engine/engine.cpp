@@ -105,15 +105,28 @@ struct Engine::Plan {
 
 namespace {
 
-// --device-memory: the cap left after what every rank holds now (the largest), checked on every rank alike.
+// --device-memory: the cap left after what every rank holds now (the largest), checked on every rank alike
+// (after one host all-reduce, so a rank whose device is too small fails with all the others, not alone).
 EngineOptions with_memory_cap(EngineOptions opt, Backend& be, Communicator& control, int64_t& resident) {
   resident = 0;
   if (opt.device_memory_bytes <= 0) return opt;
   be.synchronize();
-  std::vector<int64_t> held(static_cast<size_t>(control.size()), 0);
-  held[static_cast<size_t>(control.rank())] = be.allocator().stats().total_current;
+  int64_t mine = be.allocator().stats().total_current;
+  // A GPU also holds what the allocator does not see (the CUDA context, cuBLAS workspaces, NCCL buffers, freed
+  // blocks its memory pool keeps): the driver's "used" figure counts them all, and its size bounds the option.
+  int64_t free_b = 0, total_b = 0;
+  if (be.device_memory_info(&free_b, &total_b)) mine = std::max(mine, total_b - free_b);
+  const size_t n = static_cast<size_t>(control.size()), me = static_cast<size_t>(control.rank());
+  std::vector<int64_t> held(2 * n, 0);  // per rank: bytes in use, the device's size (0: not known)
+  held[2 * me] = mine;
+  held[2 * me + 1] = total_b;
   control.all_reduce_sum_host(held.data(), held.size(), DType::I64);
-  resident = *std::max_element(held.begin(), held.end());
+  for (size_t r = 0; r < n; ++r) {
+    resident = std::max(resident, held[2 * r]);
+    SKV_CHECK(held[2 * r + 1] == 0 || opt.device_memory_bytes <= held[2 * r + 1], "--device-memory {} bytes ({}) is "
+              "more than the device of rank {} has ({})", opt.device_memory_bytes,
+              format_bytes(opt.device_memory_bytes), r, format_bytes(held[2 * r + 1]));
+  }
   SKV_CHECK(resident < opt.device_memory_bytes, "--device-memory {} bytes ({}) leaves nothing for requests: the "
             "model and what else is resident take {} bytes ({}) on a rank", opt.device_memory_bytes,
             format_bytes(opt.device_memory_bytes), resident, format_bytes(resident));

@@ -74,6 +74,9 @@ class Backend {
   // The stream every op of this backend is queued on (a cudaStream_t; null for the CPU). Device
   // collectives must run on it, or they are not ordered after the kernels that write their input.
   virtual void* native_stream() const { return nullptr; }
+  // The device's free and total bytes as its driver reports them (every process and cache included), when it
+  // can tell (CUDA: cudaMemGetInfo); false on the CPU, whose memory the accounting allocator alone measures.
+  virtual bool device_memory_info(int64_t* free_bytes, int64_t* total_bytes) const { return false; }
 
   Tensor empty(const Shape& shape, DType dt = DType::F32, MemCategory cat = MemCategory::Activations);
   Tensor zeros(const Shape& shape, DType dt = DType::F32, MemCategory cat = MemCategory::Activations);

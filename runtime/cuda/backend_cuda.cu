@@ -382,6 +382,14 @@ class CudaBackend final : public Backend {
   Allocator& allocator() override { return ctx().alloc; }
   int device_ordinal() const override { return ctx().device; }
   void* native_stream() const override { return ctx().stream; }
+  bool device_memory_info(int64_t* free_bytes, int64_t* total_bytes) const override {
+    size_t f = 0, t = 0;
+    SKV_CUDA_CHECK(cudaStreamSynchronize(ctx().stream));
+    SKV_CUDA_CHECK(cudaMemGetInfo(&f, &t));
+    *free_bytes = static_cast<int64_t>(f);
+    *total_bytes = static_cast<int64_t>(t);
+    return true;
+  }
 
   Tensor upload(const Tensor& host, MemCategory cat) override {
     SKV_CHECK(host.device() == Device::CPU, "upload: {} is already on {}", host.describe(), device_name(host.device()));

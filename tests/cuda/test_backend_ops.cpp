@@ -169,6 +169,19 @@ TEST_F(CudaOps, AllocatorAccountsDeviceBytesByCategory) {
   EXPECT_EQ(a.stats().cur(MemCategory::KV), before);
 }
 
+// --device-memory reads the driver's figures on a GPU (engine/engine.cpp): free <= total, what scalekv holds
+// is part of what the driver counts as used, and a new allocation lowers free by at least its size.
+TEST_F(CudaOps, DeviceMemoryInfoCountsWhatTheAllocatorHolds) {
+  int64_t free0 = 0, total = 0;
+  ASSERT_TRUE(gpu().device_memory_info(&free0, &total));
+  EXPECT_GT(total, 0);
+  EXPECT_GT(free0, 0);
+  EXPECT_LE(free0, total);
+  EXPECT_GE(total - free0, gpu().allocator().stats().total_current);
+  int64_t cpu_free = 0, cpu_total = 0;
+  EXPECT_FALSE(cpu().device_memory_info(&cpu_free, &cpu_total));  // the CPU: the allocator alone
+}
+
 TEST_F(CudaOps, LinearF32MatchesCpu) {
   struct S {
     int M, K, N;
