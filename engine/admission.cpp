@@ -36,7 +36,7 @@ std::string AdmissionLedger::never_fits(const std::vector<StepDemand>& demand) c
     if (limits_.memory_cap_bytes > 0 &&
         (s.kv_bytes > limits_.memory_cap_bytes || s.other_bytes > limits_.memory_cap_bytes ||
          s.decode_bytes > limits_.memory_cap_bytes ||
-         s.kv_bytes + s.other_bytes + s.decode_bytes > limits_.memory_cap_bytes))
+         static_cast<__int128>(s.kv_bytes) + s.other_bytes + s.decode_bytes > limits_.memory_cap_bytes))
       return fmt::format("its scale step {} needs {} KV bytes, {} bytes of activations and conditioning and {} of "
                          "decoding, more than the {} bytes --device-memory leaves after the resident weights", i,
                          s.kv_bytes, s.other_bytes, s.decode_bytes, limits_.memory_cap_bytes);
@@ -57,9 +57,11 @@ bool AdmissionLedger::fits(const std::vector<StepDemand>& demand) const {
     // r <= cap and demand <= cap (never_fits), so the sums below cannot overflow.
     if (r.kv_bytes + demand[t].kv_bytes > limits_.kv_cap_bytes) return false;
     if (limits_.max_step_tokens > 0 && r.step_tokens + demand[t].step_tokens > limits_.max_step_tokens) return false;
-    if (limits_.memory_cap_bytes > 0 && r.kv_bytes + r.other_bytes + demand[t].kv_bytes + demand[t].other_bytes +
-                                                std::max(r.decode_bytes, demand[t].decode_bytes) >
-                                            limits_.memory_cap_bytes)
+    // Five terms of at most the cap each: summed in 128 bits, so a cap near 2^63 cannot wrap.
+    if (limits_.memory_cap_bytes > 0 &&
+        static_cast<__int128>(r.kv_bytes) + r.other_bytes + demand[t].kv_bytes + demand[t].other_bytes +
+                std::max(r.decode_bytes, demand[t].decode_bytes) >
+            limits_.memory_cap_bytes)
       return false;
   }
   return true;

@@ -35,7 +35,7 @@ DecodeProbe measure_decode(Backend& be, int64_t pixels, const std::function<void
 int64_t decode_bytes(const DecodeProbe& probe, int64_t images, int64_t pixels) {
   if (images <= 0 || probe.bytes <= 0) return 0;
   SKV_CHECK(probe.pixels > 0 && pixels > 0, "internal: decode probe of {} pixels for images of {}", probe.pixels, pixels);
-  // bytes x max(1, pixels / probe.pixels), rounded up, in 128-bit-safe steps (pixels < 2^31).
+  // bytes x max(1, pixels / probe.pixels), rounded up; an overflow is an error, never a wrapped figure.
   const int64_t per_image = pixels <= probe.pixels
                                 ? probe.bytes
                                 : checked_mul(probe.bytes / probe.pixels + 1, pixels, "decoder bytes of an image");
@@ -54,4 +54,5 @@ int64_t block_bytes_per_row_token(int64_t C, int64_t local_C, int64_t local_ffn,
   const int64_t head = 2 * C + 3 * vocab;
   return checked_mul(std::max(block, head), int64_t{4}, "activation bytes per token");
 }
+
 }  // namespace skv
