@@ -173,6 +173,12 @@ std::vector<StepDemand> Engine::demand(const EngineRequest& r) const {
   return d;
 }
 
+std::string device_memory_text(const EngineStats& s) {
+  if (s.device_memory_bytes <= 0) return "";
+  return fmt::format("device memory {}: {} resident, requests admitted into {}", format_bytes(s.device_memory_bytes),
+                     format_bytes(s.resident_bytes), format_bytes(s.memory_cap_bytes));
+}
+
 Engine::~Engine() = default;
 
 double Engine::comm_seconds() const {  // the group's collectives, and the plans' when they travel apart

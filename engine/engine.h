@@ -145,6 +145,9 @@ struct EngineStats {
   int64_t kv_used_bytes = 0;  // the allocator's KV bytes in use after the last iteration (this rank)
   double comm_seconds = 0;    // seconds in the group's collectives since the engine started (this rank)
 };
+// "device memory D: R resident, requests admitted into C" (empty without --device-memory): how the engine
+// derived its cap, for the clients' lines (generate, bench serve, serve).
+std::string device_memory_text(const EngineStats& s);
 
 class Engine {
  public:

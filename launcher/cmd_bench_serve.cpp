@@ -329,17 +329,13 @@ void run_bench_serve(ServeBenchArgs& a) {
     j["memory_planned_peak_bytes"] = s.memory_planned_peak_bytes;  // the largest reservation of one iteration
   }
   fmt::print("bench serve ({} mode, {} {}, rate {}/s, KV cap {}{}): {} images in {:.2f} s, {:.3f} images/s, latency p50 "
-             "{:.2f} s p99 {:.2f} s, queue p50 {:.2f} s, at most {} in flight, KV peak {} ({:.0f}% of the cap)\n",
+             "{:.2f} s p99 {:.2f} s, queue p50 {:.2f} s, at most {} in flight, KV peak {} ({:.0f}% of the cap){}\n",
              batch_mode_name(eo.mode), a.kv.policy, a.kv.budget, a.rate, format_bytes(s.kv_cap_bytes),
              R > 1 ? fmt::format(" per rank, {} replicas of TP {}", R, ctx.tp->size()) : "", n, seconds,
              j["images_per_s"].get<double>(), j["latency_p50_s"].get<double>(), j["latency_p99_s"].get<double>(),
              j["queue_p50_s"].get<double>(), s.max_in_flight, format_bytes(s.kv_peak_bytes),
-             100.0 * static_cast<double>(s.kv_peak_bytes) / static_cast<double>(s.kv_cap_bytes));
-  if (eo.device_memory_bytes > 0)
-    fmt::print("device memory {}: {} resident at start, requests admitted into {}; measured peak of all bytes {} "
-               "({:.0f}% of the device)\n", format_bytes(eo.device_memory_bytes), format_bytes(s.resident_bytes),
-               format_bytes(s.memory_cap_bytes), format_bytes(s.memory_peak_bytes),
-               100.0 * static_cast<double>(s.memory_peak_bytes) / static_cast<double>(eo.device_memory_bytes));
+             100.0 * static_cast<double>(s.kv_peak_bytes) / static_cast<double>(s.kv_cap_bytes),
+             device_memory_summary(s));
   if (!a.json.empty()) write_file_atomic(a.json, j.dump(1) + "\n");
 }
 

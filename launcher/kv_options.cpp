@@ -72,9 +72,8 @@ std::string memory_options(const std::string& kv_memory, const std::string& devi
 
 std::string device_memory_summary(const EngineStats& s) {
   if (s.device_memory_bytes <= 0) return "";
-  return fmt::format("; device memory {}: {} resident, requests admitted into {}, measured peak of all bytes {} "
-                     "({:.0f}%)", format_bytes(s.device_memory_bytes), format_bytes(s.resident_bytes),
-                     format_bytes(s.memory_cap_bytes), format_bytes(s.memory_peak_bytes),
+  return fmt::format("; {}, measured peak of all bytes {} ({:.0f}%)", device_memory_text(s),
+                     format_bytes(s.memory_peak_bytes),
                      100.0 * static_cast<double>(s.memory_peak_bytes) / static_cast<double>(s.device_memory_bytes));
 }
 

@@ -24,7 +24,6 @@
 
 #include "parallel/communicator.h"
 #include "parallel/message_link.h"
-#include "runtime/allocator.h"  // format_bytes
 #include "runtime/check.h"
 #include "runtime/models/request_kv.h"  // now_seconds
 
@@ -384,11 +383,7 @@ void run_serve(const ServeTopology& topo, EngineFamily& family, const ModelInfo&
     if (const int sig = g_early_signal.load())
       fe->drain(fmt::format("{} before the server listened", sig == SIGTERM ? "SIGTERM" : "SIGUSR1"));
     const EngineStats es = engine.stats();  // the caps as the engine derived them (--device-memory)
-    const std::string device =
-        es.device_memory_bytes > 0 ? fmt::format(", device memory {}: {} resident, requests admitted into {}",
-                                                 format_bytes(es.device_memory_bytes), format_bytes(es.resident_bytes),
-                                                 format_bytes(es.memory_cap_bytes))
-                                   : "";
+    const std::string device = es.device_memory_bytes > 0 ? ", " + device_memory_text(es) : "";
     fmt::print("scalekv serve: {} on http://{}:{}/ ({} replica(s) of TP {}, KV cap {} bytes each{}, {} {}); SIGTERM "
                "drains\n", model.id, opt.host, fe->port(), topo.replicas, tp, es.kv_cap_bytes, device, opt.kv.policy,
                opt.kv.policy == "full" ? "" : (opt.kv.budget.empty() ? "10%" : opt.kv.budget));
