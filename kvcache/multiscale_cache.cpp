@@ -1,4 +1,4 @@
-// multiscale_cache.cpp - slot pool, extents, append and in-place compaction (see multiscale_cache.h).
+// multiscale_cache.cpp - the growing slot pool, extents, append and in-place compaction (see multiscale_cache.h).
 #include "kvcache/multiscale_cache.h"
 
 #include <algorithm>
@@ -21,11 +21,14 @@ MultiScaleKVCache::MultiScaleKVCache(Backend& backend, int rows, int heads, int 
   SKV_CHECK(dtype == DType::F32, "the KV cache supports F32 on this backend");
   SKV_CHECK(pool_tokens >= 0 && rows > 0 && heads > 0 && head_dim > 0, "KV cache: pool of {} tokens for {}x{}x{}",
             pool_tokens, rows, heads, head_dim);
-  if (pool_tokens > 0) {
-    pool_k_ = be_.empty({rows, heads, pool_tokens, head_dim}, dtype, MemCategory::KV);
-    pool_v_ = be_.empty({rows, heads, pool_tokens, head_dim}, dtype, MemCategory::KV);
-  }
   reset();
+}
+
+void MultiScaleKVCache::set_scale_limits(std::vector<int64_t> limits) {
+  for (size_t i = 0; i < limits.size(); ++i)
+    SKV_CHECK(limits[i] >= 0 && limits[i] <= pool_tokens_ && (i == 0 || limits[i] >= limits[i - 1]),
+              "KV cache: scale limits must rise to at most {} slots, got {} at scale {}", pool_tokens_, limits[i], i);
+  scale_limits_ = std::move(limits);
 }
 
 void MultiScaleKVCache::reset() {
@@ -35,16 +38,48 @@ void MultiScaleKVCache::reset() {
     L.pos.clear();
   }
   free_.clear();
-  if (pool_tokens_ > 0) free_[0] = pool_tokens_;
-  free_total_ = pool_tokens_;
-  peak_live_ = 0;
-  capped_ = 0;
+  chunk_k_.clear();
+  chunk_v_.clear();
+  chunk_base_.clear();
+  capacity_ = free_total_ = peak_live_ = peak_held_ = capped_ = 0;
+  scale_ = -1;
+}
+
+int64_t MultiScaleKVCache::limit_now() const {
+  if (scale_limits_.empty() || scale_ < 0) return pool_tokens_;
+  return scale_limits_[std::min(static_cast<size_t>(scale_), scale_limits_.size() - 1)];
+}
+
+size_t MultiScaleKVCache::chunk_of(int64_t slot) const {
+  return static_cast<size_t>(std::upper_bound(chunk_base_.begin(), chunk_base_.end(), slot) - chunk_base_.begin()) - 1;
+}
+
+void MultiScaleKVCache::add_chunk(int64_t slots) {
+  chunk_k_.push_back(be_.empty({rows_, heads_, slots, head_dim_}, dtype_, MemCategory::KV));
+  chunk_v_.push_back(be_.empty({rows_, heads_, slots, head_dim_}, dtype_, MemCategory::KV));
+  chunk_base_.push_back(capacity_);
+  free_[capacity_] = slots;  // never merged with the previous chunk's free range: extents stay in one chunk
+  free_total_ += slots;
+  capacity_ += slots;
+  peak_held_ = std::max(peak_held_, capacity_ + cur_len_);
 }
 
 std::vector<KVSegment> MultiScaleKVCache::store_segments(int l) const {
   std::vector<KVSegment> segs;
-  for (const auto& e : layers_[l].extents) segs.push_back({&pool_k_, &pool_v_, e.len, {}, e.start});
+  for (const auto& e : layers_[l].extents) {
+    const size_t c = chunk_of(e.start);
+    segs.push_back({&chunk_k_[c], &chunk_v_[c], e.len, {}, e.start - chunk_base_[c]});
+  }
   return segs;
+}
+
+std::vector<KVExtent> MultiScaleKVCache::extents(int l, bool values) {
+  std::vector<KVExtent> x;
+  for (const auto& e : layers_[l].extents) {
+    const size_t c = chunk_of(e.start);
+    x.push_back({values ? &chunk_v_[c] : &chunk_k_[c], e.start - chunk_base_[c], e.len});
+  }
+  return x;
 }
 
 void MultiScaleKVCache::begin_scale(int64_t tokens, int64_t offset) {
@@ -54,6 +89,7 @@ void MultiScaleKVCache::begin_scale(int64_t tokens, int64_t offset) {
   cur_v_ = be_.empty({rows_, heads_, tokens, head_dim_}, dtype_, MemCategory::KV);
   cur_len_ = tokens;
   cur_offset_ = offset;
+  peak_held_ = std::max(peak_held_, capacity_ + cur_len_);
 }
 
 void MultiScaleKVCache::end_scale() {
@@ -63,24 +99,30 @@ void MultiScaleKVCache::end_scale() {
 }
 
 int64_t MultiScaleKVCache::pool_bytes() const {
-  return static_cast<int64_t>(pool_k_.defined() ? pool_k_.nbytes() + pool_v_.nbytes() : 0);
+  return checked_mul(capacity_, static_cast<int64_t>(rows_) * heads_ * head_dim_ * 2 * dtype_size(dtype_),
+                     "KV pool bytes");
 }
 
-int64_t MultiScaleKVCache::live_tokens() const { return pool_tokens_ - free_total_; }
+int64_t MultiScaleKVCache::peak_bytes() const {
+  return checked_mul(peak_held_, static_cast<int64_t>(rows_) * heads_ * head_dim_ * 2 * dtype_size(dtype_),
+                     "KV cache bytes");
+}
+
+int64_t MultiScaleKVCache::live_tokens() const { return capacity_ - free_total_; }
 
 void MultiScaleKVCache::release(int64_t start, int64_t len) {
   if (len == 0) return;
   auto it = free_.emplace(start, len).first;
-  if (it != free_.begin()) {  // merge with the free range before
+  if (it != free_.begin()) {  // merge with the free range before (in the same chunk)
     auto prev = std::prev(it);
-    if (prev->first + prev->second == start) {
+    if (prev->first + prev->second == start && chunk_of(prev->first) == chunk_of(start)) {
       prev->second += it->second;
       free_.erase(it);
       it = prev;
     }
   }
   auto next = std::next(it);
-  if (next != free_.end() && it->first + it->second == next->first) {
+  if (next != free_.end() && it->first + it->second == next->first && chunk_of(next->first) == chunk_of(it->first)) {
     it->second += next->second;
     free_.erase(next);
   }
@@ -90,22 +132,27 @@ void MultiScaleKVCache::release(int64_t start, int64_t len) {
 void MultiScaleKVCache::grow(int l, int64_t n) {
   auto& L = layers_[l];
   int64_t need = n - L.len;
-  SKV_CHECK(need <= free_total_, "internal: KV pool exhausted (layer {} needs {} slots, {} free of {})", l, need,
-            free_total_, pool_tokens_);
+  SKV_CHECK(live_tokens() + need <= limit_now(), "internal: KV pool exhausted (layer {} needs {} slots, {} of {} in use)",
+            l, need, live_tokens(), limit_now());
+  if (need > free_total_) add_chunk(limit_now() - capacity_);  // grow to the scale's limit at once
   while (need > 0) {
-    // Prefer the free range right after the layer's last extent (extends it), else the first free range.
+    // Prefer the free range right after the layer's last extent in its chunk (extends it), else the first.
     auto it = free_.end();
-    if (!L.extents.empty()) it = free_.find(L.extents.back().start + L.extents.back().len);
+    if (!L.extents.empty()) {
+      const int64_t end = L.extents.back().start + L.extents.back().len;
+      if (chunk_of(end) == chunk_of(L.extents.back().start)) it = free_.find(end);
+    }
     if (it == free_.end()) it = free_.begin();
     const int64_t take = std::min(need, it->second), start = it->first;
     const int64_t rest = it->second - take;
     free_.erase(it);
     if (rest > 0) free_[start + take] = rest;
     free_total_ -= take;
-    if (!L.extents.empty() && L.extents.back().start + L.extents.back().len == start)
-      L.extents.back().len += take;
+    auto& last = L.extents;
+    if (!last.empty() && last.back().start + last.back().len == start && chunk_of(last.back().start) == chunk_of(start))
+      last.back().len += take;
     else
-      L.extents.push_back({start, take});
+      last.push_back({start, take});
     need -= take;
   }
   peak_live_ = std::max(peak_live_, live_tokens());
@@ -124,36 +171,20 @@ void MultiScaleKVCache::shrink(int l, int64_t n) {
   }
 }
 
-std::vector<int32_t> MultiScaleKVCache::slot_map(int l, int64_t n) const {
-  std::vector<int32_t> m;
-  m.reserve(static_cast<size_t>(n));
-  for (const auto& e : layers_[l].extents)
-    for (int64_t i = 0; i < e.len && static_cast<int64_t>(m.size()) < n; ++i) m.push_back(static_cast<int32_t>(e.start + i));
-  return m;
-}
-
 void MultiScaleKVCache::append_current(int l) {
   auto& L = layers_[l];
   const int64_t old = L.len, n = old + cur_len_;
-  SKV_CHECK(cur_len_ <= free_total_, "KV cache layer {}: {} + {} tokens exceed the planned pool ({} free of {})", l,
-            L.len, cur_len_, free_total_, pool_tokens_);
+  SKV_CHECK(live_tokens() + cur_len_ <= limit_now(),
+            "KV cache layer {}: {} + {} tokens exceed the plan ({} of {} slots in use)", l, L.len, cur_len_,
+            live_tokens(), limit_now());
   grow(l, n);
-  std::vector<int32_t> shared(static_cast<size_t>(cur_len_));
-  for (int64_t i = 0; i < cur_len_; ++i) shared[i] = static_cast<int32_t>(old + i);
-  // Gather "token j of [store + transient]" for j in [old, n) only: a slot map for those positions.
-  std::vector<int32_t> slots = slot_map(l, n);
-  std::vector<int32_t> tail(slots.begin() + old, slots.end());
-  Tensor slot_t = Tensor::external(tail.data(), {cur_len_}, DType::I32);
-  std::vector<int32_t> idx(static_cast<size_t>(cur_len_));
-  for (int64_t i = 0; i < cur_len_; ++i) idx[i] = static_cast<int32_t>(i);  // all from the transient (hist_len 0)
-  Tensor kept_t = Tensor::external(idx.data(), {cur_len_}, DType::I32);
-  if (be_.device() != Device::CPU) {
-    slot_t = be_.upload(slot_t, MemCategory::Workspace);
-    kept_t = be_.upload(kept_t, MemCategory::Workspace);
-  }
-  if (cur_len_ > 0) {
-    be_.gather_slots(pool_k_, slot_t, 0, cur_k_, kept_t, cur_len_);
-    be_.gather_slots(pool_v_, slot_t, 0, cur_v_, kept_t, cur_len_);
+  if (cur_len_ > 0) {  // token j of [store + transient] for j in [old, n): all from the transient
+    std::vector<int32_t> idx(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<int32_t>(i);
+    Tensor kept_t = Tensor::external(idx.data(), {n}, DType::I32);
+    if (be_.device() != Device::CPU) kept_t = be_.upload(kept_t, MemCategory::Workspace);
+    be_.gather_extents(extents(l, false), old, cur_k_, kept_t, old, n);
+    be_.gather_extents(extents(l, true), old, cur_v_, kept_t, old, n);
   }
   if (track_pos_) {
     const int64_t RH = static_cast<int64_t>(rows_) * heads_;
@@ -195,16 +226,14 @@ void MultiScaleKVCache::compact(int l, const Tensor& kept, int64_t n) {
                   "KV compaction layer {}: kept indices must be ascending in [0, {})", l, total);
       }
   if (n > old) {
-    SKV_CHECK(n - old <= free_total_, "KV compaction layer {}: keeping {} tokens needs {} more slots, {} free of {}", l,
-              n, n - old, free_total_, pool_tokens_);
+    SKV_CHECK(live_tokens() + n - old <= limit_now(),
+              "KV compaction layer {}: keeping {} tokens needs {} more slots, {} of the plan's {} in use", l, n, n - old,
+              live_tokens(), limit_now());
     grow(l, n);
   }
-  std::vector<int32_t> slots = slot_map(l, std::max(old, n));
-  Tensor slot_t = Tensor::external(slots.data(), {static_cast<int64_t>(slots.size())}, DType::I32);
-  if (be_.device() != Device::CPU) slot_t = be_.upload(slot_t, MemCategory::Workspace);
   if (n > 0) {
-    be_.gather_slots(pool_k_, slot_t, old, cur_k_, kept, n);
-    be_.gather_slots(pool_v_, slot_t, old, cur_v_, kept, n);
+    be_.gather_extents(extents(l, false), old, cur_k_, kept, 0, n);
+    be_.gather_extents(extents(l, true), old, cur_v_, kept, 0, n);
   }
   if (track_pos_) {
     std::vector<int32_t> pos(static_cast<size_t>(RH * n));
@@ -255,13 +284,15 @@ Tensor MultiScaleKVCache::select_only(int l, int scale, KVPolicy& policy, const 
 int64_t MultiScaleKVCache::update(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
                                   const Tensor* q_attn, float attn_scale, int head_offset) {
   auto& L = layers_[l];
+  scale_ = scale;
   const std::vector<KVSegment> hist = store_segments(l);
   const CompressionInput in = make_input(l, scale, schedule, hist, q_raw, q_attn, attn_scale, head_offset);
   policy.observe(in);
   const int64_t total = L.len + cur_len_;
   int64_t b = std::min(total, std::max<int64_t>(0, policy.budget(l, scale, total)));
-  if (b > L.len + free_total_) {  // a budget decided during the request that the plan did not foresee
-    b = L.len + free_total_;
+  const int64_t room = std::max<int64_t>(0, limit_now() - live_tokens());
+  if (b > L.len + room) {  // a budget decided during the request that the plan did not foresee
+    b = L.len + room;
     ++capped_;
   }
   if (b >= total) {

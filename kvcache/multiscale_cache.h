@@ -1,18 +1,22 @@
-// multiscale_cache.h - the multi-scale KV cache of one rank.
-// All layers' stores live in ONE preallocated slot pool k, v [rows, heads, pool_tokens, head_dim], sized
-// by the memory plan (kvcache/planner.h) so the peak is known before the first scale; a layer's store
-// is an ordered list of slot extents of that pool (the same slots for every row and head). The current
-// scale's K/V live in ONE transient buffer shared by all layers: attention reads [store extents +
-// transient], then the layer either appends the transient tokens or the policy compacts [store +
-// transient] into its own slots in place (a gather through the slot map, never concatenate-then-evict)
-// and gives the slots it no longer needs back to the pool. So a layer holds exactly its current length,
-// budgets may move between layers from scale to scale without copies, and the peak KV bytes are the
-// pool plus one scale's transient K/V. The last scale's K/V are never stored.
-// When a policy decides budgets during the request (ScaleKV online), a layer can only grow into free
-// slots: budgets beyond the plan are cut to what the pool holds (counted in capped()).
+// multiscale_cache.h - the multi-scale KV cache of one request on one rank.
+// All layers' stores live in ONE slot pool, k, v [rows, heads, slots, head_dim], that grows with the request
+// in chunks (each chunk its own tensor) up to the memory plan's limit of the scale that runs (kvcache/
+// planner.h: the largest sum of the stores up to that scale), so the request holds what its stores need
+// so far, not its peak from the first scale, and the peak is still known before the first scale. A layer's
+// store is an ordered list of slot extents of that pool (the same slots for every row and head; an extent
+// never crosses a chunk). The current scale's K/V live in ONE transient buffer shared by all layers:
+// attention reads [store extents + transient], then the layer either appends the transient tokens or the
+// policy compacts [store + transient] into its own slots in place (a gather across its extents, never
+// concatenate-then-evict) and gives the slots it no longer needs back to the pool. So a layer holds exactly
+// its current length, budgets may move between layers from scale to scale without copies, and the KV bytes
+// at any moment are the pool plus one scale's transient K/V. The last scale's K/V are never stored. The pool
+// is freed when the request ends (finished or cancelled).
+// When a policy decides budgets during the request (ScaleKV online), a layer can only grow into what the
+// plan allows: budgets beyond it are cut to what the pool may hold (counted in capped()).
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <utility>
 #include <vector>
@@ -25,7 +29,7 @@ namespace skv {
 class MultiScaleKVCache {
  public:
   struct Extent {
-    int64_t start = 0, len = 0;  // pool slots [start, start + len)
+    int64_t start = 0, len = 0;  // pool slots [start, start + len), inside one chunk
   };
   struct Layer {
     std::vector<Extent> extents;  // in token order
@@ -33,8 +37,13 @@ class MultiScaleKVCache {
     std::vector<int32_t> pos;     // [rows * heads * len] absolute position of each stored token, when tracked
   };
 
+  // pool_tokens: the most slots the pool may hold (the plan's pool_tokens), at every scale unless
+  // set_scale_limits() says more precisely. Nothing is allocated until a store first needs slots.
   MultiScaleKVCache(Backend& backend, int rows, int heads, int head_dim, int num_layers, int64_t pool_tokens,
                     DType dtype = DType::F32);
+  // The most slots the pool may hold while scale s runs (KVPlan::scale_limits(): never decreasing, at most
+  // pool_tokens). When a store needs more slots than are free, the pool grows by one chunk to the limit.
+  void set_scale_limits(std::vector<int64_t> limits);
 
   int num_layers() const { return static_cast<int>(layers_.size()); }
   int rows() const { return rows_; }
@@ -56,7 +65,7 @@ class MultiScaleKVCache {
   int64_t cur_len() const { return cur_len_; }
   int64_t cur_offset() const { return cur_offset_; }
 
-  // Store the transient tokens after the layer's current ones.
+  // Store the transient tokens after the layer's current ones (within the limit of the last update's scale).
   void append_current(int l);
   // Keep `kept` (I32 [rows, heads, n] on this cache's backend, ascending indices into [store + transient])
   // as the new store. On the CPU the indices are checked; on a device they stay there.
@@ -72,30 +81,41 @@ class MultiScaleKVCache {
   Tensor select_only(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
                      const Tensor* q_attn, float attn_scale, int head_offset);
 
-  int64_t pool_tokens() const { return pool_tokens_; }
-  int64_t pool_bytes() const;        // bytes of the pool (K and V)
+  int64_t pool_tokens() const { return pool_tokens_; }  // the most slots the pool may hold
+  int64_t pool_slots() const { return capacity_; }      // slots the pool holds now (its chunks)
+  int64_t pool_bytes() const;        // bytes of the pool now (K and V)
   int64_t live_tokens() const;       // slots in use
   int64_t peak_live_tokens() const { return peak_live_; }
-  int64_t free_tokens() const { return free_total_; }
-  int64_t capped() const { return capped_; }  // compressions cut to the pool (see the header comment)
-  void reset();                      // every layer empty, the pool free
+  int64_t free_tokens() const { return free_total_; }  // free slots of the chunks allocated so far
+  // The most KV bytes the cache held at once: the pool plus the transient K/V (what it allocated).
+  int64_t peak_bytes() const;
+  int64_t capped() const { return capped_; }  // compressions cut to the plan (see the header comment)
+  void reset();                      // every layer empty, the pool's chunks freed
 
  private:
   CompressionInput make_input(int l, int scale, const Schedule& schedule, const std::vector<KVSegment>& hist,
                               const Tensor* q_raw, const Tensor* q_attn, float attn_scale, int head_offset);
   void grow(int l, int64_t n);    // give layer l slots for tokens [len, n)
   void shrink(int l, int64_t n);  // return the slots of tokens [n, len) to the pool
-  std::vector<int32_t> slot_map(int l, int64_t n) const;  // slot of tokens [0, n)
+  std::vector<KVExtent> extents(int l, bool values);  // the layer's store for gather_extents
   void release(int64_t start, int64_t len);
+  size_t chunk_of(int64_t slot) const;
+  int64_t limit_now() const;  // the limit of the current scale
+  void add_chunk(int64_t slots);
 
   Backend& be_;
   int rows_, heads_, head_dim_;
   DType dtype_;
   int64_t pool_tokens_;
-  Tensor pool_k_, pool_v_;
+  std::vector<int64_t> scale_limits_;
+  int scale_ = -1;  // the scale of the last update(); -1: none yet
+  std::deque<Tensor> chunk_k_, chunk_v_;   // the pool's chunks, [rows, heads, size, head_dim] each (a deque:
+                                           // segments handed out keep pointing at them as chunks are added)
+  std::vector<int64_t> chunk_base_;        // the first slot of each chunk
+  int64_t capacity_ = 0;                   // slots of all chunks
   std::vector<Layer> layers_;
-  std::map<int64_t, int64_t> free_;  // start -> length, coalesced
-  int64_t free_total_ = 0, peak_live_ = 0, capped_ = 0;
+  std::map<int64_t, int64_t> free_;  // start -> length, coalesced within a chunk
+  int64_t free_total_ = 0, peak_live_ = 0, peak_held_ = 0, capped_ = 0;
   bool track_pos_ = false;
   Tensor cur_k_, cur_v_;
   int64_t cur_len_ = 0, cur_offset_ = 0;

@@ -36,7 +36,19 @@ KVPlan plan_kv(const KVPolicy& policy, const Schedule& schedule, int depth, int6
     p.pool_tokens = std::max(p.pool_tokens, ps.live_peak);
     p.scales.push_back(ps);
   }
+  int64_t limit = 0;
+  for (KVPlanScale& ps : p.scales) {
+    limit = ps.scale >= policy.first_unplanned_scale() ? p.pool_tokens : std::max(limit, ps.live_peak);
+    ps.limit = limit;
+    p.peak_tokens = std::max(p.peak_tokens, checked_add(limit, ps.tokens, "KV plan tokens"));
+  }
   return p;
+}
+
+std::vector<int64_t> KVPlan::scale_limits() const {
+  std::vector<int64_t> v;
+  for (const KVPlanScale& s : scales) v.push_back(s.limit);
+  return v;
 }
 
 }  // namespace skv

@@ -7,6 +7,9 @@
 // differ: `store_peak_tokens`, the largest sum of the layers' stores at a scale boundary (the paper's
 // Table 1 measure: the tokens kept before the last scale), and `pool_tokens`, which also covers the
 // moments inside a scale when early layers have grown to their new budget and later ones not yet shrunk.
+// The cache's slot pool grows with the request (kvcache/multiscale_cache.h): while scale s runs it holds at
+// most `limit` slots, the largest live_peak up to s (from the policy's first unplanned scale on: pool_tokens),
+// so a request's memory rises scale by scale instead of being reserved whole from its first step.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +26,7 @@ struct KVPlanScale {
   int64_t tokens = 0;        // h * w * t of the scale
   int64_t store_tokens = 0;  // sum over layers of the store after the scale (what the next scale attends to)
   int64_t live_peak = 0;     // largest sum of the stores while the scale runs
+  int64_t limit = 0;         // the most slots the cache's pool may hold while the scale runs (never decreasing)
 };
 
 struct KVPlan {
@@ -31,13 +35,15 @@ struct KVPlan {
   int64_t store_peak_tokens = 0;     // max over scale boundaries of the summed stores
   int64_t pool_tokens = 0;           // max over the whole request of the summed stores (the pool size)
   int64_t transient_tokens = 0;      // the largest scale (one layer's current K/V)
+  int64_t peak_tokens = 0;           // max over scales of limit + the scale's tokens (pool + transient K/V at once)
   // Bytes of one token in one layer on this rank: rows * heads * head_dim * (bytes of K + bytes of V).
   int64_t token_bytes = 0;
   // Checked: a plan past 2^63 bytes (a huge batch) is an error, never a wrapped or negative figure.
   int64_t store_peak_bytes() const { return checked_mul(store_peak_tokens, token_bytes, "KV store bytes"); }
   int64_t pool_bytes() const { return checked_mul(pool_tokens, token_bytes, "KV pool bytes"); }
   int64_t transient_bytes() const { return checked_mul(transient_tokens, token_bytes, "KV transient bytes"); }
-  int64_t peak_bytes() const { return checked_add(pool_bytes(), transient_bytes(), "KV peak bytes"); }
+  int64_t peak_bytes() const { return checked_mul(peak_tokens, token_bytes, "KV peak bytes"); }
+  std::vector<int64_t> scale_limits() const;  // every scale's limit
 };
 
 // `token_bytes` as above; pass rows * local heads * head_dim * (k + v element size).

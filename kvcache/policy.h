@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,6 +71,10 @@ class KVPolicy {
   // whose budgets are fixed in advance; a policy that decides during the request (ScaleKV online)
   // plans with budgets whose peak bounds its run, and the cache keeps it inside that plan.
   virtual int64_t planned_budget(int layer, int scale, int64_t total) const { return budget(layer, scale, total); }
+  // The first scale whose budgets may differ from planned_budget (decided during the request), or a number
+  // past the last scale when the plan is exact. From that scale on the plan holds the request to the largest
+  // store it plans for the whole request (kvcache/planner.h), not to the plan of each scale.
+  virtual int first_unplanned_scale() const { return std::numeric_limits<int>::max(); }
   virtual QueryNeeds queries() const { return {}; }
   // Called for every layer after its attention, before budget/select (statistics, e.g. the ASI).
   virtual void observe(const CompressionInput& in) {}

@@ -2,6 +2,7 @@
 #include "kvcache/scalekv.h"
 
 #include <algorithm>
+#include <limits>
 #include <cmath>
 #include <numeric>
 
@@ -196,6 +197,12 @@ int64_t ScaleKVPolicy::planned_budget(int layer, int scale, int64_t total) const
   if (o_.calibration == ScaleKVCalibration::Table) return budget(layer, scale, total);
   if (scale < k0_ || scale > last_) return total;
   return std::min(total, o_.budget);  // online: the uniform budget bounds the run (see scalekv.h)
+}
+
+int ScaleKVPolicy::first_unplanned_scale() const {
+  // Online: scale k0 runs with the uniform budget the plan assumes; the budgets after it follow the ASI.
+  if (o_.calibration == ScaleKVCalibration::Online) return k0_ + 1;
+  return std::numeric_limits<int>::max();
 }
 
 QueryNeeds ScaleKVPolicy::queries() const {

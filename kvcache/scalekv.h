@@ -98,6 +98,7 @@ class ScaleKVPolicy final : public KVPolicy {
   std::string name() const override { return "scalekv"; }
   int64_t budget(int layer, int scale, int64_t total) const override;
   int64_t planned_budget(int layer, int scale, int64_t total) const override;
+  int first_unplanned_scale() const override;
   QueryNeeds queries() const override;
   void observe(const CompressionInput& in) override;
   Tensor select(const CompressionInput& in, int64_t budget) override;

@@ -144,7 +144,7 @@ PlanResult make_plan(const PlanArgs& a) {
   const int64_t image_activation_bytes = 2 * T * (6 * C + 4 * Cl + Fl) * 4;
   r.activation_bytes = checked_mul(a.batch, image_activation_bytes, "activation bytes (--batch too large)");
   // What one more image costs: the plan is linear in the batch (the KV tokens do not depend on it).
-  r.bytes_per_image = checked_add(checked_mul(r.kv.pool_tokens + r.kv.transient_tokens, image_token_bytes,
+  r.bytes_per_image = checked_add(checked_mul(r.kv.peak_tokens, image_token_bytes,
                                               "KV bytes per image"), image_activation_bytes, "bytes per image");
   try {  // the figures printed below, checked once here
     r.kv.peak_bytes();
@@ -241,8 +241,8 @@ std::string plan_text(const PlanResult& r, const PlanArgs& a) {
   o += fmt::format("\nKV store peak (paper Table 1: tokens kept before the last scale) {:>10} MiB   full {} MiB, {:.1f}%\n",
                    mib(r.kv.store_peak_bytes()), mib(r.full.store_peak_bytes()),
                    share(r.kv.store_peak_bytes(), r.full.store_peak_bytes()));
-  o += fmt::format("KV pool (allocated once; covers budgets moving within a scale)  {:>10} MiB\n", mib(r.kv.pool_bytes()));
-  o += fmt::format("KV peak (pool + largest scale's transient K/V)                   {:>10} MiB   full {} MiB, {:.1f}%\n",
+  o += fmt::format("KV pool (grows to this by the last scale; covers budgets moving) {:>10} MiB\n", mib(r.kv.pool_bytes()));
+  o += fmt::format("KV peak (largest pool + the scale's transient K/V)              {:>10} MiB   full {} MiB, {:.1f}%\n",
                    mib(r.kv.peak_bytes()), mib(r.full.peak_bytes()), share(r.kv.peak_bytes(), r.full.peak_bytes()));
   o += fmt::format("weights per rank ({}, transformer)                              {:>10} MiB\n", a.weight_dtype,
                    mib(r.weight_bytes));

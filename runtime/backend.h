@@ -28,6 +28,13 @@ struct KVSegment {
   int64_t start = 0;
 };
 
+// One extent of a KV store (Backend::gather_extents): tokens [start, start + len) of every (row, head) of t,
+// [rows, heads, capacity, head_dim] (a chunk of the KV cache's slot pool).
+struct KVExtent {
+  Tensor* t = nullptr;
+  int64_t start = 0, len = 0;
+};
+
 // One request's attention in a packed step (Backend::attention_varlen): its queries against its own keys
 // and values.
 struct AttentionJob {
@@ -148,13 +155,14 @@ class Backend {
   // [store[r,h,0:hist_len], cur[r,h,:]]. kept (I32 [R,H,n], this device) is ascending per (r,h), so
   // j <= kept[j] and reading ahead of the write position is safe.
   virtual void gather_tokens(Tensor& store, int64_t hist_len, const Tensor& cur, const Tensor& kept, int64_t n) = 0;
-  // The same through a slot map (the KV cache's pool): pool [R,H,S,hd], slot (I32 [m], this device) maps a layer's
-  // logical token index to its pool slot (one map for every (r,h)). For each (r,h) and j < n, with i = kept[r,h,j]
-  // (kept I32 [R,H,n], or [n] shared by every (r,h)): pool[r,h,slot[j]] = i < hist_len ? pool[r,h,slot[i]]
-  // : cur[r,h,i - hist_len]. kept is ascending and slots are distinct, so j in increasing order never overwrites
-  // a token still to be read. The default fails (backends implement it).
-  virtual void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept,
-                            int64_t n);
+  // The same over a store kept as a list of extents (the KV cache's stores, kvcache/multiscale_cache.h): the
+  // store's tokens are its extents' token ranges one after another (one R, H, hd and dtype). For each (r,h) and
+  // j in [first, n), with i = kept[r,h,j] (kept I32 [R,H,n], or [n] shared by every (r,h), on this device):
+  // token j = i < hist_len ? token i : cur[r,h,i - hist_len]. kept is ascending and extents do not overlap, so j
+  // in increasing order never overwrites a token still to be read (in place). An append is first = hist_len
+  // with kept[j] = j. check_gather_extents() states the checks every backend makes.
+  virtual void gather_extents(const std::vector<KVExtent>& store, int64_t hist_len, const Tensor& cur,
+                              const Tensor& kept, int64_t first, int64_t n) = 0;
   // Per-key importance from a few queries (KV policies): q [R,H,Lq,hd], q_idx the query positions used (repeats
   // allowed), segs the keys in order; out [R,H,Ltot] F32 (Ltot = sum of segment lengths), see ScoreMode.
   virtual void window_scores(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
@@ -179,6 +187,16 @@ class Backend {
   DType weight_dtype_ = DType::F32;
   DType compute_dtype_ = DType::F32;
 };
+
+// gather_extents' arguments, checked the same way on every backend (a clear error, never a stray write):
+// the store's token index of each extent's first token, R, H, D and the tokens the extents hold.
+struct ExtentLayout {
+  std::vector<int64_t> first;  // [extents]
+  int64_t rows = 0, heads = 0, head_dim = 0, capacity = 0, cur_len = 0;
+  bool shared_kept = false;
+};
+ExtentLayout check_gather_extents(const std::vector<KVExtent>& store, int64_t hist_len, const Tensor& cur,
+                                  const Tensor& kept, int64_t first, int64_t n);
 
 // The CPU reference backend (OpenBLAS + OpenMP); one per process.
 Backend& cpu_backend();

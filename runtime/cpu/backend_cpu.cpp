@@ -64,8 +64,37 @@ Tensor Backend::zeros(const Shape& shape, DType dt, MemCategory cat) {
   return t;
 }
 
-void Backend::gather_slots(Tensor&, const Tensor&, int64_t, const Tensor&, const Tensor&, int64_t) {
-  SKV_FAIL("gather_slots is not implemented on the {} backend", name());
+ExtentLayout check_gather_extents(const std::vector<KVExtent>& store, int64_t hist_len, const Tensor& cur,
+                                  const Tensor& kept, int64_t first, int64_t n) {
+  ExtentLayout x;
+  SKV_CHECK(!store.empty() || n == 0, "gather_extents: {} tokens into a store without extents", n);
+  const Tensor* t0 = store.empty() ? nullptr : store[0].t;
+  for (const KVExtent& e : store) {
+    const Tensor* t = e.t;
+    SKV_CHECK(t && t->defined() && t->ndim() == 4 && t->dim(0) == t0->dim(0) && t->dim(1) == t0->dim(1) &&
+                  t->dim(3) == t0->dim(3) && t->dtype() == t0->dtype() && t->device() == t0->device(),
+              "gather_extents: extent {} beside {}", t && t->defined() ? t->describe() : "undefined", t0->describe());
+    SKV_CHECK(e.start >= 0 && e.len >= 0 && e.start + e.len <= t->dim(2), "gather_extents: tokens [{}, {}) of {}",
+              e.start, e.start + e.len, t->describe());
+    x.first.push_back(x.capacity);
+    x.capacity += e.len;
+  }
+  if (t0) {
+    x.rows = t0->dim(0);
+    x.heads = t0->dim(1);
+    x.head_dim = t0->dim(3);
+  }
+  const int64_t RH = x.rows * x.heads;
+  x.shared_kept = kept.numel() == n;
+  SKV_CHECK(kept.dtype() == DType::I32 && (x.shared_kept || kept.numel() == RH * n) && 0 <= first && first <= n &&
+                n <= x.capacity && 0 <= hist_len && hist_len <= x.capacity,
+            "gather_extents: kept {} for tokens [{}, {}) of a store of {} (history {})", kept.describe(), first, n,
+            x.capacity, hist_len);
+  x.cur_len = cur.defined() ? cur.dim(2) : 0;
+  SKV_CHECK(!cur.defined() || (t0 && cur.ndim() == 4 && cur.dim(0) == x.rows && cur.dim(1) == x.heads &&
+                               cur.dim(3) == x.head_dim && cur.dtype() == t0->dtype()),
+            "gather_extents: current {} for the store's extents", cur.describe());
+  return x;
 }
 void Backend::window_scores(const Tensor&, const std::vector<int64_t>&, const std::vector<KVSegment>&, float, ScoreMode,
                             Tensor&) {
@@ -312,31 +341,34 @@ class CpuBackend final : public Backend {
       }
   }
 
-  void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept,
-                    int64_t n) override {
-    const int64_t RH = pool.dim(0) * pool.dim(1), S = pool.dim(2), D = pool.dim(3);
-    const bool shared = kept.numel() == n;
-    SKV_CHECK(slot.dtype() == DType::I32 && kept.dtype() == DType::I32 && (shared || kept.numel() == RH * n) &&
-                  slot.numel() >= std::max<int64_t>(n, hist_len),
-              "gather_slots: slot {} kept {} n {} hist {} pool {}", slot.describe(), kept.describe(), n, hist_len,
-              pool.describe());
-    const int64_t Lc = cur.defined() ? cur.dim(2) : 0;
-    SKV_CHECK(!cur.defined() || (cur.dim(0) * cur.dim(1) == RH && cur.dim(3) == D && cur.dtype() == pool.dtype()),
-              "gather_slots: cur {} for pool {}", cur.describe(), pool.describe());
-    const int32_t* sl = slot.data<int32_t>();
-    for (int64_t j = 0; j < std::max<int64_t>(n, hist_len); ++j)
-      SKV_CHECK(sl[j] >= 0 && sl[j] < S, "gather_slots: slot {} outside the pool of {}", sl[j], S);
-    const size_t es = dtype_size(pool.dtype()), row = static_cast<size_t>(D) * es;
-    char* pp = static_cast<char*>(pool.raw());
-    const char* cp = cur.defined() ? static_cast<const char*>(cur.raw()) : nullptr;
+  void gather_extents(const std::vector<KVExtent>& store, int64_t hist_len, const Tensor& cur, const Tensor& kept,
+                      int64_t first, int64_t n) override {
+    const ExtentLayout x = check_gather_extents(store, hist_len, cur, kept, first, n);
+    const int64_t RH = x.rows * x.heads, Lc = x.cur_len, D = x.head_dim;
+    if (first >= n || RH == 0) return;
     const int32_t* kp = kept.data<int32_t>();
-#pragma omp parallel for if (RH * n * D > 65536)
+    const int64_t limit = hist_len + Lc;
+    for (int64_t rh = 0; rh < (x.shared_kept ? 1 : RH); ++rh)
+      for (int64_t j = first; j < n; ++j) {
+        const int64_t i = kp[(x.shared_kept ? 0 : rh * n) + j];
+        SKV_CHECK(i >= j && i < limit && (j == first || i > kp[(x.shared_kept ? 0 : rh * n) + j - 1]),
+                  "gather_extents: kept index {} for token {} (ascending, >= the token, below {})", i, j, limit);
+      }
+    const size_t es = dtype_size(store[0].t->dtype()), row = static_cast<size_t>(D) * es;
+    // The extent of token t and the address of (rh, t) in its tensor.
+    auto at = [&](int64_t rh, int64_t t) {
+      const size_t e = static_cast<size_t>(std::upper_bound(x.first.begin(), x.first.end(), t) - x.first.begin()) - 1;
+      const KVExtent& ext = store[e];
+      return static_cast<char*>(ext.t->raw()) + (rh * ext.t->dim(2) + ext.start + (t - x.first[e])) * row;
+    };
+    const char* cp = cur.defined() ? static_cast<const char*>(cur.raw()) : nullptr;
+#pragma omp parallel for if (RH * (n - first) * D > 65536)
     for (int64_t rh = 0; rh < RH; ++rh) {
-      const int32_t* k = shared ? kp : kp + rh * n;
-      for (int64_t j = 0; j < n; ++j) {
+      const int32_t* k = x.shared_kept ? kp : kp + rh * n;
+      for (int64_t j = first; j < n; ++j) {
         const int64_t i = k[j];
-        char* dst = pp + (rh * S + sl[j]) * row;
-        const char* src = i < hist_len ? pp + (rh * S + sl[i]) * row : cp + (rh * Lc + (i - hist_len)) * row;
+        char* dst = at(rh, j);
+        const char* src = i < hist_len ? at(rh, i) : cp + (rh * Lc + (i - hist_len)) * row;
         if (dst != src) std::memcpy(dst, src, row);
       }
     }

@@ -310,13 +310,11 @@ __global__ void to_dtype_kernel(const float* x, uint16_t* y, int64_t n, DType dt
 
 // ---- kernels: KV moves --------------------------------------------------------------------------------
 // In-place compaction, one block per (row, head); see kmath::kGatherTile for why it is race-free.
-// U is the copy unit (4 or 1 bytes); `units` = units per token vector. `slot` (null: identity) maps a
-// logical token index to its row in `store` (the slot pool of the scalekv branch's cache; slots are
-// distinct, so the same argument holds through the map). kept_stride = n, or 0 when one kept list is
-// shared by every (row, head).
+// U is the copy unit (4 or 1 bytes); `units` = units per token vector. kept_stride = n, or 0 when one kept
+// list is shared by every (row, head).
 template <class U>
 __global__ void gather_tokens_kernel(U* store, int64_t hist_len, int64_t cap, const U* cur, int64_t Lc,
-                                     const int32_t* kept, int64_t kept_stride, int64_t n, const int32_t* slot,
+                                     const int32_t* kept, int64_t kept_stride, int64_t n,
                                      int64_t units) {
   extern __shared__ __align__(16) unsigned char gather_smem[];
   U* buf = reinterpret_cast<U*>(gather_smem);  // [kGatherTile][units]
@@ -328,17 +326,57 @@ __global__ void gather_tokens_kernel(U* store, int64_t hist_len, int64_t cap, co
     const int64_t nt = n - j0 < kmath::kGatherTile ? n - j0 : kmath::kGatherTile;
     for (int64_t e = threadIdx.x; e < nt * units; e += blockDim.x) {
       const int64_t j = j0 + e / units, u = e % units, i = kp[j];
-      buf[e] = i < hist_len ? st[(slot ? slot[i] : i) * units + u] : cu[(i - hist_len) * units + u];
+      buf[e] = i < hist_len ? st[i * units + u] : cu[(i - hist_len) * units + u];
     }
     __syncthreads();
     for (int64_t e = threadIdx.x; e < nt * units; e += blockDim.x) {
       const int64_t j = j0 + e / units;
-      st[(slot ? slot[j] : j) * units + e % units] = buf[e];
+      st[j * units + e % units] = buf[e];
     }
     __syncthreads();
   }
 }
 
+
+// One extent of a store (gather_extents): the store's tokens [first, next extent's first), (row, head) rh's
+// token t at base + (rh * cap + t - first) tokens (base already points at the extent's start).
+struct GatherExtent {
+  unsigned char* base;
+  int64_t first, cap;
+};
+
+// gather_extents (runtime/backend.h): gather_tokens_kernel's tiles (kernel_math.h says why they make the
+// in-place move safe), with the address of each token of a tile looked up once in the extent table (a store
+// has a handful of extents: a linear walk) and kept in shared memory for the copy.
+template <class U>
+__global__ void gather_extents_kernel(const GatherExtent* ext, int next, int64_t hist_len, const U* cur, int64_t Lc,
+                                      const int32_t* kept, int64_t kept_stride, int64_t first, int64_t n,
+                                      int64_t units) {
+  extern __shared__ __align__(16) unsigned char gather_ext_smem[];
+  U* buf = reinterpret_cast<U*>(gather_ext_smem);  // [kGatherTile][units]
+  __shared__ U* dst[kmath::kGatherTile];
+  __shared__ const U* src[kmath::kGatherTile];
+  const int64_t rh = blockIdx.x;
+  const int32_t* kp = kept + rh * kept_stride;
+  auto token = [&](int64_t t) {
+    int e = 0;
+    while (e + 1 < next && t >= ext[e + 1].first) ++e;
+    return reinterpret_cast<U*>(ext[e].base) + (rh * ext[e].cap + (t - ext[e].first)) * units;
+  };
+  for (int64_t j0 = first; j0 < n; j0 += kmath::kGatherTile) {
+    const int64_t nt = n - j0 < kmath::kGatherTile ? n - j0 : kmath::kGatherTile;
+    if (threadIdx.x < nt) {
+      const int64_t j = j0 + threadIdx.x, i = kp[j];
+      dst[threadIdx.x] = token(j);
+      src[threadIdx.x] = i < hist_len ? token(i) : cur + (rh * Lc + (i - hist_len)) * units;
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < nt * units; e += blockDim.x) buf[e] = src[e / units][e % units];
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < nt * units; e += blockDim.x) dst[e / units][e % units] = buf[e];
+    __syncthreads();  // the tile's pointers are rewritten next
+  }
+}
 }  // namespace
 
 // ---- the backend ------------------------------------------------------------------------------------
@@ -349,7 +387,7 @@ void same_numel(const Tensor& a, const Tensor& b, const char* what) {
 }
 
 void launch_gather(Tensor& store, int64_t hist_len, const Tensor& cur, int64_t Lc, const Tensor& kept,
-                          int64_t kept_stride, int64_t n, const int32_t* slot) {
+                          int64_t kept_stride, int64_t n) {
   const int64_t RH = store.dim(0) * store.dim(1), cap = store.dim(2), D = store.dim(3);
   if (n == 0 || RH == 0 || D == 0) return;
   SKV_CHECK(RH <= 0x7fffffff, "gather: {} rows x heads is too many for one launch", RH);
@@ -364,11 +402,11 @@ void launch_gather(Tensor& store, int64_t hist_len, const Tensor& cur, int64_t L
   if (words)
     gather_tokens_kernel<uint32_t><<<static_cast<unsigned>(RH), 256, smem, stream()>>>(
         static_cast<uint32_t*>(store.raw()), hist_len, cap, static_cast<const uint32_t*>(cur_p), Lc,
-        kept.data<int32_t>(), kept_stride, n, slot, units);
+        kept.data<int32_t>(), kept_stride, n, units);
   else
     gather_tokens_kernel<uint8_t><<<static_cast<unsigned>(RH), 256, smem, stream()>>>(
         static_cast<uint8_t*>(store.raw()), hist_len, cap, static_cast<const uint8_t*>(cur_p), Lc,
-        kept.data<int32_t>(), kept_stride, n, slot, units);
+        kept.data<int32_t>(), kept_stride, n, units);
   SKV_CUDA_LAUNCHED("gather");
 }
 
@@ -622,14 +660,14 @@ class CudaBackend final : public Backend {
     check_cuda_tensor(store, "gather_tokens store");
     check_cuda_tensor(kept, "gather_tokens kept");
     if (n == 0 || RH == 0 || D == 0) return;
-    launch_gather(store, hist_len, cur, Lc, kept, n, n, nullptr);
+    launch_gather(store, hist_len, cur, Lc, kept, n, n);
   }
 
-  // The KV policies' device ops (slot-pool compaction, window scores, ASI attention mass, the selection
+  // The KV policies' device ops (extent compaction, window scores, ASI attention mass, the selection
   // stage); semantics in runtime/backend.h and kv_select.h.
-  void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept,
-                    int64_t n) override {
-    cuda::gather_slots(pool, slot, hist_len, cur, kept, n);
+  void gather_extents(const std::vector<KVExtent>& store, int64_t hist_len, const Tensor& cur, const Tensor& kept,
+                      int64_t first, int64_t n) override {
+    cuda::gather_extents(store, hist_len, cur, kept, first, n);
   }
   void window_scores(const Tensor& q, const std::vector<int64_t>& q_idx, const std::vector<KVSegment>& segs,
                      float scale, ScoreMode mode, Tensor& out) override {
@@ -663,20 +701,42 @@ Tensor convert_to_half(const Tensor& x, DType dt) {
   return y;
 }
 
-void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept, int64_t n) {
-  const int64_t RH = pool.dim(0) * pool.dim(1), D = pool.dim(3);
-  const bool shared = kept.numel() == n;
-  SKV_CHECK(slot.dtype() == DType::I32 && kept.dtype() == DType::I32 && (shared || kept.numel() == RH * n) &&
-                slot.numel() >= std::max<int64_t>(n, hist_len),
-            "gather_slots: slot {} kept {} n {} hist {} pool {}", slot.describe(), kept.describe(), n, hist_len,
-            pool.describe());
-  const int64_t Lc = cur.defined() ? cur.dim(2) : 0;
-  SKV_CHECK(!cur.defined() || (cur.dim(0) * cur.dim(1) == RH && cur.dim(3) == D && cur.dtype() == pool.dtype()),
-            "gather_slots: cur {} for pool {}", cur.describe(), pool.describe());
-  check_cuda_tensor(pool, "gather_slots pool");
-  check_cuda_tensor(slot, "gather_slots slot");
-  check_cuda_tensor(kept, "gather_slots kept");
-  launch_gather(pool, hist_len, cur, Lc, kept, shared ? 0 : n, n, slot.data<int32_t>());
+void gather_extents(const std::vector<KVExtent>& store, int64_t hist_len, const Tensor& cur, const Tensor& kept,
+                    int64_t first, int64_t n) {
+  const ExtentLayout x = check_gather_extents(store, hist_len, cur, kept, first, n);
+  for (const KVExtent& e : store) check_cuda_tensor(*e.t, "gather_extents store");
+  check_cuda_tensor(kept, "gather_extents kept");
+  if (cur.defined()) check_cuda_tensor(cur, "gather_extents current");
+  const int64_t RH = x.rows * x.heads, D = x.head_dim;
+  if (first >= n || RH == 0 || D == 0) return;
+  SKV_CHECK(RH <= 0x7fffffff, "gather_extents: {} rows x heads is too many for one launch", RH);
+  SKV_CHECK(store.size() <= 0x7fffffff, "gather_extents: {} extents", store.size());
+  const int64_t bytes = D * static_cast<int64_t>(dtype_size(store[0].t->dtype()));
+  bool words = bytes % 4 == 0 && (x.cur_len == 0 || reinterpret_cast<uintptr_t>(cur.raw()) % 4 == 0);
+  std::vector<GatherExtent> table;
+  for (size_t e = 0; e < store.size(); ++e) {
+    const Tensor& t = *store[e].t;
+    words = words && reinterpret_cast<uintptr_t>(t.raw()) % 4 == 0;
+    table.push_back({static_cast<unsigned char*>(t.raw()) + store[e].start * bytes, x.first[e], t.dim(2)});
+  }
+  const int64_t units = words ? bytes / 4 : bytes;
+  const size_t smem = static_cast<size_t>(kmath::kGatherTile * bytes);
+  SKV_CHECK(smem <= 48 * 1024, "gather_extents: token vectors of {} bytes exceed the kernel's tile", bytes);
+  Tensor d_table = upload_structs(table);
+  const auto* ext = reinterpret_cast<const GatherExtent*>(d_table.raw());
+  const void* cur_p = x.cur_len > 0 ? cur.raw() : store[0].t->raw();  // never read when every kept index < hist_len
+  const int64_t kept_stride = x.shared_kept ? 0 : n;
+  const int next = static_cast<int>(store.size());
+  OpTimer t("kv_move", 0, 2.0 * static_cast<double>(RH * (n - first) * bytes));
+  if (words)
+    gather_extents_kernel<uint32_t><<<static_cast<unsigned>(RH), 256, smem, stream()>>>(
+        ext, next, hist_len, static_cast<const uint32_t*>(cur_p), x.cur_len, kept.data<int32_t>(), kept_stride, first,
+        n, units);
+  else
+    gather_extents_kernel<uint8_t><<<static_cast<unsigned>(RH), 256, smem, stream()>>>(
+        ext, next, hist_len, static_cast<const uint8_t*>(cur_p), x.cur_len, kept.data<int32_t>(), kept_stride, first,
+        n, units);
+  SKV_CUDA_LAUNCHED("gather_extents");
 }
 
 // ---- profiling and device facts (cuda_device.h) ---------------------------------------------------------

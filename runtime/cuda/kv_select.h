@@ -1,5 +1,5 @@
 // kv_select.h - the KV policies' device ops, behind the CUDA backend's overrides of Backend::
-// window_scores, attention_mass, select_kept and gather_slots (runtime/backend.h states each; the
+// window_scores, attention_mass, select_kept and gather_extents (runtime/backend.h states each; the
 // selection stage is kvcache/selection.h's, whose host implementation the tests compare these with).
 // Host-callable, plain C++ (no CUDA headers); every tensor argument lives on the CUDA backend.
 #pragma once
@@ -17,10 +17,10 @@ namespace skv::cuda {
 // column) and one ordered compaction that writes kept ascending with the window. No host round trip.
 void select_kept(const Tensor& scores, const KeepSpec& spec, Tensor& kept);
 
-// pool [R, H, S, D]; slot I32 [>= max(n, hist_len)] maps logical token -> pool row (distinct slots);
-// kept I32 [R, H, n] or [n] (shared), ascending. For each (r, h), j < n, i = kept[j]:
-// pool[r, h, slot[j]] = i < hist_len ? pool[r, h, slot[i]] : cur[r, h, i - hist_len]  (in place).
-void gather_slots(Tensor& pool, const Tensor& slot, int64_t hist_len, const Tensor& cur, const Tensor& kept, int64_t n);
+// Backend::gather_extents (runtime/backend.h states it; check_gather_extents() checks the arguments): one block
+// per (row, head), tiles of kGatherTile tokens, each token's address looked up once in the extent table.
+void gather_extents(const std::vector<KVExtent>& store, int64_t hist_len, const Tensor& cur, const Tensor& kept,
+                    int64_t first, int64_t n);
 
 // out [R, H, L] (L = sum of segment lengths), for the listed queries q_idx (repeats allowed) of
 // q [R, H, Lq, D]: sum over them of scale * q.k_j (softmax_mean = false), or the mean over them of

@@ -48,7 +48,7 @@ struct GenerateResult {
   std::vector<ScaleTiming> timings;
   double transformer_seconds = 0, decode_seconds = 0;
   int64_t kv_peak_bytes = 0;       // measured: KV category peak of the allocator during the run
-  int64_t kv_store_bytes = 0;      // allocated store (the KV pool)
+  int64_t kv_store_bytes = 0;      // the most the stores hold at once (the plan's pool)
   int64_t kv_planned_peak_bytes = 0;  // what the memory plan predicted for kv_peak_bytes
   int64_t kv_capped = 0;           // compressions cut to the planned pool (ScaleKV online)
 };

@@ -19,10 +19,10 @@ RequestKV::RequestKV(Backend& be, Communicator& comm, KVPolicy* policy, const Sc
   policy_->set_communicator(&comm);
   policy_->begin_request();
   const int64_t token_bytes = RequestKV::token_bytes(rows, local_heads, head_dim);
-  token_bytes_ = token_bytes;
   const KVPlan plan = plan_kv(*policy_, schedule, depth, token_bytes);
   cache_ = std::make_unique<MultiScaleKVCache>(be, rows, local_heads, head_dim, depth, plan.pool_tokens);
-  res.kv_store_bytes = cache_->pool_bytes();
+  cache_->set_scale_limits(plan.scale_limits());
+  res.kv_store_bytes = plan.pool_bytes();
   res.kv_planned_peak_bytes = plan.peak_bytes();
 }
 
@@ -32,13 +32,10 @@ int64_t RequestKV::store_tokens() const {
   return n;
 }
 
-void RequestKV::begin_scale(int64_t tokens, int64_t offset) {
-  cache_->begin_scale(tokens, offset);
-  transient_peak_ = std::max(transient_peak_, tokens * token_bytes_);
-}
+void RequestKV::begin_scale(int64_t tokens, int64_t offset) { cache_->begin_scale(tokens, offset); }
 
 void RequestKV::finish(GenerateResult& res) const {
-  res.kv_peak_bytes = shared_ ? cache_->pool_bytes() + transient_peak_ : alloc_.stats().pk(MemCategory::KV) - kv_before_;
+  res.kv_peak_bytes = shared_ ? cache_->peak_bytes() : alloc_.stats().pk(MemCategory::KV) - kv_before_;
   res.kv_capped = cache_->capped();
 }
 

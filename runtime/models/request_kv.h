@@ -1,7 +1,7 @@
 // request_kv.h - the KV side of one generation request, the same for every model family: the policy
 // (the full cache when the caller gives none) joined to the model's communicator and started for the
-// request, the memory plan, the cache sized from that plan, and what GenerateResult reports about
-// them (the pool, the planned and the measured KV peak, compressions cut to the pool).
+// request, the memory plan, the cache held to that plan, and what GenerateResult reports about
+// them (the largest store capacity, the planned and the measured KV peak, compressions cut to the plan).
 #pragma once
 
 #include <chrono>
@@ -24,7 +24,7 @@ class RequestKV {
   // rows = batch rows (x2 with CFG), F32 K and V of `local_heads` heads per layer. Fills
   // res.kv_store_bytes and res.kv_planned_peak_bytes. Alone (`shared` false) it resets the allocator's
   // peaks and measures its KV peak there; beside other requests (the engine) the allocator's peak is the
-  // engine's, and the request's own peak is what its cache allocated: its pool plus its largest scale.
+  // engine's, and the request's own peak is what its cache allocated at once: extents plus transient K/V.
   RequestKV(Backend& be, Communicator& comm, KVPolicy* policy, const Schedule& schedule, int depth, int rows,
             int local_heads, int head_dim, GenerateResult& res, bool shared = false);
   // Bytes of one cached token in one layer: F32 K and V of `local_heads` heads for every row (what the
@@ -48,7 +48,6 @@ class RequestKV {
   int64_t kv_before_;
   int depth_;
   bool shared_;
-  int64_t token_bytes_ = 0, transient_peak_ = 0;
   std::unique_ptr<MultiScaleKVCache> cache_;
 };
 

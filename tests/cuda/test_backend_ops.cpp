@@ -114,13 +114,17 @@ std::vector<int32_t> random_kept(int64_t total, int64_t n, std::mt19937& g) {
 
 using Extents = std::vector<std::pair<int64_t, int64_t>>;  // {start, len} in a pool, in token order
 
-// The pool slots of a layer's first n logical tokens (MultiScaleKVCache::slot_map).
-std::vector<int32_t> slots_of(const Extents& ext, int64_t n) {
-  std::vector<int32_t> m;
-  for (const auto& [start, len] : ext)
-    for (int64_t i = 0; i < len && static_cast<int64_t>(m.size()) < n; ++i) m.push_back(static_cast<int32_t>(start + i));
-  return m;
-}
+// A store kept as extents (MultiScaleKVCache's layers): one chunk tensor [R, H, cap_e + pad_e, D] per extent,
+// the extent a token range of it.
+struct ExtentStore {
+  std::vector<Tensor> t;
+  std::vector<int64_t> start, len;
+  std::vector<KVExtent> extents() {
+    std::vector<KVExtent> e;
+    for (size_t i = 0; i < t.size(); ++i) e.push_back({&t[i], start[i], len[i]});
+    return e;
+  }
+};
 
 constexpr double kTol = 1e-10;  // FP32 ops that only differ in summation order
 
@@ -562,37 +566,55 @@ TEST_F(CudaOps, SelectKeptMatchesTheHostSelection) {
 
 // ---- the scalekv branch's Backend ops (runtime/cuda/kv_select.h), against host loops of their semantics ----
 
-TEST_F(CudaOps, GatherSlotsMatchesItsDefinition) {
+TEST_F(CudaOps, GatherExtentsMatchesItsDefinition) {
   std::mt19937 g(9);
   for (bool shared : {false, true}) {
-    const int64_t R = 2, H = 3, S = 50, D = 7, hist = 20, Lc = 15, n = 24;
-    Tensor pool = randn({R, H, S, D}, 70), cur = randn({R, H, Lc, D}, 71);
-    std::vector<int32_t> slot(static_cast<size_t>(S));  // a permutation: logical token -> pool row
-    std::iota(slot.begin(), slot.end(), 0);
-    std::shuffle(slot.begin(), slot.end(), g);
+    const int64_t R = 2, H = 3, D = 7, hist = 20, Lc = 15, n = 24;
+    const std::vector<int64_t> caps = {7, 13, 1, 20, 9};
+    ExtentStore host, dev;
+    std::vector<int64_t> first;
+    int64_t cap = 0;
+    for (size_t e = 0; e < caps.size(); ++e) {  // extent e: tokens [e, e + caps[e]) of a chunk of caps[e] + 2e
+      host.t.push_back(randn({R, H, caps[e] + 2 * static_cast<int64_t>(e), D}, 70 + static_cast<uint32_t>(e)));
+      dev.t.push_back(up(host.t.back()));
+      for (ExtentStore* x : {&host, &dev}) {
+        x->start.push_back(static_cast<int64_t>(e));
+        x->len.push_back(caps[e]);
+      }
+      first.push_back(cap);
+      cap += caps[e];
+    }
+    Tensor cur = randn({R, H, Lc, D}, 79);
     std::vector<int32_t> kept;
     for (int64_t rh = 0; rh < (shared ? 1 : R * H); ++rh) {
-      std::vector<int32_t> all(hist + Lc);
-      std::iota(all.begin(), all.end(), 0);
-      std::shuffle(all.begin(), all.end(), g);
-      all.resize(n);
-      std::sort(all.begin(), all.end());
-      kept.insert(kept.end(), all.begin(), all.end());
+      const std::vector<int32_t> k = random_kept(hist + Lc, n, g);
+      kept.insert(kept.end(), k.begin(), k.end());
     }
-    Tensor want = pool.clone();
-    for (int64_t rh = 0; rh < R * H; ++rh)  // sequential definition, j ascending
+    // The definition on a flat copy of the store, j ascending.
+    std::vector<float> flat(static_cast<size_t>(R * H * cap * D));
+    auto at = [&](std::vector<Tensor>& t, int64_t rh, int64_t x) {
+      size_t e = caps.size() - 1;
+      while (first[e] > x) --e;
+      return t[e].f32() + (rh * t[e].dim(2) + static_cast<int64_t>(e) + (x - first[e])) * D;
+    };
+    for (int64_t rh = 0; rh < R * H; ++rh)
+      for (int64_t x = 0; x < cap; ++x) std::copy_n(at(host.t, rh, x), D, flat.data() + (rh * cap + x) * D);
+    for (int64_t rh = 0; rh < R * H; ++rh)
       for (int64_t j = 0; j < n; ++j) {
         const int64_t i = kept[(shared ? 0 : rh * n) + j];
-        float* dst = want.f32() + (rh * S + slot[j]) * D;
-        const float* src = i < hist ? want.f32() + (rh * S + slot[i]) * D : cur.f32() + (rh * Lc + i - hist) * D;
-        std::copy(src, src + D, dst);
+        const float* src = i < hist ? flat.data() + (rh * cap + i) * D : cur.f32() + (rh * Lc + i - hist) * D;
+        std::copy_n(src, D, flat.data() + (rh * cap + j) * D);
       }
-    Tensor dpool = up(pool), dcur = up(cur);
-    Tensor dslot = gpu().upload(Tensor::external(slot.data(), {S}, DType::I32), MemCategory::Workspace);
     Tensor dkept = gpu().upload(Tensor::external(kept.data(), {static_cast<int64_t>(kept.size())}, DType::I32),
                                 MemCategory::Workspace);
-    cuda::gather_slots(dpool, dslot, hist, dcur, dkept, n);
-    EXPECT_TRUE(same_bits(down(dpool), want)) << (shared ? "shared kept" : "kept per (row, head)");
+    cuda::gather_extents(dev.extents(), hist, up(cur), dkept, 0, n);
+    std::vector<Tensor> got;
+    for (Tensor& d : dev.t) got.push_back(down(d));
+    for (int64_t rh = 0; rh < R * H; ++rh)
+      for (int64_t x = 0; x < cap; ++x)
+        for (int64_t d = 0; d < D; ++d)
+          ASSERT_EQ(at(got, rh, x)[d], flat[(rh * cap + x) * D + d]) << (shared ? "shared kept" : "kept per (row, head)")
+                                                                     << " token " << x;
   }
 }
 
@@ -1075,58 +1097,58 @@ TEST_F(CudaOps, WindowScoresAtTheRealShapeMatchCpu) {
   }
 }
 
-// gather_slots through slot maps as the cache builds them: a layer's store as ~100 scattered extents of
-// one pool, then the three moves MultiScaleKVCache makes: append (the scale's tokens into new extents,
-// hist_len 0, one shared kept list), compaction that grows the layer (kept per (row, head), a new extent),
-// and compaction that shrinks it (one kept list shared by every (row, head)). head_dim 128 in F32 and
-// bf16, and 63 in bf16 (126-byte tokens: the byte-wise copy). Bit-exact against the CPU after each move.
-TEST_F(CudaOps, GatherSlotsOverCacheExtentsMatchCpu) {
+// gather_extents as the cache moves a store: a layer of 40 extents of assorted sizes (a full cache of a
+// 13-scale schedule has a dozen; online budgets add more), then the three moves MultiScaleKVCache makes:
+// append (the scale's tokens into a new extent, one shared identity list, first = the old length),
+// compaction that grows the layer (kept per (row, head), a new extent), and compaction that shrinks it
+// (one kept list shared by every (row, head)). head_dim 128 in F32 and bf16, and 63 in bf16 (126-byte
+// tokens: the byte-wise copy). Bit-exact against the CPU after each move.
+TEST_F(CudaOps, GatherExtentsAsTheCacheMovesMatchCpu) {
   for (auto [dt, D] : {std::pair{DType::F32, int64_t{128}}, std::pair{DType::BF16, int64_t{128}},
                        std::pair{DType::BF16, int64_t{63}}}) {
-    const int64_t R = 2, H = 4, S = 2400;
+    const int64_t R = 2, H = 4;
     std::mt19937 g(131);
     auto make = [&](const Shape& s, uint32_t seed) { return dt == DType::F32 ? randn(s, seed) : to_half(randn(s, seed), dt); };
-    Tensor pool = make({R, H, S, D}, 130);
-    Tensor dpool = up(pool);
-    Extents ext = test::scattered_extents(100, 1500, 132);
+    ExtentStore host, dev;
     int64_t len = 0;
-    for (const auto& e : ext) len += e.second;
-    ASSERT_GT(ext.size(), 64u);
-    auto step = [&](std::vector<int32_t> slot, int64_t hist, const Tensor& cur, std::vector<int32_t> kept,
-                    const Shape& kept_shape, int64_t n, const char* what) {
-      Tensor hs = Tensor::external(slot.data(), {static_cast<int64_t>(slot.size())}, DType::I32);
-      Tensor hk = Tensor::external(kept.data(), kept_shape, DType::I32);
-      cpu().gather_slots(pool, hs, hist, cur, hk, n);
-      Tensor ds = gpu().upload(hs, MemCategory::Workspace), dk = gpu().upload(hk, MemCategory::Workspace), dc = up(cur);
-      gpu().gather_slots(dpool, ds, hist, dc, dk, n);
-      EXPECT_TRUE(same_bits(down(dpool), pool)) << what << ", " << dtype_name(dt) << " D " << D;
+    auto add_extent = [&](int64_t cap, uint32_t seed) {  // tokens [3, 3 + cap) of a chunk of cap + 5
+      host.t.push_back(make({R, H, cap + 5, D}, seed));
+      dev.t.push_back(up(host.t.back()));
+      for (ExtentStore* x : {&host, &dev}) {
+        x->start.push_back(3);
+        x->len.push_back(cap);
+      }
+      len += cap;
     };
-    {  // append 150 tokens: into the free range after the last extent (it grows) and a second range
-      const int64_t Lc = 150;
-      const int64_t tail_start = ext.back().first + ext.back().second;
-      ext.back().second += 90;
-      ext.push_back({1800, Lc - 90});
-      const std::vector<int32_t> all = slots_of(ext, len + Lc);
-      std::vector<int32_t> idx(static_cast<size_t>(Lc));
+    for (int e = 0; e < 40; ++e) add_extent(1 + (e * 37) % 61, 200 + e);
+    auto step = [&](int64_t hist, const Tensor& cur, std::vector<int32_t> kept, const Shape& kept_shape, int64_t first,
+                    int64_t n, const char* what) {
+      Tensor hk = Tensor::external(kept.data(), kept_shape, DType::I32);
+      cpu().gather_extents(host.extents(), hist, cur, hk, first, n);
+      gpu().gather_extents(dev.extents(), hist, up(cur), gpu().upload(hk, MemCategory::Workspace), first, n);
+      for (size_t e = 0; e < host.t.size(); ++e)
+        EXPECT_TRUE(same_bits(down(dev.t[e]), host.t[e])) << what << ", extent " << e << ", " << dtype_name(dt) << " D " << D;
+    };
+    {  // append 150 tokens into a new extent
+      const int64_t Lc = 150, old = len;
+      add_extent(Lc, 133);
+      std::vector<int32_t> idx(static_cast<size_t>(len));
       std::iota(idx.begin(), idx.end(), 0);
-      EXPECT_EQ(all[len], tail_start);
-      step(std::vector<int32_t>(all.begin() + len, all.end()), 0, make({R, H, Lc, D}, 133), idx, {Lc}, Lc, "append");
-      len += Lc;
+      step(old, make({R, H, Lc, D}, 134), idx, {len}, old, len, "append");
     }
     {  // compact to more tokens than the store held: kept per (row, head) out of [store + 200 current]
-      const int64_t Lc = 200, n = len + 80, old = len;
-      ext.push_back({2100, 80});
+      const int64_t Lc = 200, old = len, n = len + 80;
+      add_extent(80, 135);
       std::vector<int32_t> kept;
       for (int64_t rh = 0; rh < R * H; ++rh) {
         const std::vector<int32_t> k = random_kept(old + Lc, n, g);
         kept.insert(kept.end(), k.begin(), k.end());
       }
-      step(slots_of(ext, std::max(old, n)), old, make({R, H, Lc, D}, 134), kept, {R, H, n}, n, "compact (grow)");
-      len = n;
+      step(old, make({R, H, Lc, D}, 136), kept, {R, H, n}, 0, n, "compact (grow)");
     }
     {  // compact to fewer: one kept list for every (row, head)
       const int64_t Lc = 64, n = 120, old = len;
-      step(slots_of(ext, old), old, make({R, H, Lc, D}, 135), random_kept(old + Lc, n, g), {n}, n, "compact (shrink)");
+      step(old, make({R, H, Lc, D}, 137), random_kept(old + Lc, n, g), {n}, 0, n, "compact (shrink)");
     }
   }
 }

@@ -3,6 +3,7 @@
 // allocator measuring exactly the planned peak.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <map>
 
 #include "kvcache/multiscale_cache.h"
@@ -19,7 +20,9 @@ class TablePolicy final : public KVPolicy {
  public:
   std::map<std::pair<int, int>, int64_t> budgets;  // (layer, scale) -> tokens; absent: keep all
   std::map<std::pair<int, int>, int64_t> planned;  // when set: planned_budget differs (online-like)
+  int unplanned_from = std::numeric_limits<int>::max();
   std::string name() const override { return "table"; }
+  int first_unplanned_scale() const override { return unplanned_from; }
   int64_t budget(int l, int s, int64_t total) const override {
     auto it = budgets.find({l, s});
     return it == budgets.end() ? total : std::min(total, it->second);
@@ -202,6 +205,79 @@ TEST(MultiScaleKVCache, BudgetsBeyondThePlanAreCutToThePool) {
   EXPECT_EQ(c.len(1), 2);
   EXPECT_EQ(c.capped(), 1);
   EXPECT_LE(c.peak_live_tokens(), plan.pool_tokens);
+}
+
+// The pool grows with the request: one chunk per scale that needs more slots, each to the plan's limit of
+// that scale (the largest sum of the stores so far), so the cache holds, scale by scale, exactly what the
+// admission ledger reserves for it, and the allocator's peak is the plan's peak.
+TEST(MultiScaleKVCache, ThePoolGrowsScaleByScaleToThePlansLimits) {
+  Schedule s = Schedule::square({1, 2, 3, 4});
+  auto full = make_full_policy();
+  const int rows = 2, heads = 1, hd = 2, depth = 2;
+  const int64_t token_bytes = rows * heads * hd * 2 * 4;
+  const KVPlan plan = plan_kv(*full, s, depth, token_bytes);
+  // stores after each scale: 2, 10, 28 (the 4x4 scale is never stored)
+  EXPECT_EQ(plan.scale_limits(), (std::vector<int64_t>{2, 10, 28, 28}));
+  EXPECT_EQ(plan.peak_tokens, 28 + 16);
+  EXPECT_EQ(plan.peak_bytes(), 44 * token_bytes);
+  Allocator& a = cpu_backend().allocator();
+  const int64_t before = a.stats().cur(MemCategory::KV);
+  a.reset_peaks();
+  {
+    MultiScaleKVCache c(cpu_backend(), rows, heads, hd, depth, plan.pool_tokens);
+    c.set_scale_limits(plan.scale_limits());
+    c.track_positions(true);
+    EXPECT_EQ(c.pool_slots(), 0);  // nothing until a store needs slots
+    for (int si = 0; si + 1 < s.num_scales(); ++si) {
+      c.begin_scale(s.tokens(si), s.offset(si));
+      fill_scale(c);
+      for (int l = 0; l < depth; ++l) c.update(l, si, *full, s, nullptr, nullptr, 1.0f, 0);
+      c.end_scale();
+      EXPECT_EQ(c.pool_slots(), plan.scales[si].limit) << "scale " << si;
+      EXPECT_EQ(c.pool_bytes(), plan.scales[si].limit * token_bytes);
+    }
+    c.begin_scale(s.tokens(3), s.offset(3));  // the last scale: transient only
+    c.end_scale();
+    EXPECT_EQ(c.store_segments(0).size(), 3u);  // one extent per stored scale, one chunk each
+    for (int l = 0; l < depth; ++l) expect_store_consistent(c, l);
+    EXPECT_EQ(c.peak_bytes(), plan.peak_bytes());
+  }
+  EXPECT_EQ(a.stats().pk(MemCategory::KV) - before, plan.peak_bytes());
+  EXPECT_EQ(a.stats().cur(MemCategory::KV), before);  // the pool's chunks are freed with the request
+}
+
+// A budget decided during the request is held to the limit of its scale; a policy that says from which
+// scale its budgets are unplanned gets the whole request's pool from there on instead.
+TEST(MultiScaleKVCache, UnplannedBudgetsAreHeldToTheScaleLimitOrThePool) {
+  Schedule s = Schedule::square({1, 2, 3, 4});
+  TablePolicy pol;
+  for (int l = 0; l < 2; ++l) {
+    pol.planned[{l, 1}] = 2;  // the plan keeps 2 per layer at scale 1 ...
+    pol.planned[{l, 2}] = 9;  // ... and 9 at scale 2: the pool is 18
+  }
+  pol.budgets[{0, 2}] = 9;
+  pol.budgets[{1, 2}] = 9;  // the run keeps everything at scale 1 (5 per layer), which the plan did not foresee
+  const KVPlan exact = plan_kv(pol, s, 2, 1);
+  EXPECT_EQ(exact.pool_tokens, 18);
+  EXPECT_EQ(exact.scale_limits(), (std::vector<int64_t>{2, 4, 18, 18}));
+  MultiScaleKVCache c(cpu_backend(), 1, 1, 1, 2, exact.pool_tokens);
+  c.set_scale_limits(exact.scale_limits());
+  c.track_positions(true);
+  run(c, pol, s, 2);
+  EXPECT_EQ(c.len(0), 9);
+  EXPECT_EQ(c.len(1), 9);
+  EXPECT_GE(c.capped(), 1);  // scale 1 was cut to its limit
+  pol.unplanned_from = 1;
+  const KVPlan online = plan_kv(pol, s, 2, 1);
+  EXPECT_EQ(online.scale_limits(), (std::vector<int64_t>{2, 18, 18, 18}));
+  MultiScaleKVCache d(cpu_backend(), 1, 1, 1, 2, online.pool_tokens);
+  d.set_scale_limits(online.scale_limits());
+  d.track_positions(true);
+  run(d, pol, s, 2);
+  EXPECT_EQ(d.capped(), 0);
+  for (int l = 0; l < 2; ++l) expect_store_consistent(d, l);
+  EXPECT_THROW(d.set_scale_limits({3, 2}), Error);  // limits never decrease
+  EXPECT_THROW(d.set_scale_limits({19}), Error);    // nor pass the pool
 }
 
 TEST(MultiScaleKVCache, RejectsBadSelections) {

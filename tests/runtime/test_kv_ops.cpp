@@ -1,5 +1,5 @@
-// The KV-policy ops of the CPU backend against naive loops: gather through a slot map (in place, with a
-// scrambled map), attention over pool extents (segment start), window scores, attention mass.
+// The KV-policy ops of the CPU backend against naive loops: gather across a store's extents (in place),
+// attention over extents (segment start), window scores, attention mass.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -26,28 +26,70 @@ std::vector<double> softmax(std::vector<double> v) {
 
 }  // namespace
 
-TEST(KVOps, GatherSlotsCompactsInPlaceThroughAScrambledMap) {
-  const int64_t R = 2, H = 2, S = 12, D = 3, hist = 5, Lc = 4;
-  Tensor pool = test::randn({R, H, S, D}, 1), cur = test::randn({R, H, Lc, D}, 2);
-  const Tensor orig = pool.clone();
-  std::vector<int32_t> slot = {7, 2, 9, 0, 11, 4};  // logical token -> pool slot (non-monotone)
-  std::vector<int32_t> kept = {0, 2, 4, 5, 8, 1, 3, 5, 6, 7, 0, 1, 2, 3, 4, 2, 4, 6, 7, 8};  // [R, H, 5]
-  const int64_t n = 5;
-  Tensor st = Tensor::external(slot.data(), {6}, DType::I32), kt = Tensor::external(kept.data(), {R, H, n}, DType::I32);
-  be().gather_slots(pool, st, hist, cur, kt, n);
-  for (int64_t rh = 0; rh < R * H; ++rh)
+// A store's extents as one contiguous [R, H, sum of lengths, D] copy (token order).
+Tensor flatten_extents(const std::vector<KVExtent>& ext) {
+  const Tensor& t0 = *ext[0].t;
+  const int64_t R = t0.dim(0), H = t0.dim(1), D = t0.dim(3);
+  int64_t len = 0;
+  for (const KVExtent& e : ext) len += e.len;
+  Tensor out = Tensor::empty({R, H, len, D});
+  for (int64_t rh = 0; rh < R * H; ++rh) {
+    int64_t t = 0;
+    for (const KVExtent& e : ext)
+      for (int64_t i = 0; i < e.len; ++i, ++t)
+        std::copy_n(e.t->f32() + (rh * e.t->dim(2) + e.start + i) * D, D, out.f32() + (rh * len + t) * D);
+  }
+  return out;
+}
+
+TEST(KVOps, GatherExtentsCompactsInPlaceAcrossExtents) {
+  const int64_t R = 2, H = 2, D = 3, hist = 5, Lc = 4, n = 6;
+  // Two chunks of a pool; the store's extents: chunk B [4, 6), chunk A [1, 4), chunk A [5, 9) (9 tokens).
+  Tensor a = test::randn({R, H, 10, D}, 1), b = test::randn({R, H, 6, D}, 2);
+  const Tensor a0 = a.clone(), b0 = b.clone();
+  std::vector<KVExtent> store = {{&b, 4, 2}, {&a, 1, 3}, {&a, 5, 4}};
+  Tensor cur = test::randn({R, H, Lc, D}, 4);
+  // kept [R, H, 6], ascending: history tokens cross extents, the current tokens follow
+  std::vector<int32_t> kept = {0, 2, 4, 5, 7, 8, 1, 3, 4, 6, 7, 8, 0, 1, 2, 3, 4, 5, 2, 3, 5, 6, 7, 8};
+  Tensor want = flatten_extents(store);
+  const int64_t cap = want.dim(2);
+  for (int64_t rh = 0; rh < R * H; ++rh)  // the definition, j ascending
     for (int64_t j = 0; j < n; ++j) {
       const int64_t i = kept[rh * n + j];
-      const float* want = i < hist ? orig.f32() + (rh * S + slot[i]) * D : cur.f32() + (rh * Lc + i - hist) * D;
-      const float* got = pool.f32() + (rh * S + slot[j]) * D;
-      for (int64_t d = 0; d < D; ++d) ASSERT_EQ(got[d], want[d]) << rh << " " << j;
+      const float* src = i < hist ? want.f32() + (rh * cap + i) * D : cur.f32() + (rh * Lc + i - hist) * D;
+      std::copy_n(src, D, want.f32() + (rh * cap + j) * D);
     }
-  // untouched slots keep their values
+  Tensor kt = Tensor::external(kept.data(), {R, H, n}, DType::I32);
+  be().gather_extents(store, hist, cur, kt, 0, n);
+  EXPECT_EQ(test::max_abs_diff(flatten_extents(store), want), 0.0);
+  for (int64_t rh = 0; rh < R * H; ++rh) {  // slots outside the extents are untouched
+    for (int64_t s : {0, 4, 9}) EXPECT_EQ(a.f32()[(rh * 10 + s) * D], a0.f32()[(rh * 10 + s) * D]) << s;
+    for (int64_t s = 0; s < 4; ++s) EXPECT_EQ(b.f32()[(rh * 6 + s) * D], b0.f32()[(rh * 6 + s) * D]) << s;
+  }
+
+  // An append: tokens [5, 9) from the transient, one identity list shared by every (row, head).
+  Tensor before = flatten_extents(store);
+  std::vector<int32_t> id(9);
+  std::iota(id.begin(), id.end(), 0);
+  Tensor it = Tensor::external(id.data(), {9}, DType::I32);
+  be().gather_extents(store, hist, cur, it, hist, 9);
+  Tensor after = flatten_extents(store);
   for (int64_t rh = 0; rh < R * H; ++rh)
-    for (int64_t s : {1, 3, 5, 6, 8, 10}) EXPECT_EQ(pool.f32()[(rh * S + s) * D], orig.f32()[(rh * S + s) * D]);
-  std::vector<int32_t> bad_slot = {0, 1, 99, 3, 4, 5};
-  Tensor bt = Tensor::external(bad_slot.data(), {6}, DType::I32);
-  EXPECT_THROW(be().gather_slots(pool, bt, hist, cur, kt, n), Error);
+    for (int64_t t = 0; t < 9; ++t)
+      for (int64_t d = 0; d < D; ++d)
+        ASSERT_EQ(after.f32()[(rh * 9 + t) * D + d],
+                  t < hist ? before.f32()[(rh * 9 + t) * D + d] : cur.f32()[(rh * Lc + t - hist) * D + d]);
+
+  std::vector<int32_t> bad = kept;
+  bad[1] = 0;  // not ascending
+  EXPECT_THROW(be().gather_extents(store, hist, cur, Tensor::external(bad.data(), {R, H, n}, DType::I32), 0, n), Error);
+  std::vector<int32_t> id10(10);
+  std::iota(id10.begin(), id10.end(), 0);
+  EXPECT_THROW(be().gather_extents(store, hist, cur, Tensor::external(id10.data(), {10}, DType::I32), hist, 10),
+               Error);  // past the extents
+  EXPECT_THROW(be().gather_extents({{&b, 4, 3}}, 0, cur, it, 0, 3), Error);  // past the chunk
+  Tensor odd = test::randn({R, H + 1, 2, D}, 5);
+  EXPECT_THROW(be().gather_extents({{&a, 0, 2}, {&odd, 0, 2}}, 2, cur, it, 2, 3), Error);  // different shapes
 }
 
 TEST(KVOps, AttentionOverPoolExtentsEqualsContiguousAttention) {
