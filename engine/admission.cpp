@@ -12,7 +12,7 @@ std::vector<StepDemand> request_demand(const KVPlan& plan, int rows) {
   std::vector<StepDemand> d;
   for (const KVPlanScale& s : plan.scales) {
     StepDemand x;
-    x.kv_bytes = checked_mul(checked_add(plan.pool_tokens, s.tokens, "KV tokens of a step"), plan.token_bytes,
+    x.kv_bytes = checked_mul(checked_add(s.limit, s.tokens, "KV tokens of a step"), plan.token_bytes,
                              "KV bytes of a step");
     x.step_tokens = checked_mul(s.tokens, static_cast<int64_t>(rows), "query tokens of a step");
     d.push_back(x);

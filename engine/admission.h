@@ -1,9 +1,10 @@
 // admission.h - exact, preemption-free admission of requests into one KV memory cap (the engine's
 // scheduler decides with it; DESIGN.md "Data flow of requests").
 // A request's KV footprint at every future scale step is known before it runs: the memory plan
-// (kvcache/planner.h) replays its policy's budgets. A request's cache allocates its slot pool (the plan's
-// largest summed store) when it starts and keeps it to the end, so step i holds the pool plus scale i's
-// transient K/V: exactly what the allocator measures. The ledger keeps, for every future iteration t
+// (kvcache/planner.h) replays its policy's budgets. A request's cache grows its slot pool scale by scale, held
+// to the plan's limit of each scale (the largest sum of its stores so far), and frees it when the request
+// ends, so step i holds at most that limit plus scale i's transient K/V: a curve that rises with the scales
+// instead of the request's peak from its first step. The ledger keeps, for every future iteration t
 // (t = 0 is the next one), the sum of what the requests in flight will hold then. A waiting request is
 // admitted only if adding its own curve, aligned to start at the next iteration, keeps every future
 // iteration under the cap (and, optionally, under a per-iteration query-token bound). Since curves only
@@ -35,8 +36,9 @@ struct StepDemand {
   int64_t decode_bytes = 0;
 };
 
-// The demand of each of a request's steps, from its memory plan: step k holds the pool (plan.pool_tokens)
-// plus scale k's transient K/V, in plan.token_bytes per token; its queries are rows x tokens.
+// The demand of each of a request's steps, from its memory plan: step k holds its scale's limit
+// (plan.scales[k].limit) plus scale k's transient K/V, in plan.token_bytes per token; its queries are
+// rows x tokens.
 std::vector<StepDemand> request_demand(const KVPlan& plan, int rows);
 
 // The limits of one iteration. 0 tokens: no bound on the query tokens of an iteration. memory_cap_bytes
