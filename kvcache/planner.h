@@ -33,7 +33,7 @@ struct KVPlan {
   std::vector<KVPlanScale> scales;
   std::vector<int64_t> layer_max;    // per layer, its largest store
   int64_t store_peak_tokens = 0;     // max over scale boundaries of the summed stores
-  int64_t pool_tokens = 0;           // max over the whole request of the summed stores (the pool size)
+  int64_t pool_tokens = 0;           // max over the whole request of the summed stores (the pool's final size)
   int64_t transient_tokens = 0;      // the largest scale (one layer's current K/V)
   int64_t peak_tokens = 0;           // max over scales of limit + the scale's tokens (pool + transient K/V at once)
   // Bytes of one token in one layer on this rank: rows * heads * head_dim * (bytes of K + bytes of V).

@@ -2,8 +2,8 @@
 #include "kvcache/scalekv.h"
 
 #include <algorithm>
-#include <limits>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "parallel/communicator.h"

@@ -194,6 +194,7 @@ std::string plan_json(const PlanResult& r, const PlanArgs& a) {
     scales.push_back({{"scale", ps.scale}, {"t", sh.t}, {"h", sh.h}, {"w", sh.w}, {"tokens", ps.tokens},
                       {"store_tokens", ps.store_tokens}, {"store_bytes", ps.store_tokens * r.kv.token_bytes},
                       {"live_peak_bytes", ps.live_peak * r.kv.token_bytes},
+                      {"pool_bytes", ps.limit * r.kv.token_bytes},
                       {"transient_bytes", ps.tokens * r.kv.token_bytes}});
   }
   j["scales"] = scales;
@@ -229,13 +230,14 @@ std::string plan_text(const PlanResult& r, const PlanArgs& a) {
     o += fmt::format(", budget {} tokens per layer ({:.1f}% of {})", r.budget_tokens,
                      100.0 * r.budget_tokens / s.schedule.cached_before_last(), s.schedule.cached_before_last());
   o += "\n\n";
-  o += fmt::format("{:>5} {:>9} {:>7} {:>13} {:>12} {:>15} {:>14}\n", "scale", "map", "tokens", "store tokens",
-                   "store MiB", "in-scale MiB", "transient MiB");
+  o += fmt::format("{:>5} {:>9} {:>7} {:>13} {:>12} {:>15} {:>10} {:>14}\n", "scale", "map", "tokens", "store tokens",
+                   "store MiB", "in-scale MiB", "pool MiB", "transient MiB");
   for (const auto& ps : r.kv.scales) {
     const auto& sh = s.schedule[ps.scale];
-    o += fmt::format("{:>5} {:>9} {:>7} {:>13} {:>12} {:>15} {:>14}\n", ps.scale, fmt::format("{}x{}", sh.h, sh.w),
+    o += fmt::format("{:>5} {:>9} {:>7} {:>13} {:>12} {:>15} {:>10} {:>14}\n", ps.scale, fmt::format("{}x{}", sh.h, sh.w),
                      ps.tokens, ps.store_tokens, mib(ps.store_tokens * r.kv.token_bytes),
-                     mib(ps.live_peak * r.kv.token_bytes), mib(ps.tokens * r.kv.token_bytes));
+                     mib(ps.live_peak * r.kv.token_bytes), mib(ps.limit * r.kv.token_bytes),
+                     mib(ps.tokens * r.kv.token_bytes));
   }
   auto share = [](int64_t a, int64_t b) { return b > 0 ? 100.0 * a / b : 0.0; };
   o += fmt::format("\nKV store peak (paper Table 1: tokens kept before the last scale) {:>10} MiB   full {} MiB, {:.1f}%\n",
