@@ -140,10 +140,8 @@ std::vector<StepDemand> InfinityFamily::demand(const EngineRequest& r, const KVP
   m.state_bytes = 4 * (N * Ct5 + Ntot * (Ct5 + C) + R * C * (1 + 6 + 6 * depth + 2) + depth * 2 * R * Cl * Lmax +
                        q.schedule.total() * hd + B * vae_.codebook_dim() * map + R * max_l * C);
   m.bytes_per_row_token = block_bytes_per_row_token(C, Cl, Fl, cfg.V(), true);
-  // Selection: scores and kept indices of one layer's keys; the VAE side at the full map size (codes
-  // upsampled, the resampled next input, their copies).
-  const int64_t keys = *std::max_element(plan.layer_max.begin(), plan.layer_max.end()) + plan.transient_tokens;
-  m.step_bytes = 4 * (4 * R * Hl * keys + 4 * B * vae_.codebook_dim() * map);
+  // Selection; the VAE side at the full map size (codes upsampled, the resampled next input, their copies).
+  m.step_bytes = selection_bytes(plan, R, Hl) + 4 * 4 * B * vae_.codebook_dim() * map;
   // Building the conditioning: the concatenated text, pooled K/V, the projections' intermediates, one block's
   // cross K/V before packing (and its host copy), the pooling attention's K/V.
   m.first_step_bytes = 4 * (Ntot * (Ct5 + 2 * C + C + 4 * Cl) + 4 * R * C * Lmax);

@@ -42,6 +42,11 @@ int64_t decode_bytes(const DecodeProbe& probe, int64_t images, int64_t pixels) {
   return checked_mul(per_image, images, "decoder bytes of a request");
 }
 
+int64_t selection_bytes(const KVPlan& plan, int64_t rows, int64_t local_heads) {
+  const int64_t keys = *std::max_element(plan.layer_max.begin(), plan.layer_max.end()) + plan.transient_tokens;
+  return checked_mul(4 * 4 * rows * local_heads, keys, "selection bytes of a step");
+}
+
 int64_t block_bytes_per_row_token(int64_t C, int64_t local_C, int64_t local_ffn, int64_t vocab, bool cross_attention) {
   // Blocks (every request of the step at once): packed x, norm h, y after attention, FFN norm and output (5C);
   // qkv (3), attention output (1), q, raw q, per-head k, v (4) of the local width; the FFN hidden.

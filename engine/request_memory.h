@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "engine/admission.h"
+#include "kvcache/planner.h"
 #include "runtime/backend.h"
 
 namespace skv {
@@ -45,6 +46,11 @@ DecodeProbe measure_decode(Backend& be, int64_t pixels, const std::function<void
 // What decoding `images` images of `pixels` pixels each costs, from the probe: linear in images and pixels,
 // never below one probed image (a fixed part of the decoder does not shrink with a smaller image).
 int64_t decode_bytes(const DecodeProbe& probe, int64_t images, int64_t pixels);
+
+// The KV policy's selection in one step (ScaleKV, SnapKV, PyramidKV): F32 scores and I32 kept indices of one
+// layer's keys (its largest store plus the largest scale), with their pooled and host copies: [rows, local
+// heads, keys] four times.
+int64_t selection_bytes(const KVPlan& plan, int64_t rows, int64_t local_heads);
 
 // F32 working set of a step per query row-token: the larger of the blocks' (packed hidden state, its norm,
 // q/k/v and their per-head copies, attention output, projection, FFN hidden and output; every buffer summed: a

@@ -1,7 +1,6 @@
 // var_family.cpp - see var_family.h.
 #include "engine/var_family.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "engine/request_memory.h"
@@ -67,9 +66,7 @@ std::vector<StepDemand> VarFamily::demand(const EngineRequest& r, const KVPolicy
   // input (at most the last scale's [R, P^2, C]); f_hat [B, Cvae, P, P].
   m.state_bytes = 4 * (R * C * (2 + 6 + 6 * static_cast<int64_t>(cfg.depth) + 2) + R * P * P * C + B * cfg.Cvae * P * P);
   m.bytes_per_row_token = block_bytes_per_row_token(C, Cl, Fl, cfg.V, false);
-  // Selection (ScaleKV, SnapKV, PyramidKV): scores and kept indices of one layer's keys, [R, Hl, keys] each.
-  const int64_t keys = *std::max_element(plan.layer_max.begin(), plan.layer_max.end()) + plan.transient_tokens;
-  m.step_bytes = 4 * 4 * R * model_.local_heads() * keys;
+  m.step_bytes = selection_bytes(plan, R, model_.local_heads());
   // The VAE side of a step, at the full map size whatever the scale: the embedded tokens upsampled, phi's
   // convolution (with oneDNN's blocked copies in and out), the map area-down to the next input.
   m.step_bytes += 4 * 6 * B * cfg.Cvae * P * P;

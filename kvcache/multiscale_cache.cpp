@@ -98,15 +98,13 @@ void MultiScaleKVCache::end_scale() {
   cur_len_ = 0;
 }
 
-int64_t MultiScaleKVCache::pool_bytes() const {
-  return checked_mul(capacity_, static_cast<int64_t>(rows_) * heads_ * head_dim_ * 2 * dtype_size(dtype_),
-                     "KV pool bytes");
+int64_t MultiScaleKVCache::token_bytes() const {
+  return static_cast<int64_t>(rows_) * heads_ * head_dim_ * 2 * static_cast<int64_t>(dtype_size(dtype_));
 }
 
-int64_t MultiScaleKVCache::peak_bytes() const {
-  return checked_mul(peak_held_, static_cast<int64_t>(rows_) * heads_ * head_dim_ * 2 * dtype_size(dtype_),
-                     "KV cache bytes");
-}
+int64_t MultiScaleKVCache::pool_bytes() const { return checked_mul(capacity_, token_bytes(), "KV pool bytes"); }
+
+int64_t MultiScaleKVCache::peak_bytes() const { return checked_mul(peak_held_, token_bytes(), "KV cache bytes"); }
 
 int64_t MultiScaleKVCache::live_tokens() const { return capacity_ - free_total_; }
 
@@ -131,9 +129,7 @@ void MultiScaleKVCache::release(int64_t start, int64_t len) {
 
 void MultiScaleKVCache::grow(int l, int64_t n) {
   auto& L = layers_[l];
-  int64_t need = n - L.len;
-  SKV_CHECK(live_tokens() + need <= limit_now(), "internal: KV pool exhausted (layer {} needs {} slots, {} of {} in use)",
-            l, need, live_tokens(), limit_now());
+  int64_t need = n - L.len;  // append_current and compact have checked it against the scale's limit
   if (need > free_total_) add_chunk(limit_now() - capacity_);  // grow to the scale's limit at once
   while (need > 0) {
     // Prefer the free range right after the layer's last extent in its chunk (extends it), else the first.

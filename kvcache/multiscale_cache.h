@@ -102,6 +102,7 @@ class MultiScaleKVCache {
   size_t chunk_of(int64_t slot) const;
   int64_t limit_now() const;  // the limit of the current scale
   void add_chunk(int64_t slots);
+  int64_t token_bytes() const;  // K and V of one slot of every (row, head)
 
   Backend& be_;
   int rows_, heads_, head_dim_;
