@@ -168,7 +168,14 @@ open(sys.argv[1], "wb").write(base64.b64decode(j["data"][0]["b64_json"]))' "$T/s
   echo "PASS"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Two distinct free ports: both sockets are held open while the second is chosen, so the kernel
+# cannot hand out the same port twice (two separate calls can, and then slurmctld and slurmd collide).
+free_ports() {
+  python3 -c 'import socket
+ss = [socket.socket() for _ in range(2)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))'
+}
 
 # --- munge: own key, socket, pid and log --------------------------------------------------------
 mungekey --create --keyfile="$T/munge/munge.key" || fail "mungekey failed"
@@ -180,8 +187,9 @@ munged --force --socket="$T/munge/munge.sock" --key-file="$T/munge/munge.key" --
 NODE=$(hostname -s)
 CPUS=$(nproc)
 (( CPUS < 2 )) && CPUS=2  # two tasks; config_overrides lets the config win over the hardware
-CTLD_PORT=$(free_port)
-SLURMD_PORT=$(free_port)
+# A port that was free when chosen may be taken by another process (another test) before a daemon
+# binds it: then the daemons are stopped and started again on new ports, up to three times.
+write_conf() {
 cat > "$T/slurm.conf" << EOF
 ClusterName=skvtest
 SlurmctldHost=$NODE(127.0.0.1)
@@ -215,13 +223,37 @@ SlurmdDebug=info
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
 PartitionName=test Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
+}
 export SLURM_CONF=$T/slurm.conf
-slurmctld -f "$SLURM_CONF" || fail "slurmctld did not start"
-slurmd -f "$SLURM_CONF" -N "$NODE" || fail "slurmd did not start"
-for _ in $(seq 100); do
-  state=$(sinfo -h -n "$NODE" -o %T 2> /dev/null)
+port_taken() { grep -qs "Address already in use" "$T/log/slurmctld.log" "$T/log/slurmd.log"; }
+stop_daemons() {
+  local f p
+  for f in "$T/slurmd.pid" "$T/slurmctld.pid"; do
+    p=$(cat "$f" 2> /dev/null) && kill "$p" 2> /dev/null
+  done
+  for _ in $(seq 50); do
+    pgrep -f "$SLURM_CONF" > /dev/null || return 0
+    sleep 0.2
+  done
+  pkill -KILL -f "$SLURM_CONF"
+}
+for attempt in 1 2 3; do
+  read -r CTLD_PORT SLURMD_PORT < <(free_ports)
+  write_conf
+  slurmctld -f "$SLURM_CONF" || fail "slurmctld did not start"
+  slurmd -f "$SLURM_CONF" -N "$NODE" || fail "slurmd did not start"
+  state=""
+  for _ in $(seq 100); do
+    state=$(sinfo -h -n "$NODE" -o %T 2> /dev/null)
+    [ "$state" = idle ] && break
+    port_taken && break
+    sleep 0.2
+  done
   [ "$state" = idle ] && break
-  sleep 0.2
+  port_taken || break
+  echo "slurm: a port was taken (attempt $attempt: slurmctld :$CTLD_PORT, slurmd :$SLURMD_PORT); new ports"
+  stop_daemons
+  for f in "$T/log/slurmctld.log" "$T/log/slurmd.log"; do [ -f "$f" ] && mv "$f" "$f.$attempt"; done
 done
 [ "$state" = idle ] || fail "node $NODE is '$state', not idle, after 20 s"
 echo "slurm: node $NODE idle (slurmctld :$CTLD_PORT, slurmd :$SLURMD_PORT, config $SLURM_CONF)"
