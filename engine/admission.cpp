@@ -10,11 +10,12 @@ namespace skv {
 std::vector<StepDemand> request_demand(const KVPlan& plan, int rows) {
   SKV_CHECK(rows > 0 && plan.token_bytes > 0, "request demand: {} rows, {} bytes per token", rows, plan.token_bytes);
   std::vector<StepDemand> d;
-  for (const KVPlanScale& s : plan.scales) {
+  for (size_t k = 0; k < plan.scales.size(); ++k) {
     StepDemand x;
-    x.kv_bytes = checked_mul(checked_add(s.limit, s.tokens, "KV tokens of a step"), plan.token_bytes,
-                             "KV bytes of a step");
-    x.step_tokens = checked_mul(s.tokens, static_cast<int64_t>(rows), "query tokens of a step");
+    x.kv_bytes = plan.step_bytes(k);
+    x.kv_pages = plan.pages(plan.scales[k].limit);
+    x.kv_page_bytes = plan.page_slots > 0 ? plan.page_bytes() : 0;
+    x.step_tokens = checked_mul(plan.scales[k].tokens, static_cast<int64_t>(rows), "query tokens of a step");
     d.push_back(x);
   }
   return d;
@@ -118,6 +119,17 @@ StepDemand AdmissionLedger::reserved(int64_t t) const {
     if (i < f.demand.size()) r.decode_bytes = std::max(r.decode_bytes, f.demand[i].decode_bytes);
   }
   return r;
+}
+
+std::map<int64_t, int64_t> AdmissionLedger::next_page_growth() const {
+  std::map<int64_t, int64_t> n;
+  for (const auto& [id, f] : flights_) {
+    if (f.next >= f.demand.size()) continue;
+    const StepDemand& d = f.demand[f.next];
+    const int64_t grow = d.kv_pages - (f.next > 0 ? f.demand[f.next - 1].kv_pages : 0);
+    if (grow > 0 && d.kv_page_bytes > 0) n[d.kv_page_bytes] += grow;
+  }
+  return n;
 }
 
 int64_t AdmissionLedger::reserved_memory(int64_t t) const {

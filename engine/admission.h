@@ -34,11 +34,13 @@ struct StepDemand {
   // Bytes it needs once the step has run, one request after another (its decode, its previews): the
   // iteration's requests need the largest of theirs, not the sum. Counted under a memory cap only.
   int64_t decode_bytes = 0;
+  // KV pages its cache holds while the step runs and the bytes of one (part of kv_bytes; kvcache/page_pool.h).
+  int64_t kv_pages = 0, kv_page_bytes = 0;
 };
 
 // The demand of each of a request's steps, from its memory plan: step k holds its scale's limit
-// (plan.scales[k].limit) plus scale k's transient K/V, in plan.token_bytes per token; its queries are
-// rows x tokens.
+// (plan.scales[k].limit, in whole pages when the plan has pages) plus scale k's transient K/V
+// (KVPlan::step_bytes); its queries are rows x tokens.
 std::vector<StepDemand> request_demand(const KVPlan& plan, int rows);
 
 // The limits of one iteration. 0 tokens: no bound on the query tokens of an iteration. memory_cap_bytes
@@ -73,6 +75,9 @@ class AdmissionLedger {
   StepDemand reserved(int64_t t) const;
   // What iteration t may hold at its peak: KV + other bytes + the largest decode.
   int64_t reserved_memory(int64_t t) const;
+  // KV pages the requests in flight take from the pool in the next iteration (their growth into their next
+  // step), by page bytes.
+  std::map<int64_t, int64_t> next_page_growth() const;
   int64_t horizon() const { return static_cast<int64_t>(total_.size()); }
 
  private:

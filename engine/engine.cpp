@@ -101,6 +101,11 @@ struct Engine::Plan {
   std::vector<double> submitted;  // of each admitted request
   std::vector<int64_t> cancel;    // requests in flight that stop now
   bool stop = false;
+  // Free pages the KV page pool may keep cached through the next iteration: of each page size, the pages its
+  // requests will take in it, and beyond those the room its reservations leave under the caps, so cached pages
+  // never take the measured peak past them.
+  std::map<int64_t, int64_t> keep_pages;  // page bytes -> pages
+  int64_t keep_bytes = 0;
 };
 
 namespace {
@@ -145,6 +150,7 @@ Engine::Engine(EngineFamily& family, Backend& backend, Communicator& group, Comm
       control_(control),
       decode_probe_(opt.device_memory_bytes > 0 ? family.probe_decode() : DecodeProbe{}),
       opt_(with_memory_cap(opt, backend, control, resident_bytes_)),
+      pages_(backend),
       admission_(opt_.limits) {
   SKV_CHECK(control_.size() == group_.size() && control_.rank() == group_.rank(),
             "internal: the engine's control communicator ({} of {}) is not its group's ({} of {})", control_.rank(),
@@ -278,6 +284,15 @@ Engine::Plan Engine::decide() {
     waiting_.erase(it);
   }
   p.stop = closed_ && waiting_.empty() && p.admit.empty() && admission_.ledger().empty();
+  // The room the next iteration's reservations leave under each cap (kv_cap 0: only the memory cap).
+  const AdmissionLimits& lim = opt_.limits;
+  int64_t slack = std::numeric_limits<int64_t>::max();
+  if (lim.kv_cap_bytes > 0) slack = lim.kv_cap_bytes - admission_.ledger().reserved(0).kv_bytes;
+  if (lim.memory_cap_bytes > 0) slack = std::min(slack, lim.memory_cap_bytes - admission_.ledger().reserved_memory(0));
+  // Free pages may stay cached for the pages the requests in flight take in that iteration (their reservations
+  // hold them) and for the room left under the caps, no more.
+  p.keep_pages = admission_.ledger().next_page_growth();
+  p.keep_bytes = std::max<int64_t>(0, slack);
   return p;
 }
 
@@ -285,7 +300,8 @@ void Engine::broadcast_plan(Plan& p) {
   if (control_.size() == 1) return;
   std::string text;
   if (control_.rank() == 0) {
-    nlohmann::json j = {{"cancel", p.cancel}, {"submitted", p.submitted}, {"stop", p.stop}};
+    nlohmann::json j = {{"cancel", p.cancel}, {"submitted", p.submitted}, {"stop", p.stop},
+                        {"keep_pages", p.keep_pages}, {"keep_bytes", p.keep_bytes}};
     j["admit"] = nlohmann::json::array();
     for (const EngineRequest& r : p.admit) j["admit"].push_back(request_json(r));
     text = j.dump();
@@ -299,6 +315,8 @@ void Engine::broadcast_plan(Plan& p) {
   p.cancel = j.at("cancel").get<std::vector<int64_t>>();
   p.submitted = j.at("submitted").get<std::vector<double>>();
   p.stop = j.at("stop");
+  p.keep_pages = j.at("keep_pages").get<std::map<int64_t, int64_t>>();
+  p.keep_bytes = j.at("keep_bytes");
   p.admit.clear();
   for (const auto& r : j.at("admit")) p.admit.push_back(request_of(r));
 }
@@ -321,6 +339,8 @@ void Engine::apply(const Plan& p, const std::function<void(EngineResult&&)>& on_
     }
     on_done(std::move(r));
   }
+  // Before the new requests allocate anything: cached pages beyond the room under the caps go back now.
+  pages_.trim(p.keep_pages, p.keep_bytes);
   const double now = now_seconds();
   for (size_t i = 0; i < p.admit.size(); ++i) {
     auto f = std::make_unique<Flight>();
@@ -332,7 +352,7 @@ void Engine::apply(const Plan& p, const std::function<void(EngineResult&&)>& on_
     auto [b, e] = decode_share(f->req.images(), (group_.rank() - f->first_rank + group_.size()) % group_.size(),
                                group_.size());
     if (opt_.decode_everywhere) std::tie(b, e) = std::pair<int64_t, int64_t>{0, f->req.images()};
-    f->gen = family_.start(f->req, f->policy.get(), static_cast<int>(b), static_cast<int>(e));
+    f->gen = family_.start(f->req, f->policy.get(), pages_, static_cast<int>(b), static_cast<int>(e));
     flights_.push_back(std::move(f));
   }
   std::lock_guard<std::mutex> lk(mu_);
@@ -356,6 +376,8 @@ void Engine::step(const std::function<void(EngineResult&&)>& on_done) {
     last_step_seconds_ = t1 - t0;
     if (group_.rank() == 0) admission_.advance();
     stats_.kv_peak_bytes = be_.allocator().stats().pk(MemCategory::KV) - kv_before_;
+    stats_.kv_pages_allocated = pages_.allocated_pages();
+    stats_.kv_pool_peak_bytes = pages_.peak_held_bytes();
   }
   if (opt_.on_preview && group_.rank() == 0)
     for (const auto& f : flights_)
@@ -472,7 +494,8 @@ void Engine::run(const std::function<void(EngineResult&&)>& on_done) {
     {
       std::lock_guard<std::mutex> lk(mu_);
       const MemStats ms = be_.allocator().stats();  // after the step's decodes and previews
-      stats_.kv_used_bytes = ms.cur(MemCategory::KV) - kv_before_;
+      stats_.kv_cached_bytes = pages_.free_bytes();
+      stats_.kv_used_bytes = ms.cur(MemCategory::KV) - kv_before_ - stats_.kv_cached_bytes;
       stats_.memory_peak_bytes = ms.total_peak;
       stats_.comm_seconds = comm_seconds() - comm_before_;
     }

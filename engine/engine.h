@@ -26,6 +26,7 @@
 
 #include "engine/admission.h"
 #include "engine/request_memory.h"
+#include "kvcache/page_pool.h"
 #include "kvcache/policy_factory.h"
 #include "runtime/models/generation.h"
 
@@ -65,9 +66,10 @@ class EngineFamily {
   virtual std::unique_ptr<KVPolicy> make_policy(const EngineRequest& r) const = 0;
   // The KV the request holds on this rank during each of its scale steps (what its cache allocates).
   virtual std::vector<StepDemand> demand(const EngineRequest& r, const KVPolicy& policy) const = 0;
-  // Starts the generation (allocates its KV cache); this rank decodes images [decode_begin, decode_end).
-  virtual std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
-                                            int decode_end) = 0;
+  // Starts the generation, its KV cache taking its pages from `pages` (the engine's pool);
+  // this rank decodes images [decode_begin, decode_end).
+  virtual std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, KVPagePool& pages,
+                                            int decode_begin, int decode_end) = 0;
   // The next scale of every generation in `batch` (all started by this family) as one pass.
   virtual void step(const std::vector<Generation*>& batch) = 0;
   // Decoded images [B, 3, H, W] as 8-bit RGB, H x W x 3 each (the family's rounding).
@@ -142,7 +144,12 @@ struct EngineStats {
   int64_t device_memory_bytes = 0, resident_bytes = 0, memory_cap_bytes = 0, memory_peak_bytes = 0;
   int64_t memory_planned_peak_bytes = 0;  // rank 0: the largest KV + other reservation of one iteration
   double step_seconds = 0;    // in forward steps
-  int64_t kv_used_bytes = 0;  // the allocator's KV bytes in use after the last iteration (this rank)
+  // After the last iteration (this rank): the allocator's KV bytes the requests hold, and the free pages the
+  // page pool keeps for the next requests (the rest of the allocator's KV bytes).
+  int64_t kv_used_bytes = 0, kv_cached_bytes = 0;
+  // The KV page pool (this rank): pages taken from the backend since the engine started (a page a finished
+  // request gave back and the next one took is counted once) and the most bytes it held at once.
+  int64_t kv_pages_allocated = 0, kv_pool_peak_bytes = 0;
   double comm_seconds = 0;    // seconds in the group's collectives since the engine started (this rank)
 };
 // "device memory D: R resident, requests admitted into C" (empty without --device-memory): how the engine
@@ -205,6 +212,9 @@ class Engine {
   EngineOptions opt_;
   int64_t kv_before_ = 0;
   double comm_before_ = 0;
+  // This rank's KV page pool, shared by every request in flight (declared before flights_: their caches give
+  // their pages back to it when they go).
+  KVPagePool pages_;
 
   mutable std::mutex mu_;  // guards everything below that rank 0's clients touch
   std::condition_variable cv_;

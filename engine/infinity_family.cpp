@@ -114,7 +114,7 @@ std::vector<StepDemand> InfinityFamily::demand(const EngineRequest& r, const KVP
   if (r.cfg >= 0) q.cfg_list = {r.cfg};
   const int rows = static_cast<int>(infinity_rows(q, r.images()));
   const int64_t token_bytes = RequestKV::token_bytes(rows, model_.local_heads(), cfg.head_dim());
-  const KVPlan plan = plan_kv(policy, q.schedule, cfg.depth, token_bytes);
+  const KVPlan plan = plan_kv(policy, q.schedule, cfg.depth, token_bytes, kKVPageSlots);
   std::vector<StepDemand> d = request_demand(plan, rows);
 
   // Its memory outside the cache (engine/request_memory.h), from the shapes InfinityGeneration allocates.
@@ -166,8 +166,8 @@ DecodeProbe InfinityFamily::probe_decode() {
   return measure_decode(be, static_cast<int64_t>(s[last].h) * s[last].w, [&] { vae_.decode(z); });
 }
 
-std::unique_ptr<Generation> InfinityFamily::start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
-                                                  int decode_end) {
+std::unique_ptr<Generation> InfinityFamily::start(const EngineRequest& r, KVPolicy* policy, KVPagePool& pages,
+                                                  int decode_begin, int decode_end) {
   InfinityRunOptions opt;
   if (const auto h = hooks_.find(r.id); h != hooks_.end()) {
     opt = h->second;
@@ -177,7 +177,7 @@ std::unique_ptr<Generation> InfinityFamily::start(const EngineRequest& r, KVPoli
   opt.decode = decode_end > decode_begin;
   opt.decode_begin = decode_begin;
   opt.decode_end = decode_end;
-  return std::make_unique<InfinityGeneration>(model_, vae_, infinity_request(r), opt, /*shared_kv=*/true);
+  return std::make_unique<InfinityGeneration>(model_, vae_, infinity_request(r), opt, &pages);
 }
 
 void InfinityFamily::step(const std::vector<Generation*>& batch) {

@@ -56,7 +56,7 @@ std::vector<StepDemand> VarFamily::demand(const EngineRequest& r, const KVPolicy
   const VarConfig& cfg = model_.config();
   const int rows = 2 * r.images();  // CFG: a conditional and an unconditional row per image
   const int64_t token_bytes = RequestKV::token_bytes(rows, model_.local_heads(), cfg.head_dim());
-  const KVPlan plan = plan_kv(policy, cfg.schedule(), cfg.depth, token_bytes);
+  const KVPlan plan = plan_kv(policy, cfg.schedule(), cfg.depth, token_bytes, kKVPageSlots);
   std::vector<StepDemand> d = request_demand(plan, rows);
   // Its memory outside the cache (engine/request_memory.h), from the shapes VarGeneration allocates.
   const int64_t C = cfg.embed_dim, R = rows, B = r.images(), P = cfg.patch_nums.back();
@@ -87,8 +87,8 @@ DecodeProbe VarFamily::probe_decode() {
   return measure_decode(be, static_cast<int64_t>(P) * P, [&] { vae_.decode(z); });
 }
 
-std::unique_ptr<Generation> VarFamily::start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
-                                             int decode_end) {
+std::unique_ptr<Generation> VarFamily::start(const EngineRequest& r, KVPolicy* policy, KVPagePool& pages,
+                                             int decode_begin, int decode_end) {
   VarRunOptions opt;
   if (const auto h = hooks_.find(r.id); h != hooks_.end()) {
     opt.observer = h->second.observer;
@@ -100,7 +100,7 @@ std::unique_ptr<Generation> VarFamily::start(const EngineRequest& r, KVPolicy* p
   opt.decode = decode_end > decode_begin;
   opt.decode_begin = decode_begin;
   opt.decode_end = decode_end;
-  return std::make_unique<VarGeneration>(model_, vae_, var_request(r), opt, /*shared_kv=*/true);
+  return std::make_unique<VarGeneration>(model_, vae_, var_request(r), opt, &pages);
 }
 
 void VarFamily::step(const std::vector<Generation*>& batch) {

@@ -16,7 +16,7 @@ class VarFamily final : public EngineFamily {
   void check(const EngineRequest& r) const override;
   std::unique_ptr<KVPolicy> make_policy(const EngineRequest& r) const override;
   std::vector<StepDemand> demand(const EngineRequest& r, const KVPolicy& policy) const override;
-  std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, int decode_begin,
+  std::unique_ptr<Generation> start(const EngineRequest& r, KVPolicy* policy, KVPagePool& pages, int decode_begin,
                                     int decode_end) override;
   void step(const std::vector<Generation*>& batch) override;
   int64_t image_cells(const EngineRequest& r) const override;

@@ -1,4 +1,5 @@
-// multiscale_cache.cpp - the growing slot pool, extents, append and in-place compaction (see multiscale_cache.h).
+// multiscale_cache.cpp - the request's slot pool of pages, extents, append and in-place compaction (see
+// multiscale_cache.h).
 #include "kvcache/multiscale_cache.h"
 
 #include <algorithm>
@@ -15,14 +16,20 @@ std::vector<KVSegment> CompressionInput::all_segments() const {
 }
 
 MultiScaleKVCache::MultiScaleKVCache(Backend& backend, int rows, int heads, int head_dim, int num_layers,
-                                     int64_t pool_tokens, DType dtype)
-    : be_(backend), rows_(rows), heads_(heads), head_dim_(head_dim), dtype_(dtype), pool_tokens_(pool_tokens),
-      layers_(num_layers) {
-  SKV_CHECK(dtype == DType::F32, "the KV cache supports F32 on this backend");
-  SKV_CHECK(pool_tokens >= 0 && rows > 0 && heads > 0 && head_dim > 0, "KV cache: pool of {} tokens for {}x{}x{}",
-            pool_tokens, rows, heads, head_dim);
+                                     int64_t pool_tokens, KVPagePool* pages, int64_t page_slots)
+    : be_(backend), rows_(rows), heads_(heads), head_dim_(head_dim), pool_tokens_(pool_tokens), pages_(pages),
+      page_slots_(page_slots), layers_(num_layers) {
+  SKV_CHECK(pool_tokens >= 0 && rows > 0 && heads > 0 && head_dim > 0 && page_slots > 0,
+            "KV cache: pool of {} tokens for {}x{}x{}, pages of {} slots", pool_tokens, rows, heads, head_dim, page_slots);
+  if (!pages_) {
+    own_pages_ = std::make_unique<KVPagePool>(be_);
+    pages_ = own_pages_.get();
+  }
+  SKV_CHECK(&pages_->backend() == &be_, "internal: a KV cache on {} given a page pool of another backend", be_.name());
   reset();
 }
+
+MultiScaleKVCache::~MultiScaleKVCache() { reset(); }
 
 void MultiScaleKVCache::set_scale_limits(std::vector<int64_t> limits) {
   for (size_t i = 0; i < limits.size(); ++i)
@@ -38,10 +45,12 @@ void MultiScaleKVCache::reset() {
     L.pos.clear();
   }
   free_.clear();
-  chunk_k_.clear();
-  chunk_v_.clear();
-  chunk_base_.clear();
-  capacity_ = free_total_ = peak_live_ = peak_held_ = capped_ = 0;
+  page_k_.clear();  // the views first: a page's memory goes back with its last reference
+  page_v_.clear();
+  page_base_.clear();
+  for (auto& p : held_) pages_->release(std::move(p));
+  held_.clear();
+  capacity_ = free_total_ = peak_live_ = peak_held_bytes_ = capped_ = 0;
   scale_ = -1;
 }
 
@@ -50,25 +59,37 @@ int64_t MultiScaleKVCache::limit_now() const {
   return scale_limits_[std::min(static_cast<size_t>(scale_), scale_limits_.size() - 1)];
 }
 
-size_t MultiScaleKVCache::chunk_of(int64_t slot) const {
-  return static_cast<size_t>(std::upper_bound(chunk_base_.begin(), chunk_base_.end(), slot) - chunk_base_.begin()) - 1;
+size_t MultiScaleKVCache::page_of(int64_t slot) const {
+  return static_cast<size_t>(std::upper_bound(page_base_.begin(), page_base_.end(), slot) - page_base_.begin()) - 1;
 }
 
-void MultiScaleKVCache::add_chunk(int64_t slots) {
-  chunk_k_.push_back(be_.empty({rows_, heads_, slots, head_dim_}, dtype_, MemCategory::KV));
-  chunk_v_.push_back(be_.empty({rows_, heads_, slots, head_dim_}, dtype_, MemCategory::KV));
-  chunk_base_.push_back(capacity_);
-  free_[capacity_] = slots;  // never merged with the previous chunk's free range: extents stay in one chunk
-  free_total_ += slots;
-  capacity_ += slots;
-  peak_held_ = std::max(peak_held_, capacity_ + cur_len_);
+void MultiScaleKVCache::add_pages(int64_t slots) {
+  const int64_t n = (slots + page_slots_ - 1) / page_slots_;
+  const int64_t per = static_cast<int64_t>(rows_) * heads_ * page_slots_ * head_dim_;  // F32 elements of K (or V)
+  for (int64_t i = 0; i < n; ++i) {
+    held_.push_back(pages_->acquire(page_bytes()));
+    const Tensor& m = held_.back().mem;
+    page_k_.push_back(m.slice0(0, per).reshape({rows_, heads_, page_slots_, head_dim_}));
+    page_v_.push_back(m.slice0(per, 2 * per).reshape({rows_, heads_, page_slots_, head_dim_}));
+    page_base_.push_back(capacity_);
+    free_[capacity_] = page_slots_;  // never merged with the previous page's free range: extents stay in one page
+    free_total_ += page_slots_;
+    capacity_ += page_slots_;
+  }
+  note_held();
+}
+
+void MultiScaleKVCache::note_held() {
+  const int64_t bytes = checked_add(pool_bytes(), checked_mul(cur_len_, token_bytes(), "KV transient bytes"),
+                                    "KV cache bytes");
+  peak_held_bytes_ = std::max(peak_held_bytes_, bytes);
 }
 
 std::vector<KVSegment> MultiScaleKVCache::store_segments(int l) const {
   std::vector<KVSegment> segs;
   for (const auto& e : layers_[l].extents) {
-    const size_t c = chunk_of(e.start);
-    segs.push_back({&chunk_k_[c], &chunk_v_[c], e.len, {}, e.start - chunk_base_[c]});
+    const size_t c = page_of(e.start);
+    segs.push_back({&page_k_[c], &page_v_[c], e.len, {}, e.start - page_base_[c]});
   }
   return segs;
 }
@@ -76,8 +97,8 @@ std::vector<KVSegment> MultiScaleKVCache::store_segments(int l) const {
 std::vector<KVExtent> MultiScaleKVCache::extents(int l, bool values) {
   std::vector<KVExtent> x;
   for (const auto& e : layers_[l].extents) {
-    const size_t c = chunk_of(e.start);
-    x.push_back({values ? &chunk_v_[c] : &chunk_k_[c], e.start - chunk_base_[c], e.len});
+    const size_t c = page_of(e.start);
+    x.push_back({values ? &page_v_[c] : &page_k_[c], e.start - page_base_[c], e.len});
   }
   return x;
 }
@@ -89,7 +110,7 @@ void MultiScaleKVCache::begin_scale(int64_t tokens, int64_t offset) {
   cur_v_ = be_.empty({rows_, heads_, tokens, head_dim_}, dtype_, MemCategory::KV);
   cur_len_ = tokens;
   cur_offset_ = offset;
-  peak_held_ = std::max(peak_held_, capacity_ + cur_len_);
+  note_held();
 }
 
 void MultiScaleKVCache::end_scale() {
@@ -102,25 +123,27 @@ int64_t MultiScaleKVCache::token_bytes() const {
   return static_cast<int64_t>(rows_) * heads_ * head_dim_ * 2 * static_cast<int64_t>(dtype_size(dtype_));
 }
 
-int64_t MultiScaleKVCache::pool_bytes() const { return checked_mul(capacity_, token_bytes(), "KV pool bytes"); }
+int64_t MultiScaleKVCache::pool_bytes() const {
+  return checked_mul(pool_pages(), page_bytes(), "KV pool bytes");
+}
 
-int64_t MultiScaleKVCache::peak_bytes() const { return checked_mul(peak_held_, token_bytes(), "KV cache bytes"); }
+int64_t MultiScaleKVCache::peak_bytes() const { return peak_held_bytes_; }
 
 int64_t MultiScaleKVCache::live_tokens() const { return capacity_ - free_total_; }
 
 void MultiScaleKVCache::release(int64_t start, int64_t len) {
   if (len == 0) return;
   auto it = free_.emplace(start, len).first;
-  if (it != free_.begin()) {  // merge with the free range before (in the same chunk)
+  if (it != free_.begin()) {  // merge with the free range before (in the same page)
     auto prev = std::prev(it);
-    if (prev->first + prev->second == start && chunk_of(prev->first) == chunk_of(start)) {
+    if (prev->first + prev->second == start && page_of(prev->first) == page_of(start)) {
       prev->second += it->second;
       free_.erase(it);
       it = prev;
     }
   }
   auto next = std::next(it);
-  if (next != free_.end() && it->first + it->second == next->first && chunk_of(next->first) == chunk_of(it->first)) {
+  if (next != free_.end() && it->first + it->second == next->first && page_of(next->first) == page_of(it->first)) {
     it->second += next->second;
     free_.erase(next);
   }
@@ -130,13 +153,13 @@ void MultiScaleKVCache::release(int64_t start, int64_t len) {
 void MultiScaleKVCache::grow(int l, int64_t n) {
   auto& L = layers_[l];
   int64_t need = n - L.len;  // append_current and compact have checked it against the scale's limit
-  if (need > free_total_) add_chunk(limit_now() - capacity_);  // grow to the scale's limit at once
+  if (need > free_total_) add_pages(limit_now() - capacity_);  // grow to the scale's limit at once
   while (need > 0) {
-    // Prefer the free range right after the layer's last extent in its chunk (extends it), else the first.
+    // Prefer the free range right after the layer's last extent in its page (extends it), else the first.
     auto it = free_.end();
     if (!L.extents.empty()) {
       const int64_t end = L.extents.back().start + L.extents.back().len;
-      if (chunk_of(end) == chunk_of(L.extents.back().start)) it = free_.find(end);
+      if (end < capacity_ && page_of(end) == page_of(L.extents.back().start)) it = free_.find(end);
     }
     if (it == free_.end()) it = free_.begin();
     const int64_t take = std::min(need, it->second), start = it->first;
@@ -145,7 +168,7 @@ void MultiScaleKVCache::grow(int l, int64_t n) {
     if (rest > 0) free_[start + take] = rest;
     free_total_ -= take;
     auto& last = L.extents;
-    if (!last.empty() && last.back().start + last.back().len == start && chunk_of(last.back().start) == chunk_of(start))
+    if (!last.empty() && last.back().start + last.back().len == start && page_of(last.back().start) == page_of(start))
       last.back().len += take;
     else
       last.push_back({start, take});

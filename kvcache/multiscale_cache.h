@@ -1,16 +1,18 @@
 // multiscale_cache.h - the multi-scale KV cache of one request on one rank.
-// All layers' stores live in ONE slot pool, k, v [rows, heads, slots, head_dim], that grows with the request
-// in chunks (each chunk its own tensor) up to the memory plan's limit of the scale that runs (kvcache/
-// planner.h: the largest sum of the stores up to that scale), so the request holds what its stores need
-// so far, not its peak from the first scale, and the peak is still known before the first scale. A layer's
-// store is an ordered list of slot extents of that pool (the same slots for every row and head; an extent
-// never crosses a chunk). The current scale's K/V live in ONE transient buffer shared by all layers:
-// attention reads [store extents + transient], then the layer either appends the transient tokens or the
-// policy compacts [store + transient] into its own slots in place (a gather across its extents, never
-// concatenate-then-evict) and gives the slots it no longer needs back to the pool. So a layer holds exactly
-// its current length, budgets may move between layers from scale to scale without copies, and the KV bytes
-// at any moment are the pool plus one scale's transient K/V. The last scale's K/V are never stored. The pool
-// is freed when the request ends (finished or cancelled).
+// All layers' stores live in ONE slot pool per request, k, v [rows, heads, slots, head_dim], made of pages of
+// kKVPageSlots slots from the rank's KV page pool (kvcache/page_pool.h: shared by every request in flight). It
+// grows with the request, at most once per scale, to the memory
+// plan's limit of the scale that runs (kvcache/planner.h: the largest sum of the stores up to that scale, rounded
+// up to whole pages), so the request holds what its stores need so far, not its peak from the first scale, and
+// the peak is still known before the first scale. A layer's store is an ordered list of slot extents of that pool
+// (the same slots for every row and head; an extent never crosses a page). The current scale's K/V live in ONE
+// transient buffer shared by all layers: attention reads [store extents + transient], then the layer either
+// appends the transient tokens or the policy compacts [store + transient] into its own slots in place (a gather
+// across its extents, never concatenate-then-evict) and gives the slots it no longer needs back to the request's
+// pool, where the next layer to grow takes them. So a layer holds exactly its current length, budgets may move
+// between layers from scale to scale without copies, and the KV bytes at any moment are the pages plus one scale's
+// transient K/V. The last scale's K/V are never stored. The pages go back to the rank's pool when the request
+// ends (finished or cancelled).
 // When a policy decides budgets during the request (ScaleKV online), a layer can only grow into what the
 // plan allows: budgets beyond it are cut to what the pool may hold (counted in capped()).
 #pragma once
@@ -18,9 +20,11 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <utility>
 #include <vector>
 
+#include "kvcache/page_pool.h"
 #include "kvcache/policy.h"
 #include "runtime/backend.h"
 
@@ -29,7 +33,7 @@ namespace skv {
 class MultiScaleKVCache {
  public:
   struct Extent {
-    int64_t start = 0, len = 0;  // pool slots [start, start + len), inside one chunk
+    int64_t start = 0, len = 0;  // pool slots [start, start + len), inside one page
   };
   struct Layer {
     std::vector<Extent> extents;  // in token order
@@ -37,13 +41,20 @@ class MultiScaleKVCache {
     std::vector<int32_t> pos;     // [rows * heads * len] absolute position of each stored token, when tracked
   };
 
-  // pool_tokens: the most slots the pool may hold (the plan's pool_tokens), at every scale unless
-  // set_scale_limits() says more precisely. Nothing is allocated until a store first needs slots.
+  // pool_tokens: the most slots the pool may use (the plan's pool_tokens), at every scale unless
+  // set_scale_limits() says more precisely. Pages come from `pages` (the rank's pool, which must outlive the
+  // cache), or, when null, from a pool of the cache's own. Nothing is allocated until a store first needs slots.
+  // `page_slots`: slots per page (the plan must count the same; tests use small pages).
   MultiScaleKVCache(Backend& backend, int rows, int heads, int head_dim, int num_layers, int64_t pool_tokens,
-                    DType dtype = DType::F32);
-  // The most slots the pool may hold while scale s runs (KVPlan::scale_limits(): never decreasing, at most
-  // pool_tokens). When a store needs more slots than are free, the pool grows by one chunk to the limit.
+                    KVPagePool* pages = nullptr, int64_t page_slots = kKVPageSlots);
+  ~MultiScaleKVCache();
+  MultiScaleKVCache(const MultiScaleKVCache&) = delete;
+  MultiScaleKVCache& operator=(const MultiScaleKVCache&) = delete;
+  // The most slots the pool may use while scale s runs (KVPlan::scale_limits(): never decreasing, at most
+  // pool_tokens). When a store needs more slots than are free, the pool grows by whole pages to the limit.
   void set_scale_limits(std::vector<int64_t> limits);
+  int64_t page_slots() const { return page_slots_; }
+  int64_t page_bytes() const { return page_slots_ * token_bytes(); }  // K and V of a page's slots
 
   int num_layers() const { return static_cast<int>(layers_.size()); }
   int rows() const { return rows_; }
@@ -81,16 +92,18 @@ class MultiScaleKVCache {
   Tensor select_only(int l, int scale, KVPolicy& policy, const Schedule& schedule, const Tensor* q_raw,
                      const Tensor* q_attn, float attn_scale, int head_offset);
 
-  int64_t pool_tokens() const { return pool_tokens_; }  // the most slots the pool may hold
-  int64_t pool_slots() const { return capacity_; }      // slots the pool holds now (its chunks)
-  int64_t pool_bytes() const;        // bytes of the pool now (K and V)
+  int64_t token_bytes() const;  // K and V of one slot of every (row, head)
+  int64_t pool_tokens() const { return pool_tokens_; }  // the most slots the pool may use
+  int64_t pool_slots() const { return capacity_; }      // slots the pool holds now (its pages)
+  int64_t pool_pages() const { return static_cast<int64_t>(held_.size()); }
+  int64_t pool_bytes() const;        // bytes of the pool now (its pages)
   int64_t live_tokens() const;       // slots in use
   int64_t peak_live_tokens() const { return peak_live_; }
-  int64_t free_tokens() const { return free_total_; }  // free slots of the chunks allocated so far
-  // The most KV bytes the cache held at once: the pool plus the transient K/V (what it allocated).
+  int64_t free_tokens() const { return free_total_; }  // free slots of the pages held
+  // The most KV bytes the cache held at once: its pages plus the transient K/V.
   int64_t peak_bytes() const;
   int64_t capped() const { return capped_; }  // compressions cut to the plan (see the header comment)
-  void reset();                      // every layer empty, the pool's chunks freed
+  void reset();                      // every layer empty, the pages given back
 
  private:
   CompressionInput make_input(int l, int scale, const Schedule& schedule, const std::vector<KVSegment>& hist,
@@ -99,24 +112,28 @@ class MultiScaleKVCache {
   void shrink(int l, int64_t n);  // return the slots of tokens [n, len) to the pool
   std::vector<KVExtent> extents(int l, bool values);  // the layer's store for gather_extents
   void release(int64_t start, int64_t len);
-  size_t chunk_of(int64_t slot) const;
+  size_t page_of(int64_t slot) const;
   int64_t limit_now() const;  // the limit of the current scale
-  void add_chunk(int64_t slots);
-  int64_t token_bytes() const;  // K and V of one slot of every (row, head)
+  void add_pages(int64_t slots);  // enough pages for `slots` more slots
+  void note_held();               // updates the peak of pages + transient bytes
 
   Backend& be_;
   int rows_, heads_, head_dim_;
-  DType dtype_;
+  DType dtype_ = DType::F32;
   int64_t pool_tokens_;
+  std::unique_ptr<KVPagePool> own_pages_;  // when no pool was given
+  KVPagePool* pages_;
+  int64_t page_slots_;
   std::vector<int64_t> scale_limits_;
   int scale_ = -1;  // the scale of the last update(); -1: none yet
-  std::deque<Tensor> chunk_k_, chunk_v_;   // the pool's chunks, [rows, heads, size, head_dim] each (a deque:
-                                           // segments handed out keep pointing at them as chunks are added)
-  std::vector<int64_t> chunk_base_;        // the first slot of each chunk
-  int64_t capacity_ = 0;                   // slots of all chunks
+  std::vector<KVPagePool::Page> held_;     // the request's pages, in slot order
+  std::deque<Tensor> page_k_, page_v_;   // each page's K and V views, [rows, heads, page_slots, head_dim] (a
+                                           // deque: segments handed out keep pointing at them as pages are added)
+  std::vector<int64_t> page_base_;        // the first slot of each page
+  int64_t capacity_ = 0;                   // slots of all pages
   std::vector<Layer> layers_;
-  std::map<int64_t, int64_t> free_;  // start -> length, coalesced within a chunk
-  int64_t free_total_ = 0, peak_live_ = 0, peak_held_ = 0, capped_ = 0;
+  std::map<int64_t, int64_t> free_;  // start -> length, coalesced within a page
+  int64_t free_total_ = 0, peak_live_ = 0, peak_held_bytes_ = 0, capped_ = 0;
   bool track_pos_ = false;
   Tensor cur_k_, cur_v_;
   int64_t cur_len_ = 0, cur_offset_ = 0;

@@ -7,10 +7,12 @@
 
 namespace skv {
 
-KVPlan plan_kv(const KVPolicy& policy, const Schedule& schedule, int depth, int64_t token_bytes) {
+KVPlan plan_kv(const KVPolicy& policy, const Schedule& schedule, int depth, int64_t token_bytes, int64_t page_slots) {
   SKV_CHECK(depth >= 0 && token_bytes >= 0, "KV plan: depth {} and token bytes {} must be >= 0", depth, token_bytes);
   KVPlan p;
   p.token_bytes = token_bytes;
+  SKV_CHECK(page_slots >= 0, "KV plan: pages of {} slots", page_slots);
+  p.page_slots = page_slots;
   p.layer_max.assign(depth, 0);
   std::vector<int64_t> len(depth, 0);
   int64_t live = 0;
@@ -43,6 +45,22 @@ KVPlan plan_kv(const KVPolicy& policy, const Schedule& schedule, int depth, int6
     p.peak_tokens = std::max(p.peak_tokens, checked_add(limit, ps.tokens, "KV plan tokens"));
   }
   return p;
+}
+
+int64_t KVPlan::slot_bytes(int64_t slots) const {
+  if (page_slots == 0) return checked_mul(slots, token_bytes, "KV pool bytes");
+  return checked_mul(pages(slots), page_bytes(), "KV pool bytes");
+}
+
+int64_t KVPlan::step_bytes(size_t s) const {
+  const KVPlanScale& ps = scales.at(s);
+  return checked_add(slot_bytes(ps.limit), checked_mul(ps.tokens, token_bytes, "KV transient bytes"), "KV bytes of a step");
+}
+
+int64_t KVPlan::peak_bytes() const {
+  int64_t b = 0;
+  for (size_t s = 0; s < scales.size(); ++s) b = std::max(b, step_bytes(s));
+  return b;
 }
 
 std::vector<int64_t> KVPlan::scale_limits() const {

@@ -243,8 +243,9 @@ void run_bench_serve(ServeBenchArgs& a) {
     s.memory_peak_bytes = *std::max_element(mem.begin(), mem.end());
   }
   // Replicas: world rank 0 gathers every request's times and each replica's engine figures.
-  // max_in_flight, iterations, kv_peak, kv_cap, memory_peak, memory_cap, resident, memory_planned_peak
-  constexpr size_t kPer = 8;
+  // max_in_flight, iterations, kv_peak, kv_cap, memory_peak, memory_cap, resident, memory_planned_peak,
+  // kv_pages_allocated, kv_pool_peak
+  constexpr size_t kPer = 10;
   std::vector<int64_t> per(kPer * static_cast<size_t>(R), 0);
   if (out_rank) {
     const size_t k = kPer * static_cast<size_t>(ctx.replica);
@@ -256,6 +257,8 @@ void run_bench_serve(ServeBenchArgs& a) {
     per[k + 5] = s.memory_cap_bytes;
     per[k + 6] = s.resident_bytes;
     per[k + 7] = s.memory_planned_peak_bytes;
+    per[k + 8] = s.kv_pages_allocated;
+    per[k + 9] = s.kv_pool_peak_bytes;
   }
   if (R > 1) {
     ctx.world->all_reduce_sum_host(ns.data(), ns.size(), DType::I64);
@@ -275,6 +278,7 @@ void run_bench_serve(ServeBenchArgs& a) {
   // the KV peak and cap are per rank, so the largest replica's.
   s.max_in_flight = s.iterations = s.kv_peak_bytes = s.kv_cap_bytes = 0;
   s.memory_peak_bytes = s.memory_cap_bytes = s.resident_bytes = s.memory_planned_peak_bytes = 0;
+  s.kv_pages_allocated = s.kv_pool_peak_bytes = 0;
   nlohmann::json replicas = nlohmann::json::array();
   for (int q = 0; q < R; ++q) {
     const size_t k = kPer * static_cast<size_t>(q);
@@ -286,8 +290,11 @@ void run_bench_serve(ServeBenchArgs& a) {
     s.memory_cap_bytes = std::max(s.memory_cap_bytes, per[k + 5]);
     s.resident_bytes = std::max(s.resident_bytes, per[k + 6]);
     s.memory_planned_peak_bytes = std::max(s.memory_planned_peak_bytes, per[k + 7]);
+    s.kv_pages_allocated = std::max(s.kv_pages_allocated, per[k + 8]);
+    s.kv_pool_peak_bytes = std::max(s.kv_pool_peak_bytes, per[k + 9]);
     replicas.push_back({{"replica", q}, {"max_in_flight", per[k]}, {"iterations", per[k + 1]},
-                        {"kv_peak_bytes", per[k + 2]}, {"kv_cap_bytes", per[k + 3]}, {"memory_peak_bytes", per[k + 4]}});
+                        {"kv_peak_bytes", per[k + 2]}, {"kv_cap_bytes", per[k + 3]}, {"memory_peak_bytes", per[k + 4]},
+                        {"kv_pages_allocated", per[k + 8]}, {"kv_pool_peak_bytes", per[k + 9]}});
   }
 
   nlohmann::json j;
@@ -320,6 +327,10 @@ void run_bench_serve(ServeBenchArgs& a) {
   j["iterations"] = s.iterations;
   j["kv_peak_bytes"] = s.kv_peak_bytes;
   j["kv_cap_bytes"] = s.kv_cap_bytes;
+  // The rank's KV page pool (the largest replica's): the pages it took from the allocator over the run (pages
+  // given back by finished requests and taken by the next are counted once) and the most bytes it held at once.
+  j["kv_pages_allocated"] = s.kv_pages_allocated;
+  j["kv_pool_peak_bytes"] = s.kv_pool_peak_bytes;
   j["max_step_tokens"] = eo.limits.max_step_tokens;
   if (eo.device_memory_bytes > 0) {  // what --device-memory left, and the measured peak of every byte (per rank)
     j["device_memory_bytes"] = eo.device_memory_bytes;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "kvcache/page_pool.h"
 #include "kvcache/planner.h"
 #include "runtime/check.h"
 #include "runtime/file_io.h"
@@ -33,8 +34,8 @@ void check_batch_fits(const KVPolicy& policy, const Schedule& sched, int depth, 
   const double mem = static_cast<double>(pages) * static_cast<double>(page);
   // Tokens of the planned peak (pool + transient) for one row of one head, then scaled in doubles so that
   // a huge request cannot wrap: 2 rows (CFG) per image, K and V, F32.
-  const double per_image = static_cast<double>(plan_kv(policy, sched, depth, 1).peak_bytes()) * 2.0 * local_heads *
-                           head_dim * 2.0 * 4.0;
+  const double per_image = static_cast<double>(plan_kv(policy, sched, depth, 1, kKVPageSlots).peak_bytes()) * 2.0 *
+                           local_heads * head_dim * 2.0 * 4.0;
   const double need = per_image * static_cast<double>(images);
   if (need <= mem) return;
   const int64_t fits = std::max<int64_t>(1, static_cast<int64_t>(mem / 2 / std::max(1.0, per_image)));

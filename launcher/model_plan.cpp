@@ -6,6 +6,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "kvcache/page_pool.h"
 #include "kvcache/scalekv.h"
 #include "runtime/check.h"
 #include "runtime/json_util.h"
@@ -126,8 +127,10 @@ PlanResult make_plan(const PlanArgs& a) {
   const int64_t image_token_bytes = 2 * static_cast<int64_t>(r.local_heads) * s.head_dim * (kb + vb);
   const int64_t token_bytes = checked_mul(a.batch, image_token_bytes, "KV bytes per token (--batch too large)");
   auto policy = make_kv_policy(a.kv, {s.depth, s.num_heads, s.schedule, s.kv_window});
-  r.kv = plan_kv(*policy, s.schedule, s.depth, token_bytes);
-  r.full = plan_kv(*make_full_policy(), s.schedule, s.depth, token_bytes);
+  // The cache takes whole pages of kKVPageSlots slots (kvcache/page_pool.h): counted in slots, so a batch's
+  // pages are its images' pages side by side and every figure stays linear in --batch.
+  r.kv = plan_kv(*policy, s.schedule, s.depth, token_bytes, kKVPageSlots);
+  r.full = plan_kv(*make_full_policy(), s.schedule, s.depth, token_bytes, kKVPageSlots);
   r.policy_desc = a.kv.policy;
   if (a.kv.policy != "full") {
     if (a.kv.policy == "scalekv") {
@@ -144,8 +147,8 @@ PlanResult make_plan(const PlanArgs& a) {
   const int64_t image_activation_bytes = 2 * T * (6 * C + 4 * Cl + Fl) * 4;
   r.activation_bytes = checked_mul(a.batch, image_activation_bytes, "activation bytes (--batch too large)");
   // What one more image costs: the plan is linear in the batch (the KV tokens do not depend on it).
-  r.bytes_per_image = checked_add(checked_mul(r.kv.peak_tokens, image_token_bytes,
-                                              "KV bytes per image"), image_activation_bytes, "bytes per image");
+  r.bytes_per_image = checked_add(plan_kv(*policy, s.schedule, s.depth, image_token_bytes, kKVPageSlots).peak_bytes(),
+                                  image_activation_bytes, "bytes per image");
   try {  // the figures printed below, checked once here
     r.kv.peak_bytes();
     r.kv.store_peak_bytes();
@@ -194,7 +197,7 @@ std::string plan_json(const PlanResult& r, const PlanArgs& a) {
     scales.push_back({{"scale", ps.scale}, {"t", sh.t}, {"h", sh.h}, {"w", sh.w}, {"tokens", ps.tokens},
                       {"store_tokens", ps.store_tokens}, {"store_bytes", ps.store_tokens * r.kv.token_bytes},
                       {"live_peak_bytes", ps.live_peak * r.kv.token_bytes},
-                      {"pool_bytes", ps.limit * r.kv.token_bytes},
+                      {"pool_bytes", r.kv.slot_bytes(ps.limit)},
                       {"transient_bytes", ps.tokens * r.kv.token_bytes}});
   }
   j["scales"] = scales;
@@ -236,14 +239,15 @@ std::string plan_text(const PlanResult& r, const PlanArgs& a) {
     const auto& sh = s.schedule[ps.scale];
     o += fmt::format("{:>5} {:>9} {:>7} {:>13} {:>12} {:>15} {:>10} {:>14}\n", ps.scale, fmt::format("{}x{}", sh.h, sh.w),
                      ps.tokens, ps.store_tokens, mib(ps.store_tokens * r.kv.token_bytes),
-                     mib(ps.live_peak * r.kv.token_bytes), mib(ps.limit * r.kv.token_bytes),
+                     mib(ps.live_peak * r.kv.token_bytes), mib(r.kv.slot_bytes(ps.limit)),
                      mib(ps.tokens * r.kv.token_bytes));
   }
   auto share = [](int64_t a, int64_t b) { return b > 0 ? 100.0 * a / b : 0.0; };
   o += fmt::format("\nKV store peak (paper Table 1: tokens kept before the last scale) {:>10} MiB   full {} MiB, {:.1f}%\n",
                    mib(r.kv.store_peak_bytes()), mib(r.full.store_peak_bytes()),
                    share(r.kv.store_peak_bytes(), r.full.store_peak_bytes()));
-  o += fmt::format("KV pool (grows to this by the last scale; covers budgets moving) {:>10} MiB\n", mib(r.kv.pool_bytes()));
+  o += fmt::format("KV pool (grows to this by the last scale, in pages of {} slots)   {:>10} MiB\n", kKVPageSlots,
+                   mib(r.kv.pool_bytes()));
   o += fmt::format("KV peak (largest pool + the scale's transient K/V)              {:>10} MiB   full {} MiB, {:.1f}%\n",
                    mib(r.kv.peak_bytes()), mib(r.full.peak_bytes()), share(r.kv.peak_bytes(), r.full.peak_bytes()));
   o += fmt::format("weights per rank ({}, transformer)                              {:>10} MiB\n", a.weight_dtype,

@@ -22,7 +22,10 @@ ServerMetrics::ServerMetrics(int replicas) : reg_(std::make_shared<prometheus::R
   auto& r = *reg_;
   auto& running = gauge(r, "scalekv_requests_running", "Requests in flight in the engine (admitted, not finished)");
   auto& waiting = gauge(r, "scalekv_requests_waiting", "Requests queued for admission");
-  auto& used = gauge(r, "scalekv_kv_bytes_used", "KV cache bytes allocated now (the allocator's KV category, rank 0)");
+  auto& used = gauge(r, "scalekv_kv_bytes_used", "KV cache bytes the requests in flight hold now (the allocator's KV "
+                                                 "category less the cached pages, rank 0)");
+  auto& cached = gauge(r, "scalekv_kv_bytes_cached", "Free KV pages the page pool keeps for the next requests, within "
+                                                     "the cap (rank 0)");
   auto& reserved = gauge(r, "scalekv_kv_bytes_reserved", "KV bytes the requests in flight reserve for the next step");
   auto& cap = gauge(r, "scalekv_kv_bytes_capacity", "The KV cap requests are admitted into (--kv-memory, or what --device-memory leaves)");
   auto& peak = gauge(r, "scalekv_kv_bytes_peak", "The largest KV bytes allocated at once since start (measured)");
@@ -34,7 +37,8 @@ ServerMetrics::ServerMetrics(int replicas) : reg_(std::make_shared<prometheus::R
   auto& comm = gauge(r, "scalekv_tp_comm_seconds", "Seconds rank 0 of the replica spent in tensor-parallel collectives");
   for (int i = 0; i < replicas; ++i) {
     const prometheus::Labels l{{"replica", std::to_string(i)}};
-    replicas_.push_back({&running.Add(l), &waiting.Add(l), &used.Add(l), &reserved.Add(l), &cap.Add(l), &peak.Add(l),
+    replicas_.push_back({&running.Add(l), &waiting.Add(l), &used.Add(l), &cached.Add(l), &reserved.Add(l), &cap.Add(l),
+                         &peak.Add(l),
                          &mcap.Add(l), &mpeak.Add(l), &images.Add(l), &comm.Add(l)});
   }
   rejections_ = &prometheus::BuildCounter().Name("scalekv_admission_rejections_total")
@@ -66,6 +70,7 @@ void ServerMetrics::set_replica(int i, const ReplicaGauges& g) {
   p.running->Set(static_cast<double>(g.running));
   p.waiting->Set(static_cast<double>(g.waiting));
   p.kv_used->Set(static_cast<double>(g.kv_used));
+  p.kv_cached->Set(static_cast<double>(g.kv_cached));
   p.kv_reserved->Set(static_cast<double>(g.kv_reserved));
   p.kv_capacity->Set(static_cast<double>(g.kv_capacity));
   p.kv_peak->Set(static_cast<double>(g.kv_peak));

@@ -22,7 +22,7 @@ namespace skv {
 // What one replica reports (its rank 0's engine), refreshed before each scrape.
 struct ReplicaGauges {
   int64_t running = 0, waiting = 0;
-  int64_t kv_used = 0, kv_reserved = 0, kv_capacity = 0, kv_peak = 0;
+  int64_t kv_used = 0, kv_cached = 0, kv_reserved = 0, kv_capacity = 0, kv_peak = 0;
   int64_t memory_capacity = 0, memory_peak = 0;  // --device-memory's cap (0 without), all bytes at their peak
   int64_t images = 0;
   double comm_seconds = 0;
@@ -43,7 +43,7 @@ class ServerMetrics {
  private:
   std::shared_ptr<prometheus::Registry> reg_;
   struct PerReplica {
-    prometheus::Gauge *running, *waiting, *kv_used, *kv_reserved, *kv_capacity, *kv_peak, *memory_capacity,
+    prometheus::Gauge *running, *waiting, *kv_used, *kv_cached, *kv_reserved, *kv_capacity, *kv_peak, *memory_capacity,
         *memory_peak, *images, *comm;
   };
   std::vector<PerReplica> replicas_;

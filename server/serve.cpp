@@ -30,8 +30,8 @@
 namespace skv {
 
 // A replica's gauges travel in its STATS messages (nlohmann's to_json/from_json, found by ADL in skv).
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ReplicaGauges, running, waiting, kv_used, kv_reserved, kv_capacity, kv_peak,
-                                   memory_capacity, memory_peak, images, comm_seconds)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ReplicaGauges, running, waiting, kv_used, kv_cached, kv_reserved, kv_capacity,
+                                   kv_peak, memory_capacity, memory_peak, images, comm_seconds)
 
 namespace {
 
@@ -76,6 +76,7 @@ ReplicaGauges engine_gauges(const Engine& e, int64_t images) {
   g.running = e.in_flight();
   g.waiting = e.waiting();
   g.kv_used = s.kv_used_bytes;
+  g.kv_cached = s.kv_cached_bytes;
   g.kv_reserved = e.kv_reserved_bytes();
   g.kv_capacity = s.kv_cap_bytes;
   g.kv_peak = s.kv_peak_bytes;

@@ -109,14 +109,14 @@ InfinityRequest infinity_request_defaults(const InfinityConfig& cfg, const Sched
 }
 
 InfinityGeneration::InfinityGeneration(const InfinityModel& model, const BsqVae& vae, InfinityRequest req,
-                                       InfinityRunOptions opt, bool shared_kv)
+                                       InfinityRunOptions opt, KVPagePool* kv_pages)
     : model_(model),
       vae_(vae),
       req_(checked(model, req)),
       opt_(std::move(opt)),
       rows_(rows_of(req_)),
       kv_(model.backend(), model.comm(), opt_.policy, req_.schedule, model.config().depth, static_cast<int>(rows_),
-          model.local_heads(), model.config().head_dim(), res_, shared_kv) {
+          model.local_heads(), model.config().head_dim(), res_, kv_pages) {
   const InfinityConfig& cfg = model.config();
   Backend& be = model.backend();
   for (int item : req_.cfg_insertion_layer) {

@@ -61,9 +61,9 @@ int64_t infinity_rows(const InfinityRequest& req, int64_t images);
 // and next input of each, with one broadcast of every generation's bits under tensor parallelism.
 class InfinityGeneration final : public Generation {
  public:
-  // shared_kv: other requests hold KV beside this one (the engine); see RequestKV.
+  // kv_pages: the engine's KV page pool, shared with the other requests in flight (null: alone); see RequestKV.
   InfinityGeneration(const InfinityModel& model, const BsqVae& vae, InfinityRequest req, InfinityRunOptions opt,
-                     bool shared_kv = false);
+                     KVPagePool* kv_pages = nullptr);
   int num_scales() const override { return req_.schedule.num_scales(); }
   int scales_done() const override { return si_; }
   int images() const { return static_cast<int>(req_.text.lens.size()); }

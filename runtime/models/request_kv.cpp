@@ -8,9 +8,9 @@
 namespace skv {
 
 RequestKV::RequestKV(Backend& be, Communicator& comm, KVPolicy* policy, const Schedule& schedule, int depth, int rows,
-                     int local_heads, int head_dim, GenerateResult& res, bool shared)
+                     int local_heads, int head_dim, GenerateResult& res, KVPagePool* pages)
     : policy_(policy), alloc_(be.allocator()), kv_before_(alloc_.stats().cur(MemCategory::KV)), depth_(depth),
-      shared_(shared) {
+      shared_(pages != nullptr) {
   if (!policy_) {
     full_ = make_full_policy();
     policy_ = full_.get();
@@ -19,8 +19,8 @@ RequestKV::RequestKV(Backend& be, Communicator& comm, KVPolicy* policy, const Sc
   policy_->set_communicator(&comm);
   policy_->begin_request();
   const int64_t token_bytes = RequestKV::token_bytes(rows, local_heads, head_dim);
-  const KVPlan plan = plan_kv(*policy_, schedule, depth, token_bytes);
-  cache_ = std::make_unique<MultiScaleKVCache>(be, rows, local_heads, head_dim, depth, plan.pool_tokens);
+  const KVPlan plan = plan_kv(*policy_, schedule, depth, token_bytes, kKVPageSlots);
+  cache_ = std::make_unique<MultiScaleKVCache>(be, rows, local_heads, head_dim, depth, plan.pool_tokens, pages);
   cache_->set_scale_limits(plan.scale_limits());
   res.kv_store_bytes = plan.pool_bytes();
   res.kv_planned_peak_bytes = plan.peak_bytes();

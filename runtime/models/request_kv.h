@@ -22,11 +22,12 @@ inline double now_seconds() {
 class RequestKV {
  public:
   // rows = batch rows (x2 with CFG), F32 K and V of `local_heads` heads per layer. Fills
-  // res.kv_store_bytes and res.kv_planned_peak_bytes. Alone (`shared` false) it resets the allocator's
-  // peaks and measures its KV peak there; beside other requests (the engine) the allocator's peak is the
-  // engine's, and the request's own peak is what its cache allocated at once: extents plus transient K/V.
+  // res.kv_store_bytes and res.kv_planned_peak_bytes. Alone (`pages` null: the cache has pages of its own)
+  // it resets the allocator's peaks and measures its KV peak there; beside other requests (the engine, whose
+  // page pool `pages` is) the allocator's peak is the engine's, and the request's own peak is what its cache
+  // held at once: its pages plus transient K/V.
   RequestKV(Backend& be, Communicator& comm, KVPolicy* policy, const Schedule& schedule, int depth, int rows,
-            int local_heads, int head_dim, GenerateResult& res, bool shared = false);
+            int local_heads, int head_dim, GenerateResult& res, KVPagePool* pages = nullptr);
   // Bytes of one cached token in one layer: F32 K and V of `local_heads` heads for every row (what the
   // plan counts and the cache allocates).
   static int64_t token_bytes(int64_t rows, int64_t local_heads, int64_t head_dim) {
@@ -47,7 +48,7 @@ class RequestKV {
   Allocator& alloc_;
   int64_t kv_before_;
   int depth_;
-  bool shared_;
+  bool shared_;  // the engine's page pool
   std::unique_ptr<MultiScaleKVCache> cache_;
 };
 

@@ -46,14 +46,14 @@ const VarRequest& checked(const VarModel& model, VarRequest& req) {
 }  // namespace
 
 VarGeneration::VarGeneration(const VarModel& model, const VQVAE& vae, VarRequest req, VarRunOptions opt,
-                             bool shared_kv)
+                             KVPagePool* kv_pages)
     : model_(model),
       vae_(vae),
       req_(checked(model, req)),
       opt_(std::move(opt)),
       sched_(model.config().schedule()),
       kv_(model.backend(), model.comm(), opt_.policy, sched_, model.config().depth, 2 * images(), model.local_heads(),
-          model.config().head_dim(), res_, shared_kv) {
+          model.config().head_dim(), res_, kv_pages) {
   const VarConfig& cfg = model.config();
   const int B = images();
   std::vector<int64_t> class_ids(req_.labels);

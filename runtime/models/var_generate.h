@@ -39,8 +39,9 @@ struct VarRunOptions {
 // batched with: sampling keys on (seed, image id, scale, token).
 class VarGeneration final : public Generation {
  public:
-  // shared_kv: other requests hold KV beside this one (the engine); see RequestKV.
-  VarGeneration(const VarModel& model, const VQVAE& vae, VarRequest req, VarRunOptions opt, bool shared_kv = false);
+  // kv_pages: the engine's KV page pool, shared with the other requests in flight (null: alone); see RequestKV.
+  VarGeneration(const VarModel& model, const VQVAE& vae, VarRequest req, VarRunOptions opt,
+                KVPagePool* kv_pages = nullptr);
   int num_scales() const override { return sched_.num_scales(); }
   int scales_done() const override { return si_; }
   int images() const { return static_cast<int>(req_.labels.size()); }

@@ -43,6 +43,34 @@ TEST(Admission, ReservesEveryFutureIterationAndAdmitsOnlyWhatFits) {
   EXPECT_EQ(l.horizon(), 0);
 }
 
+// What the page pool may keep cached for the next iteration: the pages each request in flight grows by into
+// its next step (from its curve), never the pages it already holds.
+TEST(Admission, TheNextIterationsPageGrowthComesFromTheCurves) {
+  auto paged = [](std::vector<int64_t> pages) {
+    std::vector<StepDemand> d;
+    for (int64_t p : pages) {
+      StepDemand x;
+      x.kv_bytes = 10 * p + 1;
+      x.step_tokens = 1;
+      x.kv_pages = p;
+      x.kv_page_bytes = 10;
+      d.push_back(x);
+    }
+    return d;
+  };
+  AdmissionLedger l({1000, 0});
+  l.admit(1, paged({1, 3, 3, 7}));
+  using Growth = std::map<int64_t, int64_t>;  // page bytes -> pages
+  EXPECT_EQ(l.next_page_growth(), (Growth{{10, 1}}));  // its first step takes its first page
+  l.advance();
+  l.admit(2, paged({2, 2}));
+  EXPECT_EQ(l.next_page_growth(), (Growth{{10, 2 + 2}}));  // 1 grows from 1 to 3 pages, 2 starts with 2
+  l.advance();
+  EXPECT_EQ(l.next_page_growth(), Growth{});               // 1 keeps its 3, 2 its 2
+  l.advance();
+  EXPECT_EQ(l.next_page_growth(), (Growth{{10, 4}}));      // 1 grows to 7 (2 has left)
+}
+
 TEST(Admission, TheStepTokenBoundIsASecondLimit) {
   AdmissionLedger l({1000, 10});
   l.admit(1, curve({1, 1}, 6));

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 
 #include "engine/engine.h"
@@ -149,6 +150,14 @@ TEST(Engine, ABurstOf200RequestsStaysUnderTheKVCap) {
   EXPECT_GT(s.kv_peak_bytes, 0);
   EXPECT_LE(s.kv_peak_bytes, o.limits.kv_cap_bytes);
   EXPECT_GT(s.max_in_flight, 3);  // compressed requests fill what three full ones would hold
+  // One page pool for all of them: pages a finished request gave back served the next ones (200 requests
+  // took at least a page each), and the pages held at once, cached ones included, stayed under the cap.
+  EXPECT_GT(s.kv_pages_allocated, 0);
+  EXPECT_LT(s.kv_pages_allocated, 100);
+  EXPECT_GT(s.kv_pool_peak_bytes, 0);
+  EXPECT_LE(s.kv_pool_peak_bytes, s.kv_peak_bytes);
+  std::printf("burst: %lld pages taken from the allocator, at most %lld bytes held\n",
+              static_cast<long long>(s.kv_pages_allocated), static_cast<long long>(s.kv_pool_peak_bytes));
   for (int i = 0; i < 200; i += 23) expect_same_as_alone(m, reqs[static_cast<size_t>(i)], got.at(i));
 }
 

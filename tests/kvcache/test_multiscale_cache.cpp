@@ -112,7 +112,9 @@ TEST(MultiScaleKVCache, FullPolicyAppendsUpToTheLastScale) {
   run(c, *full, s, 2);
   EXPECT_EQ(c.len(0), 5);
   EXPECT_EQ(c.layer(1).pos[4], 4);
-  EXPECT_EQ(c.free_tokens(), 0);
+  EXPECT_EQ(c.live_tokens(), 10);
+  EXPECT_EQ(c.pool_pages(), 1);  // one page holds every slot of this small request
+  EXPECT_EQ(c.free_tokens(), c.page_slots() - 10);
   EXPECT_LE(c.store_segments(0).size(), 2u);  // at most one extent per stored scale
   expect_store_consistent(c, 0);
   expect_store_consistent(c, 1);
@@ -171,17 +173,20 @@ TEST(MultiScaleKVCache, MeasuredPeakIsThePlannedPeak) {
   pol.budgets[{1, 3}] = 5;
   const int rows = 2, heads = 3, hd = 4, depth = 2;
   const int64_t token_bytes = rows * heads * hd * 2 * 4;
-  const KVPlan plan = plan_kv(pol, s, depth, token_bytes);
   Allocator& a = cpu_backend().allocator();
   const int64_t before = a.stats().cur(MemCategory::KV);
   a.reset_peaks();
+  KVPagePool pages(cpu_backend());
+  const KVPlan plan = plan_kv(pol, s, depth, token_bytes, 3);  // 3 slots a page: the stores span many pages
   {
-    MultiScaleKVCache c(cpu_backend(), rows, heads, hd, depth, plan.pool_tokens);
+    MultiScaleKVCache c(cpu_backend(), rows, heads, hd, depth, plan.pool_tokens, &pages, 3);
     c.track_positions(true);
     run(c, pol, s, depth);
     c.begin_scale(s.tokens(4), s.offset(4));  // the last scale: transient only
     c.end_scale();
     EXPECT_EQ(c.pool_bytes(), plan.pool_bytes());
+    EXPECT_EQ(c.pool_pages(), (plan.pool_tokens + 2) / 3);
+    for (int l = 0; l < depth; ++l) expect_store_consistent(c, l);
   }
   EXPECT_EQ(a.stats().pk(MemCategory::KV) - before, plan.peak_bytes());
 }
@@ -207,24 +212,26 @@ TEST(MultiScaleKVCache, BudgetsBeyondThePlanAreCutToThePool) {
   EXPECT_LE(c.peak_live_tokens(), plan.pool_tokens);
 }
 
-// The pool grows with the request: one chunk per scale that needs more slots, each to the plan's limit of
-// that scale (the largest sum of the stores so far), so the cache holds, scale by scale, exactly what the
-// admission ledger reserves for it, and the allocator's peak is the plan's peak.
+// The pool grows with the request: at most once per scale, by whole pages to the plan's limit of that scale
+// (the largest sum of the stores so far), so the cache holds, scale by scale, exactly what the admission
+// ledger reserves for it, and the allocator's peak is the plan's peak. Its pages go back to the rank's pool
+// when the request ends, and the pool frees them when trimmed.
 TEST(MultiScaleKVCache, ThePoolGrowsScaleByScaleToThePlansLimits) {
   Schedule s = Schedule::square({1, 2, 3, 4});
   auto full = make_full_policy();
   const int rows = 2, heads = 1, hd = 2, depth = 2;
   const int64_t token_bytes = rows * heads * hd * 2 * 4;
-  const KVPlan plan = plan_kv(*full, s, depth, token_bytes);
-  // stores after each scale: 2, 10, 28 (the 4x4 scale is never stored)
-  EXPECT_EQ(plan.scale_limits(), (std::vector<int64_t>{2, 10, 28, 28}));
-  EXPECT_EQ(plan.peak_tokens, 28 + 16);
-  EXPECT_EQ(plan.peak_bytes(), 44 * token_bytes);
   Allocator& a = cpu_backend().allocator();
   const int64_t before = a.stats().cur(MemCategory::KV);
   a.reset_peaks();
+  KVPagePool pages(cpu_backend());
+  const KVPlan plan = plan_kv(*full, s, depth, token_bytes, 4);  // 4 slots a page
+  // stores after each scale: 2, 10, 28 (the 4x4 scale is never stored): 1, 3 and 7 pages
+  EXPECT_EQ(plan.scale_limits(), (std::vector<int64_t>{2, 10, 28, 28}));
+  EXPECT_EQ(plan.peak_tokens, 28 + 16);
+  EXPECT_EQ(plan.peak_bytes(), (28 + 16) * token_bytes);  // 7 pages of 4
   {
-    MultiScaleKVCache c(cpu_backend(), rows, heads, hd, depth, plan.pool_tokens);
+    MultiScaleKVCache c(cpu_backend(), rows, heads, hd, depth, plan.pool_tokens, &pages, 4);
     c.set_scale_limits(plan.scale_limits());
     c.track_positions(true);
     EXPECT_EQ(c.pool_slots(), 0);  // nothing until a store needs slots
@@ -233,17 +240,61 @@ TEST(MultiScaleKVCache, ThePoolGrowsScaleByScaleToThePlansLimits) {
       fill_scale(c);
       for (int l = 0; l < depth; ++l) c.update(l, si, *full, s, nullptr, nullptr, 1.0f, 0);
       c.end_scale();
-      EXPECT_EQ(c.pool_slots(), plan.scales[si].limit) << "scale " << si;
-      EXPECT_EQ(c.pool_bytes(), plan.scales[si].limit * token_bytes);
+      const int64_t n = (plan.scales[si].limit + 3) / 4;  // whole pages
+      EXPECT_EQ(c.pool_slots(), 4 * n) << "scale " << si;
+      EXPECT_EQ(c.pool_bytes(), n * 4 * token_bytes);
+      EXPECT_EQ(c.pool_bytes(), plan.slot_bytes(plan.scales[si].limit));
+      EXPECT_EQ(pages.used_pages(), n);
     }
     c.begin_scale(s.tokens(3), s.offset(3));  // the last scale: transient only
     c.end_scale();
-    EXPECT_EQ(c.store_segments(0).size(), 3u);  // one extent per stored scale, one chunk each
-    for (int l = 0; l < depth; ++l) expect_store_consistent(c, l);
+    for (int l = 0; l < depth; ++l) {
+      expect_store_consistent(c, l);
+      for (const KVSegment& g : c.store_segments(l)) EXPECT_LE(g.start + g.len, 4);  // an extent stays in its page
+    }
     EXPECT_EQ(c.peak_bytes(), plan.peak_bytes());
   }
   EXPECT_EQ(a.stats().pk(MemCategory::KV) - before, plan.peak_bytes());
-  EXPECT_EQ(a.stats().cur(MemCategory::KV), before);  // the pool's chunks are freed with the request
+  EXPECT_EQ(pages.used_pages(), 0);  // the request gave its 7 pages back ...
+  EXPECT_EQ(pages.free_pages(), 7);
+  pages.trim({}, 0);                 // ... and the pool frees them when trimmed
+  EXPECT_EQ(a.stats().cur(MemCategory::KV), before);
+}
+
+// One pool for every request: pages a request gave back serve the next request of its shape, so the backend
+// allocates nothing new; pages of another shape (more rows) are their own size. trim keeps, of each size, what
+// it is told, and beyond that what fits the extra room.
+TEST(KVPagePool, RequestsShareItsPagesBySize) {
+  Schedule s = Schedule::square({1, 2, 3, 4});
+  auto full = make_full_policy();
+  const int heads = 2, hd = 4, depth = 2;
+  const int64_t slot2 = 2 * heads * hd * 8, slot6 = 6 * heads * hd * 8;  // bytes of a slot of 2 and 6 rows
+  KVPagePool pages(cpu_backend());
+  std::vector<int64_t> allocated;
+  for (int rows : {2, 2, 6}) {
+    const KVPlan plan = plan_kv(*full, s, depth, rows * heads * hd * 8, 4);
+    MultiScaleKVCache c(cpu_backend(), rows, heads, hd, depth, plan.pool_tokens, &pages, 4);
+    c.set_scale_limits(plan.scale_limits());
+    c.track_positions(true);
+    run(c, *full, s, depth);
+    for (int l = 0; l < depth; ++l) expect_store_consistent(c, l);
+    EXPECT_EQ(c.pool_pages(), 7);  // 28 slots
+    EXPECT_EQ(pages.used_pages(), 7);
+    allocated.push_back(pages.allocated_pages());
+  }
+  EXPECT_EQ(allocated, (std::vector<int64_t>{7, 7, 14}));  // the second 2-row request took the first one's pages
+  EXPECT_EQ(pages.used_pages(), 0);
+  EXPECT_EQ(pages.free_pages(), 14);
+  EXPECT_EQ(pages.peak_held_bytes(), 7 * 4 * slot2 + 7 * 4 * slot6);
+  pages.trim({{4 * slot6, 2}}, 3 * 4 * slot2);  // 2 of the large pages, and 3 small ones in the extra room
+  EXPECT_EQ(pages.free_pages(), 5);
+  EXPECT_EQ(pages.free_bytes(), 2 * 4 * slot6 + 3 * 4 * slot2);
+  KVPagePool::Page p = pages.acquire(4 * slot6);  // a cached page first
+  EXPECT_EQ(pages.allocated_pages(), 14);
+  pages.release(std::move(p));
+  pages.trim({}, 0);
+  EXPECT_EQ(pages.held_bytes(), 0);
+  EXPECT_THROW(pages.acquire(6), Error);  // not a whole number of floats
 }
 
 // A budget decided during the request is held to the limit of its scale; a policy that says from which

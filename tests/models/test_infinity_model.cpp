@@ -286,6 +286,8 @@ TEST(InfinityModel, GenerationsSteppedTogetherMatchRunsAlone) {
   }
 
   std::vector<std::unique_ptr<KVPolicy>> policies;
+  // One page pool for every request, as in the engine (it outlives their caches).
+  KVPagePool pages(model.backend());
   std::vector<std::pair<size_t, std::unique_ptr<InfinityGeneration>>> running;  // (job, generation)
   std::vector<GenerateResult> together(jobs.size());
   size_t widest = 0;
@@ -298,7 +300,7 @@ TEST(InfinityModel, GenerationsSteppedTogetherMatchRunsAlone) {
         policies.push_back(policy(jobs[i]));
         InfinityRunOptions o;
         o.policy = policies.back().get();
-        running.emplace_back(i, std::make_unique<InfinityGeneration>(model, vae, jobs[i].req, o, true));
+        running.emplace_back(i, std::make_unique<InfinityGeneration>(model, vae, jobs[i].req, o, &pages));
       }
     std::vector<InfinityGeneration*> batch;
     for (auto& [i, g] : running) batch.push_back(g.get());

@@ -107,6 +107,8 @@ TEST(VarModel, GenerationsSteppedTogetherMatchRunsAlone) {
   }
 
   std::vector<std::unique_ptr<KVPolicy>> policies;
+  // One page pool for every request, as in the engine (it outlives their caches).
+  KVPagePool pages(model.backend());
   std::vector<std::pair<size_t, std::unique_ptr<VarGeneration>>> running;  // (job, generation)
   std::vector<GenerateResult> together(jobs.size());
   std::vector<size_t> batch_sizes;
@@ -116,7 +118,7 @@ TEST(VarModel, GenerationsSteppedTogetherMatchRunsAlone) {
         policies.push_back(test::make_test_policy(jobs[i].policy, 20, c));
         VarRunOptions o;
         o.policy = policies.back().get();
-        running.emplace_back(i, std::make_unique<VarGeneration>(model, vae, request(jobs[i]), o, true));
+        running.emplace_back(i, std::make_unique<VarGeneration>(model, vae, request(jobs[i]), o, &pages));
       }
     std::vector<VarGeneration*> batch;
     for (auto& [i, g] : running) batch.push_back(g.get());
