@@ -1,18 +1,17 @@
 // multiscale_cache.h - the multi-scale KV cache of one request on one rank.
 // All layers' stores live in ONE slot pool per request, k, v [rows, heads, slots, head_dim], made of pages of
-// kKVPageSlots slots from the rank's KV page pool (kvcache/page_pool.h: shared by every request in flight). It
-// grows with the request, at most once per scale, to the memory
-// plan's limit of the scale that runs (kvcache/planner.h: the largest sum of the stores up to that scale, rounded
-// up to whole pages), so the request holds what its stores need so far, not its peak from the first scale, and
-// the peak is still known before the first scale. A layer's store is an ordered list of slot extents of that pool
-// (the same slots for every row and head; an extent never crosses a page). The current scale's K/V live in ONE
-// transient buffer shared by all layers: attention reads [store extents + transient], then the layer either
-// appends the transient tokens or the policy compacts [store + transient] into its own slots in place (a gather
-// across its extents, never concatenate-then-evict) and gives the slots it no longer needs back to the request's
-// pool, where the next layer to grow takes them. So a layer holds exactly its current length, budgets may move
-// between layers from scale to scale without copies, and the KV bytes at any moment are the pages plus one scale's
-// transient K/V. The last scale's K/V are never stored. The pages go back to the rank's pool when the request
-// ends (finished or cancelled).
+// kKVPageSlots slots from the rank's KV page pool (kvcache/page_pool.h: shared by every request in flight). It grows
+// with the request, at most once per scale, to the memory plan's limit of the scale that runs (kvcache/planner.h:
+// the largest sum of the stores up to that scale, rounded up to whole pages), so the request holds what its stores
+// need so far, not its peak from the first scale, and the peak is still known before the first scale. A layer's
+// store is an ordered list of slot extents of that pool (the same slots for every row and head; an extent never
+// crosses a page). The current scale's K/V live in ONE transient buffer shared by all layers: attention reads [store
+// extents + transient], then the layer either appends the transient tokens or the policy compacts [store +
+// transient] into its own slots in place (a gather across its extents, never concatenate-then-evict) and gives the
+// slots it no longer needs back to the request's pool, where the next layer to grow takes them. So a layer holds
+// exactly its current length, budgets may move between layers from scale to scale without copies, and the KV bytes
+// at any moment are the pages plus one scale's transient K/V. The last scale's K/V are never stored. The pages go
+// back to the rank's pool when the request ends (finished or cancelled).
 // When a policy decides budgets during the request (ScaleKV online), a layer can only grow into what the
 // plan allows: budgets beyond it are cut to what the pool may hold (counted in capped()).
 #pragma once
@@ -127,9 +126,9 @@ class MultiScaleKVCache {
   std::vector<int64_t> scale_limits_;
   int scale_ = -1;  // the scale of the last update(); -1: none yet
   std::vector<KVPagePool::Page> held_;     // the request's pages, in slot order
-  std::deque<Tensor> page_k_, page_v_;   // each page's K and V views, [rows, heads, page_slots, head_dim] (a
+  std::deque<Tensor> page_k_, page_v_;     // each page's K and V views, [rows, heads, page_slots, head_dim] (a
                                            // deque: segments handed out keep pointing at them as pages are added)
-  std::vector<int64_t> page_base_;        // the first slot of each page
+  std::vector<int64_t> page_base_;         // the first slot of each page
   int64_t capacity_ = 0;                   // slots of all pages
   std::vector<Layer> layers_;
   std::map<int64_t, int64_t> free_;  // start -> length, coalesced within a page

@@ -9,6 +9,7 @@
 
 #include "engine/admission.h"
 #include "engine/request_memory.h"
+#include "kvcache/page_pool.h"
 #include "kvcache/scalekv.h"
 #include "runtime/check.h"
 
@@ -205,8 +206,8 @@ TEST(Admission, ABurstOf200RequestsOnRealPlansStaysUnderTheCap) {
   ScaleKVOptions o;
   o.budget = 68;
   const ScaleKVPolicy scalekv(o, depth, s);
-  const auto d_full = request_demand(plan_kv(*full, s, depth, token_bytes), rows);
-  const auto d_skv = request_demand(plan_kv(scalekv, s, depth, token_bytes), rows);
+  const auto d_full = request_demand(plan_kv(*full, s, depth, token_bytes, kKVPageSlots), rows);
+  const auto d_skv = request_demand(plan_kv(scalekv, s, depth, token_bytes, kKVPageSlots), rows);
   ASSERT_EQ(d_full.size(), 10u);
   int64_t peak_full = 0;
   for (const auto& x : d_full) peak_full = std::max(peak_full, x.kv_bytes);
@@ -231,7 +232,7 @@ TEST(Admission, RisingCurvesLetStaggeredRequestsShareTheCap) {
   const int depth = 16, rows = 2;
   const int64_t token_bytes = rows * 16 * 64 * 2 * 4;
   const auto full = make_full_policy();
-  const KVPlan plan = plan_kv(*full, s, depth, token_bytes);
+  const KVPlan plan = plan_kv(*full, s, depth, token_bytes, kKVPageSlots);
   const std::vector<StepDemand> rising = request_demand(plan, rows);
   std::vector<StepDemand> flat = rising;
   for (size_t k = 0; k < flat.size(); ++k)
