@@ -627,10 +627,21 @@ class CpuBackend final : public Backend {
       js.push_back(j);
     }
     if (tiles == 0) return;
+    // A job whose keys lie in more than one segment gets them copied into one contiguous block per tile, so
+    // both products run over all its keys at once: the result does not depend on how its store is split into
+    // extents (which pages a request got), only on the keys, as with one segment.
+    bool gathers = false;
+    for (const AttentionJob& jb : jobs) {
+      int nonempty = 0;
+      for (const auto& s : jb.segs) nonempty += s.len > 0 || !s.row_len.empty();
+      gathers = gathers || nonempty > 1;
+    }
 #pragma omp parallel if (tiles > 1 && work > 65536)
     {
       Tensor scores = Tensor::empty({chunk_all, Lmax_all}, DType::F32, MemCategory::Workspace);
       Tensor acc = Tensor::empty({chunk_all, std::max<int64_t>(D, 1)}, DType::F32, MemCategory::Workspace);
+      Tensor kv_block;
+      if (gathers) kv_block = Tensor::empty({2, Lmax_all, std::max<int64_t>(D, 1)}, DType::F32, MemCategory::Workspace);
       float* S = scores.f32();
       float* A = acc.f32();
       size_t ji = 0;  // the job of the last tile (tiles come in ascending order within a thread's chunks)
@@ -644,26 +655,39 @@ class CpuBackend final : public Backend {
         const int64_t r = t / (H * nchunks), h = (t / nchunks) % H, q0 = (t % nchunks) * chunk;
         const int64_t nq = std::min(chunk, Lq - q0);
         const float* Q = jb.q->f32() + ((r * H + h) * Lq + q0) * D;
-        int64_t col = 0;
-        for (const auto& s : jb.segs) {  // scores = scale * Q K^T, one column block per segment
+        // This (row, head)'s keys and values: one segment's in place, several copied into kv_block in order.
+        const float* K = nullptr;
+        const float* V = nullptr;
+        int64_t L = 0, parts = 0;
+        for (const auto& s : jb.segs) {
           const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
           if (len == 0) continue;
-          const float* K = s.k->f32() + ((r * H + h) * s.k->dim(2) + s.start) * D;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, len, D, scale, Q, D, K, D, 0.0f, S + col, Lmax);
-          col += len;
+          const float* k = s.k->f32() + ((r * H + h) * s.k->dim(2) + s.start) * D;
+          const float* v = s.v->f32() + ((r * H + h) * s.v->dim(2) + s.start) * D;
+          if (++parts == 1) {
+            K = k;
+            V = v;
+          } else {
+            float* Kb = kv_block.f32();
+            float* Vb = Kb + Lmax_all * D;
+            if (parts == 2) {  // the first segment's keys go to the block too
+              std::memcpy(Kb, K, static_cast<size_t>(L * D) * sizeof(float));
+              std::memcpy(Vb, V, static_cast<size_t>(L * D) * sizeof(float));
+              K = Kb;
+              V = Vb;
+            }
+            std::memcpy(Kb + L * D, k, static_cast<size_t>(len * D) * sizeof(float));
+            std::memcpy(Vb + L * D, v, static_cast<size_t>(len * D) * sizeof(float));
+          }
+          L += len;
         }
-        const int64_t L = col;
-        for (int64_t i = 0; i < nq; ++i) softmax_row(S + i * Lmax, L);
-        col = 0;
-        for (const auto& s : jb.segs) {  // out = P V, accumulated over segments
-          const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
-          if (len == 0) continue;
-          const float* V = s.v->f32() + ((r * H + h) * s.v->dim(2) + s.start) * D;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, len, 1.0f, S + col, Lmax, V, D,
-                      col == 0 ? 0.0f : 1.0f, A, D);
-          col += len;
+        if (L > 0) {  // scores = scale * Q K^T, softmax, out = P V over all L keys at once
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, L, D, scale, Q, D, K, D, 0.0f, S, Lmax);
+          for (int64_t i = 0; i < nq; ++i) softmax_row(S + i * Lmax, L);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, L, 1.0f, S, Lmax, V, D, 0.0f, A, D);
+        } else {
+          std::fill(A, A + nq * D, 0.0f);
         }
-        if (col == 0) std::fill(A, A + nq * D, 0.0f);
         float* op = jb.out->f32();
         for (int64_t i = 0; i < nq; ++i)
           std::memcpy(op + ((r * Lq + q0 + i) * H + h) * D, A + i * D, D * sizeof(float));
