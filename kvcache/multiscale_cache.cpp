@@ -47,7 +47,6 @@ void MultiScaleKVCache::reset() {
   free_.clear();
   page_k_.clear();  // the views first: a page's memory goes back with its last reference
   page_v_.clear();
-  page_base_.clear();
   for (auto& p : held_) pages_->release(std::move(p));
   held_.clear();
   capacity_ = free_total_ = peak_live_ = peak_held_bytes_ = capped_ = 0;
@@ -59,10 +58,6 @@ int64_t MultiScaleKVCache::limit_now() const {
   return scale_limits_[std::min(static_cast<size_t>(scale_), scale_limits_.size() - 1)];
 }
 
-size_t MultiScaleKVCache::page_of(int64_t slot) const {
-  return static_cast<size_t>(std::upper_bound(page_base_.begin(), page_base_.end(), slot) - page_base_.begin()) - 1;
-}
-
 void MultiScaleKVCache::add_pages(int64_t slots) {
   const int64_t n = (slots + page_slots_ - 1) / page_slots_;
   const int64_t per = static_cast<int64_t>(rows_) * heads_ * page_slots_ * head_dim_;  // F32 elements of K (or V)
@@ -71,7 +66,6 @@ void MultiScaleKVCache::add_pages(int64_t slots) {
     const Tensor& m = held_.back().mem;
     page_k_.push_back(m.slice0(0, per).reshape({rows_, heads_, page_slots_, head_dim_}));
     page_v_.push_back(m.slice0(per, 2 * per).reshape({rows_, heads_, page_slots_, head_dim_}));
-    page_base_.push_back(capacity_);
     free_[capacity_] = page_slots_;  // never merged with the previous page's free range: extents stay in one page
     free_total_ += page_slots_;
     capacity_ += page_slots_;
@@ -89,7 +83,7 @@ std::vector<KVSegment> MultiScaleKVCache::store_segments(int l) const {
   std::vector<KVSegment> segs;
   for (const auto& e : layers_[l].extents) {
     const size_t c = page_of(e.start);
-    segs.push_back({&page_k_[c], &page_v_[c], e.len, {}, e.start - page_base_[c]});
+    segs.push_back({&page_k_[c], &page_v_[c], e.len, {}, e.start % page_slots_});
   }
   return segs;
 }
@@ -98,7 +92,7 @@ std::vector<KVExtent> MultiScaleKVCache::extents(int l, bool values) {
   std::vector<KVExtent> x;
   for (const auto& e : layers_[l].extents) {
     const size_t c = page_of(e.start);
-    x.push_back({values ? &page_v_[c] : &page_k_[c], e.start - page_base_[c], e.len});
+    x.push_back({values ? &page_v_[c] : &page_k_[c], e.start % page_slots_, e.len});
   }
   return x;
 }

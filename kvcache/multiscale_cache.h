@@ -111,7 +111,7 @@ class MultiScaleKVCache {
   void shrink(int l, int64_t n);  // return the slots of tokens [n, len) to the pool
   std::vector<KVExtent> extents(int l, bool values);  // the layer's store for gather_extents
   void release(int64_t start, int64_t len);
-  size_t page_of(int64_t slot) const;
+  size_t page_of(int64_t slot) const { return static_cast<size_t>(slot / page_slots_); }  // pages are equal
   int64_t limit_now() const;  // the limit of the current scale
   void add_pages(int64_t slots);  // enough pages for `slots` more slots
   void note_held();               // updates the peak of pages + transient bytes
@@ -128,7 +128,6 @@ class MultiScaleKVCache {
   std::vector<KVPagePool::Page> held_;     // the request's pages, in slot order
   std::deque<Tensor> page_k_, page_v_;     // each page's K and V views, [rows, heads, page_slots, head_dim] (a
                                            // deque: segments handed out keep pointing at them as pages are added)
-  std::vector<int64_t> page_base_;         // the first slot of each page
   int64_t capacity_ = 0;                   // slots of all pages
   std::vector<Layer> layers_;
   std::map<int64_t, int64_t> free_;  // start -> length, coalesced within a page

@@ -590,6 +590,7 @@ class CpuBackend final : public Backend {
   void attention_varlen(const std::vector<AttentionJob>& jobs, float scale) override {
     struct Job {
       int64_t R, H, Lq, D, Lmax, chunk, nchunks, tile0;
+      bool gather;  // its keys lie in more than one segment: copied into one block per tile (below)
     };
     std::vector<Job> js;
     int64_t tiles = 0, work = 0, Lmax_all = 1, chunk_all = 1, D = -1;
@@ -597,7 +598,8 @@ class CpuBackend final : public Backend {
       const Tensor& q = *jb.q;
       check_f32(q, "attention q");
       SKV_CHECK(q.ndim() == 4, "attention: q must be [rows, heads, tokens, head_dim], got {}", q.describe());
-      Job j{q.dim(0), q.dim(1), q.dim(2), q.dim(3), 0, 0, 0, tiles};
+      Job j{q.dim(0), q.dim(1), q.dim(2), q.dim(3), 0, 0, 0, tiles, false};
+      int nonempty = 0;
       SKV_CHECK(jb.out->numel() == j.R * j.Lq * j.H * j.D, "attention: out {} for q {}", jb.out->describe(),
                 q.describe());
       SKV_CHECK(D < 0 || j.D == D, "attention_varlen: head_dim {} beside {} (one model per call)", j.D, D);
@@ -617,7 +619,9 @@ class CpuBackend final : public Backend {
         SKV_CHECK(s.row_len.empty() || static_cast<int64_t>(s.row_len.size()) >= j.R, "attention: {} row lengths "
                   "for {} rows", s.row_len.size(), j.R);
         j.Lmax += m;
+        nonempty += m > 0;
       }
+      j.gather = nonempty > 1;
       j.chunk = std::max<int64_t>(1, std::min<int64_t>(j.Lq, kAttnChunk));
       j.nchunks = (j.Lq + j.chunk - 1) / j.chunk;
       tiles += j.R * j.H * j.nchunks;
@@ -630,12 +634,7 @@ class CpuBackend final : public Backend {
     // A job whose keys lie in more than one segment gets them copied into one contiguous block per tile, so
     // both products run over all its keys at once: the result does not depend on how its store is split into
     // extents (which pages a request got), only on the keys, as with one segment.
-    bool gathers = false;
-    for (const AttentionJob& jb : jobs) {
-      int nonempty = 0;
-      for (const auto& s : jb.segs) nonempty += s.len > 0 || !s.row_len.empty();
-      gathers = gathers || nonempty > 1;
-    }
+    const bool gathers = std::any_of(js.begin(), js.end(), [](const Job& j) { return j.gather; });
 #pragma omp parallel if (tiles > 1 && work > 65536)
     {
       Tensor scores = Tensor::empty({chunk_all, Lmax_all}, DType::F32, MemCategory::Workspace);
@@ -656,28 +655,22 @@ class CpuBackend final : public Backend {
         const int64_t nq = std::min(chunk, Lq - q0);
         const float* Q = jb.q->f32() + ((r * H + h) * Lq + q0) * D;
         // This (row, head)'s keys and values: one segment's in place, several copied into kv_block in order.
-        const float* K = nullptr;
-        const float* V = nullptr;
-        int64_t L = 0, parts = 0;
+        float* Kb = j.gather ? kv_block.f32() : nullptr;
+        float* Vb = j.gather ? Kb + Lmax_all * D : nullptr;
+        const float* K = Kb;
+        const float* V = Vb;
+        int64_t L = 0;
         for (const auto& s : jb.segs) {
           const int64_t len = s.row_len.empty() ? s.len : s.row_len[r];
           if (len == 0) continue;
           const float* k = s.k->f32() + ((r * H + h) * s.k->dim(2) + s.start) * D;
           const float* v = s.v->f32() + ((r * H + h) * s.v->dim(2) + s.start) * D;
-          if (++parts == 1) {
-            K = k;
-            V = v;
-          } else {
-            float* Kb = kv_block.f32();
-            float* Vb = Kb + Lmax_all * D;
-            if (parts == 2) {  // the first segment's keys go to the block too
-              std::memcpy(Kb, K, static_cast<size_t>(L * D) * sizeof(float));
-              std::memcpy(Vb, V, static_cast<size_t>(L * D) * sizeof(float));
-              K = Kb;
-              V = Vb;
-            }
+          if (j.gather) {
             std::memcpy(Kb + L * D, k, static_cast<size_t>(len * D) * sizeof(float));
             std::memcpy(Vb + L * D, v, static_cast<size_t>(len * D) * sizeof(float));
+          } else {
+            K = k;
+            V = v;
           }
           L += len;
         }
