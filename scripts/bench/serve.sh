@@ -3,9 +3,9 @@
 # (scripts/bench/serve_client.py, stdlib Python; its header says why not hey or aiperf) at several rates,
 # full cache vs ScaleKV 10 % at the same --kv-memory, continuous batching (the server's default).
 #   scripts/bench/serve.sh [OUT_DIR] [QUICK]        SKV=path/to/scalekv (default build/bin/scalekv)
-# Models: the shipped demo model (10 MiB cap = 4 full-cache requests; 10, 20 and 40 requests/s, 200 requests
-# each) and the VAR-d16 shape with random weights at 256x256, depth REDUCED to 4 (128 MiB cap = 4
-# full-cache requests of that depth, as serve_bench.sh; 0.1, 0.2 and 0.5 requests/s, 20 requests each: one
+# Models (each cap 4 full-cache requests at their planned KV peak, as serve_bench.sh): the shipped demo model
+# (10 MiB; 10, 20 and 40 requests/s, 200 requests each) and the VAR-d16 shape with random weights at
+# 256x256, depth REDUCED to 4 (124 MiB; 0.1, 0.2 and 0.5 requests/s, 20 requests each: one
 # image takes about 5 s there on 2 quiet cores, so 0.1/s is under its throughput and 0.5/s over it).
 # One server process per run (model x policy x rate), so the /metrics KV peak (a since-start gauge) is that
 # run's (plus the server's one warm-up request); each waits for /ready, takes the run, gets SIGTERM and must
@@ -25,6 +25,7 @@ mkdir -p "$out/runs"
 threads=$(nproc)
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads SKV_PROGRESS=0
 scalekv_10=(--kv-policy scalekv --kv-budget 10%)
+source scripts/bench/full_cap.sh  # full_cap N CONFIG [DEPTH]: N full-cache requests' planned KV peak
 
 # Machine and build, once (the table's header reads it): the same description `scalekv bench` writes (CPU,
 # cores, BLAS, build type), from a one-request `bench serve` of the demo model, plus memory and the OS.
@@ -99,8 +100,10 @@ if [ "$quick" = 1 ]; then
 else
   demo_rates=(10 20 40); demo_n=200; d16_rates=(0.1 0.2 0.5); d16_n=20
 fi
-demo=(--kv-memory 10MiB)
-d16=(--model configs/var-d16.json --random-weights --depth 4 --kv-memory 128MiB)
+demo_cap=$(full_cap 4 models/demo/var-fmnist.config.json)
+d16_cap=$(full_cap 4 configs/var-d16.json 4)
+demo=(--kv-memory "$demo_cap")
+d16=(--model configs/var-d16.json --random-weights --depth 4 --kv-memory "$d16_cap")
 # The client's per-request timeout: a few times the worst latency a healthy run shows (an answer that never
 # comes, e.g. a lost one, costs this much wall time and counts as a transport error).
 for rate in "${demo_rates[@]}"; do
