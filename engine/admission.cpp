@@ -54,15 +54,16 @@ std::string AdmissionLedger::never_fits(const std::vector<StepDemand>& demand) c
 bool AdmissionLedger::fits(const std::vector<StepDemand>& demand) const {
   if (!never_fits(demand).empty()) return false;
   for (size_t t = 0; t < demand.size(); ++t) {
-    const StepDemand r = reserved(static_cast<int64_t>(t));
-    // r <= cap and demand <= cap (never_fits), so the sums below cannot overflow.
-    if (r.kv_bytes + demand[t].kv_bytes > limits_.kv_cap_bytes) return false;
-    if (limits_.max_step_tokens > 0 && r.step_tokens + demand[t].step_tokens > limits_.max_step_tokens) return false;
+    const StepDemand sums = t < total_.size() ? total_[t] : StepDemand{};
+    // sums <= cap and demand <= cap (never_fits), so the sums below cannot overflow.
+    if (sums.kv_bytes + demand[t].kv_bytes > limits_.kv_cap_bytes) return false;
+    if (limits_.max_step_tokens > 0 && sums.step_tokens + demand[t].step_tokens > limits_.max_step_tokens) return false;
+    if (limits_.memory_cap_bytes == 0) continue;
+    const StepDemand r = reserved(static_cast<int64_t>(t));  // with the largest decode: a pass over the flights
     // Five terms of at most the cap each: summed in 128 bits, so a cap near 2^63 cannot wrap.
-    if (limits_.memory_cap_bytes > 0 &&
-        static_cast<__int128>(r.kv_bytes) + r.other_bytes + demand[t].kv_bytes + demand[t].other_bytes +
-                std::max(r.decode_bytes, demand[t].decode_bytes) >
-            limits_.memory_cap_bytes)
+    if (static_cast<__int128>(r.kv_bytes) + r.other_bytes + demand[t].kv_bytes + demand[t].other_bytes +
+            std::max(r.decode_bytes, demand[t].decode_bytes) >
+        limits_.memory_cap_bytes)
       return false;
   }
   return true;
@@ -160,6 +161,35 @@ void FcfsAdmission::cancel(int64_t id) {
     return;
   }
   ledger_.cancel(id);
+}
+
+int64_t burst_concurrency(const std::vector<StepDemand>& demand, AdmissionLimits limits, int64_t n) {
+  SKV_CHECK(n >= 1, "a burst of {} requests", n);
+  AdmissionLedger l(limits);
+  const std::string why = l.never_fits(demand);
+  SKV_CHECK(why.empty(), "a request can never run: {}", why);
+  // FCFS over equal requests: the next one is admitted while it fits (no queue of copies: memory grows with
+  // the requests in flight, not with the burst).
+  const int64_t steps = static_cast<int64_t>(demand.size());
+  std::map<int64_t, int64_t> started;  // in flight: id -> its first iteration
+  int64_t next = 0, most = 0, finished = 0;
+  for (int64_t it = 0; finished < n; ++it) {
+    for (; next < n && l.fits(demand); ++next) {
+      l.admit(next, demand);
+      started[next] = it;
+    }
+    // An empty iteration with requests waiting would never end: a request fits an empty ledger (never_fits).
+    SKV_CHECK(l.in_flight() > 0, "burst replay: nothing admitted at iteration {}", it);
+    SKV_CHECK(l.reserved(0).kv_bytes <= limits.kv_cap_bytes, "burst replay: iteration {} reserves {} bytes over the "
+              "cap of {}", it, l.reserved(0).kv_bytes, limits.kv_cap_bytes);
+    most = std::max(most, l.in_flight());
+    for (const int64_t id : l.advance()) {
+      SKV_CHECK(it - started.at(id) + 1 == steps, "burst replay: request {} was held back", id);
+      started.erase(id);
+      ++finished;
+    }
+  }
+  return most;
 }
 
 }  // namespace skv

@@ -116,4 +116,10 @@ class FcfsAdmission {
   std::deque<Waiting> queue_;
 };
 
+// The most requests in flight at once when `n` requests of one `demand` all arrive before the first iteration
+// and FCFS admits them under `limits` with scale-level joins (what `bench serve --rate 0` measures and
+// `scalekv plan --kv-memory` prints). Throws when one request could never fit, or (an internal error) when an
+// iteration would reserve past the KV cap or a request would not run its steps back to back.
+int64_t burst_concurrency(const std::vector<StepDemand>& demand, AdmissionLimits limits, int64_t n);
+
 }  // namespace skv

@@ -3,8 +3,10 @@
 // take the trace's requests in turn, request i on replica i % replicas, as a round-robin balancer would)
 // and reports throughput, latency, queue time, concurrency and the measured KV peak against the cap. Request i is one image: label i of --labels (VAR)
 // or prompt i of --text-embeddings (Infinity), image id i and --seed S, so its PNG (DIR/NNNN_cC.png or
-// DIR/NNNN.png) equals image i of `scalekv generate` with the same labels or prompts and seed. Arrivals are Poisson at --rate requests per second (0: all at once), timed from the
-// first; a thread on rank 0 submits each at its time (open loop: arrivals never wait for the engine).
+// DIR/NNNN.png) equals image i of `scalekv generate` with the same labels or prompts and seed. Arrivals are
+// Poisson at --rate requests per second (0: all at once), timed from the first; rank 0 queues those at the
+// start before the engine's first iteration and a thread submits each later one at its time (open loop:
+// arrivals never wait for the engine).
 #include <fmt/core.h>
 
 #include <algorithm>
@@ -188,9 +190,20 @@ void run_bench_serve(ServeBenchArgs& a) {
   const double t0 = now_seconds();
   std::thread feeder;
   if (ctx.tp->rank() == 0) {
-    feeder = std::thread([&] {
+    // Arrivals at the start (every one with --rate 0) are queued before the engine's first iteration, so a
+    // burst is admitted as one, as `scalekv plan --kv-memory` replays it, not as fast as a thread submits.
+    size_t later = 0;
+    try {
+      while (later < mine.size() && arrival[static_cast<size_t>(mine[later])] <= 0) engine.submit(make_request(mine[later++]));
+    } catch (const std::exception& e) {
+      feeder_error = e.what();
+      failed = true;
+      later = mine.size();
+    }
+    feeder = std::thread([&, later] {
       try {
-        for (int64_t i : mine) {
+        for (size_t k = later; k < mine.size(); ++k) {
+          const int64_t i = mine[k];
           std::unique_lock<std::mutex> lk(feed_mu);
           const auto at = std::chrono::steady_clock::now() +
                           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -339,9 +352,9 @@ void run_bench_serve(ServeBenchArgs& a) {
     j["memory_peak_bytes"] = s.memory_peak_bytes;
     j["memory_planned_peak_bytes"] = s.memory_planned_peak_bytes;  // the largest reservation of one iteration
   }
-  fmt::print("bench serve ({} mode, {} {}, rate {}/s, KV cap {}{}): {} images in {:.2f} s, {:.3f} images/s, latency p50 "
+  fmt::print("bench serve ({} mode, {}{}, rate {}/s, KV cap {}{}): {} images in {:.2f} s, {:.3f} images/s, latency p50 "
              "{:.2f} s p99 {:.2f} s, queue p50 {:.2f} s, at most {} in flight, KV peak {} ({:.0f}% of the cap){}\n",
-             batch_mode_name(eo.mode), a.kv.policy, a.kv.budget, a.rate, format_bytes(s.kv_cap_bytes),
+             batch_mode_name(eo.mode), a.kv.policy, a.kv.budget.empty() ? "" : " " + a.kv.budget, a.rate, format_bytes(s.kv_cap_bytes),
              R > 1 ? fmt::format(" per rank, {} replicas of TP {}", R, ctx.tp->size()) : "", n, seconds,
              j["images_per_s"].get<double>(), j["latency_p50_s"].get<double>(), j["latency_p99_s"].get<double>(),
              j["queue_p50_s"].get<double>(), s.max_in_flight, format_bytes(s.kv_peak_bytes),

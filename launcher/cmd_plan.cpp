@@ -1,7 +1,8 @@
 // cmd_plan.cpp - `scalekv plan`: the KV memory of a model, schedule, batch, policy and budget, scale by
-// scale, with the weight bytes per rank and the largest batch that fits a device - without weights and
-// without running the model (launcher/model_plan.h). --json prints one JSON object. --t5 DIR adds the text
-// encoder's weights and activations per rank (runtime/models/t5_encoder.h, from its config.json).
+// scale, with the weight bytes per rank, the largest batch that fits a device and how many requests a burst
+// holds in flight under a KV cap - without weights and without running the model (launcher/model_plan.h).
+// --json prints one JSON object. --t5 DIR adds the text encoder's weights and activations per rank
+// (runtime/models/t5_encoder.h, from its config.json).
 #include <fmt/core.h>
 
 #include "launcher/commands.h"
@@ -24,6 +25,9 @@ void register_plan(CLI::App& app) {
   cmd->add_option("--v-dtype", a->v_dtype, "Value cache dtype (f32, f16, bf16)")->capture_default_str();
   cmd->add_option("--weight-dtype", a->weight_dtype, "Weight dtype for the weight bytes")->capture_default_str();
   cmd->add_option("--device-memory", a->device_memory, "Device memory per rank (e.g. 80GiB): print the largest batch");
+  cmd->add_option("--kv-memory", a->kv_memory,
+                  "KV cap per rank (e.g. 440MiB): print how many requests a burst holds in flight at once (serve's "
+                  "admission), this policy and the full cache");
   cmd->add_option("--resolution", a->resolution, "Infinity: 256, 512, 768 or 1024 (default: the config's)");
   cmd->add_option("--h-div-w", a->h_div_w, "Infinity: aspect ratio h/w of the schedule (default: the config's)");
   cmd->add_flag("--json", *json, "Print one JSON object");

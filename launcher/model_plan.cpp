@@ -4,8 +4,10 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
+#include "engine/admission.h"
 #include "kvcache/page_pool.h"
 #include "kvcache/scalekv.h"
 #include "runtime/check.h"
@@ -163,6 +165,24 @@ PlanResult make_plan(const PlanArgs& a) {
     r.max_batch = r.device_memory > r.weight_bytes ? (r.device_memory - r.weight_bytes) / std::max<int64_t>(1, r.bytes_per_image)
                                                    : 0;
   }
+  if (!a.kv_memory.empty()) {
+    r.kv_memory = parse_memory_size(a.kv_memory);
+    SKV_CHECK(r.kv_memory > 0, "--kv-memory '{}' must be positive", a.kv_memory);
+    SKV_CHECK(r.rows <= std::numeric_limits<int>::max(), "--kv-memory: --batch {} is too large to replay", a.batch);
+    auto burst = [&](const KVPlan& p, std::string& never) -> int64_t {
+      const std::vector<StepDemand> d = request_demand(p, static_cast<int>(r.rows));
+      const AdmissionLimits limits{r.kv_memory, 0};
+      never = AdmissionLedger(limits).never_fits(d);
+      if (!never.empty()) return 0;
+      // Enough requests that the cap, not their count, is the limit: in flight never passes the cap over a
+      // request's smallest (first) step; three times that covers the staggered starts after the first ones.
+      const int64_t most = r.kv_memory / std::max<int64_t>(1, d.front().kv_bytes);
+      SKV_CHECK(most <= 10000000, "--kv-memory {}: over 10 million requests could be in flight; not replayed", a.kv_memory);
+      return burst_concurrency(d, limits, 3 * most + 3);
+    };
+    r.burst_in_flight = burst(r.kv, r.kv_never_fits);
+    r.full_burst_in_flight = burst(r.full, r.full_kv_never_fits);
+  }
   return r;
 }
 
@@ -217,6 +237,11 @@ std::string plan_json(const PlanResult& r, const PlanArgs& a) {
     j["max_batch"] = r.max_batch;
     j["bytes_per_image"] = r.bytes_per_image;
   }
+  if (r.burst_in_flight >= 0) {
+    j["kv_memory"] = r.kv_memory;
+    j["burst_in_flight"] = r.burst_in_flight;
+    j["full_burst_in_flight"] = r.full_burst_in_flight;
+  }
   return j.dump(1);
 }
 
@@ -256,6 +281,15 @@ std::string plan_text(const PlanResult& r, const PlanArgs& a) {
   if (r.max_batch >= 0)
     o += fmt::format("device memory {}: largest batch that fits: {} ({} MiB per image)\n", a.device_memory, r.max_batch,
                      mib(r.bytes_per_image));
+  if (r.burst_in_flight >= 0) {
+    auto most = [](int64_t n, const std::string& never) { return never.empty() ? std::to_string(n) : "0 (" + never + ")"; };
+    o += fmt::format("KV cap {} per rank: a burst of requests (batch {} each, FCFS, joining at any scale step) holds at most "
+                     "{} in flight with {}, {} with the full cache", a.kv_memory, a.batch,
+                     most(r.burst_in_flight, r.kv_never_fits), a.kv.policy, most(r.full_burst_in_flight, r.full_kv_never_fits));
+    if (r.full_burst_in_flight > 0 && a.kv.policy != "full")
+      o += fmt::format(" ({:.1f}x)", static_cast<double>(r.burst_in_flight) / static_cast<double>(r.full_burst_in_flight));
+    o += "\n";
+  }
   return o;
 }
 

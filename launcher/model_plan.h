@@ -40,6 +40,7 @@ struct PlanArgs {
   int tp = 1;
   std::string k_dtype = "f32", v_dtype = "f32", weight_dtype = "f32";
   std::string device_memory;  // "80GiB", "" = none
+  std::string kv_memory;      // a KV cap per rank ("440MiB", "" = none): how many requests a burst holds at once
   int resolution = 0;
   double h_div_w = 0;
   KVOptions kv;
@@ -58,6 +59,12 @@ struct PlanResult {
   int64_t device_memory = 0;
   int64_t max_batch = -1;     // -1: no --device-memory (64-bit: a large device must not wrap it)
   int64_t bytes_per_image = 0;  // KV peak + activations of one image (what each extra image of a batch costs)
+  // --kv-memory: the most requests (of --batch images each) in flight at once when a burst of them arrives
+  // together and the engine admits them FCFS under that cap (engine/admission.h burst_concurrency), with this
+  // policy and with the full cache; 0 when one request needs more than the cap (kv_never_fits says why).
+  int64_t kv_memory = 0;
+  int64_t burst_in_flight = -1, full_burst_in_flight = -1;  // -1: no --kv-memory
+  std::string kv_never_fits, full_kv_never_fits;
 };
 
 PlanResult make_plan(const PlanArgs& a);

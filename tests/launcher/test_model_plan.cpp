@@ -220,6 +220,36 @@ TEST(ModelPlan, VarConfigsPlanToo) {
   EXPECT_THROW(make_plan(a), Error);
 }
 
+// --kv-memory: how many requests a burst holds in flight at once under a KV cap (serve's admission replayed on
+// the plans): the VAR-d16 figures of Admission.ABurstOf200RequestsOnRealPlansStaysUnderTheCap, and a cap
+// under one request's peak is 0 with the reason, not an error.
+TEST(ModelPlan, AKVCapGivesTheRequestsABurstHoldsInFlight) {
+  PlanArgs a;
+  a.model = cfg("var-d16.json");
+  a.kv.policy = "scalekv";
+  a.kv.budget = "10%";
+  a.kv_memory = "440MiB";  // 4 full-cache requests at their peak of 110 MiB
+  PlanResult r = make_plan(a);
+  EXPECT_EQ(r.full.peak_bytes(), 110 << 20);
+  EXPECT_EQ(r.full_burst_in_flight, 4);
+  EXPECT_EQ(r.burst_in_flight, 30);
+  EXPECT_NE(plan_text(r, a).find("holds at most 30 in flight with scalekv, 4 with the full cache (7.5x)"), std::string::npos)
+      << plan_text(r, a);
+  const auto j = nlohmann::json::parse(plan_json(r, a));
+  EXPECT_EQ(j.at("burst_in_flight"), 30);
+  EXPECT_EQ(j.at("full_burst_in_flight"), 4);
+  EXPECT_EQ(j.at("kv_memory"), 440 << 20);
+  a.kv_memory = "100MiB";  // under the full cache's peak, over ScaleKV's 15 MiB
+  r = make_plan(a);
+  EXPECT_EQ(r.full_burst_in_flight, 0);
+  EXPECT_GT(r.burst_in_flight, 0);
+  EXPECT_NE(plan_text(r, a).find("0 (its scale step 8 needs"), std::string::npos) << plan_text(r, a);
+  a.kv_memory = "0";
+  EXPECT_THROW(make_plan(a), Error);
+  a.kv_memory = "lots";
+  EXPECT_THROW(make_plan(a), Error);
+}
+
 // Hostile input, class 6: checked arithmetic - a wrapped, negative or shrinking figure is never printed.
 TEST(ModelPlan, OverflowIsAnErrorAndTheLargestBatchGrowsWithMemory) {
   PlanArgs a = paper_args("infinity-2b.json", "full");

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # cli_bench_serve.sh - `scalekv bench serve` replays arrivals against the engine: request i writes the PNG
 # of image i of `scalekv generate` (same labels, seed and policy; within 1 level), for three policies, in
-# all three modes, at TP 1 and TP 2; a burst of 200 requests keeps the measured KV peak under the cap; the
-# JSON has its fields; bad options are one-line errors.
+# all three modes, at TP 1 and TP 2; a burst of 200 requests keeps the measured KV peak under the cap and holds
+# as many in flight as `scalekv plan --kv-memory` predicts; the JSON has its fields; bad options are one-line
+# errors.
 set -uo pipefail
 . "$(dirname "$0")/cli_common.sh"
 make_tiny_model
@@ -69,6 +70,23 @@ cmp -s "$WORK/gen1/0000_c0.png" "$WORK/serve_cfg/0000_c0.png" && fail "--cfg/--t
 "$SCALEKV" bench serve "${MODEL_ARGS[@]}" --labels 0-4x40 --seed 1 --kv-memory 150KiB --json "$WORK/burst.json" \
   || fail "burst"
 check_json "$WORK/burst.json" 200
+# `scalekv plan --kv-memory` replays the same admission on the plans: its figure is the burst's measured one.
+# plan_burst JSON KEY KV-OPTIONS...: the plan's figure KEY equals the run's max_in_flight.
+plan_burst() {
+  local json=$1 key=$2
+  shift 2
+  "$SCALEKV" plan --model "$WORK/tiny.config.json" --kv-memory 150KiB "$@" --json > "$WORK/plan_burst.json" \
+    || fail "plan --kv-memory $*"
+  python3 -c "import json, sys; p = json.load(open(sys.argv[1])); j = json.load(open(sys.argv[2]))
+assert p[sys.argv[3]] == j['max_in_flight'] > 0, (p[sys.argv[3]], j['max_in_flight'])" "$WORK/plan_burst.json" "$json" "$key" \
+    || fail "plan --kv-memory $* predicts another concurrency than the burst measured"
+}
+plan_burst "$WORK/burst.json" full_burst_in_flight
+skv_burst=(--kv-policy scalekv --kv-budget 50% --kv-window 4)
+"$SCALEKV" bench serve "${MODEL_ARGS[@]}" --labels 0-4x40 --seed 1 --kv-memory 150KiB "${skv_burst[@]}" \
+  --json "$WORK/burst_skv.json" || fail "ScaleKV burst"
+check_json "$WORK/burst_skv.json" 200
+plan_burst "$WORK/burst_skv.json" burst_in_flight "${skv_burst[@]}"
 
 expect_bench_serve_error "can never run" --kv-memory 10KiB
 expect_bench_serve_error "is not a memory size" --kv-memory 12parsecs
