@@ -274,8 +274,9 @@ Engine::Plan Engine::decide() {
     case BatchMode::Static: if (flying == 0) ids = admission_.admit_ready(room); break;
     case BatchMode::Sequential: if (flying == 0) ids = admission_.admit_ready(1); break;
   }
-  stats_.kv_planned_peak_bytes = std::max(stats_.kv_planned_peak_bytes, admission_.ledger().reserved(0).kv_bytes);
-  stats_.memory_planned_peak_bytes = std::max(stats_.memory_planned_peak_bytes, admission_.ledger().reserved_memory(0));
+  const int64_t next_kv = admission_.ledger().reserved(0).kv_bytes, next_memory = admission_.ledger().reserved_memory(0);
+  stats_.kv_planned_peak_bytes = std::max(stats_.kv_planned_peak_bytes, next_kv);
+  stats_.memory_planned_peak_bytes = std::max(stats_.memory_planned_peak_bytes, next_memory);
   for (int64_t id : ids) {
     auto it = waiting_.find(id);
     SKV_CHECK(it != waiting_.end(), "internal: admitted request {} was not waiting", id);
@@ -287,8 +288,8 @@ Engine::Plan Engine::decide() {
   // The room the next iteration's reservations leave under each cap (kv_cap 0: only the memory cap).
   const AdmissionLimits& lim = opt_.limits;
   int64_t slack = std::numeric_limits<int64_t>::max();
-  if (lim.kv_cap_bytes > 0) slack = lim.kv_cap_bytes - admission_.ledger().reserved(0).kv_bytes;
-  if (lim.memory_cap_bytes > 0) slack = std::min(slack, lim.memory_cap_bytes - admission_.ledger().reserved_memory(0));
+  if (lim.kv_cap_bytes > 0) slack = lim.kv_cap_bytes - next_kv;
+  if (lim.memory_cap_bytes > 0) slack = std::min(slack, lim.memory_cap_bytes - next_memory);
   // Free pages may stay cached for the pages the requests in flight take in that iteration (their reservations
   // hold them) and for the room left under the caps, no more.
   p.keep_pages = admission_.ledger().next_page_growth();

@@ -49,7 +49,7 @@ void MultiScaleKVCache::reset() {
   page_v_.clear();
   for (auto& p : held_) pages_->release(std::move(p));
   held_.clear();
-  capacity_ = free_total_ = peak_live_ = peak_held_bytes_ = capped_ = 0;
+  free_total_ = peak_live_ = peak_held_bytes_ = capped_ = 0;
   scale_ = -1;
 }
 
@@ -62,13 +62,12 @@ void MultiScaleKVCache::add_pages(int64_t slots) {
   const int64_t n = (slots + page_slots_ - 1) / page_slots_;
   const int64_t per = static_cast<int64_t>(rows_) * heads_ * page_slots_ * head_dim_;  // F32 elements of K (or V)
   for (int64_t i = 0; i < n; ++i) {
+    free_[pool_slots()] = page_slots_;  // never merged with the previous page's free range: extents stay in one page
     held_.push_back(pages_->acquire(page_bytes()));
     const Tensor& m = held_.back().mem;
     page_k_.push_back(m.slice0(0, per).reshape({rows_, heads_, page_slots_, head_dim_}));
     page_v_.push_back(m.slice0(per, 2 * per).reshape({rows_, heads_, page_slots_, head_dim_}));
-    free_[capacity_] = page_slots_;  // never merged with the previous page's free range: extents stay in one page
     free_total_ += page_slots_;
-    capacity_ += page_slots_;
   }
   note_held();
 }
@@ -123,7 +122,7 @@ int64_t MultiScaleKVCache::pool_bytes() const {
 
 int64_t MultiScaleKVCache::peak_bytes() const { return peak_held_bytes_; }
 
-int64_t MultiScaleKVCache::live_tokens() const { return capacity_ - free_total_; }
+int64_t MultiScaleKVCache::live_tokens() const { return pool_slots() - free_total_; }
 
 void MultiScaleKVCache::release(int64_t start, int64_t len) {
   if (len == 0) return;
@@ -147,13 +146,13 @@ void MultiScaleKVCache::release(int64_t start, int64_t len) {
 void MultiScaleKVCache::grow(int l, int64_t n) {
   auto& L = layers_[l];
   int64_t need = n - L.len;  // append_current and compact have checked it against the scale's limit
-  if (need > free_total_) add_pages(limit_now() - capacity_);  // grow to the scale's limit at once
+  if (need > free_total_) add_pages(limit_now() - pool_slots());  // grow to the scale's limit at once
   while (need > 0) {
     // Prefer the free range right after the layer's last extent in its page (extends it), else the first.
     auto it = free_.end();
     if (!L.extents.empty()) {
       const int64_t end = L.extents.back().start + L.extents.back().len;
-      if (end < capacity_ && page_of(end) == page_of(L.extents.back().start)) it = free_.find(end);
+      if (page_of(end) == page_of(L.extents.back().start)) it = free_.find(end);  // not past its page
     }
     if (it == free_.end()) it = free_.begin();
     const int64_t take = std::min(need, it->second), start = it->first;

@@ -93,7 +93,7 @@ class MultiScaleKVCache {
 
   int64_t token_bytes() const;  // K and V of one slot of every (row, head)
   int64_t pool_tokens() const { return pool_tokens_; }  // the most slots the pool may use
-  int64_t pool_slots() const { return capacity_; }      // slots the pool holds now (its pages)
+  int64_t pool_slots() const { return pool_pages() * page_slots_; }  // slots the pool holds now (its pages)
   int64_t pool_pages() const { return static_cast<int64_t>(held_.size()); }
   int64_t pool_bytes() const;        // bytes of the pool now (its pages)
   int64_t live_tokens() const;       // slots in use
@@ -128,7 +128,6 @@ class MultiScaleKVCache {
   std::vector<KVPagePool::Page> held_;     // the request's pages, in slot order
   std::deque<Tensor> page_k_, page_v_;     // each page's K and V views, [rows, heads, page_slots, head_dim] (a
                                            // deque: segments handed out keep pointing at them as pages are added)
-  int64_t capacity_ = 0;                   // slots of all pages
   std::vector<Layer> layers_;
   std::map<int64_t, int64_t> free_;  // start -> length, coalesced within a page
   int64_t free_total_ = 0, peak_live_ = 0, peak_held_bytes_ = 0, capped_ = 0;

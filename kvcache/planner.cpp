@@ -42,7 +42,6 @@ KVPlan plan_kv(const KVPolicy& policy, const Schedule& schedule, int depth, int6
   for (KVPlanScale& ps : p.scales) {
     limit = ps.scale >= policy.first_unplanned_scale() ? p.pool_tokens : std::max(limit, ps.live_peak);
     ps.limit = limit;
-    p.peak_tokens = std::max(p.peak_tokens, checked_add(limit, ps.tokens, "KV plan tokens"));
   }
   return p;
 }

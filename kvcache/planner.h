@@ -37,7 +37,6 @@ struct KVPlan {
   int64_t store_peak_tokens = 0;     // max over scale boundaries of the summed stores
   int64_t pool_tokens = 0;           // max over the whole request of the summed stores (the pool's final size)
   int64_t transient_tokens = 0;      // the largest scale (one layer's current K/V)
-  int64_t peak_tokens = 0;           // max over scales of limit + the scale's tokens (before pages round the limit)
   // Bytes of one token in one layer on this rank: rows * heads * head_dim * (bytes of K + bytes of V).
   int64_t token_bytes = 0;
   int64_t page_slots = 0;  // slots per page of the cache (0: no pages, slots are counted one by one)
